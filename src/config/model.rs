@@ -1,0 +1,1 @@
+//! Raw serde structs mirroring the YAML (`deny_unknown_fields`); no logic.

@@ -1,0 +1,168 @@
+//! The normalize stage: one internal CloudEvent model for every ingress format.
+//!
+//! Imports nothing internal. [`http`] decodes and encodes the CloudEvents HTTP binding,
+//! [`eventgrid`] the Event Grid schema.
+
+pub mod eventgrid;
+pub mod http;
+mod sdk;
+
+pub use sdk::to_sdk;
+
+use bytes::Bytes;
+
+/// One event, as switchyard keeps it from ingress to delivery.
+///
+/// `data` holds the payload as the binary mode would carry it: the body bytes, the raw JSON
+/// text of a JSON `data` member, the characters of a string `data` under a non-JSON content
+/// type, or the decoded bytes of `data_base64`. It is parsed only when a filter asks for a
+/// `data.*` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// `specversion`: `1.0` (or `0.3` for older senders).
+    pub specversion: String,
+    /// `id`.
+    pub id: String,
+    /// `source` (Event Grid: `topic`).
+    pub source: String,
+    /// `type` (Event Grid: `eventType`).
+    pub ty: String,
+    /// `datacontenttype`.
+    pub datacontenttype: Option<String>,
+    /// `dataschema` (`schemaurl` in 0.3).
+    pub dataschema: Option<String>,
+    /// `subject`.
+    pub subject: Option<String>,
+    /// `time`, an RFC 3339 timestamp (Event Grid: `eventTime`).
+    pub time: Option<String>,
+    /// Extension attributes in arrival order; names are lower-case `[a-z0-9]+`.
+    pub extensions: Vec<(String, ExtensionValue)>,
+    /// Event Grid `dataVersion`, when the event came in the Event Grid schema.
+    pub data_version: Option<String>,
+    /// The payload (see the type's documentation).
+    pub data: Option<Bytes>,
+}
+
+/// The value of an extension attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtensionValue {
+    /// A string (also URI, timestamp and binary attributes, in canonical string form).
+    String(String),
+    /// A 32-bit integer.
+    Integer(i64),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl ExtensionValue {
+    /// The canonical string form (as sent in a `ce-` header).
+    pub fn to_canonical_string(&self) -> String {
+        match self {
+            Self::String(s) => s.clone(),
+            Self::Integer(i) => i.to_string(),
+            Self::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+impl Event {
+    /// The value of an extension attribute by name.
+    pub fn extension(&self, name: &str) -> Option<&ExtensionValue> {
+        self.extensions
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Sets (or replaces) an extension attribute.
+    pub fn set_extension(&mut self, name: &str, value: ExtensionValue) {
+        match self.extensions.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.extensions.push((name.to_owned(), value)),
+        }
+    }
+
+    /// True when `datacontenttype` is absent or JSON-typed (`*/json`, `*/*+json`).
+    pub fn data_is_json(&self) -> bool {
+        self.datacontenttype.as_deref().is_none_or(is_json_media_type)
+    }
+}
+
+/// True for media types `*/json` and `*/*+json` (parameters ignored, case-insensitive).
+pub fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence.ends_with("/json") || essence.ends_with("+json")
+}
+
+/// Why a request body or an event in it is not a valid event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", location(.index, .attribute))]
+pub struct DecodeError {
+    /// Whether the input is invalid or too large.
+    pub kind: DecodeErrorKind,
+    /// Position of the offending event in a batch, when the request carried several.
+    pub index: Option<usize>,
+    /// The attribute, header or member at fault, when one is.
+    pub attribute: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The classes of decode failure (each maps to one HTTP status at ingress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeErrorKind {
+    /// Malformed JSON, a missing or bad attribute, a bad `specversion` (400).
+    Invalid,
+    /// An event or a batch over its configured limit (413).
+    TooLarge,
+}
+
+fn location(index: &Option<usize>, attribute: &Option<String>) -> String {
+    match (index, attribute) {
+        (Some(i), Some(a)) => format!("event {i}, {a}: "),
+        (Some(i), None) => format!("event {i}: "),
+        (None, Some(a)) => format!("{a}: "),
+        (None, None) => String::new(),
+    }
+}
+
+impl DecodeError {
+    /// An error about one attribute (or header, or member).
+    pub fn attribute(attribute: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: DecodeErrorKind::Invalid,
+            index: None,
+            attribute: Some(attribute.into()),
+            message: message.into(),
+        }
+    }
+
+    /// An error about the whole body.
+    pub fn body(message: impl Into<String>) -> Self {
+        Self {
+            kind: DecodeErrorKind::Invalid,
+            index: None,
+            attribute: None,
+            message: message.into(),
+        }
+    }
+
+    /// An error about an event or a batch that is over a limit.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self {
+            kind: DecodeErrorKind::TooLarge,
+            ..Self::body(message)
+        }
+    }
+
+    /// The same error, located at event `index` of a batch.
+    pub fn at(mut self, index: usize) -> Self {
+        self.index = Some(index);
+        self
+    }
+}
