@@ -6,6 +6,9 @@
 
 mod env;
 mod model;
+mod summary;
+#[cfg(test)]
+mod tests;
 mod units;
 mod validate;
 
@@ -16,7 +19,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue, Uri};
 
-pub use units::{parse_duration, parse_rate, parse_size};
+pub use units::{parse_duration, parse_rate, parse_size, UnitError};
 
 /// A validated switchyard configuration.
 #[derive(Debug, Clone)]

@@ -1,0 +1,228 @@
+//! The human-readable listing printed by `switchyard check`: what the daemon would serve.
+//!
+//! Secrets never appear: credentials are counted, header values and URL queries are left out,
+//! and of a command only the program is shown. Imports nothing internal outside `config`.
+
+use std::time::Duration;
+
+use super::units::format_duration;
+use super::{
+    AuthRule, Config, HttpFormat, MatchConfig, RouteConfig, SinkConfig, SinkKind, SpoolBackend,
+};
+
+impl Config {
+    /// A human-readable listing of this configuration (for `switchyard check`); never shows secrets.
+    pub fn summary(&self) -> String {
+        let mut lines = vec![
+            format!("listen          {}", self.listen),
+            format!(
+                "spool           {} (path {})",
+                backend(self.spool.backend),
+                self.spool.path.display()
+            ),
+            format!("shutdown_grace  {}", format_duration(self.shutdown_grace)),
+            format!("ingress         {}", self.ingress_line()),
+            String::new(),
+            format!("routes ({}):", self.routes.len()),
+        ];
+        lines.extend(self.routes.iter().flat_map(route_lines));
+        lines.push(String::new());
+        lines.push(format!("sinks ({}):", self.sinks.len()));
+        lines.extend(self.sinks.values().flat_map(sink_lines));
+        lines.push(String::new());
+        lines.join("\n")
+    }
+
+    fn ingress_line(&self) -> String {
+        let ingress = &self.ingress;
+        let auth = match ingress.auth.len() {
+            0 => "none".to_owned(),
+            n => {
+                let kinds: Vec<&str> = ingress.auth.iter().map(auth_kind).collect();
+                format!("{n} credential(s): {}", kinds.join(", "))
+            }
+        };
+        let rate = ingress
+            .allowed_rate
+            .map_or("*".to_owned(), |r| format!("{r}/min"));
+        format!(
+            "max event {}, max request {}, max batch {} events; auth {auth}; origins {}; rate {rate}",
+            size(ingress.max_event_bytes as u64),
+            size(ingress.max_request_bytes as u64),
+            ingress.max_batch_events,
+            ingress.allowed_origins.join(", "),
+        )
+    }
+}
+
+fn backend(backend: SpoolBackend) -> &'static str {
+    match backend {
+        SpoolBackend::Memory => "memory",
+    }
+}
+
+fn auth_kind(rule: &AuthRule) -> &'static str {
+    match rule {
+        AuthRule::SasKey(_) => "sas_key",
+        AuthRule::Bearer(_) => "bearer",
+    }
+}
+
+fn route_lines(route: &RouteConfig) -> Vec<String> {
+    vec![
+        format!("  {}", route.name),
+        format!("    match  {}", match_text(&route.filter)),
+        format!("    to     {}", route.to.join(", ")),
+    ]
+}
+
+fn match_text(filter: &MatchConfig) -> String {
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            "any".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    let mut parts = vec![
+        format!("types {}", list(&filter.types)),
+        format!("sources {}", list(&filter.sources)),
+    ];
+    if let Some(subject) = &filter.subject {
+        let mut text = String::from("subject");
+        if let Some(prefix) = &subject.begins_with {
+            text.push_str(&format!(" begins with {prefix:?}"));
+        }
+        if let Some(suffix) = &subject.ends_with {
+            text.push_str(&format!(" ends with {suffix:?}"));
+        }
+        let case = if subject.case_sensitive {
+            "case-sensitive"
+        } else {
+            "ignoring case"
+        };
+        parts.push(format!("{text} ({case})"));
+    }
+    if !filter.advanced.is_empty() {
+        parts.push(format!("{} advanced filter(s)", filter.advanced.len()));
+    }
+    parts.join("; ")
+}
+
+fn sink_lines(sink: &SinkConfig) -> Vec<String> {
+    let retry = &sink.retry;
+    let schedule: Vec<String> = retry
+        .schedule
+        .iter()
+        .copied()
+        .map(format_duration)
+        .collect();
+    vec![
+        format!(
+            "  {}: {} {}",
+            sink.name,
+            sink.kind.name(),
+            target(&sink.kind)
+        ),
+        format!("    concurrency   {}", sink.concurrency),
+        format!(
+            "    retry         max_attempts {}, event_ttl {}, horizon {}",
+            retry.max_attempts,
+            format_duration(retry.event_ttl),
+            horizon(retry.horizon()),
+        ),
+        format!(
+            "    schedule      {} (the last repeats)",
+            schedule.join(", ")
+        ),
+        format!(
+            "    dead_letter   {}",
+            sink.dead_letter.as_deref().unwrap_or("none")
+        ),
+    ]
+}
+
+/// What a sink delivers to, without anything that may hold a secret.
+fn target(kind: &SinkKind) -> String {
+    match kind {
+        SinkKind::Http(http) => {
+            let url = &http.url;
+            let port = url.port().map_or(String::new(), |p| format!(":{p}"));
+            let query = if url.query().is_some() { "?…" } else { "" };
+            let headers: Vec<&str> = http.headers.iter().map(|(name, _)| name.as_str()).collect();
+            format!(
+                "{}://{}{port}{}{query} ({}, timeout {}, headers: {})",
+                url.scheme_str().unwrap_or("http"),
+                url.host().unwrap_or(""),
+                url.path(),
+                format_name(http.format),
+                format_duration(http.timeout),
+                if headers.is_empty() {
+                    "none".to_owned()
+                } else {
+                    headers.join(", ")
+                },
+            )
+        }
+        SinkKind::Log(log) => format!("(level {})", log.level.as_str().to_lowercase()),
+        SinkKind::File(file) => file.path.display().to_string(),
+        SinkKind::Exec(exec) => {
+            let program = exec.command.first().map_or("", String::as_str);
+            let args = exec.command.len().saturating_sub(1);
+            format!(
+                "{program} (+{args} args, timeout {})",
+                format_duration(exec.timeout)
+            )
+        }
+        SinkKind::Handler(handler) => format!("`{}`", handler.name),
+    }
+}
+
+fn format_name(format: HttpFormat) -> &'static str {
+    match format {
+        HttpFormat::CloudEventsBinary => "cloudevents-binary",
+        HttpFormat::CloudEventsStructured => "cloudevents-structured",
+        HttpFormat::EventGrid => "eventgrid",
+    }
+}
+
+/// A retry horizon in its two largest units: `1d 0h`, `23h 59m`, `5m 10s`.
+fn horizon(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        86_400.. => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3600),
+        3600.. => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+        60.. => format!("{}m {}s", secs / 60, secs % 60),
+        _ => format_duration(duration),
+    }
+}
+
+/// A byte count in the largest binary unit that divides it (`1MiB`, `1500B`).
+fn size(bytes: u64) -> String {
+    for (unit, factor) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= factor && bytes % factor == 0 {
+            return format!("{}{unit}", bytes / factor);
+        }
+    }
+    format!("{bytes}B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn horizons_show_two_units() {
+        assert_eq!(horizon(Duration::from_secs(86_400)), "1d 0h");
+        assert_eq!(horizon(Duration::from_secs(86_340)), "23h 59m");
+        assert_eq!(horizon(Duration::from_secs(310)), "5m 10s");
+        assert_eq!(horizon(Duration::from_millis(1500)), "1s500ms");
+    }
+
+    #[test]
+    fn sizes_use_the_largest_exact_unit() {
+        assert_eq!(size(1 << 20), "1MiB");
+        assert_eq!(size(1536), "1536B");
+        assert_eq!(size(3 << 10), "3KiB");
+    }
+}
