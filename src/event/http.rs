@@ -1,22 +1,49 @@
 //! The CloudEvents HTTP protocol binding: decode binary, structured and batched mode
 //! (ingress); encode binary, structured and batched mode (HTTP sinks, file sink).
 
-use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 
-use super::{DecodeError, Event};
+use super::draft::Draft;
+use super::structured::{self, Structured};
+use super::{json, percent, DecodeError, Event};
 
 /// Decodes a binary-mode request: attributes from `ce-*` headers (percent-decoded),
 /// `datacontenttype` from `Content-Type`, the body as `data`.
 pub fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<Event, DecodeError> {
-    let _ = (headers, body);
-    Err(DecodeError::body("not implemented"))
+    let mut draft = Draft::new("ce-");
+    for name in headers.keys() {
+        let Some(attribute) = name.as_str().strip_prefix("ce-") else {
+            continue;
+        };
+        let mut values = headers.get_all(name).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return Err(DecodeError::attribute(name.as_str(), "duplicate header"));
+        };
+        let value = percent::decode(name.as_str(), value.as_bytes())?;
+        draft.set_string(attribute, value)?;
+    }
+    if let Some(content_type) = headers.get(CONTENT_TYPE) {
+        if draft.has_datacontenttype() {
+            return Err(DecodeError::attribute(
+                "ce-datacontenttype",
+                "must not be sent with Content-Type",
+            ));
+        }
+        let content_type = content_type
+            .to_str()
+            .map_err(|_| DecodeError::attribute("content-type", "must be visible ASCII"))?;
+        draft.set_string("datacontenttype", content_type.to_owned())?;
+    }
+    let mut event = draft.into_event()?;
+    event.data = (!body.is_empty()).then_some(body);
+    Ok(event)
 }
 
 /// Decodes one structured-mode event (`application/cloudevents+json`).
 pub fn decode_structured(body: &[u8]) -> Result<Event, DecodeError> {
-    let _ = body;
-    Err(DecodeError::body("not implemented"))
+    structured::decode(body)
 }
 
 /// Decodes a batched-mode body (`application/cloudevents-batch+json`); errors name the index.
@@ -26,24 +53,105 @@ pub fn decode_batch(
     max_event_bytes: usize,
     max_events: usize,
 ) -> Result<Vec<Event>, DecodeError> {
-    let _ = (body, max_event_bytes, max_events);
-    Err(DecodeError::body("not implemented"))
+    let elements = json::parse_array(body)?;
+    check_batch_limits(&elements, max_event_bytes, max_events)?;
+    let mut events: Vec<Event> = Vec::with_capacity(elements.len());
+    for (index, raw) in elements.iter().enumerate() {
+        let event = structured::decode(raw.get().as_bytes()).map_err(|e| e.at(index))?;
+        if let Some(first) = events.first() {
+            if first.specversion != event.specversion {
+                let message = format!(
+                    "specversion \"{}\" differs from the batch's \"{}\"",
+                    event.specversion, first.specversion
+                );
+                return Err(DecodeError::attribute("specversion", message).at(index));
+            }
+        }
+        events.push(event);
+    }
+    Ok(events)
+}
+
+/// Checks the event count and each element's size against the limits of a batch.
+pub(crate) fn check_batch_limits(
+    elements: &[&serde_json::value::RawValue],
+    max_event_bytes: usize,
+    max_events: usize,
+) -> Result<(), DecodeError> {
+    if elements.len() > max_events {
+        return Err(DecodeError::too_large(format!(
+            "batch has {} events; at most {max_events}",
+            elements.len()
+        )));
+    }
+    for (index, raw) in elements.iter().enumerate() {
+        let size = raw.get().len();
+        if size > max_event_bytes {
+            return Err(DecodeError::too_large(format!(
+                "event has {size} bytes; at most {max_event_bytes}"
+            ))
+            .at(index));
+        }
+    }
+    Ok(())
 }
 
 /// Encodes an event in binary mode: sets `ce-*` and `Content-Type` headers, returns the body.
+///
+/// Attributes that cannot travel in a header (an extension whose name is not a valid
+/// attribute name, a content type with characters a header cannot hold) are left out.
 pub fn encode_binary(event: &Event, headers: &mut HeaderMap) -> Bytes {
-    let _ = (event, headers);
-    Bytes::new()
+    let schema = if event.specversion == "0.3" {
+        "ce-schemaurl"
+    } else {
+        "ce-dataschema"
+    };
+    let core = [
+        ("ce-specversion", Some(&event.specversion)),
+        ("ce-id", Some(&event.id)),
+        ("ce-source", Some(&event.source)),
+        ("ce-type", Some(&event.ty)),
+        ("ce-subject", event.subject.as_ref()),
+        ("ce-time", event.time.as_ref()),
+        (schema, event.dataschema.as_ref()),
+    ];
+    for (name, value) in core {
+        if let Some(value) = value {
+            set_header(headers, name, value);
+        }
+    }
+    for (name, value) in &event.extensions {
+        if super::draft::is_attribute_name(name)
+            && !structured::is_reserved(&event.specversion, name)
+        {
+            set_header(headers, &format!("ce-{name}"), &value.to_canonical_string());
+        }
+    }
+    if let Some(content_type) = &event.datacontenttype {
+        if let Ok(value) = HeaderValue::from_str(content_type) {
+            headers.insert(CONTENT_TYPE, value);
+        }
+    }
+    event.data.clone().unwrap_or_default()
+}
+
+/// Sets a `ce-` header to the percent-encoded `value` (always visible ASCII).
+fn set_header(headers: &mut HeaderMap, name: &str, value: &str) {
+    let (Ok(name), Ok(value)) = (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_str(&percent::encode(value)),
+    ) else {
+        return;
+    };
+    headers.insert(name, value);
 }
 
 /// Encodes an event as one structured-mode JSON object.
 pub fn encode_structured(event: &Event) -> Vec<u8> {
-    let _ = event;
-    Vec::new()
+    json::to_vec(&Structured(event))
 }
 
 /// Encodes events as a batched-mode JSON array.
 pub fn encode_batch<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<u8> {
-    let _ = events.into_iter();
-    Vec::new()
+    json::to_array(events.into_iter().map(Structured))
 }

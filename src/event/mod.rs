@@ -3,9 +3,24 @@
 //! Imports nothing internal. [`http`] decodes and encodes the CloudEvents HTTP binding,
 //! [`eventgrid`] the Event Grid schema.
 
+mod draft;
 pub mod eventgrid;
 pub mod http;
+mod json;
+mod percent;
 mod sdk;
+mod structured;
+
+#[cfg(test)]
+mod conformance;
+#[cfg(test)]
+mod eventgrid_tests;
+#[cfg(test)]
+mod sdk_tests;
+#[cfg(test)]
+mod structured_tests;
+#[cfg(test)]
+mod tests;
 
 pub use sdk::to_sdk;
 
@@ -97,6 +112,18 @@ pub fn is_json_media_type(content_type: &str) -> bool {
         .trim()
         .to_ascii_lowercase();
     essence.ends_with("/json") || essence.ends_with("+json")
+}
+
+/// True for media types whose payload is text: `text/*`, `*/xml`, `*/*+xml`, and any media
+/// type with a `charset` parameter (parameters compared case-insensitively).
+pub fn is_textual_media_type(content_type: &str) -> bool {
+    let lower = content_type.to_ascii_lowercase();
+    let mut parts = lower.split(';');
+    let essence = parts.next().unwrap_or("").trim();
+    essence.starts_with("text/")
+        || essence.ends_with("/xml")
+        || essence.ends_with("+xml")
+        || parts.any(|param| param.trim_start().starts_with("charset="))
 }
 
 /// Why a request body or an event in it is not a valid event.

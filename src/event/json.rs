@@ -1,0 +1,199 @@
+//! JSON building blocks shared by the structured, batched and Event Grid codecs: a borrowed
+//! view of an object's members, typed reads of member values, and serialization wrappers.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::ser::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use super::{is_json_media_type, is_textual_media_type, DecodeError, Event, ExtensionValue};
+
+/// Standard Base64; padding is optional on input and always written on output.
+pub(crate) const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// A member name, borrowed from the input unless it contains escapes.
+#[derive(serde::Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// The members of one JSON object in input order, each value left unparsed.
+#[derive(Debug)]
+pub(crate) struct Members<'a>(pub(crate) Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(MembersVisitor)
+    }
+}
+
+struct MembersVisitor;
+
+impl<'de> Visitor<'de> for MembersVisitor {
+    type Value = Members<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(12));
+        while let Some(Key(name)) = map.next_key()? {
+            let value: &'de RawValue = map.next_value()?;
+            members.push((name, value));
+        }
+        Ok(Members(members))
+    }
+}
+
+/// Parses one JSON object into its members.
+pub(crate) fn parse_members(body: &[u8]) -> Result<Members<'_>, DecodeError> {
+    serde_json::from_slice(body).map_err(|e| json_error(&e))
+}
+
+/// Parses a JSON array into its elements, each left unparsed.
+pub(crate) fn parse_array(body: &[u8]) -> Result<Vec<&RawValue>, DecodeError> {
+    serde_json::from_slice(body).map_err(|e| json_error(&e))
+}
+
+/// Turns a serde_json error into a body error that keeps its line and column.
+pub(crate) fn json_error(error: &serde_json::Error) -> DecodeError {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            DecodeError::body(format!("malformed JSON: {error}"))
+        }
+        Category::Data => DecodeError::body(format!("unexpected JSON: {error}")),
+    }
+}
+
+/// Reads a string-typed member; JSON `null` means absent.
+pub(crate) fn string_value(name: &str, raw: &RawValue) -> Result<Option<String>, DecodeError> {
+    serde_json::from_str::<Option<String>>(raw.get())
+        .map_err(|_| DecodeError::attribute(name, "must be a string"))
+}
+
+/// Reads an extension value: a string, a boolean or a 32-bit integer; `null` means absent.
+pub(crate) fn extension_value(
+    name: &str,
+    raw: &RawValue,
+) -> Result<Option<ExtensionValue>, DecodeError> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'n') => Ok(None),
+        Some(b't') => Ok(Some(ExtensionValue::Bool(true))),
+        Some(b'f') => Ok(Some(ExtensionValue::Bool(false))),
+        Some(b'"') => string_value(name, raw).map(|s| s.map(ExtensionValue::String)),
+        Some(b'-' | b'0'..=b'9') => {
+            integer_value(name, text).map(|i| Some(ExtensionValue::Integer(i)))
+        }
+        _ => Err(DecodeError::attribute(
+            name,
+            "must be a string, a boolean or an integer",
+        )),
+    }
+}
+
+fn integer_value(name: &str, text: &str) -> Result<i64, DecodeError> {
+    if text.contains(['.', 'e', 'E']) {
+        return Err(DecodeError::attribute(name, "must be an integer"));
+    }
+    text.parse::<i32>()
+        .map(i64::from)
+        .map_err(|_| DecodeError::attribute(name, "integer outside the 32-bit range"))
+}
+
+/// Decodes a Base64 string member into bytes.
+pub(crate) fn base64_value(name: &str, raw: &RawValue) -> Result<Bytes, DecodeError> {
+    let text = string_value(name, raw)?.unwrap_or_default();
+    BASE64
+        .decode(text.as_bytes())
+        .map(Bytes::from)
+        .map_err(|_| DecodeError::attribute(name, "is not valid Base64"))
+}
+
+/// How an event's `data` is written in JSON.
+#[derive(Debug)]
+pub(crate) enum Payload<'a> {
+    /// Valid JSON under a JSON-typed (or absent) content type: embedded as is.
+    Json(&'a RawValue),
+    /// UTF-8 text under a textual content type: a JSON string.
+    Text(&'a str),
+    /// Anything else: Base64.
+    Binary(&'a [u8]),
+}
+
+impl<'a> Payload<'a> {
+    /// Classifies the payload of `event`, if it has one.
+    pub(crate) fn of(event: &'a Event) -> Option<Self> {
+        let data = event.data.as_deref()?;
+        if event.data_is_json() {
+            if let Ok(raw) = serde_json::from_slice::<&RawValue>(data) {
+                return Some(Self::Json(raw));
+            }
+        } else if event
+            .datacontenttype
+            .as_deref()
+            .is_some_and(is_textual_media_type)
+        {
+            if let Ok(text) = std::str::from_utf8(data) {
+                return Some(Self::Text(text));
+            }
+        }
+        Some(Self::Binary(data))
+    }
+}
+
+/// Serializes an extension value with its JSON type.
+#[derive(Debug)]
+pub(crate) struct ExtensionJson<'a>(pub(crate) &'a ExtensionValue);
+
+impl Serialize for ExtensionJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            ExtensionValue::String(s) => serializer.serialize_str(s),
+            ExtensionValue::Integer(i) => serializer.serialize_i64(*i),
+            ExtensionValue::Bool(b) => serializer.serialize_bool(*b),
+        }
+    }
+}
+
+/// Serializes `value` into a new buffer.
+pub(crate) fn to_vec<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    serde_json::to_writer(&mut out, value)
+        .expect("serializing to a Vec cannot fail: every map key is a string");
+    out
+}
+
+/// Serializes `items` into a new buffer as one JSON array.
+pub(crate) fn to_array<T: Serialize>(items: impl Iterator<Item = T>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    out.push(b'[');
+    for (index, item) in items.enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, &item)
+            .expect("serializing to a Vec cannot fail: every map key is a string");
+    }
+    out.push(b']');
+    out
+}
+
+/// True when the (unparsed) value is JSON `null`.
+pub(crate) fn is_null(raw: &RawValue) -> bool {
+    raw.get() == "null"
+}
+
+/// True when a content type says the payload is JSON (absent counts as JSON).
+pub(crate) fn json_typed(content_type: Option<&str>) -> bool {
+    content_type.is_none_or(is_json_media_type)
+}
