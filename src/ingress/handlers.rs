@@ -1,0 +1,233 @@
+//! The publish endpoints: authenticate → size check → detect the mode → read the body →
+//! decode → accept → 2xx, or one of [`IngressError`]'s answers.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::auth;
+use super::error::IngressError;
+use super::handshake;
+use super::IngressState;
+use crate::config::IngressConfig;
+use crate::event::eventgrid::{self, EventGridBody};
+use crate::event::{http, DecodeError, Event};
+use crate::telemetry::Counters;
+
+const BATCH: &str = "application/cloudevents-batch";
+const BATCH_JSON: &str = "application/cloudevents-batch+json";
+const STRUCTURED: &str = "application/cloudevents";
+const STRUCTURED_JSON: &str = "application/cloudevents+json";
+/// The header that marks a binary-mode CloudEvent.
+const CE_SPECVERSION: &str = "ce-specversion";
+
+/// Which ingress path a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// `POST /events`: a CloudEvents webhook target (202 on success).
+    Webhook,
+    /// `POST /api/events`: the Event Grid topic path (200 on success, as Event Grid answers).
+    Topic,
+}
+
+/// How the request carries its events (CloudEvents HTTP binding §3, or Event Grid schema).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// `application/cloudevents-batch+json`.
+    Batch,
+    /// `application/cloudevents+json`.
+    Structured,
+    /// Attributes in `ce-*` headers, the body as data.
+    Binary,
+    /// A JSON array of Event Grid events (or the validation event).
+    EventGrid,
+}
+
+/// What a decoded body asks for.
+enum Decoded {
+    Events(Vec<Event>),
+    Validation(String),
+}
+
+/// `POST /events`.
+pub(crate) async fn publish_webhook(
+    State(state): State<IngressState>,
+    request: Request,
+) -> Response {
+    publish(&state, Endpoint::Webhook, request).await
+}
+
+/// `POST /api/events`.
+pub(crate) async fn publish_topic(State(state): State<IngressState>, request: Request) -> Response {
+    publish(&state, Endpoint::Topic, request).await
+}
+
+async fn publish(state: &IngressState, endpoint: Endpoint, request: Request) -> Response {
+    match try_publish(state, endpoint, request).await {
+        Ok(response) => response,
+        Err(e) => {
+            Counters::add(&state.counters.events_rejected, e.rejected_events());
+            e.into_response()
+        }
+    }
+}
+
+async fn try_publish(
+    state: &IngressState,
+    endpoint: Endpoint,
+    request: Request,
+) -> Result<Response, IngressError> {
+    let config = &*state.config;
+    let (parts, body) = request.into_parts();
+    let authorized = auth::check(&config.auth, &parts.headers, &parts.uri)?;
+    // Refuse a declared oversize body before reading a byte of it.
+    if declared_length(&parts.headers).is_some_and(|n| n > config.max_request_bytes as u64) {
+        return Err(too_large(config));
+    }
+    let mode = detect_mode(&parts.headers)?;
+    let body = read_body(body, config).await?;
+    let events = match decode(mode, &parts.headers, body, config)? {
+        Decoded::Validation(code) => {
+            return Ok(authorized.mark(handshake::validation_response(code)))
+        }
+        Decoded::Events(events) => events,
+    };
+    let count = events.len();
+    state
+        .acceptor
+        .accept(events)
+        .await
+        .map_err(|source| IngressError::Accept {
+            source,
+            events: count,
+        })?;
+    Ok(authorized.mark(accepted(endpoint)))
+}
+
+/// The success answer: empty-bodied, 200 on the Event Grid topic path, 202 elsewhere.
+fn accepted(endpoint: Endpoint) -> Response {
+    match endpoint {
+        Endpoint::Topic => StatusCode::OK,
+        Endpoint::Webhook => StatusCode::ACCEPTED,
+    }
+    .into_response()
+}
+
+fn too_large(config: &IngressConfig) -> IngressError {
+    IngressError::RequestTooLarge {
+        limit: config.max_request_bytes,
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Reads the whole body, up to `max_request_bytes` (413 past it).
+async fn read_body(body: Body, config: &IngressConfig) -> Result<Bytes, IngressError> {
+    axum::body::to_bytes(body, config.max_request_bytes)
+        .await
+        .map_err(|e| {
+            let limited = std::error::Error::source(&e)
+                .is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>());
+            if limited {
+                too_large(config)
+            } else {
+                IngressError::BodyRead(e)
+            }
+        })
+}
+
+/// Picks the mode from `Content-Type` (batch prefix before structured, case-insensitive),
+/// falling back to binary when `ce-specversion` is present.
+pub(crate) fn detect_mode(headers: &HeaderMap) -> Result<Mode, IngressError> {
+    let content_type = headers.get(header::CONTENT_TYPE);
+    let essence = content_type
+        .and_then(|v| v.to_str().ok())
+        .map_or("", |ct| ct.split(';').next().unwrap_or("").trim());
+    let has_ce_headers = headers.contains_key(CE_SPECVERSION);
+    let mode = if starts_with_ignore_case(essence, BATCH) {
+        essence
+            .eq_ignore_ascii_case(BATCH_JSON)
+            .then_some(Mode::Batch)
+    } else if starts_with_ignore_case(essence, STRUCTURED) {
+        if essence.eq_ignore_ascii_case(STRUCTURED_JSON) {
+            Some(Mode::Structured)
+        } else {
+            // An unknown event format: take it as binary when it carries `ce-` attributes.
+            has_ce_headers.then_some(Mode::Binary)
+        }
+    } else if has_ce_headers {
+        Some(Mode::Binary)
+    } else {
+        is_json(essence).then_some(Mode::EventGrid)
+    };
+    mode.ok_or_else(|| IngressError::UnsupportedMediaType {
+        content_type: content_type.map_or_else(
+            || "none".into(),
+            |v| String::from_utf8_lossy(v.as_bytes()).into(),
+        ),
+    })
+}
+
+/// `application/json`, `text/json` or any `+json` type.
+fn is_json(essence: &str) -> bool {
+    essence.eq_ignore_ascii_case("application/json")
+        || essence.eq_ignore_ascii_case("text/json")
+        || ends_with_ignore_case(essence, "+json")
+}
+
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+}
+
+fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
+    s.len() >= suffix.len()
+        && s.get(s.len() - suffix.len()..)
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+}
+
+fn decode(
+    mode: Mode,
+    headers: &HeaderMap,
+    body: Bytes,
+    config: &IngressConfig,
+) -> Result<Decoded, IngressError> {
+    let single_event_fits = |body: &Bytes| {
+        if body.len() > config.max_event_bytes {
+            Err(DecodeError::too_large(format!(
+                "event is {} bytes; the limit is {}",
+                body.len(),
+                config.max_event_bytes
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let (max_bytes, max_events) = (config.max_event_bytes, config.max_batch_events);
+    let decoded = match mode {
+        Mode::Batch => Decoded::Events(http::decode_batch(&body, max_bytes, max_events)?),
+        Mode::Structured => {
+            single_event_fits(&body)?;
+            Decoded::Events(vec![http::decode_structured(&body)?])
+        }
+        Mode::Binary => {
+            single_event_fits(&body)?;
+            Decoded::Events(vec![http::decode_binary(headers, body)?])
+        }
+        Mode::EventGrid => match eventgrid::decode(&body, max_bytes, max_events)? {
+            EventGridBody::Events(events) => Decoded::Events(events),
+            EventGridBody::Validation { code } => Decoded::Validation(code),
+        },
+    };
+    Ok(decoded)
+}
