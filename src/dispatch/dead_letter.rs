@@ -1,0 +1,99 @@
+//! Dead-lettering: the record Event Grid would write, queued for the dead-letter sink.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::{DispatchContext, Outcome};
+use crate::config::SinkConfig;
+use crate::event::{Event, ExtensionValue};
+use crate::sinks::SinkError;
+use crate::spool::{Delivery, NewDelivery, Spool, SpoolError};
+use crate::telemetry::Counters;
+
+/// Removes `delivery` from the spool and, in the same step, queues its dead-letter record
+/// for the sink's `dead_letter` target; with no usable target the event is dropped and
+/// logged at ERROR. `cause` is the failure of the last attempt, when this follows one.
+pub(super) async fn run(
+    ctx: &DispatchContext,
+    config: &SinkConfig,
+    delivery: &Delivery,
+    reason: &'static str,
+    cause: Option<&SinkError>,
+) -> Result<Outcome, SpoolError> {
+    let now = SystemTime::now();
+    let target = config
+        .dead_letter
+        .as_deref()
+        // A sink that is its own dead-letter target would loop forever.
+        .filter(|t| *t != config.name && ctx.config.sinks.contains_key(*t));
+    let forward = target.map(|t| NewDelivery {
+        event: Arc::new(record(delivery, reason)),
+        route: delivery.route.clone(),
+        sink: Arc::from(t),
+        accepted_at: now,
+        not_before: now,
+    });
+    ctx.spool.dead_letter(delivery, forward).await?;
+    Counters::add(&ctx.counters.deliveries_dead_lettered, 1);
+    let (event_id, route, sink) = (&delivery.event.id, &delivery.route, &config.name);
+    let error = cause.map(tracing::field::display);
+    match target {
+        Some(target) => {
+            tracing::warn!(
+                %event_id,
+                %route,
+                %sink,
+                reason,
+                error,
+                dead_letter = target,
+                "Delivery dead-lettered"
+            );
+        }
+        None => {
+            Counters::add(&ctx.counters.dead_letters_dropped, 1);
+            tracing::error!(
+                %event_id,
+                %route,
+                %sink,
+                reason,
+                error,
+                attempts = delivery.attempts,
+                last_outcome = delivery.last_outcome.as_deref(),
+                "Delivery dead-lettered with no dead-letter sink; event dropped"
+            );
+        }
+    }
+    Ok(Outcome::DeadLettered {
+        reason,
+        forwarded_to: target.map(str::to_owned),
+    })
+}
+
+/// The event with Event Grid's dead-letter fields as CloudEvents extension attributes
+/// (lower-case names, as in Event Grid's CloudEvents dead-letter records).
+/// `lastdeliveryoutcome`, `lasthttpstatuscode` and `lastdeliveryattempttime` are left out
+/// when there was no attempt, or no HTTP status.
+pub(super) fn record(delivery: &Delivery, reason: &str) -> Event {
+    let mut event = Event::clone(&delivery.event);
+    let text = |s: &str| ExtensionValue::String(s.to_owned());
+    event.set_extension("deadletterreason", text(reason));
+    let attempts = i64::from(delivery.attempts);
+    event.set_extension("deliveryattempts", ExtensionValue::Integer(attempts));
+    if let Some(outcome) = &delivery.last_outcome {
+        event.set_extension("lastdeliveryoutcome", text(outcome));
+    }
+    if let Some(status) = delivery.last_status {
+        event.set_extension("lasthttpstatuscode", ExtensionValue::Integer(status.into()));
+    }
+    event.set_extension("publishtime", text(&rfc3339(delivery.accepted_at)));
+    if let Some(at) = delivery.last_attempt_at {
+        event.set_extension("lastdeliveryattempttime", text(&rfc3339(at)));
+    }
+    event
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    DateTime::<Utc>::from(at).to_rfc3339_opts(SecondsFormat::Millis, true)
+}

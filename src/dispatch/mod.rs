@@ -1,0 +1,61 @@
+//! The delivery engine: per-sink workers lease from the spool, deliver, and decide
+//! ack / retry / dead-letter.
+//!
+//! Imports `spool`, `sinks`, `event`, `config` and `telemetry`.
+//!
+//! - `worker`: one lease loop per sink, bounded by the sink's own semaphore, so a slow or
+//!   failing sink never delays another.
+//! - `deliver`: one attempt of one delivery and what follows it ([`deliver_one`]).
+//! - [`retry`]: the pure schedule ([`retry::decide`]).
+//! - `dead_letter`: the dead-letter record.
+
+mod dead_letter;
+mod deliver;
+pub mod retry;
+mod worker;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::sinks::Registry;
+use crate::spool::SpoolHandle;
+use crate::telemetry::Counters;
+
+pub use deliver::{deliver_one, Outcome};
+
+/// What the dispatcher needs to run.
+#[derive(Debug, Clone)]
+pub struct DispatchContext {
+    /// Where deliveries wait.
+    pub spool: Arc<SpoolHandle>,
+    /// The sinks by name.
+    pub sinks: Arc<Registry>,
+    /// The configuration (sink policies).
+    pub config: Arc<Config>,
+    /// Process counters.
+    pub counters: Arc<Counters>,
+}
+
+/// Starts one worker per configured sink on `tracker`. Workers stop leasing when `stop` is
+/// cancelled; deliveries already in flight run to completion (also tracked).
+pub fn start(ctx: &DispatchContext, stop: &CancellationToken, tracker: &TaskTracker) {
+    for (name, config) in &ctx.config.sinks {
+        let Some(sink) = ctx.sinks.get(name) else {
+            tracing::warn!(sink = %name, "Configured sink was not built; nothing delivers to it");
+            continue;
+        };
+        let worker = worker::Worker {
+            ctx: ctx.clone(),
+            sink,
+            config: Arc::new(config.clone()),
+            tracker: tracker.clone(),
+        };
+        tracker.spawn(worker.run(stop.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests;

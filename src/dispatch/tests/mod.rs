@@ -1,0 +1,6 @@
+//! Dispatch tests: the pure retry rules, and the dispatcher against the memory spool and
+//! real local sink servers.
+
+mod dead_letter;
+mod retry;
+mod worker;

@@ -1,0 +1,137 @@
+//! The `exec` sink: runs a command per event with the structured JSON event on stdin.
+
+use std::process::{ExitStatus, Stdio};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, Command};
+
+use super::outcome::{GENERIC_ERROR, TIMED_OUT};
+use super::{Attempt, BoxFuture, Sink, SinkError};
+use crate::config::ExecSinkConfig;
+use crate::event::http::encode_structured;
+
+/// Bytes of stdout and stderr kept (the last ones) for logs and error messages.
+const KEEP_OUTPUT: usize = 1024;
+
+/// Runs a command per event; exit status 0 confirms the delivery.
+#[derive(Debug)]
+pub(crate) struct ExecSink {
+    config: ExecSinkConfig,
+}
+
+/// What a finished process left behind.
+struct Finished {
+    status: ExitStatus,
+    stderr: Vec<u8>,
+}
+
+impl ExecSink {
+    pub(crate) fn new(config: ExecSinkConfig) -> Self {
+        Self { config }
+    }
+
+    fn command(&self, attempt: Attempt<'_>) -> Result<Command, SinkError> {
+        let (program, args) =
+            self.config.command.split_first().ok_or_else(|| {
+                SinkError::permanent(GENERIC_ERROR, "exec sink has an empty command")
+            })?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env("SWITCHYARD_ROUTE", attempt.route)
+            .env(
+                "SWITCHYARD_DELIVERY_COUNT",
+                attempt.delivery_count.to_string(),
+            )
+            .env("SWITCHYARD_EVENT_ID", &attempt.event.id)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Dropping the attempt (shutdown, a panic) must not leave the process behind.
+            .kill_on_drop(true);
+        Ok(command)
+    }
+
+    async fn run(&self, attempt: Attempt<'_>) -> Result<(), SinkError> {
+        let program = self.config.command.first().map_or("", String::as_str);
+        let mut child = self.command(attempt)?.spawn().map_err(|e| {
+            SinkError::retryable(GENERIC_ERROR, format!("cannot start {program:?}: {e}"))
+        })?;
+        let input = encode_structured(attempt.event);
+        let finished = tokio::time::timeout(self.config.timeout, converse(&mut child, input)).await;
+        let Ok(finished) = finished else {
+            let _already_gone = child.start_kill();
+            let _reaped = child.wait().await;
+            let after = self.config.timeout;
+            let message = format!("{program:?} did not finish within {after:?}; killed");
+            return Err(SinkError::retryable(TIMED_OUT, message));
+        };
+        let finished = finished.map_err(|e| {
+            SinkError::retryable(GENERIC_ERROR, format!("waiting for {program:?}: {e}"))
+        })?;
+        if finished.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&finished.stderr);
+        let message = format!(
+            "{program:?} failed ({}): {}",
+            finished.status,
+            stderr.trim()
+        );
+        Err(SinkError::retryable(GENERIC_ERROR, message))
+    }
+}
+
+/// Feeds stdin, drains stdout and stderr (keeping their tails) and waits for the exit.
+async fn converse(child: &mut Child, input: Vec<u8>) -> std::io::Result<Finished> {
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let (fed, out, err) = tokio::join!(feed(stdin, input), tail(stdout), tail(stderr));
+    fed?;
+    let status = child.wait().await?;
+    let out = out?;
+    if !out.is_empty() {
+        tracing::debug!(stdout = %String::from_utf8_lossy(&out), "Exec sink output");
+    }
+    Ok(Finished {
+        status,
+        stderr: err?,
+    })
+}
+
+/// Writes the event and closes stdin. A process that exits without reading it is not an
+/// error here: its exit status decides.
+async fn feed(stdin: Option<ChildStdin>, input: Vec<u8>) -> std::io::Result<()> {
+    let Some(mut stdin) = stdin else {
+        return Ok(());
+    };
+    match stdin.write_all(&input).await {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Reads a pipe to its end, keeping only the last [`KEEP_OUTPUT`] bytes.
+async fn tail(pipe: Option<impl AsyncRead + Unpin>) -> std::io::Result<Vec<u8>> {
+    let Some(mut pipe) = pipe else {
+        return Ok(Vec::new());
+    };
+    let mut kept = Vec::with_capacity(KEEP_OUTPUT);
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = pipe.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(kept);
+        }
+        kept.extend_from_slice(&buf[..n]);
+        let excess = kept.len().saturating_sub(KEEP_OUTPUT);
+        kept.drain(..excess);
+    }
+}
+
+impl Sink for ExecSink {
+    fn deliver<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(self.run(attempt))
+    }
+}

@@ -1,0 +1,111 @@
+//! The `file` sink: appends each event as one structured-mode JSON line.
+//!
+//! Concurrent attempts share one write and one `fdatasync` (group commit): each attempt
+//! queues its line, then takes the file lock; whoever holds the lock writes every queued
+//! line, syncs once and answers all of them. An attempt whose line a previous holder
+//! already wrote finds its answer waiting and returns at once.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+
+use super::{Attempt, BoxFuture, Sink, SinkError};
+use crate::event::http::encode_structured;
+
+type Answer = oneshot::Sender<Result<(), String>>;
+
+/// Appends events to a JSON-lines file; an attempt succeeds once its line is on disk.
+#[derive(Debug)]
+pub(crate) struct FileSink {
+    path: Arc<Path>,
+    /// Lines waiting for the next writer, with whom to tell.
+    queued: Mutex<Vec<(Vec<u8>, Answer)>>,
+    /// The open file (`None` until first use, and after an error so it is reopened).
+    file: tokio::sync::Mutex<Option<Arc<File>>>,
+}
+
+impl FileSink {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self {
+            path: path.into(),
+            queued: Mutex::new(Vec::new()),
+            file: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Vec<(Vec<u8>, Answer)>> {
+        // The queue is plain data; a panic elsewhere does not make it inconsistent.
+        self.queued.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn append(&self, mut line: Vec<u8>) -> Result<(), SinkError> {
+        line.push(b'\n');
+        let (tx, mut rx) = oneshot::channel();
+        self.queue().push((line, tx));
+        let mut file = self.file.lock().await;
+        if let Ok(answer) = rx.try_recv() {
+            return answer.map_err(io_error);
+        }
+        let batch = std::mem::take(&mut *self.queue());
+        let (lines, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let result = self.write(&mut file, lines.concat()).await;
+        if result.is_err() {
+            *file = None;
+        }
+        for answer in answers {
+            // A waiter that gave up no longer needs its answer.
+            let _unheard = answer.send(result.clone());
+        }
+        drop(file);
+        rx.await
+            .unwrap_or_else(|_| Err("the write was abandoned".to_owned()))
+            .map_err(io_error)
+    }
+
+    async fn write(&self, file: &mut Option<Arc<File>>, bytes: Vec<u8>) -> Result<(), String> {
+        let path = self.path.clone();
+        let open = file.clone();
+        let (opened, result) = tokio::task::spawn_blocking(move || {
+            let file = match open {
+                Some(f) => f,
+                None => Arc::new(open_append(&path).map_err(|e| e.to_string())?),
+            };
+            let result = append_synced(&file, &bytes).map_err(|e| e.to_string());
+            Ok::<_, String>((file, result))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        *file = Some(opened);
+        result
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Appends `bytes` and syncs; on failure cuts the file back so no partial line remains.
+fn append_synced(mut file: &File, bytes: &[u8]) -> std::io::Result<()> {
+    let before = file.metadata()?.len();
+    let result = file.write_all(bytes).and_then(|()| file.sync_data());
+    if result.is_err() {
+        let _best_effort = file.set_len(before);
+    }
+    result
+}
+
+fn io_error(message: String) -> SinkError {
+    SinkError::retryable(super::outcome::GENERIC_ERROR, message)
+}
+
+impl Sink for FileSink {
+    fn deliver<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(self.append(encode_structured(attempt.event)))
+    }
+}

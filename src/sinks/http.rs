@@ -1,0 +1,181 @@
+//! The `http` sink: one POST per attempt through a pooled client shared by every http sink.
+
+use std::time::SystemTime;
+
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as Pooled;
+use hyper_util::rt::TokioExecutor;
+
+use super::classify::classify;
+use super::outcome::{SOCKET_ERROR, TIMED_OUT};
+use super::{Attempt, BoxFuture, Sink, SinkError};
+use crate::config::{HttpFormat, HttpSinkConfig};
+use crate::event::{eventgrid, http as binding, Event};
+
+/// Most response-body bytes read (and discarded) per attempt, so a huge reply costs little.
+const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
+const STRUCTURED: &str = "application/cloudevents+json; charset=utf-8";
+const EVENT_GRID: &str = "application/json; charset=utf-8";
+
+/// The outbound HTTP client, cheap to clone (clones share one connection pool).
+///
+/// HTTPS uses the system's CA roots. A machine without any falls back to a plain-HTTP
+/// client, so the daemon still starts and `http://` targets still work.
+#[derive(Debug, Clone)]
+pub(crate) enum Client {
+    /// HTTP and HTTPS.
+    Tls(Pooled<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    /// HTTP only: no CA roots could be loaded.
+    Plain(Pooled<HttpConnector, Full<Bytes>>),
+}
+
+impl Client {
+    /// A pooled HTTP/1 client. Redirects are never followed (hyper does not follow them).
+    pub(crate) fn new() -> Self {
+        let builder = Pooled::builder(TokioExecutor::new());
+        match HttpsConnectorBuilder::new().with_native_roots() {
+            Ok(tls) => Self::Tls(builder.build(tls.https_or_http().enable_http1().build())),
+            Err(error) => {
+                tracing::warn!(%error, "No CA roots could be loaded; https sinks will fail");
+                Self::Plain(builder.build(HttpConnector::new()))
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        match self {
+            Self::Tls(c) => c.request(request).await,
+            Self::Plain(c) => c.request(request).await,
+        }
+    }
+}
+
+/// Delivers to a webhook.
+#[derive(Debug)]
+pub(crate) struct HttpSink {
+    client: Client,
+    config: HttpSinkConfig,
+}
+
+impl HttpSink {
+    pub(crate) fn new(client: Client, config: HttpSinkConfig) -> Self {
+        Self { client, config }
+    }
+
+    async fn post(&self, attempt: Attempt<'_>) -> Result<(), SinkError> {
+        let request = self.request(attempt)?;
+        let exchange = async {
+            let response = self.client.send(request).await.map_err(socket_error)?;
+            let (parts, body) = response.into_parts();
+            drain(body).await?;
+            classify(parts.status, &parts.headers, SystemTime::now())
+        };
+        tokio::time::timeout(self.config.timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                let after = self.config.timeout;
+                Err(SinkError::retryable(
+                    TIMED_OUT,
+                    format!("no complete answer within {after:?}"),
+                ))
+            })
+    }
+
+    fn request(&self, attempt: Attempt<'_>) -> Result<Request<Full<Bytes>>, SinkError> {
+        let mut headers = HeaderMap::new();
+        let body = encode(self.config.format, attempt.event, &mut headers);
+        for (name, value) in &self.config.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        aeg_headers(self.config.format, attempt, &mut headers);
+        let mut request = Request::post(self.config.url.clone())
+            .body(Full::new(body))
+            .map_err(|e| {
+                SinkError::permanent("BadRequest", format!("cannot build request: {e}"))
+            })?;
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+}
+
+impl Sink for HttpSink {
+    fn deliver<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(self.post(attempt))
+    }
+}
+
+fn encode(format: HttpFormat, event: &Event, headers: &mut HeaderMap) -> Bytes {
+    match format {
+        HttpFormat::CloudEventsBinary => binding::encode_binary(event, headers),
+        HttpFormat::CloudEventsStructured => {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(STRUCTURED));
+            Bytes::from(binding::encode_structured(event))
+        }
+        HttpFormat::EventGrid => {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_GRID));
+            Bytes::from(eventgrid::encode([event]))
+        }
+    }
+}
+
+/// Event Grid's delivery headers (reference §4.6). Values that are not valid header text
+/// (an id with control characters, say) are left out rather than failing the delivery.
+fn aeg_headers(format: HttpFormat, attempt: Attempt<'_>, headers: &mut HeaderMap) {
+    let event = attempt.event;
+    let metadata_version = match format {
+        HttpFormat::EventGrid => "1",
+        _ => event.specversion.as_str(),
+    };
+    let count = attempt.delivery_count.to_string();
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    set("aeg-delivery-count", &count);
+    set("aeg-event-type", "Notification");
+    set("aeg-subscription-name", attempt.route);
+    set("aeg-metadata-version", metadata_version);
+    set("aeg-output-event-id", &event.id);
+    if format == HttpFormat::EventGrid {
+        set(
+            "aeg-data-version",
+            event.data_version.as_deref().unwrap_or(""),
+        );
+    }
+}
+
+/// Reads and discards up to [`MAX_RESPONSE_BODY`] bytes; a longer body is abandoned (its
+/// connection is then not reused).
+async fn drain(mut body: Incoming) -> Result<(), SinkError> {
+    let mut read = 0;
+    while read < MAX_RESPONSE_BODY {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+            Some(Err(e)) => return Err(socket_error(e)),
+        }
+    }
+    Ok(())
+}
+
+/// A transport failure, with its cause chain in the message.
+fn socket_error(error: impl std::error::Error) -> SinkError {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    SinkError::retryable(SOCKET_ERROR, message)
+}

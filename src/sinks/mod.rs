@@ -1,0 +1,177 @@
+//! Delivery targets. A sink delivers one event and classifies the outcome; it knows
+//! nothing of retries, the spool or routes.
+//!
+//! Imports `event`, `config` and `telemetry`.
+//!
+//! | module | target |
+//! |---|---|
+//! | `http` | a webhook (CloudEvents binary/structured, Event Grid schema) |
+//! | `log` | the process log |
+//! | `file` | a JSON-lines file, synced before success |
+//! | `exec` | a command fed the event on stdin |
+//! | `handler` | a Rust [`Handler`] registered by the embedding program |
+
+mod classify;
+mod exec;
+mod file;
+mod handler;
+mod http;
+mod log;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, SinkConfig, SinkKind};
+use crate::event::Event;
+
+pub use handler::{Handler, HandlerError, Handlers};
+
+/// A boxed future returned by sinks.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One delivery attempt as a sink sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// The event to deliver.
+    pub event: &'a Event,
+    /// The route that matched it (Event Grid's subscription name).
+    pub route: &'a str,
+    /// Attempts made before this one (`aeg-delivery-count`).
+    pub delivery_count: u32,
+}
+
+/// A delivery target.
+pub trait Sink: Send + Sync + std::fmt::Debug {
+    /// Delivers one event; `Ok` only when the target confirmed it.
+    fn deliver<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, Result<(), SinkError>>;
+}
+
+/// A failed attempt, classified for the retry decision.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkError {
+    /// Whether another attempt could succeed.
+    pub retryable: bool,
+    /// Event Grid's name for the outcome (`BadRequest`, `TimedOut`, `Busy`, …).
+    pub outcome: &'static str,
+    /// HTTP status, when the target answered.
+    pub status: Option<u16>,
+    /// The wait the target asked for (`Retry-After`).
+    pub retry_after: Option<Duration>,
+    /// What happened, for logs.
+    pub message: String,
+}
+
+/// Outcome names shared by several sinks (Event Grid's `lastDeliveryOutcome` vocabulary,
+/// plus `GenericError` for failures Event Grid has no name for).
+pub mod outcome {
+    /// The attempt did not finish within the sink's timeout.
+    pub const TIMED_OUT: &str = "TimedOut";
+    /// The target could not be reached, or the connection failed.
+    pub const SOCKET_ERROR: &str = "SocketError";
+    /// Any other failure.
+    pub const GENERIC_ERROR: &str = "GenericError";
+}
+
+impl SinkError {
+    /// A failure that a later attempt may get past.
+    pub fn retryable(outcome: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            retryable: true,
+            outcome,
+            status: None,
+            retry_after: None,
+            message: message.into(),
+        }
+    }
+
+    /// A failure that no later attempt can fix.
+    pub fn permanent(outcome: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            retryable: false,
+            ..Self::retryable(outcome, message)
+        }
+    }
+}
+
+/// The sinks of one configuration, by name.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    sinks: HashMap<String, Arc<dyn Sink>>,
+}
+
+impl Registry {
+    /// The sink called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Sink>> {
+        self.sinks.get(name).cloned()
+    }
+
+    /// The names of all sinks, in no particular order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.sinks.keys().map(String::as_str)
+    }
+
+    /// Adds (or replaces) a sink; for embedding programs and tests.
+    pub fn insert(&mut self, name: impl Into<String>, sink: Arc<dyn Sink>) {
+        self.sinks.insert(name.into(), sink);
+    }
+}
+
+/// A sink that could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A `handler` sink names a handler the embedding program did not register.
+    #[error("sinks.{sink}.handler.name: no handler named {name:?} is registered")]
+    UnknownHandler {
+        /// The sink.
+        sink: String,
+        /// The handler name it asked for.
+        name: String,
+    },
+}
+
+/// Builds every sink of a configuration. All `http` sinks share one pooled client.
+pub fn build(config: &Config, handlers: &Handlers) -> Result<Registry, BuildError> {
+    let needs_client = config
+        .sinks
+        .values()
+        .any(|s| matches!(s.kind, SinkKind::Http(_)));
+    let client = needs_client.then(http::Client::new);
+    let mut registry = Registry::default();
+    for (name, sink) in &config.sinks {
+        registry.insert(name.clone(), build_one(sink, client.as_ref(), handlers)?);
+    }
+    Ok(registry)
+}
+
+fn build_one(
+    sink: &SinkConfig,
+    client: Option<&http::Client>,
+    handlers: &Handlers,
+) -> Result<Arc<dyn Sink>, BuildError> {
+    Ok(match &sink.kind {
+        SinkKind::Http(c) => {
+            // `build` creates the client whenever an http sink exists.
+            let client = client.cloned().unwrap_or_else(http::Client::new);
+            Arc::new(http::HttpSink::new(client, c.clone()))
+        }
+        SinkKind::Log(c) => Arc::new(log::LogSink::new(c.level)),
+        SinkKind::File(c) => Arc::new(file::FileSink::new(c.path.clone())),
+        SinkKind::Exec(c) => Arc::new(exec::ExecSink::new(c.clone())),
+        SinkKind::Handler(c) => {
+            let handler = handlers
+                .get(&c.name)
+                .ok_or_else(|| BuildError::UnknownHandler {
+                    sink: sink.name.clone(),
+                    name: c.name.clone(),
+                })?;
+            Arc::new(handler::HandlerSink::new(handler))
+        }
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

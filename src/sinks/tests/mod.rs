@@ -1,0 +1,9 @@
+//! Sink tests, against real local servers, files and processes.
+
+mod classify;
+mod exec;
+mod file;
+mod handler;
+mod http;
+mod log;
+pub(crate) mod support;
