@@ -5,7 +5,17 @@
 //! (per-sink lanes, retry) → `sinks` (http, log, file, exec, registered handlers).
 //! `config` and `telemetry` stand at the side; `app` wires everything together.
 
+pub mod accept;
+mod app;
 pub mod config;
+pub mod dispatch;
 pub mod event;
+pub mod ingress;
 pub mod routing;
+pub mod sinks;
 pub mod spool;
+pub mod telemetry;
+
+pub use app::{RunError, Running, Switchyard};
+pub use config::Config;
+pub use sinks::{Handler, HandlerError};

@@ -1,1 +1,197 @@
-fn main() {}
+//! The `switchyard` command: serve, check a configuration, explain routing.
+//!
+//! The only place that uses `anyhow`: library errors get their context here.
+//!
+//! Exit codes: 0 success; 1 runtime failure; 64 invalid configuration or usage.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use switchyard::config::{self, ConfigError};
+use switchyard::event::{eventgrid, http as ce_http, Event};
+use switchyard::routing::RouteTable;
+use switchyard::telemetry::{self, LogFormat};
+use switchyard::Switchyard;
+
+/// Exit code for an invalid configuration (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Event router: CloudEvents and Event Grid webhooks in, durable routed delivery out.",
+    after_help = "Exit codes: 0 success, 1 runtime failure, 64 invalid configuration or usage."
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve ingress and deliver events (the default command).
+    Serve(ConfigArg),
+    /// Validate a configuration: print every error (exit 64) or a summary.
+    Check(ConfigArg),
+    /// Show, per route, whether the events in a JSON file match and why not.
+    Explain {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A structured CloudEvent, a CloudEvents batch, or Event Grid events (JSON).
+        event: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// Path of the routes file.
+    #[arg(long, short, default_value = "routes.yaml")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match cli.log_format {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    };
+    let command = cli.command.unwrap_or(Command::Serve(ConfigArg {
+        config: PathBuf::from("routes.yaml"),
+    }));
+    let result = match command {
+        Command::Serve(arg) => {
+            telemetry::init_logging(format);
+            serve(&arg.config)
+        }
+        Command::Check(arg) => check(&arg.config),
+        Command::Explain { config, event } => explain(&config.config, &event),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads a configuration, printing every error; `None` means exit 64.
+fn load_config(path: &Path) -> Option<config::Config> {
+    match config::load(path) {
+        Ok(c) => Some(c),
+        Err(e @ ConfigError::Invalid(_)) => {
+            eprintln!("{}: {e}", path.display());
+            None
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
+    }
+}
+
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let Some(config) = load_config(path) else {
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    };
+    println!("{}: OK", path.display());
+    print!("{}", config.summary());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain(config_path: &Path, event_path: &Path) -> anyhow::Result<ExitCode> {
+    let Some(config) = load_config(config_path) else {
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    };
+    let body = std::fs::read(event_path)
+        .with_context(|| format!("cannot read {}", event_path.display()))?;
+    let events = decode_any(&body)
+        .with_context(|| format!("{} holds no valid event", event_path.display()))?;
+    let table = RouteTable::from_config(&config);
+    for event in &events {
+        println!(
+            "event {} (type {}, source {}):",
+            event.id, event.ty, event.source
+        );
+        print!("{}", table.explain(event));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Decodes a file as a CloudEvents batch, Event Grid events, or one structured CloudEvent.
+fn decode_any(body: &[u8]) -> anyhow::Result<Vec<Event>> {
+    const LIMIT: usize = usize::MAX;
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let is_eventgrid = memchr_str(body, b"\"eventType\"");
+    if is_eventgrid {
+        return match eventgrid::decode(body, LIMIT, LIMIT)? {
+            eventgrid::EventGridBody::Events(events) => Ok(events),
+            eventgrid::EventGridBody::Validation { .. } => {
+                anyhow::bail!("this is an Event Grid subscription validation event")
+            }
+        };
+    }
+    if first == Some(b'[') {
+        return Ok(ce_http::decode_batch(body, LIMIT, LIMIT)?);
+    }
+    Ok(vec![ce_http::decode_structured(body)?])
+}
+
+fn memchr_str(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn serve(path: &Path) -> anyhow::Result<ExitCode> {
+    let Some(config) = load_config(path) else {
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let running = Switchyard::new(config)
+            .start()
+            .await
+            .context("cannot start switchyard")?;
+        let token = running.shutdown_token();
+        tokio::spawn(async move {
+            let signal = shutdown_signal().await;
+            tracing::info!(signal, "Shutdown requested");
+            token.cancel();
+        });
+        running
+            .wait()
+            .await
+            .context("switchyard stopped with an error")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Waits for SIGTERM or SIGINT and names the one that came.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            // Without signal handlers only Ctrl-C through the portable API remains.
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}

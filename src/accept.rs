@@ -1,0 +1,106 @@
+//! The narrow waist between ingress and delivery: route events and store every matched
+//! (event, sink) delivery in the spool, all or nothing.
+//!
+//! Imports `routing`, `spool`, `event` and `telemetry`; nothing of the delivery side.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::event::Event;
+use crate::routing::{RouteTable, Target};
+use crate::spool::{NewDelivery, Spool, SpoolError, SpoolHandle};
+use crate::telemetry::Counters;
+
+/// Routes events and stores their deliveries.
+#[derive(Debug, Clone)]
+pub struct Acceptor {
+    routes: Arc<RouteTable>,
+    spool: Arc<SpoolHandle>,
+    counters: Arc<Counters>,
+}
+
+/// What an accepted request amounted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Receipt {
+    /// Events in the request.
+    pub events: usize,
+    /// Deliveries stored.
+    pub deliveries: usize,
+    /// Events that matched no route (accepted and dropped).
+    pub unrouted: usize,
+}
+
+/// Why events could not be accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// The spool cannot take more now; the sender should retry after the given time.
+    #[error("spool is full; retry after {}s", retry_after.as_secs())]
+    Full {
+        /// Suggested wait.
+        retry_after: Duration,
+    },
+    /// The spool is closed (shutting down).
+    #[error("not accepting events: shutting down")]
+    Closed,
+}
+
+impl From<SpoolError> for AcceptError {
+    fn from(e: SpoolError) -> Self {
+        match e {
+            SpoolError::Full { retry_after } => Self::Full { retry_after },
+            SpoolError::Closed => Self::Closed,
+        }
+    }
+}
+
+impl Acceptor {
+    /// An acceptor routing with `routes` into `spool`.
+    pub fn new(routes: Arc<RouteTable>, spool: Arc<SpoolHandle>, counters: Arc<Counters>) -> Self {
+        Self {
+            routes,
+            spool,
+            counters,
+        }
+    }
+
+    /// Routes every event and stores all their deliveries in one spool step.
+    ///
+    /// The store runs in its own task: once begun it finishes even if the caller (an HTTP
+    /// request whose client hung up) is dropped, so an event is never stored without all of
+    /// its deliveries.
+    pub async fn accept(&self, events: Vec<Event>) -> Result<Receipt, AcceptError> {
+        let now = SystemTime::now();
+        let mut receipt = Receipt {
+            events: events.len(),
+            ..Receipt::default()
+        };
+        let mut targets: Vec<Target> = Vec::new();
+        let mut deliveries = Vec::new();
+        for event in events {
+            targets.clear();
+            self.routes.targets(&event, &mut targets);
+            if targets.is_empty() {
+                receipt.unrouted += 1;
+                continue;
+            }
+            let event = Arc::new(event);
+            deliveries.extend(targets.drain(..).map(|t| NewDelivery {
+                event: event.clone(),
+                route: t.route,
+                sink: t.sink,
+                accepted_at: now,
+                not_before: now,
+            }));
+        }
+        receipt.deliveries = deliveries.len();
+        if !deliveries.is_empty() {
+            let spool = self.spool.clone();
+            tokio::spawn(async move { spool.put(deliveries).await })
+                .await
+                .map_err(|_| AcceptError::Closed)??;
+        }
+        Counters::add(&self.counters.events_received, receipt.events as u64);
+        Counters::add(&self.counters.events_unrouted, receipt.unrouted as u64);
+        Ok(receipt)
+    }
+}

@@ -1,0 +1,209 @@
+//! Wiring: a validated `Config` becomes a spool, a route table, sinks, a dispatcher and the
+//! ingress server; this module owns the shutdown order.
+//!
+//! Shutdown: stop accepting and finish in-flight requests; stop leasing; let in-flight
+//! deliveries finish within the grace period; name what is still running; return.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::accept::Acceptor;
+use crate::config::Config;
+use crate::dispatch::{self, DispatchContext};
+use crate::ingress::{self, IngressState};
+use crate::routing::RouteTable;
+use crate::sinks::{self, Handler, Handlers};
+use crate::spool::{Spool, SpoolHandle};
+use crate::telemetry::Counters;
+
+/// A switchyard instance being assembled: a configuration plus registered handlers.
+#[derive(Debug)]
+pub struct Switchyard {
+    config: Config,
+    handlers: Handlers,
+}
+
+/// Why switchyard could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A sink could not be built (for example an unregistered handler).
+    #[error(transparent)]
+    Sink(#[from] sinks::BuildError),
+    /// The ingress address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The ingress server failed.
+    #[error("ingress server failed: {0}")]
+    Serve(#[source] std::io::Error),
+    /// The server task panicked or was aborted.
+    #[error("server task ended abnormally: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl Switchyard {
+    /// A switchyard for a validated configuration.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            handlers: Handlers::default(),
+        }
+    }
+
+    /// Registers a Rust handler that `handler: { name }` sinks deliver to.
+    pub fn handler(mut self, name: impl Into<String>, handler: impl Handler) -> Self {
+        self.handlers.insert(name, handler);
+        self
+    }
+
+    /// Binds `listen` from the configuration and starts serving.
+    pub async fn start(self) -> Result<Running, RunError> {
+        let addr = self.config.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Bind { addr, source })?;
+        self.start_on(listener)
+    }
+
+    /// Starts serving on an already bound listener (tests bind `127.0.0.1:0`).
+    pub fn start_on(self, listener: TcpListener) -> Result<Running, RunError> {
+        let local_addr = listener.local_addr().map_err(RunError::Serve)?;
+        let config = Arc::new(self.config);
+        let registry = Arc::new(sinks::build(&config, &self.handlers)?);
+        let spool = Arc::new(
+            SpoolHandle::open(&config.spool)
+                .map_err(|e| RunError::Serve(std::io::Error::other(e)))?,
+        );
+        let counters = Arc::new(Counters::default());
+        let routes = Arc::new(RouteTable::from_config(&config));
+        let acceptor = Acceptor::new(routes, spool.clone(), counters.clone());
+        let state = IngressState {
+            acceptor,
+            config: Arc::new(config.ingress.clone()),
+            counters: counters.clone(),
+        };
+
+        let shutdown = CancellationToken::new();
+        let deliveries = TaskTracker::new();
+        let stop_leasing = CancellationToken::new();
+        let ctx = DispatchContext {
+            spool: spool.clone(),
+            sinks: registry,
+            config: config.clone(),
+            counters: counters.clone(),
+        };
+        dispatch::start(&ctx, &stop_leasing, &deliveries);
+        deliveries.close();
+
+        let server = tokio::spawn(serve(ServeParts {
+            listener,
+            router: ingress::router(state),
+            shutdown: shutdown.clone(),
+            stop_leasing,
+            deliveries,
+            grace: config.shutdown_grace,
+        }));
+        tracing::info!(listen = %local_addr, routes = config.routes.len(), sinks = config.sinks.len(), "Switchyard started");
+        Ok(Running {
+            local_addr,
+            shutdown,
+            server,
+            counters,
+            spool,
+        })
+    }
+}
+
+/// A started switchyard.
+#[derive(Debug)]
+pub struct Running {
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: JoinHandle<Result<(), RunError>>,
+    counters: Arc<Counters>,
+    spool: Arc<SpoolHandle>,
+}
+
+impl Running {
+    /// The address ingress listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A token that starts the graceful shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Counters of what happened since start.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Deliveries stored for `sink` (queued and in flight).
+    pub fn spool_depth(&self, sink: &str) -> usize {
+        self.spool.depth(sink)
+    }
+
+    /// Waits until the server has shut down (after the token is cancelled).
+    pub async fn wait(self) -> Result<(), RunError> {
+        self.server.await?
+    }
+
+    /// Starts the graceful shutdown and waits for it to finish.
+    pub async fn stop(self) -> Result<(), RunError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+struct ServeParts {
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    stop_leasing: CancellationToken,
+    deliveries: TaskTracker,
+    grace: std::time::Duration,
+}
+
+async fn serve(parts: ServeParts) -> Result<(), RunError> {
+    let shutdown = parts.shutdown.clone();
+    let server = axum::serve(parts.listener, parts.router)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    // Requests in flight get the grace period to finish; a client that never finishes
+    // must not hold the process up.
+    let overrun = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(parts.grace).await;
+    };
+    tokio::select! {
+        result = server => result.map_err(RunError::Serve)?,
+        () = overrun => tracing::warn!(grace = ?parts.grace, "Requests still in flight after the grace period; closing"),
+    }
+    tracing::info!("Ingress stopped; stopping deliveries");
+    parts.stop_leasing.cancel();
+    if tokio::time::timeout(parts.grace, parts.deliveries.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            still_running = parts.deliveries.len(),
+            grace = ?parts.grace,
+            "Shutdown grace period ran out with deliveries in flight; they will be retried"
+        );
+    }
+    tracing::info!("Switchyard stopped");
+    Ok(())
+}

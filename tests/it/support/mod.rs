@@ -1,0 +1,11 @@
+//! Test helpers: the daemon, a programmable sink server, an HTTP client and bounded waits.
+
+pub(crate) mod client;
+pub(crate) mod daemon;
+pub(crate) mod sink;
+pub(crate) mod wait;
+
+pub(crate) use client::{post, request, Reply};
+pub(crate) use daemon::TestApp;
+pub(crate) use sink::{Respond, TestSink};
+pub(crate) use wait::wait_until;

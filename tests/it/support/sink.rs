@@ -1,0 +1,153 @@
+//! A real HTTP sink server whose answers the test programs and which records every request.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+
+/// One programmed answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Respond {
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) delay: Duration,
+}
+
+impl Respond {
+    /// Answer with `status`.
+    pub(crate) fn status(status: u16) -> Self {
+        Self {
+            status,
+            retry_after: None,
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// Add a `Retry-After` header.
+    pub(crate) fn retry_after(mut self, value: &str) -> Self {
+        self.retry_after = Some(value.to_owned());
+        self
+    }
+
+    /// Wait before answering.
+    pub(crate) fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// A request the sink received.
+#[derive(Debug, Clone)]
+pub(crate) struct Received {
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) at: tokio::time::Instant,
+}
+
+impl Received {
+    /// A header as a string.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as JSON.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("sink body is JSON")
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    script: Mutex<VecDeque<Respond>>,
+    default: Mutex<Respond>,
+    received: Mutex<Vec<Received>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// The sink server.
+#[derive(Debug, Clone)]
+pub(crate) struct TestSink {
+    inner: Arc<Inner>,
+    pub(crate) addr: SocketAddr,
+}
+
+impl TestSink {
+    /// Starts a sink that answers 200 unless programmed otherwise.
+    pub(crate) async fn start() -> Self {
+        let inner = Arc::new(Inner {
+            script: Mutex::new(VecDeque::new()),
+            default: Mutex::new(Respond::status(200)),
+            received: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        });
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sink");
+        let addr = listener.local_addr().expect("sink addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { inner, addr }
+    }
+
+    /// The URL to configure as an `http` sink.
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Answers the next requests with these, in order, then with the default.
+    pub(crate) fn script(&self, answers: impl IntoIterator<Item = Respond>) {
+        self.inner.script.lock().unwrap().extend(answers);
+    }
+
+    /// Sets the answer used once the script is exhausted.
+    pub(crate) fn set_default(&self, answer: Respond) {
+        *self.inner.default.lock().unwrap() = answer;
+    }
+
+    /// Everything received so far.
+    pub(crate) fn received(&self) -> Vec<Received> {
+        self.inner.received.lock().unwrap().clone()
+    }
+
+    /// Number of requests received so far.
+    pub(crate) fn count(&self) -> usize {
+        self.inner.received.lock().unwrap().len()
+    }
+
+    /// Highest number of requests handled at the same time.
+    pub(crate) fn max_in_flight(&self) -> usize {
+        self.inner.max_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    inner.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let answer = {
+        let next = inner.script.lock().unwrap().pop_front();
+        next.unwrap_or_else(|| inner.default.lock().unwrap().clone())
+    };
+    inner.received.lock().unwrap().push(Received {
+        headers,
+        body,
+        at: tokio::time::Instant::now(),
+    });
+    if !answer.delay.is_zero() {
+        tokio::time::sleep(answer.delay).await;
+    }
+    inner.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let status = StatusCode::from_u16(answer.status).expect("valid status");
+    match answer.retry_after {
+        Some(v) => (status, [("retry-after", v)]).into_response(),
+        None => status.into_response(),
+    }
+}
