@@ -190,7 +190,10 @@ async fn shutdown_signal() -> &'static str {
         },
         _ => {
             // Without signal handlers only Ctrl-C through the portable API remains.
-            let _ = tokio::signal::ctrl_c().await;
+            if let Err(error) = tokio::signal::ctrl_c().await {
+                tracing::error!(%error, "Cannot wait for a shutdown signal");
+                std::future::pending::<()>().await;
+            }
             "SIGINT"
         }
     }

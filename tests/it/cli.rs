@@ -12,7 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.path().join(name);
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, text).expect("write test file");
     path
 }
 

@@ -242,3 +242,23 @@ routes: [{{ name: all, to: [stalled, failing, healthy] }}]
     .await;
     assert!(stalled.count() <= 2);
 }
+
+#[tokio::test]
+async fn concurrency_caps_requests_in_flight_to_a_sink() {
+    let sink = TestSink::start().await;
+    sink.set_default(Respond::status(200).delay(Duration::from_millis(100)));
+    let app = TestApp::start(&format!(
+        r#"
+sinks:
+  hook: {{ http: {{ url: "{}" }}, concurrency: 3 }}
+routes: [{{ name: all, to: [hook] }}]
+"#,
+        sink.url()
+    ))
+    .await;
+    for i in 0..12 {
+        app.send(event(&format!("c-{i}"), "T")).await;
+    }
+    wait_until("all delivered", WAIT, || sink.count() == 12).await;
+    assert_eq!(sink.max_in_flight(), 3);
+}

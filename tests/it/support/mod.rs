@@ -5,7 +5,7 @@ pub(crate) mod daemon;
 pub(crate) mod sink;
 pub(crate) mod wait;
 
-pub(crate) use client::{post, request, Reply};
+pub(crate) use client::{post, request};
 pub(crate) use daemon::TestApp;
 pub(crate) use sink::{Respond, TestSink};
 pub(crate) use wait::wait_until;

@@ -105,22 +105,26 @@ impl TestSink {
 
     /// Answers the next requests with these, in order, then with the default.
     pub(crate) fn script(&self, answers: impl IntoIterator<Item = Respond>) {
-        self.inner.script.lock().unwrap().extend(answers);
+        self.inner
+            .script
+            .lock()
+            .expect("sink state")
+            .extend(answers);
     }
 
     /// Sets the answer used once the script is exhausted.
     pub(crate) fn set_default(&self, answer: Respond) {
-        *self.inner.default.lock().unwrap() = answer;
+        *self.inner.default.lock().expect("sink state") = answer;
     }
 
     /// Everything received so far.
     pub(crate) fn received(&self) -> Vec<Received> {
-        self.inner.received.lock().unwrap().clone()
+        self.inner.received.lock().expect("sink state").clone()
     }
 
     /// Number of requests received so far.
     pub(crate) fn count(&self) -> usize {
-        self.inner.received.lock().unwrap().len()
+        self.inner.received.lock().expect("sink state").len()
     }
 
     /// Highest number of requests handled at the same time.
@@ -133,10 +137,10 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
     let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     inner.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let answer = {
-        let next = inner.script.lock().unwrap().pop_front();
-        next.unwrap_or_else(|| inner.default.lock().unwrap().clone())
+        let next = inner.script.lock().expect("sink state").pop_front();
+        next.unwrap_or_else(|| inner.default.lock().expect("sink state").clone())
     };
-    inner.received.lock().unwrap().push(Received {
+    inner.received.lock().expect("sink state").push(Received {
         headers,
         body,
         at: tokio::time::Instant::now(),
