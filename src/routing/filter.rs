@@ -1,33 +1,147 @@
-//! Filters: type lists and wildcards, source, subject begins/ends-with, and Event Grid's
-//! advanced operators on attribute and `data.*` keys.
+//! A compiled route: type and source lists with trailing-`*` wildcards, the subject
+//! begins/ends-with filter, and the advanced filters, checked in that order (AND).
+//!
+//! Imports `event` and `config`. Checking a route allocates nothing for ASCII text; the
+//! first failed condition comes back as a [`Failure`] that `explain` turns into words.
 
 use std::sync::Arc;
 
-use crate::config::RouteConfig;
+use crate::config::{MatchConfig, RouteConfig, SubjectFilter};
 use crate::event::Event;
 
+use super::advanced::CompiledFilter;
+use super::key::LazyData;
+use super::text::{fold, Folded};
 use super::Target;
+
+/// The first condition of a route that an event fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// The type is not in the route's list.
+    Type,
+    /// The source is not in the route's list.
+    Source,
+    /// The event has no subject but the route filters on it.
+    NoSubject,
+    /// The subject does not begin with the required prefix.
+    SubjectBegins,
+    /// The subject does not end with the required suffix.
+    SubjectEnds,
+    /// The advanced filter at this position does not hold.
+    Advanced(usize),
+}
+
+/// A list of exact values and trailing-`*` prefixes, compared ignoring case.
+#[derive(Debug, Default)]
+pub(super) struct Patterns {
+    /// True when the list is empty or holds `*`: every value matches.
+    pub(super) any: bool,
+    /// Exact values, lower-cased.
+    pub(super) exact: Box<[Box<str>]>,
+    /// Prefixes of the `*` patterns, lower-cased.
+    pub(super) prefixes: Box<[Box<str>]>,
+    /// The patterns as configured, for explanations.
+    pub(super) written: Box<[String]>,
+}
+
+impl Patterns {
+    fn compile(patterns: &[String]) -> Self {
+        let mut exact = Vec::new();
+        let mut prefixes = Vec::new();
+        for p in patterns {
+            match p.strip_suffix('*') {
+                Some(prefix) => prefixes.push(fold(prefix)),
+                None => exact.push(fold(p)),
+            }
+        }
+        Self {
+            any: patterns.is_empty() || prefixes.iter().any(|p| p.is_empty()),
+            exact: exact.into(),
+            prefixes: prefixes.into(),
+            written: patterns.into(),
+        }
+    }
+
+    /// True when the value is in the list.
+    pub(super) fn matches(&self, value: &str) -> bool {
+        if self.any {
+            return true;
+        }
+        let value = Folded::new(value);
+        self.exact.iter().any(|e| value.eq(e)) || self.prefixes.iter().any(|p| value.starts_with(p))
+    }
+}
+
+/// A compiled subject filter; at least one of its parts is non-empty.
+#[derive(Debug)]
+pub(super) struct SubjectMatch {
+    /// Required prefix (lower-cased unless case-sensitive).
+    begins: Option<Box<str>>,
+    /// Required suffix (lower-cased unless case-sensitive).
+    ends: Option<Box<str>>,
+    /// The filter as configured, for explanations.
+    pub(super) config: SubjectFilter,
+}
+
+impl SubjectMatch {
+    fn compile(filter: &SubjectFilter) -> Option<Self> {
+        let part = |s: &Option<String>| {
+            let s = s.as_deref().filter(|s| !s.is_empty())?;
+            Some(if filter.case_sensitive {
+                s.into()
+            } else {
+                fold(s)
+            })
+        };
+        let (begins, ends) = (part(&filter.begins_with), part(&filter.ends_with));
+        (begins.is_some() || ends.is_some()).then(|| Self {
+            begins,
+            ends,
+            config: filter.clone(),
+        })
+    }
+
+    fn check(&self, subject: Option<&str>) -> Result<(), Failure> {
+        let subject = subject.ok_or(Failure::NoSubject)?;
+        let (begins, ends) = if self.config.case_sensitive {
+            let begins = self
+                .begins
+                .as_deref()
+                .is_none_or(|b| subject.starts_with(b));
+            let ends = self.ends.as_deref().is_none_or(|e| subject.ends_with(e));
+            (begins, ends)
+        } else {
+            let folded = Folded::new(subject);
+            let begins = self.begins.as_deref().is_none_or(|b| folded.starts_with(b));
+            let ends = self.ends.as_deref().is_none_or(|e| folded.ends_with(e));
+            (begins, ends)
+        };
+        match (begins, ends) {
+            (false, _) => Err(Failure::SubjectBegins),
+            (true, false) => Err(Failure::SubjectEnds),
+            (true, true) => Ok(()),
+        }
+    }
+}
 
 /// A route compiled for matching.
 #[derive(Debug)]
 pub(super) struct CompiledRoute {
+    /// The route's name.
     pub(super) name: Arc<str>,
-    targets: Vec<Target>,
-}
-
-/// The event's `data`, parsed as JSON at most once per event and only on demand.
-#[derive(Debug)]
-pub(super) struct LazyData<'e> {
-    event: &'e Event,
-}
-
-impl<'e> LazyData<'e> {
-    pub(super) fn new(event: &'e Event) -> Self {
-        Self { event }
-    }
+    targets: Box<[Target]>,
+    /// Accepted event types.
+    pub(super) types: Patterns,
+    /// Accepted event sources.
+    pub(super) sources: Patterns,
+    /// The subject filter, if it constrains anything.
+    pub(super) subject: Option<SubjectMatch>,
+    /// Advanced filters, AND-ed, in configured order.
+    pub(super) advanced: Box<[CompiledFilter]>,
 }
 
 impl CompiledRoute {
+    /// Compiles one configured route.
     pub(super) fn compile(route: &RouteConfig) -> Self {
         let name: Arc<str> = Arc::from(route.name.as_str());
         let targets = route
@@ -38,16 +152,41 @@ impl CompiledRoute {
                 sink: Arc::from(sink.as_str()),
             })
             .collect();
-        Self { name, targets }
+        let MatchConfig {
+            types,
+            sources,
+            subject,
+            advanced,
+        } = &route.filter;
+        Self {
+            name,
+            targets,
+            types: Patterns::compile(types),
+            sources: Patterns::compile(sources),
+            subject: subject.as_ref().and_then(SubjectMatch::compile),
+            advanced: advanced.iter().map(CompiledFilter::compile).collect(),
+        }
     }
 
-    /// `Ok(())` when the event matches; otherwise a description of the first failed condition.
-    pub(super) fn matches(&self, event: &Event, data: &mut LazyData<'_>) -> Result<(), String> {
-        let _ = (event, data.event);
-        Ok(())
+    /// `Ok(())` when the event matches; otherwise the first condition that failed.
+    pub(super) fn check(&self, event: &Event, data: &LazyData<'_>) -> Result<(), Failure> {
+        if !self.types.matches(&event.ty) {
+            return Err(Failure::Type);
+        }
+        if !self.sources.matches(&event.source) {
+            return Err(Failure::Source);
+        }
+        if let Some(subject) = &self.subject {
+            subject.check(event.subject.as_deref())?;
+        }
+        match self.advanced.iter().position(|f| !f.holds(event, data)) {
+            Some(i) => Err(Failure::Advanced(i)),
+            None => Ok(()),
+        }
     }
 
-    pub(super) fn targets(&self) -> impl Iterator<Item = Target> + '_ {
-        self.targets.iter().cloned()
+    /// The (route, sink) pairs of this route.
+    pub(super) fn targets(&self) -> &[Target] {
+        &self.targets
     }
 }

@@ -3,13 +3,23 @@
 //! Imports `event` and `config`. The table is compiled once per configuration
 //! ([`RouteTable::from_config`] cannot fail: `config::validate` already checked everything);
 //! matching parses nothing but an event's `data`, once, and only when a filter asks for it.
+//!
+//! `filter` checks one route; `advanced` holds Event Grid's advanced operators and `key` the
+//! values they test; `index` narrows an event to the routes that can match it; `explain` puts
+//! verdicts into words; `text` compares strings ignoring case.
 
+mod advanced;
 mod explain;
 mod filter;
+mod index;
+mod key;
+#[cfg(test)]
+mod tests;
+mod text;
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, RouteConfig};
 use crate::event::Event;
 
 pub use explain::{Explanation, RouteVerdict};
@@ -27,26 +37,30 @@ pub struct Target {
 #[derive(Debug)]
 pub struct RouteTable {
     routes: Vec<filter::CompiledRoute>,
+    index: index::RouteIndex,
 }
 
 impl RouteTable {
     /// Compiles the routes of a validated configuration.
     pub fn from_config(config: &Config) -> Self {
-        Self {
-            routes: config
-                .routes
-                .iter()
-                .map(filter::CompiledRoute::compile)
-                .collect(),
-        }
+        Self::from_routes(&config.routes)
+    }
+
+    /// Compiles a list of validated routes, in table order.
+    pub(crate) fn from_routes(routes: &[RouteConfig]) -> Self {
+        let routes: Vec<_> = routes.iter().map(filter::CompiledRoute::compile).collect();
+        let index = index::RouteIndex::build(&routes);
+        Self { routes, index }
     }
 
     /// Appends to `out` every (route, sink) the event must be delivered to, in table order.
     pub fn targets(&self, event: &Event, out: &mut Vec<Target>) {
-        let mut data = filter::LazyData::new(event);
-        for route in &self.routes {
-            if route.matches(event, &mut data).is_ok() {
-                out.extend(route.targets());
+        let mut candidates = Vec::new();
+        self.index.candidates(event, &mut candidates);
+        let data = key::LazyData::new(event);
+        for route in candidates.iter().filter_map(|&i| self.routes.get(i)) {
+            if route.check(event, &data).is_ok() {
+                out.extend_from_slice(route.targets());
             }
         }
     }
