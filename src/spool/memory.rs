@@ -129,11 +129,10 @@ impl Spool for MemorySpool {
                     state.leased += out.len();
                     return Ok(out);
                 }
-                state.due.peek().map(|Reverse(e)| {
-                    e.0.not_before
-                        .duration_since(now)
-                        .unwrap_or(Duration::ZERO)
-                })
+                state
+                    .due
+                    .peek()
+                    .map(|Reverse(e)| e.0.not_before.duration_since(now).unwrap_or(Duration::ZERO))
             };
             match wait {
                 Some(wait) => {

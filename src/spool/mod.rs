@@ -5,15 +5,26 @@
 //! side calls [`Spool::put`]; the delivery side leases, acks, nacks and dead-letters.
 //! Persisted times are wall-clock ([`SystemTime`]) so that they mean the same after a restart.
 
+mod cache;
+mod db;
+mod embedded;
 mod memory;
+mod record;
+mod writer;
+
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{SpoolBackend, SpoolConfig};
 use crate::event::Event;
 
+pub use db::OpenError;
+pub use embedded::EmbeddedSpool;
 pub use memory::MemorySpool;
 
 /// A delivery to be stored: one event for one sink through one route.
@@ -77,8 +88,10 @@ pub enum SpoolError {
 pub trait Spool: Send + Sync + 'static {
     /// Stores all the deliveries or none of them; once it returns `Ok` they are kept until
     /// acked or dead-lettered.
-    fn put(&self, deliveries: Vec<NewDelivery>)
-        -> impl Future<Output = Result<(), SpoolError>> + Send;
+    fn put(
+        &self,
+        deliveries: Vec<NewDelivery>,
+    ) -> impl Future<Output = Result<(), SpoolError>> + Send;
 
     /// Waits until at least one delivery for `sink` is due, then leases up to `max` of them.
     /// Cancel-safe: a lease is taken only when the future completes.
@@ -116,14 +129,22 @@ pub trait Spool: Send + Sync + 'static {
 pub enum SpoolHandle {
     /// In memory.
     Memory(MemorySpool),
+    /// A SQLite file on disk.
+    Embedded(EmbeddedSpool),
 }
 
 impl SpoolHandle {
     /// Opens the backend the configuration names.
-    pub fn open(config: &SpoolConfig) -> Self {
+    pub fn open(config: &SpoolConfig) -> Result<Self, OpenError> {
         match config.backend {
-            SpoolBackend::Memory => Self::Memory(MemorySpool::new()),
+            SpoolBackend::Memory => Ok(Self::Memory(MemorySpool::new())),
+            SpoolBackend::Embedded => Self::open_embedded(&config.path),
         }
+    }
+
+    /// Opens the embedded backend on `<dir>/spool.db`.
+    pub fn open_embedded(dir: &Path) -> Result<Self, OpenError> {
+        EmbeddedSpool::open(dir).map(Self::Embedded)
     }
 }
 
@@ -131,24 +152,28 @@ impl Spool for SpoolHandle {
     async fn put(&self, deliveries: Vec<NewDelivery>) -> Result<(), SpoolError> {
         match self {
             Self::Memory(s) => s.put(deliveries).await,
+            Self::Embedded(s) => s.put(deliveries).await,
         }
     }
 
     async fn lease(&self, sink: &str, max: usize) -> Result<Vec<Delivery>, SpoolError> {
         match self {
             Self::Memory(s) => s.lease(sink, max).await,
+            Self::Embedded(s) => s.lease(sink, max).await,
         }
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), SpoolError> {
         match self {
             Self::Memory(s) => s.ack(delivery).await,
+            Self::Embedded(s) => s.ack(delivery).await,
         }
     }
 
     async fn nack(&self, delivery: Delivery, not_before: SystemTime) -> Result<(), SpoolError> {
         match self {
             Self::Memory(s) => s.nack(delivery, not_before).await,
+            Self::Embedded(s) => s.nack(delivery, not_before).await,
         }
     }
 
@@ -159,12 +184,14 @@ impl Spool for SpoolHandle {
     ) -> Result<(), SpoolError> {
         match self {
             Self::Memory(s) => s.dead_letter(delivery, forward).await,
+            Self::Embedded(s) => s.dead_letter(delivery, forward).await,
         }
     }
 
     fn depth(&self, sink: &str) -> usize {
         match self {
             Self::Memory(s) => s.depth(sink),
+            Self::Embedded(s) => s.depth(sink),
         }
     }
 }

@@ -1,0 +1,292 @@
+//! The SQLite file of the embedded spool: opening and checking it, its schema, and the reads
+//! the lease path needs.
+//!
+//! Imports the spool's own records only. Every error here names the file.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
+
+use super::record::{decode_event, from_millis};
+use super::{Delivery, DeliveryId};
+
+/// Schema version written to `PRAGMA user_version`; a file with a larger one is refused.
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for a lock held by the other connection (a checkpoint).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    pending INTEGER NOT NULL,
+    record BLOB NOT NULL,
+    data BLOB
+);
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY,
+    event INTEGER NOT NULL REFERENCES events (id),
+    route TEXT NOT NULL,
+    sink TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    accepted_at INTEGER NOT NULL,
+    not_before INTEGER NOT NULL,
+    last_outcome TEXT,
+    last_status INTEGER,
+    last_attempt_at INTEGER
+);
+CREATE INDEX deliveries_lease ON deliveries (sink, not_before);
+";
+
+/// Why the embedded spool could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The directory or the file could not be created or inspected.
+    #[error("cannot prepare spool file {path}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite refused the file (not a database, unreadable, locked, …).
+    #[error("cannot open spool database {path}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite reported.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file is damaged: SQLite's own check did not pass.
+    #[error("spool database {path} is corrupt; SQLite's check reported: {report}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// The lines `PRAGMA quick_check` returned.
+        report: String,
+    },
+    /// The file was written by a newer switchyard.
+    #[error(
+        "spool database {path} has schema version {found}; this build reads up to {SCHEMA_VERSION}"
+    )]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The version in the file.
+        found: i64,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the spool writer for {path}")]
+    Thread {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A checked, open database: the writer's connection and a second one for reads.
+#[derive(Debug)]
+pub(super) struct Opened {
+    pub(super) writer: Connection,
+    pub(super) reader: Connection,
+    pub(super) path: PathBuf,
+}
+
+/// Opens (creating when absent) `<dir>/spool.db` and checks it.
+pub(super) fn open(dir: &Path) -> Result<Opened, OpenError> {
+    let path = dir.join("spool.db");
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| OpenError::Io { path, source }
+    };
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    match fs::metadata(&path) {
+        Ok(meta) if meta.len() == 0 => {
+            // A spool file is never empty once created (creation is atomic below), so an
+            // empty one is a truncated one: refuse it rather than start afresh.
+            return Err(OpenError::Corrupt {
+                path,
+                report: "the file is empty (truncated)".into(),
+            });
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(dir, &path)?,
+        Err(e) => return Err(io(&path)(e)),
+    }
+    let sqlite = |source| OpenError::Sqlite {
+        path: path.clone(),
+        source,
+    };
+    let writer = connect(&path).map_err(sqlite)?;
+    check(&writer, &path)?;
+    let reader = connect(&path)
+        .and_then(|conn| conn.execute_batch("PRAGMA query_only = 1").map(|()| conn))
+        .map_err(sqlite)?;
+    Ok(Opened {
+        writer,
+        reader,
+        path,
+    })
+}
+
+/// Creates the database under a temporary name and renames it into place, so that a crash
+/// during creation never leaves a half-made `spool.db` behind.
+fn create(dir: &Path, path: &Path) -> Result<(), OpenError> {
+    let temp = dir.join("spool.db.new");
+    let io = |source| OpenError::Io {
+        path: temp.clone(),
+        source,
+    };
+    for stale in [
+        temp.clone(),
+        dir.join("spool.db.new-wal"),
+        dir.join("spool.db.new-shm"),
+    ] {
+        match fs::remove_file(&stale) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+    }
+    let conn = connect(&temp).map_err(|source| OpenError::Sqlite {
+        path: temp.clone(),
+        source,
+    })?;
+    let init = format!("BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;");
+    conn.execute_batch(&init)
+        .map_err(|source| OpenError::Sqlite {
+            path: temp.clone(),
+            source,
+        })?;
+    // Closing checkpoints the WAL into the file and removes it.
+    conn.close().map_err(|(_, source)| OpenError::Sqlite {
+        path: temp.clone(),
+        source,
+    })?;
+    fs::rename(&temp, path).map_err(io)?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| OpenError::Io {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, OpenFlags::default())?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL lets the read connection run beside the writer; FULL fsyncs the WAL on every
+    // commit, which is what makes a returned `put` survive a power cut (NORMAL does not).
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidQuery);
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL")?;
+    Ok(conn)
+}
+
+/// Refuses a file from a newer schema or one that fails SQLite's quick check.
+fn check(conn: &Connection, path: &Path) -> Result<(), OpenError> {
+    let sqlite = |source| OpenError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sqlite)?;
+    if version > SCHEMA_VERSION {
+        return Err(OpenError::NewerSchema {
+            path: path.to_owned(),
+            found: version,
+        });
+    }
+    let mut stmt = conn.prepare("PRAGMA quick_check").map_err(sqlite)?;
+    let lines = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+        .map_err(sqlite)?;
+    if lines.len() == 1 && lines[0] == "ok" {
+        return Ok(());
+    }
+    Err(OpenError::Corrupt {
+        path: path.to_owned(),
+        report: lines.join("; "),
+    })
+}
+
+/// Stored deliveries per sink, and the largest delivery id (0 when there is none).
+pub(super) fn inventory(conn: &Connection) -> rusqlite::Result<(Vec<(String, usize)>, u64)> {
+    let mut stmt = conn.prepare("SELECT sink, COUNT(*) FROM deliveries GROUP BY sink")?;
+    let depths = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .map(|row| row.map(|(sink, n)| (sink, usize::try_from(n).unwrap_or(0))))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let max_id: Option<i64> = conn
+        .query_row("SELECT MAX(id) FROM deliveries", [], |r| r.get(0))
+        .optional()?
+        .flatten();
+    Ok((
+        depths,
+        max_id.map_or(0, |id| u64::try_from(id).unwrap_or(0)),
+    ))
+}
+
+/// A position in a sink's lease order: (`not_before` in unix millis, delivery id).
+pub(super) type Key = (i64, DeliveryId);
+
+/// One row read for the lease path: its key, and the delivery or why it could not be decoded.
+pub(super) type LoadedRow = (Key, Result<Delivery, serde_json::Error>);
+
+/// Up to `limit` deliveries of `sink` that come after `after` in lease order.
+pub(super) fn load_after(
+    conn: &Connection,
+    sink: &Arc<str>,
+    after: Key,
+    limit: usize,
+) -> rusqlite::Result<Vec<LoadedRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.id, d.route, d.attempts, d.accepted_at, d.not_before, d.last_outcome,
+                d.last_status, d.last_attempt_at, e.record, e.data
+         FROM deliveries d JOIN events e ON e.id = d.event
+         WHERE d.sink = ?1 AND (d.not_before > ?2 OR (d.not_before = ?2 AND d.id > ?3))
+         ORDER BY d.not_before, d.id
+         LIMIT ?4",
+    )?;
+    let after_id = i64::try_from(after.1).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(rusqlite::params![sink, after.0, after_id, limit], |row| {
+        read_row(row, sink)
+    })?;
+    rows.collect()
+}
+
+fn read_row(row: &Row<'_>, sink: &Arc<str>) -> rusqlite::Result<LoadedRow> {
+    let id = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
+    let not_before: i64 = row.get(4)?;
+    let record: Vec<u8> = row.get(8)?;
+    let event = decode_event(&record, row.get(9)?);
+    let delivery = match event {
+        Err(e) => Err(e),
+        Ok(event) => Ok(Delivery {
+            id,
+            event: Arc::new(event),
+            route: Arc::from(row.get::<_, String>(1)?),
+            sink: sink.clone(),
+            attempts: u32::try_from(row.get::<_, i64>(2)?).unwrap_or(u32::MAX),
+            accepted_at: from_millis(row.get(3)?),
+            not_before: from_millis(not_before),
+            last_outcome: row.get(5)?,
+            last_status: row
+                .get::<_, Option<i64>>(6)?
+                .and_then(|s| u16::try_from(s).ok()),
+            last_attempt_at: row.get::<_, Option<i64>>(7)?.map(from_millis),
+        }),
+    };
+    Ok(((not_before, id), delivery))
+}
