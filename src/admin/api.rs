@@ -1,0 +1,102 @@
+//! `GET /metrics` (Prometheus text) and the JSON admin API: `GET /api/v1/routes`,
+//! `GET /api/v1/sinks`.
+
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+
+use super::AdminState;
+use crate::config::{MatchConfig, RouteConfig, SinkConfig};
+use crate::spool::Spool;
+use crate::telemetry;
+
+/// The Prometheus text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Every metric in the Prometheus text format; spool depths are read at render time.
+pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
+    state.refresh_depths();
+    let text = telemetry::prometheus().render();
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROMETHEUS_TEXT),
+    );
+    response
+}
+
+/// `{"routes": [{name, match, to}]}`, in routing-table order.
+pub(super) async fn routes(State(state): State<AdminState>) -> Json<Value> {
+    let routes: Vec<Value> = state.config.routes.iter().map(route).collect();
+    Json(json!({ "routes": routes }))
+}
+
+fn route(route: &RouteConfig) -> Value {
+    json!({
+        "name": route.name,
+        "match": match_summary(&route.filter),
+        "to": route.to,
+    })
+}
+
+/// The `match:` block as data: type and source patterns, the subject filter, and each
+/// advanced filter as its key and operator (operand values are left out).
+fn match_summary(filter: &MatchConfig) -> Value {
+    let subject = filter.subject.as_ref().map(|s| {
+        json!({
+            "begins_with": s.begins_with,
+            "ends_with": s.ends_with,
+            "case_sensitive": s.case_sensitive,
+        })
+    });
+    let advanced: Vec<Value> = filter
+        .advanced
+        .iter()
+        .map(|f| {
+            let condition = format!("{:?}", f.condition);
+            let op = condition.split('(').next().unwrap_or_default().to_owned();
+            json!({ "key": f.key, "op": op })
+        })
+        .collect();
+    json!({
+        "types": filter.types,
+        "sources": filter.sources,
+        "subject": subject,
+        "advanced": advanced,
+    })
+}
+
+/// `{"sinks": [{name, kind, concurrency, in_flight, backlog, last_error}]}`, by name.
+pub(super) async fn sinks(State(state): State<AdminState>) -> Json<Value> {
+    let sinks: Vec<Value> = state
+        .config
+        .sinks
+        .values()
+        .map(|sink| sink_status(&state, sink))
+        .collect();
+    Json(json!({ "sinks": sinks }))
+}
+
+fn sink_status(state: &AdminState, sink: &SinkConfig) -> Value {
+    let stats = state.counters.sink(&sink.name);
+    let last_error = stats
+        .last_error()
+        .map(|e| json!({ "message": e.message, "at": rfc3339(e.at) }));
+    json!({
+        "name": sink.name,
+        "kind": sink.kind.name(),
+        "concurrency": sink.concurrency,
+        "in_flight": stats.in_flight(),
+        "backlog": state.spool.depth(&sink.name),
+        "last_error": last_error,
+    })
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    DateTime::<Utc>::from(at).to_rfc3339_opts(SecondsFormat::Millis, true)
+}

@@ -1,0 +1,119 @@
+//! The admin server, beside ingress on its own address: health and readiness probes,
+//! Prometheus metrics, and a read-only JSON API over routes and sinks.
+//!
+//! Imports `spool`, `config` and `telemetry`; nothing imports `admin` except `app`.
+//!
+//! - `probes`: `GET /healthz` and `GET /readyz` (always open, for orchestrators).
+//! - `api`: `GET /metrics`, `GET /api/v1/routes`, `GET /api/v1/sinks`.
+//! - `auth`: with `admin.token` set, everything but the probes needs `Authorization: Bearer`.
+
+mod api;
+mod auth;
+mod probes;
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::middleware;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::spool::{Spool, SpoolHandle};
+use crate::telemetry::{self, Counters};
+
+/// How often spool-depth gauges are refreshed and histogram samples folded in, so memory
+/// stays bounded even when nothing scrapes `/metrics`.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// What the admin handlers share.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminState {
+    /// The running configuration.
+    pub(crate) config: Arc<Config>,
+    /// The spool (readiness probe and backlogs).
+    pub(crate) spool: Arc<SpoolHandle>,
+    /// Process counters and per-sink statistics.
+    pub(crate) counters: Arc<Counters>,
+    /// Cancelled when the daemon starts shutting down (readiness then fails).
+    pub(crate) stopping: CancellationToken,
+}
+
+impl AdminState {
+    /// Sets each configured sink's spool-depth gauge from the spool.
+    fn refresh_depths(&self) {
+        for name in self.config.sinks.keys() {
+            self.counters.sink(name).set_depth(self.spool.depth(name));
+        }
+    }
+}
+
+/// The admin router.
+pub(crate) fn router(state: AdminState) -> Router {
+    let guarded = Router::new()
+        .route("/metrics", get(api::metrics))
+        .route("/api/v1/routes", get(api::routes))
+        .route("/api/v1/sinks", get(api::sinks))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
+        .merge(guarded)
+        .with_state(state)
+}
+
+/// A running admin server.
+#[derive(Debug)]
+pub(crate) struct AdminServer {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Serves the admin router on `listener` until [`AdminServer::stop`].
+    pub(crate) fn spawn(listener: TcpListener, state: AdminState) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(listener, state, stop.clone()));
+        Self { stop, task }
+    }
+
+    /// Stops serving and waits for requests in flight to finish.
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "Admin server task ended abnormally");
+        }
+    }
+}
+
+async fn run(listener: TcpListener, state: AdminState, stop: CancellationToken) {
+    let upkeep = upkeep(state.clone(), stop.clone());
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .into_future();
+    let (served, ()) = tokio::join!(server, upkeep);
+    if let Err(error) = served {
+        tracing::error!(%error, "Admin server failed; health, metrics and the admin API are unavailable");
+    }
+}
+
+async fn upkeep(state: AdminState, stop: CancellationToken) {
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {
+                state.refresh_depths();
+                telemetry::prometheus().run_upkeep();
+            }
+        }
+    }
+}

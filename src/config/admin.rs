@@ -1,0 +1,123 @@
+//! The admin server's settings: top-level `admin_listen` and `admin: { token }`.
+//!
+//! Imports nothing internal outside `config`.
+
+use std::net::SocketAddr;
+
+use super::env::Obj;
+use super::model::{Reader, Shape};
+
+/// `admin:` — `token` (optional): when set, every admin endpoint except `/healthz` and
+/// `/readyz` requires `Authorization: Bearer <token>`.
+const ADMIN: Shape = Shape {
+    keys: "token",
+    later: "",
+};
+
+/// Where the admin server listens when `admin_listen` is absent.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
+
+/// Settings of the admin server (health, readiness, metrics and the admin API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Address the admin server listens on.
+    pub listen: SocketAddr,
+    /// Bearer token the admin API requires; `None` leaves it open.
+    pub token: Option<AdminToken>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_ADMIN_LISTEN,
+            token: None,
+        }
+    }
+}
+
+/// The admin bearer token; its `Debug` output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// A token from its text.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token's bytes, for comparing with what a request presents.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
+/// Reads `admin_listen` and `admin:` from the top-level mapping.
+pub(super) fn read(rd: &mut Reader<'_>, top: &Obj<'_>) -> Option<AdminConfig> {
+    let listen = rd.or(top.get("admin_listen"), DEFAULT_ADMIN_LISTEN, |rd, n| {
+        rd.parsed(
+            n,
+            "socket address (e.g. 127.0.0.1:9090)",
+            str::parse::<SocketAddr>,
+        )
+    });
+    let token = rd.section(top, "admin", &ADMIN).and_then(|o| {
+        rd.or(o.get("token"), None, |rd, n| {
+            rd.text(n).map(|t| Some(AdminToken(t)))
+        })
+    });
+    Some(AdminConfig {
+        listen: listen?,
+        token: token?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+
+    fn load(yaml: &str, vars: &[(&str, &str)]) -> Result<crate::config::Config, String> {
+        let vars: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        crate::config::load_str(yaml, Path::new("t.yaml"), &vars).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_to_localhost_9090_without_a_token() {
+        let config = load("sinks: {}\n", &[]).unwrap();
+        assert_eq!(config.admin, AdminConfig::default());
+        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9090");
+    }
+
+    #[test]
+    fn reads_the_address_and_an_interpolated_token() {
+        let yaml = "admin_listen: 0.0.0.0:9999\nadmin: { token: \"${ADMIN_TOKEN}\" }\n";
+        let config = load(yaml, &[("ADMIN_TOKEN", "s3cret")]).unwrap();
+        assert_eq!(config.admin.listen.port(), 9999);
+        assert_eq!(config.admin.token, Some(AdminToken::new("s3cret")));
+        assert!(!format!("{:?}", config.admin).contains("s3cret"));
+    }
+
+    #[test]
+    fn reports_a_bad_address_an_empty_token_and_unknown_keys() {
+        let yaml = "admin_listen: nowhere\nadmin: { token: \"\", colour: blue }\n";
+        let error = load(yaml, &[]).unwrap_err();
+        assert!(
+            error.contains("admin_listen: invalid socket address"),
+            "{error}"
+        );
+        assert!(error.contains("admin.token: must not be empty"), "{error}");
+        assert!(error.contains("admin.colour: unknown key"), "{error}");
+    }
+}
