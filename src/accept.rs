@@ -76,12 +76,20 @@ impl Acceptor {
         };
         let mut targets: Vec<Target> = Vec::new();
         let mut deliveries = Vec::new();
+        // Routes matched, once per event, counted once the deliveries are stored.
+        let mut routed: Vec<Arc<str>> = Vec::new();
         for event in events {
             targets.clear();
             self.routes.targets(&event, &mut targets);
             if targets.is_empty() {
                 receipt.unrouted += 1;
                 continue;
+            }
+            let first = routed.len();
+            for t in &targets {
+                if !routed[first..].contains(&t.route) {
+                    routed.push(t.route.clone());
+                }
             }
             let event = Arc::new(event);
             deliveries.extend(targets.drain(..).map(|t| NewDelivery {
@@ -100,7 +108,10 @@ impl Acceptor {
                 .map_err(|_| AcceptError::Closed)??;
         }
         Counters::add(&self.counters.events_received, receipt.events as u64);
-        Counters::add(&self.counters.events_unrouted, receipt.unrouted as u64);
+        self.counters.unrouted(receipt.unrouted as u64);
+        for route in &routed {
+            self.counters.routed(route);
+        }
         Ok(receipt)
     }
 }

@@ -14,10 +14,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::accept::Acceptor;
+use crate::admin::{AdminServer, AdminState};
 use crate::config::Config;
 use crate::dispatch::{self, DispatchContext};
 use crate::ingress::{self, IngressState};
 use crate::routing::RouteTable;
+use crate::schedule;
 use crate::sinks::{self, Handler, Handlers};
 use crate::spool::{Spool, SpoolHandle};
 use crate::telemetry::Counters;
@@ -27,6 +29,7 @@ use crate::telemetry::Counters;
 pub struct Switchyard {
     config: Config,
     handlers: Handlers,
+    admin_listener: Option<TcpListener>,
 }
 
 /// Why switchyard could not start or stopped with an error.
@@ -35,7 +38,10 @@ pub enum RunError {
     /// A sink could not be built (for example an unregistered handler).
     #[error(transparent)]
     Sink(#[from] sinks::BuildError),
-    /// The ingress address could not be bound.
+    /// The spool could not be opened (unreadable, damaged or from a newer version).
+    #[error(transparent)]
+    Spool(#[from] crate::spool::OpenError),
+    /// The ingress or admin address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address.
@@ -58,6 +64,7 @@ impl Switchyard {
         Self {
             config,
             handlers: Handlers::default(),
+            admin_listener: None,
         }
     }
 
@@ -67,24 +74,42 @@ impl Switchyard {
         self
     }
 
-    /// Binds `listen` from the configuration and starts serving.
-    pub async fn start(self) -> Result<Running, RunError> {
+    /// Serves the admin endpoints on `listener` instead of binding `admin_listen` (tests
+    /// bind `127.0.0.1:0`).
+    pub fn admin_listener(mut self, listener: TcpListener) -> Self {
+        self.admin_listener = Some(listener);
+        self
+    }
+
+    /// Binds `listen` and `admin_listen` from the configuration and starts serving.
+    pub async fn start(mut self) -> Result<Running, RunError> {
         let addr = self.config.listen;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| RunError::Bind { addr, source })?;
+        if self.admin_listener.is_none() {
+            let addr = self.config.admin.listen;
+            let admin = TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Bind { addr, source })?;
+            self.admin_listener = Some(admin);
+        }
         self.start_on(listener)
     }
 
-    /// Starts serving on an already bound listener (tests bind `127.0.0.1:0`).
+    /// Starts serving on an already bound listener (tests bind `127.0.0.1:0`). The admin
+    /// server uses the listener given to [`Switchyard::admin_listener`], or binds
+    /// `admin_listen` now.
     pub fn start_on(self, listener: TcpListener) -> Result<Running, RunError> {
         let local_addr = listener.local_addr().map_err(RunError::Serve)?;
+        let admin_listener = match self.admin_listener {
+            Some(admin) => admin,
+            None => bind_now(self.config.admin.listen)?,
+        };
+        let admin_addr = admin_listener.local_addr().map_err(RunError::Serve)?;
         let config = Arc::new(self.config);
         let registry = Arc::new(sinks::build(&config, &self.handlers)?);
-        let spool = Arc::new(
-            SpoolHandle::open(&config.spool)
-                .map_err(|e| RunError::Serve(std::io::Error::other(e)))?,
-        );
+        let spool = Arc::new(SpoolHandle::open(&config.spool)?);
         let counters = Arc::new(Counters::default());
         let routes = Arc::new(RouteTable::from_config(&config));
         let acceptor = Acceptor::new(routes, spool.clone(), counters.clone());
@@ -104,19 +129,40 @@ impl Switchyard {
             counters: counters.clone(),
         };
         dispatch::start(&ctx, &stop_leasing, &deliveries);
+        // Schedules feed the accept side, so they stop with ingress, before leasing stops.
+        schedule::start(
+            &config.schedules,
+            &state.acceptor,
+            &config.spool.path,
+            &shutdown,
+            &deliveries,
+        );
         deliveries.close();
 
-        let server = tokio::spawn(serve(ServeParts {
-            listener,
-            router: ingress::router(state),
-            shutdown: shutdown.clone(),
-            stop_leasing,
-            deliveries,
-            grace: config.shutdown_grace,
-        }));
-        tracing::info!(listen = %local_addr, routes = config.routes.len(), sinks = config.sinks.len(), "Switchyard started");
+        let admin = AdminServer::spawn(
+            admin_listener,
+            AdminState {
+                config: config.clone(),
+                spool: spool.clone(),
+                counters: counters.clone(),
+                stopping: shutdown.clone(),
+            },
+        );
+        let server = tokio::spawn(serve_with_admin(
+            admin,
+            ServeParts {
+                listener,
+                router: ingress::router(state),
+                shutdown: shutdown.clone(),
+                stop_leasing,
+                deliveries,
+                grace: config.shutdown_grace,
+            },
+        ));
+        tracing::info!(listen = %local_addr, admin = %admin_addr, routes = config.routes.len(), sinks = config.sinks.len(), "Switchyard started");
         Ok(Running {
             local_addr,
+            admin_addr,
             shutdown,
             server,
             counters,
@@ -129,6 +175,7 @@ impl Switchyard {
 #[derive(Debug)]
 pub struct Running {
     local_addr: SocketAddr,
+    admin_addr: SocketAddr,
     shutdown: CancellationToken,
     server: JoinHandle<Result<(), RunError>>,
     counters: Arc<Counters>,
@@ -139,6 +186,11 @@ impl Running {
     /// The address ingress listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the admin server listens on.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     /// A token that starts the graceful shutdown when cancelled.
@@ -166,6 +218,24 @@ impl Running {
         self.shutdown.cancel();
         self.wait().await
     }
+}
+
+/// Binds `addr` without waiting (for the synchronous [`Switchyard::start_on`]).
+fn bind_now(addr: SocketAddr) -> Result<TcpListener, RunError> {
+    let bind = || {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        TcpListener::from_std(listener)
+    };
+    bind().map_err(|source| RunError::Bind { addr, source })
+}
+
+/// Serves until shutdown completes, then stops the admin server, which answers probes
+/// (not ready) while ingress and deliveries drain.
+async fn serve_with_admin(admin: AdminServer, parts: ServeParts) -> Result<(), RunError> {
+    let result = serve(parts).await;
+    admin.stop().await;
+    result
 }
 
 struct ServeParts {

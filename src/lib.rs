@@ -3,15 +3,18 @@
 //! Events flow one way: `ingress` (HTTP) → `event` (normalize) → `routing` (compiled table)
 //! → `accept` (store every matched delivery) → `spool` (durable queue) → `dispatch`
 //! (per-sink lanes, retry) → `sinks` (http, log, file, exec, registered handlers).
-//! `config` and `telemetry` stand at the side; `app` wires everything together.
+//! `schedule` turns cron ticks into events for `accept`. `config` and `telemetry` stand at the
+//! side; `app` wires everything together.
 
 pub mod accept;
+mod admin;
 mod app;
 pub mod config;
 pub mod dispatch;
 pub mod event;
 pub mod ingress;
 pub mod routing;
+mod schedule;
 pub mod sinks;
 pub mod spool;
 pub mod telemetry;

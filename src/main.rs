@@ -1,8 +1,12 @@
-//! The `switchyard` command: serve, check a configuration, explain routing.
+//! The `switchyard` command: serve, check a configuration, explain routing, publish an event,
+//! and read a running daemon's sinks and routes through its admin API.
 //!
 //! The only place that uses `anyhow`: library errors get their context here.
 //!
-//! Exit codes: 0 success; 1 runtime failure; 64 invalid configuration or usage.
+//! Exit codes: 0 success; 1 runtime failure or a non-2xx answer; 64 invalid configuration
+//! or usage.
+
+mod ops;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,15 +20,18 @@ use switchyard::routing::RouteTable;
 use switchyard::telemetry::{self, LogFormat};
 use switchyard::Switchyard;
 
-/// Exit code for an invalid configuration (EX_USAGE).
+/// Exit code for an invalid configuration or usage (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
+/// The exit codes, as `--help` shows them.
+const EXIT_CODES: &str =
+    "Exit codes: 0 success, 1 runtime failure or a non-2xx answer, 64 invalid configuration or usage.";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard",
     version,
     about = "Event router: CloudEvents and Event Grid webhooks in, durable routed delivery out.",
-    after_help = "Exit codes: 0 success, 1 runtime failure, 64 invalid configuration or usage."
+    after_help = EXIT_CODES
 )]
 struct Cli {
     /// Log format.
@@ -53,6 +60,15 @@ enum Command {
         /// A structured CloudEvent, a CloudEvents batch, or Event Grid events (JSON).
         event: PathBuf,
     },
+    /// Publish one CloudEvent to an ingress URL; print the answer's status and body.
+    #[command(after_help = EXIT_CODES)]
+    Send(ops::SendArgs),
+    /// Print each sink's state (in flight, backlog, last error) from a running daemon.
+    #[command(after_help = EXIT_CODES)]
+    Sinks(ops::AdminArgs),
+    /// Print the routing table of a running daemon.
+    #[command(after_help = EXIT_CODES)]
+    Routes(ops::AdminArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,7 +79,18 @@ struct ConfigArg {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout and succeed; a usage error exits 64.
+            let _printed = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let format = match cli.log_format {
         LogFormatArg::Text => LogFormat::Text,
         LogFormatArg::Json => LogFormat::Json,
@@ -78,6 +105,9 @@ fn main() -> ExitCode {
         }
         Command::Check(arg) => check(&arg.config),
         Command::Explain { config, event } => explain(&config.config, &event),
+        Command::Send(args) => ops::send(&args),
+        Command::Sinks(args) => ops::sinks(&args),
+        Command::Routes(args) => ops::routes(&args),
     };
     match result {
         Ok(code) => code,

@@ -4,8 +4,10 @@
 //! by [`load`] (and [`load_str`]), which reports every error at once, each with its YAML
 //! path; the runtime is built only from the validated types in this file.
 
+mod admin;
 mod env;
 mod model;
+mod schedules;
 mod summary;
 #[cfg(test)]
 mod tests;
@@ -19,6 +21,8 @@ use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue, Uri};
 
+pub use admin::{AdminConfig, AdminToken, DEFAULT_ADMIN_LISTEN};
+pub use schedules::{parse_cron, CronError, ScheduleConfig, ScheduledEvent};
 pub use units::{parse_duration, parse_rate, parse_size, UnitError};
 
 /// A validated switchyard configuration.
@@ -34,8 +38,12 @@ pub struct Config {
     pub sinks: BTreeMap<String, SinkConfig>,
     /// The routing table, in file order.
     pub routes: Vec<RouteConfig>,
+    /// Cron schedules that emit events, in file order.
+    pub schedules: Vec<ScheduleConfig>,
     /// How long shutdown waits for in-flight deliveries.
     pub shutdown_grace: Duration,
+    /// The admin server (`admin_listen`, `admin:`).
+    pub admin: AdminConfig,
 }
 
 /// Spool settings.
@@ -50,6 +58,8 @@ pub struct SpoolConfig {
 /// The spool backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpoolBackend {
+    /// A durable store under `spool.path` (the default).
+    Embedded,
     /// In memory: everything queued is lost when the process exits.
     Memory,
 }
@@ -201,10 +211,21 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// Event Grid's schedule: 10s, 30s, 1m, 5m, 10m, 30m, 1h, 3h, 6h, then every 12h.
     pub fn default_schedule() -> Vec<Duration> {
-        [10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600]
-            .into_iter()
-            .map(Duration::from_secs)
-            .collect()
+        [
+            10,
+            30,
+            60,
+            300,
+            600,
+            1800,
+            3600,
+            3 * 3600,
+            6 * 3600,
+            12 * 3600,
+        ]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
     }
 
     /// The delay before attempt `n + 1` after `n` failed attempts (`n` ≥ 1), before jitter.
@@ -280,7 +301,10 @@ pub struct AdvancedFilter {
 
 /// An advanced-filter operator with its validated operands.
 #[derive(Debug, Clone, PartialEq)]
-#[expect(missing_docs, reason = "each variant is the Event Grid operator of the same name")]
+#[expect(
+    missing_docs,
+    reason = "each variant is the Event Grid operator of the same name"
+)]
 pub enum Condition {
     NumberIn(Vec<f64>),
     NumberNotIn(Vec<f64>),

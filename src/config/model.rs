@@ -43,13 +43,14 @@ impl Shape {
 
 /// The top level: `listen` (ingress address, default 0.0.0.0:8080), `shutdown_grace` (how long
 /// shutdown waits for in-flight work, default 30s), `spool`, `ingress`, `sinks` (delivery
-/// targets by name) and `routes` (the routing table, in order).
+/// targets by name), `routes` (the routing table, in order), `schedules` (cron-scheduled
+/// events), and `admin_listen` and `admin` (the admin server; read in `admin`).
 pub(super) const ROOT: Shape = Shape {
-    keys: "listen shutdown_grace spool ingress sinks routes",
-    later: "admin_listen admin schedules telemetry",
+    keys: "listen shutdown_grace spool ingress sinks routes schedules admin_listen admin",
+    later: "telemetry",
 };
 
-/// `spool:` — `backend` (memory, the default; embedded and nats later) and `path` (directory
+/// `spool:` — `backend` (embedded, the default, or memory; nats later) and `path` (directory
 /// for on-disk state, default ./data).
 pub(super) const SPOOL: Shape = Shape {
     keys: "backend path",

@@ -29,6 +29,20 @@ impl Config {
         lines.push(String::new());
         lines.push(format!("sinks ({}):", self.sinks.len()));
         lines.extend(self.sinks.values().flat_map(sink_lines));
+        if !self.schedules.is_empty() {
+            lines.push(String::new());
+            lines.push(format!("schedules ({}):", self.schedules.len()));
+            lines.extend(self.schedules.iter().map(|s| {
+                format!(
+                    "  {}  \"{}\" {}{} -> type {}",
+                    s.name,
+                    s.cron.pattern,
+                    s.timezone,
+                    if s.catch_up { ", catch_up" } else { "" },
+                    s.event.ty
+                )
+            }));
+        }
         lines.push(String::new());
         lines.join("\n")
     }
@@ -58,6 +72,7 @@ impl Config {
 fn backend(backend: SpoolBackend) -> &'static str {
     match backend {
         SpoolBackend::Memory => "memory",
+        SpoolBackend::Embedded => "embedded",
     }
 }
 
@@ -200,7 +215,7 @@ fn horizon(duration: Duration) -> String {
 /// A byte count in the largest binary unit that divides it (`1MiB`, `1500B`).
 fn size(bytes: u64) -> String {
     for (unit, factor) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes >= factor && bytes % factor == 0 {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
             return format!("{}{unit}", bytes / factor);
         }
     }

@@ -66,7 +66,7 @@ fn the_repository_routes_yaml_is_valid() {
     assert_eq!(
         config.spool,
         SpoolConfig {
-            backend: SpoolBackend::Memory,
+            backend: SpoolBackend::Embedded,
             path: "./data".into()
         }
     );
@@ -347,9 +347,6 @@ routes: [ { name: all, to: [console], match: { type: [a], subject: { begins: x }
 fn keys_of_later_versions_are_not_supported_yet() {
     let errors = errors(
         "
-admin_listen: 127.0.0.1:9090
-admin: {}
-schedules: []
 telemetry: {}
 spool: { backend: embedded, max_bytes: 1GiB }
 ingress: { dedup_window: 10m }
@@ -366,12 +363,8 @@ routes: [ { name: r, priority: high, ordering: fifo, sql: 'x', to: [a] } ]
 ",
     );
     for path in [
-        "admin_listen",
-        "admin",
-        "schedules",
         "telemetry",
         "spool.max_bytes",
-        "spool.backend",
         "ingress.dedup_window",
         "sinks.a.rate_limit",
         "sinks.a.batch",
@@ -385,7 +378,7 @@ routes: [ { name: r, priority: high, ordering: fifo, sql: 'x', to: [a] } ]
     ] {
         assert_error(&errors, path, "not supported yet");
     }
-    assert_eq!(errors.len(), 16, "{errors:#?}");
+    assert_eq!(errors.len(), 12, "{errors:#?}");
     let nats = errors_with("spool: { backend: nats }", &[]);
     assert_error(&nats, "spool.backend", "not supported yet");
     assert_error(
@@ -872,6 +865,12 @@ fn bad_overrides_are_reported_at_the_overridden_key() {
         "sinks.console.concurrency",
         "expected an integer in 1..=10000",
     );
-    let later = errors_with(MINIMAL, &[("SWITCHYARD_ADMIN_LISTEN", "127.0.0.1:9090")]);
-    assert_error(&later, "admin_listen", "not supported yet");
+    let later = errors_with(
+        MINIMAL,
+        &[(
+            "SWITCHYARD_TELEMETRY__OTLP_ENDPOINT",
+            "http://127.0.0.1:4318",
+        )],
+    );
+    assert_error(&later, "telemetry", "not supported yet");
 }

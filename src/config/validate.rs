@@ -11,8 +11,10 @@ use std::time::Duration;
 use axum::http::{HeaderName, HeaderValue, Uri};
 use tracing::Level;
 
+use super::admin;
 use super::env::{Node, Obj};
 use super::model::{self, Operand, Reader};
+use super::schedules;
 use super::{
     env, AdvancedFilter, AuthRule, Condition, Config, ConfigError, ExecSinkConfig, FileSinkConfig,
     HandlerSinkConfig, HttpFormat, HttpSinkConfig, IngressConfig, LogSinkConfig, MatchConfig,
@@ -81,22 +83,33 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
         .collect();
     let sinks = sink_nodes.map(|nodes| sinks(rd, nodes, &names));
     let routes = rd.or(top.get("routes"), Vec::new(), |rd, n| routes(rd, n, &names));
+    let schedules = rd.or(top.get("schedules"), Vec::new(), schedules::read);
+    let admin = admin::read(rd, &top);
     Some(Config {
         listen: listen?,
         spool: spool?,
         ingress: ingress?,
         sinks: sinks??,
         routes: routes?,
+        schedules: schedules?,
         shutdown_grace: grace?,
+        admin: admin?,
     })
 }
 
 fn spool(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<SpoolConfig> {
-    let backend = rd.or(o.get("backend"), SpoolBackend::Memory, |rd, n| {
-        if matches!(n.value.as_str(), Some("embedded" | "nats")) {
-            return rd.fail(&n.path, "not supported yet (use memory)");
+    let backend = rd.or(o.get("backend"), SpoolBackend::Embedded, |rd, n| {
+        if n.value.as_str() == Some("nats") {
+            return rd.fail(&n.path, "not supported yet (use embedded or memory)");
         }
-        rd.choice(n, "backend", &[("memory", SpoolBackend::Memory)])
+        rd.choice(
+            n,
+            "backend",
+            &[
+                ("embedded", SpoolBackend::Embedded),
+                ("memory", SpoolBackend::Memory),
+            ],
+        )
     });
     let path = rd.or(o.get("path"), PathBuf::from("./data"), |rd, n| {
         rd.text(n).map(PathBuf::from)

@@ -37,6 +37,7 @@ pub(super) async fn run(
     });
     ctx.spool.dead_letter(delivery, forward).await?;
     Counters::add(&ctx.counters.deliveries_dead_lettered, 1);
+    ctx.counters.sink(&config.name).dead_lettered(reason);
     let (event_id, route, sink) = (&delivery.event.id, &delivery.route, &config.name);
     let error = cause.map(tracing::field::display);
     match target {

@@ -54,20 +54,31 @@ pub async fn deliver_one(
         sink = %config.name,
         attempt = delivery.attempts,
     );
+    let stats = ctx.counters.sink(&config.name);
     async {
         let attempt = Attempt {
             event: &delivery.event,
             route: &delivery.route,
             delivery_count,
         };
-        match sink.deliver(attempt).await {
+        let started = tokio::time::Instant::now();
+        let result = {
+            let _in_flight = stats.attempt();
+            sink.deliver(attempt).await
+        };
+        stats.attempted(started.elapsed());
+        match result {
             Ok(()) => {
                 ctx.spool.ack(&delivery).await?;
                 Counters::add(&ctx.counters.deliveries_succeeded, 1);
+                stats.delivered();
                 tracing::debug!("Delivered");
                 Ok(Outcome::Delivered)
             }
-            Err(error) => failed(ctx, config, delivery, &error).await,
+            Err(error) => {
+                stats.failed(&error);
+                failed(ctx, config, delivery, &error).await
+            }
         }
     }
     .instrument(span)
@@ -95,6 +106,7 @@ async fn failed(
             );
             ctx.spool.nack(delivery, not_before).await?;
             Counters::add(&ctx.counters.deliveries_retried, 1);
+            ctx.counters.sink(&config.name).retried();
             Ok(Outcome::Retrying { not_before })
         }
         Decision::DeadLetter { reason } => {

@@ -99,7 +99,9 @@ impl Event {
 
     /// True when `datacontenttype` is absent or JSON-typed (`*/json`, `*/*+json`).
     pub fn data_is_json(&self) -> bool {
-        self.datacontenttype.as_deref().is_none_or(is_json_media_type)
+        self.datacontenttype
+            .as_deref()
+            .is_none_or(is_json_media_type)
     }
 }
 

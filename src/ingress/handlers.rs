@@ -13,8 +13,8 @@ use super::handshake;
 use super::IngressState;
 use crate::config::IngressConfig;
 use crate::event::eventgrid::{self, EventGridBody};
-use crate::event::{http, DecodeError, Event};
-use crate::telemetry::Counters;
+use crate::event::{http, DecodeError, Event, ExtensionValue};
+use crate::telemetry::{Counters, Format};
 
 const BATCH: &str = "application/cloudevents-batch";
 const BATCH_JSON: &str = "application/cloudevents-batch+json";
@@ -22,6 +22,10 @@ const STRUCTURED: &str = "application/cloudevents";
 const STRUCTURED_JSON: &str = "application/cloudevents+json";
 /// The header that marks a binary-mode CloudEvent.
 const CE_SPECVERSION: &str = "ce-specversion";
+/// W3C trace context, carried on as the CloudEvents `traceparent` extension.
+const TRACEPARENT: &str = "traceparent";
+/// Longest `traceparent` value carried on (version 00 is 55 characters).
+const MAX_TRACEPARENT: usize = 256;
 
 /// Which ingress path a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +49,18 @@ pub(crate) enum Mode {
     EventGrid,
 }
 
+impl Mode {
+    /// The `format` label of the received-events metric.
+    fn format(self) -> Format {
+        match self {
+            Self::Batch => Format::Batch,
+            Self::Structured => Format::Structured,
+            Self::Binary => Format::Binary,
+            Self::EventGrid => Format::EventGrid,
+        }
+    }
+}
+
 /// What a decoded body asks for.
 enum Decoded {
     Events(Vec<Event>),
@@ -65,10 +81,12 @@ pub(crate) async fn publish_topic(State(state): State<IngressState>, request: Re
 }
 
 async fn publish(state: &IngressState, endpoint: Endpoint, request: Request) -> Response {
+    let format = detect_mode(request.headers()).map_or(Format::Unknown, Mode::format);
     match try_publish(state, endpoint, request).await {
         Ok(response) => response,
         Err(e) => {
             Counters::add(&state.counters.events_rejected, e.rejected_events());
+            state.counters.received(format, false, e.rejected_events());
             e.into_response()
         }
     }
@@ -92,7 +110,10 @@ async fn try_publish(
         Decoded::Validation(code) => {
             return Ok(authorized.mark(handshake::validation_response(code)))
         }
-        Decoded::Events(events) => events,
+        Decoded::Events(mut events) => {
+            carry_traceparent(&parts.headers, &mut events);
+            events
+        }
     };
     let count = events.len();
     state
@@ -103,7 +124,26 @@ async fn try_publish(
             source,
             events: count,
         })?;
+    state.counters.received(mode.format(), true, count as u64);
     Ok(authorized.mark(accepted(endpoint)))
+}
+
+/// Sets a request's `traceparent` header as the `traceparent` extension of each event that
+/// has none (CloudEvents distributed-tracing extension), so every delivery carries it on.
+fn carry_traceparent(headers: &HeaderMap, events: &mut [Event]) {
+    let Some(value) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let value = value.trim();
+    if value.is_empty() || value.len() > MAX_TRACEPARENT {
+        return;
+    }
+    for event in events
+        .iter_mut()
+        .filter(|e| e.extension(TRACEPARENT).is_none())
+    {
+        event.set_extension(TRACEPARENT, ExtensionValue::String(value.to_owned()));
+    }
 }
 
 /// The success answer: empty-bodied, 200 on the Event Grid topic path, 202 elsewhere.

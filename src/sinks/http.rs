@@ -15,7 +15,7 @@ use super::classify::classify;
 use super::outcome::{SOCKET_ERROR, TIMED_OUT};
 use super::{Attempt, BoxFuture, Sink, SinkError};
 use crate::config::{HttpFormat, HttpSinkConfig};
-use crate::event::{eventgrid, http as binding, Event};
+use crate::event::{eventgrid, http as binding, Event, ExtensionValue};
 
 /// Most response-body bytes read (and discarded) per attempt, so a huge reply costs little.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
@@ -97,6 +97,7 @@ impl HttpSink {
             headers.insert(name.clone(), value.clone());
         }
         aeg_headers(self.config.format, attempt, &mut headers);
+        traceparent_header(attempt.event, &mut headers);
         let mut request = Request::post(self.config.url.clone())
             .body(Full::new(body))
             .map_err(|e| {
@@ -151,6 +152,17 @@ fn aeg_headers(format: HttpFormat, attempt: Attempt<'_>, headers: &mut HeaderMap
             "aeg-data-version",
             event.data_version.as_deref().unwrap_or(""),
         );
+    }
+}
+
+/// The event's `traceparent` extension, also as a plain W3C `traceparent` header, so a
+/// target that knows trace context but not CloudEvents joins the trace.
+fn traceparent_header(event: &Event, headers: &mut HeaderMap) {
+    let Some(ExtensionValue::String(value)) = event.extension("traceparent") else {
+        return;
+    };
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static("traceparent"), value);
     }
 }
 

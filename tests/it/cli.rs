@@ -129,8 +129,8 @@ async fn serve_delivers_then_exits_zero_on_sigterm() {
         &dir,
         "routes.yaml",
         &format!(
-            "listen: 127.0.0.1:{port}\nsinks: {{ out: {{ file: {{ path: \"{}/out.jsonl\" }} }} }}\nroutes: [{{ name: all, to: [out] }}]\n",
-            dir.path().display()
+            "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:0\nspool: {{ path: \"{d}/spool\" }}\nsinks: {{ out: {{ file: {{ path: \"{d}/out.jsonl\" }} }} }}\nroutes: [{{ name: all, to: [out] }}]\n",
+            d = dir.path().display()
         ),
     );
     let mut child = Command::new(BIN)

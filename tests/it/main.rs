@@ -2,7 +2,11 @@
 
 mod support;
 
+mod admin;
 mod cli;
 mod delivery;
+mod durability_kill9;
 mod ingress;
+mod schedules;
 mod sinks;
+mod telemetry;

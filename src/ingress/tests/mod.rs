@@ -64,7 +64,9 @@ fn config(ingress: IngressConfig) -> Config {
             filter: MatchConfig::default(),
             to: vec![SINK.into()],
         }],
+        schedules: Vec::new(),
         shutdown_grace: Duration::from_secs(1),
+        admin: Default::default(),
     }
 }
 

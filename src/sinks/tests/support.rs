@@ -85,7 +85,9 @@ pub(crate) fn config(sinks: Vec<SinkConfig>) -> Config {
             .map(|s| (s.name.clone(), s))
             .collect::<BTreeMap<_, _>>(),
         routes: Vec::new(),
+        schedules: Vec::new(),
         shutdown_grace: Duration::from_secs(1),
+        admin: Default::default(),
     }
 }
 

@@ -32,6 +32,24 @@ impl Reply {
     }
 }
 
+/// Sends a POST; `None` when no answer came (connection refused or reset).
+pub(crate) async fn try_post(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Option<StatusCode> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::builder().method(Method::POST).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body)).expect("valid request");
+    let resp = client.request(req).await.ok()?;
+    let status = resp.status();
+    resp.into_body().collect().await.ok()?;
+    Some(status)
+}
+
 /// Sends one request.
 pub(crate) async fn request(
     method: Method,

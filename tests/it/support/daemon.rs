@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use hyper::Method;
 use switchyard::{Running, Switchyard};
 
-use super::client::{post, Reply};
+use super::client::{post, request, Reply};
 
 /// A running daemon with its own temporary directory.
 #[derive(Debug)]
@@ -13,6 +14,8 @@ pub(crate) struct TestApp {
     pub(crate) running: Running,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) base: String,
+    /// Base URL of the admin server.
+    pub(crate) admin: String,
 }
 
 /// Quiet test logs unless `TEST_LOG` is set.
@@ -36,16 +39,31 @@ impl TestApp {
         init_test_logging();
         let dir = tempfile::tempdir().expect("temp dir");
         let yaml = yaml.replace("{dir}", &dir.path().display().to_string());
-        let config = switchyard::config::load_str(&yaml, Path::new("test.yaml"), &BTreeMap::new())
+        // Each test's spool lives in its own directory.
+        let vars = BTreeMap::from([(
+            "SWITCHYARD_SPOOL__PATH".to_owned(),
+            dir.path().join("spool").display().to_string(),
+        )]);
+        let config = switchyard::config::load_str(&yaml, Path::new("test.yaml"), &vars)
             .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{yaml}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind admin");
         let running = setup(Switchyard::new(config))
+            .admin_listener(admin_listener)
             .start_on(listener)
             .expect("daemon starts");
         let base = format!("http://{}", running.local_addr());
-        Self { running, dir, base }
+        let admin = format!("http://{}", running.admin_addr());
+        Self {
+            running,
+            dir,
+            base,
+            admin,
+        }
     }
 
     /// A path inside the test's directory.
@@ -61,6 +79,16 @@ impl TestApp {
         body: impl Into<bytes::Bytes>,
     ) -> Reply {
         post(&format!("{}{path}", self.base), headers, body).await
+    }
+
+    /// GETs a path of the admin server, with a bearer token when given.
+    pub(crate) async fn admin_get(&self, path: &str, token: Option<&str>) -> Reply {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .iter()
+            .map(|b| ("authorization", b.as_str()))
+            .collect();
+        request(Method::GET, &format!("{}{path}", self.admin), &headers, "").await
     }
 
     /// POSTs one structured CloudEvent to `/events`.

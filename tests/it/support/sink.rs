@@ -49,6 +49,8 @@ pub(crate) struct Received {
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     pub(crate) at: tokio::time::Instant,
+    /// The status this request was answered with.
+    pub(crate) status: u16,
 }
 
 impl Received {
@@ -144,6 +146,7 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
         headers,
         body,
         at: tokio::time::Instant::now(),
+        status: answer.status,
     });
     if !answer.delay.is_zero() {
         tokio::time::sleep(answer.delay).await;
