@@ -195,6 +195,17 @@ impl SinkState {
     /// Release it and forget the cache, so the next lease reads the truth from disk.
     pub(super) fn failed(&mut self, id: DeliveryId) {
         self.leased.remove(&id);
+        self.forget();
+    }
+
+    /// `count` deliveries were committed without being decoded (replayed dead letters):
+    /// forget the cache so the next lease reads them from disk.
+    pub(super) fn added_on_disk(&mut self, count: usize) {
+        self.depth += count;
+        self.forget();
+    }
+
+    fn forget(&mut self) {
         self.ready.clear();
         self.ready_bytes = 0;
         self.horizon = Horizon::Through((i64::MIN, 0));

@@ -13,8 +13,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 use super::record::{decode_event, from_millis};
 use super::{Delivery, DeliveryId};
 
-/// Schema version written to `PRAGMA user_version`; a file with a larger one is refused.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+/// Schema version written to `PRAGMA user_version`; a file with a larger one is refused, a
+/// file with a smaller one is migrated on open.
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for a lock held by the other connection (a checkpoint).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +40,32 @@ CREATE TABLE deliveries (
     last_attempt_at INTEGER
 );
 CREATE INDEX deliveries_lease ON deliveries (sink, not_before);
+";
+
+/// Version 2: the dead-letter store and the duplicate-suppression window. Dead letters keep
+/// their event row referenced; AUTOINCREMENT keeps a purged id from coming back.
+const SCHEMA_V2: &str = "
+CREATE TABLE dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event INTEGER NOT NULL REFERENCES events (id),
+    route TEXT NOT NULL,
+    sink TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_outcome TEXT,
+    last_status INTEGER,
+    accepted_at INTEGER NOT NULL,
+    last_attempt_at INTEGER,
+    dead_lettered_at INTEGER NOT NULL
+);
+CREATE INDEX dead_letters_time ON dead_letters (dead_lettered_at);
+CREATE TABLE seen (
+    source TEXT NOT NULL,
+    id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (source, id)
+);
+CREATE INDEX seen_expiry ON seen (expires_at);
 ";
 
 /// Why the embedded spool could not be opened.
@@ -126,6 +153,7 @@ pub(super) fn open(dir: &Path) -> Result<Opened, OpenError> {
     };
     let writer = connect(&path).map_err(sqlite)?;
     check(&writer, &path)?;
+    migrate(&writer).map_err(sqlite)?;
     let reader = connect(&path)
         .and_then(|conn| conn.execute_batch("PRAGMA query_only = 1").map(|()| conn))
         .map_err(sqlite)?;
@@ -154,11 +182,23 @@ fn create(dir: &Path, path: &Path) -> Result<(), OpenError> {
             _ => {}
         }
     }
-    let conn = connect(&temp).map_err(|source| OpenError::Sqlite {
-        path: temp.clone(),
-        source,
-    })?;
-    let init = format!("BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;");
+    // Incremental auto-vacuum can only be chosen before the file is first written, which
+    // switching to WAL already does: choose it on a plain connection first.
+    let conn = Connection::open(&temp)
+        .and_then(|c| {
+            c.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+                .map(|()| c)
+        })
+        .and_then(|c| {
+            drop(c);
+            connect(&temp)
+        })
+        .map_err(|source| OpenError::Sqlite {
+            path: temp.clone(),
+            source,
+        })?;
+    let init =
+        format!("BEGIN; {SCHEMA} {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;");
     conn.execute_batch(&init)
         .map_err(|source| OpenError::Sqlite {
             path: temp.clone(),
@@ -187,7 +227,9 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(rusqlite::Error::InvalidQuery);
     }
-    conn.execute_batch("PRAGMA synchronous = FULL")?;
+    // The WAL is reused from its start after each checkpoint; the limit truncates it after a
+    // burst so that it does not keep its largest size for ever.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864")?;
     Ok(conn)
 }
 
@@ -218,6 +260,29 @@ fn check(conn: &Connection, path: &Path) -> Result<(), OpenError> {
         path: path.to_owned(),
         report: lines.join("; "),
     })
+}
+
+/// Brings a file written by an older switchyard up to [`SCHEMA_VERSION`], in one
+/// transaction. Files made before version 2 keep `auto_vacuum = NONE` (changing it needs a
+/// full `VACUUM`); SQLite reuses their freed pages, so they stop growing under steady load.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 2 {
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA_V2} PRAGMA user_version = 2; COMMIT;"
+        ))?;
+    }
+    Ok(())
+}
+
+/// Bytes of stored events (record and payload), as `spool.max_bytes` counts them.
+pub(super) fn stored_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    let bytes: i64 = conn.query_row(
+        "SELECT ifnull(SUM(length(record) + ifnull(length(data), 0)), 0) FROM events",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(bytes).unwrap_or(0))
 }
 
 /// Stored deliveries per sink, and the largest delivery id (0 when there is none).

@@ -7,7 +7,6 @@
 //! restart every stored delivery is leasable again (at-least-once), with its persisted
 //! attempts and `not_before`.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,9 +20,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::cache::{SinkQueue, Take};
 use super::db::{self, OpenError};
+use super::letters;
 use super::record::EncodedEvent;
-use super::writer::{Command, Forward, PutBatch, Writer};
-use super::{Delivery, NewDelivery, Spool, SpoolError};
+use super::rows::{encode_put, Forward};
+use super::writer::{Command, Writer};
+use super::{
+    DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, Delivery, NewDelivery, Spool,
+    SpoolError, DEFAULT_MAX_BYTES, MAX_QUERY_LIMIT,
+};
 
 /// Commands that may wait for the writer; past it callers wait to enqueue (backpressure).
 const QUEUE_CAPACITY: usize = 1024;
@@ -55,6 +59,10 @@ pub(super) struct Shared {
     /// Serves cache refills; WAL lets it read while the writer commits.
     reader: Mutex<Connection>,
     pub(super) commits: AtomicU64,
+    /// Event bytes stored, as of the last commit.
+    pub(super) stored_bytes: AtomicU64,
+    /// `spool.max_bytes`.
+    pub(super) max_bytes: u64,
     closed: AtomicBool,
     path: PathBuf,
 }
@@ -72,12 +80,18 @@ impl EmbeddedSpool {
     /// Opens `<dir>/spool.db`, creating the directory and the file when absent. A damaged
     /// file, or one from a newer schema, is refused with an error naming it.
     pub fn open(dir: &Path) -> Result<Self, OpenError> {
+        Self::open_bounded(dir, DEFAULT_MAX_BYTES)
+    }
+
+    /// Like [`EmbeddedSpool::open`], refusing puts past `max_bytes` of stored events.
+    pub fn open_bounded(dir: &Path, max_bytes: u64) -> Result<Self, OpenError> {
         let opened = db::open(dir)?;
         let sqlite = |source| OpenError::Sqlite {
             path: opened.path.clone(),
             source,
         };
         let (depths, max_id) = db::inventory(&opened.writer).map_err(sqlite)?;
+        let stored_bytes = db::stored_bytes(&opened.writer).map_err(sqlite)?;
         let queues = DashMap::new();
         for (sink, depth) in depths {
             queues.insert(Arc::from(sink), Arc::new(SinkQueue::stored(depth)));
@@ -86,6 +100,8 @@ impl EmbeddedSpool {
             queues,
             reader: Mutex::new(opened.reader),
             commits: AtomicU64::new(0),
+            stored_bytes: AtomicU64::new(stored_bytes),
+            max_bytes,
             closed: AtomicBool::new(false),
             path: opened.path,
         });
@@ -95,6 +111,8 @@ impl EmbeddedSpool {
             shared: shared.clone(),
             commands: rx,
             next_id: max_id + 1,
+            freed: 0,
+            last_prune: 0,
         };
         let thread = std::thread::Builder::new()
             .name("spool-writer".into())
@@ -118,6 +136,34 @@ impl EmbeddedSpool {
     /// Transactions committed since open (one per group of commands).
     pub fn commits(&self) -> u64 {
         self.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// Event bytes stored (records and payloads), as `spool.max_bytes` counts them.
+    pub fn stored_bytes(&self) -> u64 {
+        self.shared.stored_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sends a command that answers with a count, and waits for the answer.
+    async fn ask(
+        &self,
+        command: impl FnOnce(super::writer::Reply) -> Command,
+    ) -> Result<u64, SpoolError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(command(reply)).await?;
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    async fn put_batch(
+        &self,
+        deliveries: Vec<NewDelivery>,
+        window: Option<Duration>,
+    ) -> Result<usize, SpoolError> {
+        if deliveries.is_empty() {
+            return Ok(0);
+        }
+        let batch = encode_put(deliveries, window)?;
+        let duplicates = self.ask(|reply| Command::Put { batch, reply }).await?;
+        Ok(usize::try_from(duplicates).unwrap_or(usize::MAX))
     }
 
     /// Commits everything queued so far, then refuses further work; leases waiting now or
@@ -189,42 +235,17 @@ impl Shared {
     }
 }
 
-/// Groups a put's deliveries by event (deliveries of one event share its `Arc`) and encodes
-/// each event once, on the caller's task rather than the writer thread.
-fn encode_put(deliveries: Vec<NewDelivery>) -> Result<PutBatch, SpoolError> {
-    let mut index: HashMap<*const crate::event::Event, usize> = HashMap::new();
-    let mut batch = PutBatch {
-        events: Vec::new(),
-        deliveries: Vec::with_capacity(deliveries.len()),
-    };
-    for delivery in deliveries {
-        let slot = match index.get(&Arc::as_ptr(&delivery.event)) {
-            Some(&slot) => slot,
-            None => {
-                let encoded =
-                    EncodedEvent::encode(&delivery.event).map_err(|e| storage_failed(&e))?;
-                batch.events.push((encoded, 0));
-                index.insert(Arc::as_ptr(&delivery.event), batch.events.len() - 1);
-                batch.events.len() - 1
-            }
-        };
-        if let Some((_, pending)) = batch.events.get_mut(slot) {
-            *pending += 1;
-        }
-        batch.deliveries.push((slot, delivery));
-    }
-    Ok(batch)
-}
-
 impl Spool for EmbeddedSpool {
     async fn put(&self, deliveries: Vec<NewDelivery>) -> Result<(), SpoolError> {
-        if deliveries.is_empty() {
-            return Ok(());
-        }
-        let batch = encode_put(deliveries)?;
-        let (reply, stored) = oneshot::channel();
-        self.send(Command::Put { batch, reply }).await?;
-        stored.await.map_err(|_| SpoolError::Closed)?
+        self.put_batch(deliveries, None).await.map(drop)
+    }
+
+    async fn put_unique(
+        &self,
+        deliveries: Vec<NewDelivery>,
+        window: Duration,
+    ) -> Result<usize, SpoolError> {
+        self.put_batch(deliveries, Some(window)).await
     }
 
     async fn lease(&self, sink: &str, max: usize) -> Result<Vec<Delivery>, SpoolError> {
@@ -269,6 +290,7 @@ impl Spool for EmbeddedSpool {
     async fn dead_letter(
         &self,
         delivery: &Delivery,
+        info: DeadLetter,
         forward: Option<NewDelivery>,
     ) -> Result<(), SpoolError> {
         let forward = match forward {
@@ -282,12 +304,71 @@ impl Spool for EmbeddedSpool {
         self.send(Command::DeadLetter {
             id: delivery.id,
             sink: delivery.sink.clone(),
+            info,
             forward,
         })
         .await
     }
 
+    async fn dead_letters(
+        &self,
+        query: &DeadLetterQuery,
+    ) -> Result<Vec<DeadLetterRecord>, SpoolError> {
+        let shared = self.shared.clone();
+        let query = query.clone();
+        let read = move || {
+            let reader = shared.reader.lock().unwrap_or_else(|e| e.into_inner());
+            letters::list(&reader, &query).map_err(|e| storage_failed(&e))
+        };
+        tokio::task::spawn_blocking(read)
+            .await
+            .map_err(|e| storage_failed(&e))?
+    }
+
+    async fn replay_dead_letters(&self, query: &DeadLetterQuery) -> Result<usize, SpoolError> {
+        // In chunks, so that replaying a large store never makes one huge transaction; each
+        // chunk is atomic, and replayed records leave the selection.
+        let mut total = 0;
+        loop {
+            let chunk = DeadLetterQuery {
+                limit: query.limit.saturating_sub(total).min(MAX_QUERY_LIMIT),
+                ..query.clone()
+            };
+            if chunk.limit == 0 {
+                return Ok(total);
+            }
+            let asked = chunk.limit;
+            let done = self
+                .ask(|reply| Command::Replay {
+                    query: chunk,
+                    reply,
+                })
+                .await?;
+            let done = usize::try_from(done).unwrap_or(usize::MAX);
+            total += done;
+            if done < asked {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn purge_dead_letter(&self, id: DeadLetterId) -> Result<bool, SpoolError> {
+        Ok(self.ask(|reply| Command::Purge { id, reply }).await? > 0)
+    }
+
     fn depth(&self, sink: &str) -> usize {
         self.shared.queues.get(sink).map_or(0, |q| q.lock().depth)
+    }
+
+    fn sink_depths(&self) -> Vec<(String, usize)> {
+        let mut depths: Vec<(String, usize)> = self
+            .shared
+            .queues
+            .iter()
+            .map(|q| (q.key().to_string(), q.value().lock().depth))
+            .filter(|(_, depth)| *depth > 0)
+            .collect();
+        depths.sort();
+        depths
     }
 }

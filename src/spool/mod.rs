@@ -7,9 +7,12 @@
 
 mod cache;
 mod db;
+mod dead_letter;
 mod embedded;
+mod letters;
 mod memory;
 mod record;
+mod rows;
 mod writer;
 
 #[cfg(test)]
@@ -24,8 +27,17 @@ use crate::config::{SpoolBackend, SpoolConfig};
 use crate::event::Event;
 
 pub use db::OpenError;
+pub use dead_letter::{
+    DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, MAX_QUERY_LIMIT,
+};
 pub use embedded::EmbeddedSpool;
 pub use memory::MemorySpool;
+
+/// Default bound on stored event bytes (`spool.max_bytes`): 1 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+
+/// Wait suggested to senders while the spool is over `max_bytes`.
+pub(crate) const FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// A delivery to be stored: one event for one sink through one route.
 #[derive(Debug, Clone)]
@@ -112,16 +124,49 @@ pub trait Spool: Send + Sync + 'static {
         not_before: SystemTime,
     ) -> impl Future<Output = Result<(), SpoolError>> + Send;
 
-    /// The delivery will not be retried: remove it and, in the same step, store `forward`
-    /// (its dead-letter delivery) when there is one.
+    /// The delivery will not be retried: remove it and, in the same step, keep it in the
+    /// dead-letter store with `info` and store `forward` (its dead-letter delivery) when there
+    /// is one.
     fn dead_letter(
         &self,
         delivery: &Delivery,
+        info: DeadLetter,
         forward: Option<NewDelivery>,
     ) -> impl Future<Output = Result<(), SpoolError>> + Send;
 
+    /// Like [`Spool::put`], but drops the deliveries of every event whose (`source`, `id`) was
+    /// stored within `window`; the check and the store are one step. Returns how many events
+    /// were dropped as duplicates.
+    fn put_unique(
+        &self,
+        deliveries: Vec<NewDelivery>,
+        window: Duration,
+    ) -> impl Future<Output = Result<usize, SpoolError>> + Send;
+
+    /// Dead letters the query selects, in id order.
+    fn dead_letters(
+        &self,
+        query: &DeadLetterQuery,
+    ) -> impl Future<Output = Result<Vec<DeadLetterRecord>, SpoolError>> + Send;
+
+    /// Queues the selected dead letters again for their sinks, with no attempts and a fresh
+    /// TTL, removing them from the dead-letter store in the same step. Returns how many.
+    fn replay_dead_letters(
+        &self,
+        query: &DeadLetterQuery,
+    ) -> impl Future<Output = Result<usize, SpoolError>> + Send;
+
+    /// Deletes one dead letter; `false` when there was none with that id.
+    fn purge_dead_letter(
+        &self,
+        id: DeadLetterId,
+    ) -> impl Future<Output = Result<bool, SpoolError>> + Send;
+
     /// Deliveries stored for `sink` (queued and leased).
     fn depth(&self, sink: &str) -> usize;
+
+    /// Every sink with stored deliveries, with its depth, by name.
+    fn sink_depths(&self) -> Vec<(String, usize)>;
 }
 
 /// The configured spool backend.
@@ -137,8 +182,10 @@ impl SpoolHandle {
     /// Opens the backend the configuration names.
     pub fn open(config: &SpoolConfig) -> Result<Self, OpenError> {
         match config.backend {
-            SpoolBackend::Memory => Ok(Self::Memory(MemorySpool::new())),
-            SpoolBackend::Embedded => Self::open_embedded(&config.path),
+            SpoolBackend::Memory => Ok(Self::Memory(MemorySpool::bounded(config.max_bytes))),
+            SpoolBackend::Embedded => {
+                EmbeddedSpool::open_bounded(&config.path, config.max_bytes).map(Self::Embedded)
+            }
         }
     }
 
@@ -146,52 +193,85 @@ impl SpoolHandle {
     pub fn open_embedded(dir: &Path) -> Result<Self, OpenError> {
         EmbeddedSpool::open(dir).map(Self::Embedded)
     }
+
+    /// The record with this id, if it is stored.
+    pub async fn dead_letter_record(
+        &self,
+        id: DeadLetterId,
+    ) -> Result<Option<DeadLetterRecord>, SpoolError> {
+        let query = DeadLetterQuery {
+            id: Some(id),
+            limit: 1,
+            ..DeadLetterQuery::default()
+        };
+        Ok(self.dead_letters(&query).await?.pop())
+    }
+}
+
+/// Calls the same method on whichever backend the handle holds.
+macro_rules! each_backend {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Self::Memory($s) => $call,
+            Self::Embedded($s) => $call,
+        }
+    };
 }
 
 impl Spool for SpoolHandle {
     async fn put(&self, deliveries: Vec<NewDelivery>) -> Result<(), SpoolError> {
-        match self {
-            Self::Memory(s) => s.put(deliveries).await,
-            Self::Embedded(s) => s.put(deliveries).await,
-        }
+        each_backend!(self, s => s.put(deliveries).await)
     }
 
     async fn lease(&self, sink: &str, max: usize) -> Result<Vec<Delivery>, SpoolError> {
-        match self {
-            Self::Memory(s) => s.lease(sink, max).await,
-            Self::Embedded(s) => s.lease(sink, max).await,
-        }
+        each_backend!(self, s => s.lease(sink, max).await)
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), SpoolError> {
-        match self {
-            Self::Memory(s) => s.ack(delivery).await,
-            Self::Embedded(s) => s.ack(delivery).await,
-        }
+        each_backend!(self, s => s.ack(delivery).await)
     }
 
     async fn nack(&self, delivery: Delivery, not_before: SystemTime) -> Result<(), SpoolError> {
-        match self {
-            Self::Memory(s) => s.nack(delivery, not_before).await,
-            Self::Embedded(s) => s.nack(delivery, not_before).await,
-        }
+        each_backend!(self, s => s.nack(delivery, not_before).await)
     }
 
     async fn dead_letter(
         &self,
         delivery: &Delivery,
+        info: DeadLetter,
         forward: Option<NewDelivery>,
     ) -> Result<(), SpoolError> {
-        match self {
-            Self::Memory(s) => s.dead_letter(delivery, forward).await,
-            Self::Embedded(s) => s.dead_letter(delivery, forward).await,
-        }
+        each_backend!(self, s => s.dead_letter(delivery, info, forward).await)
+    }
+
+    async fn put_unique(
+        &self,
+        deliveries: Vec<NewDelivery>,
+        window: Duration,
+    ) -> Result<usize, SpoolError> {
+        each_backend!(self, s => s.put_unique(deliveries, window).await)
+    }
+
+    async fn dead_letters(
+        &self,
+        query: &DeadLetterQuery,
+    ) -> Result<Vec<DeadLetterRecord>, SpoolError> {
+        each_backend!(self, s => s.dead_letters(query).await)
+    }
+
+    async fn replay_dead_letters(&self, query: &DeadLetterQuery) -> Result<usize, SpoolError> {
+        each_backend!(self, s => s.replay_dead_letters(query).await)
+    }
+
+    async fn purge_dead_letter(&self, id: DeadLetterId) -> Result<bool, SpoolError> {
+        each_backend!(self, s => s.purge_dead_letter(id).await)
     }
 
     fn depth(&self, sink: &str) -> usize {
-        match self {
-            Self::Memory(s) => s.depth(sink),
-            Self::Embedded(s) => s.depth(sink),
-        }
+        each_backend!(self, s => s.depth(sink))
+    }
+
+    fn sink_depths(&self) -> Vec<(String, usize)> {
+        each_backend!(self, s => s.sink_depths())
     }
 }

@@ -84,6 +84,11 @@ impl EncodedEvent {
             data: event.data.clone(),
         })
     }
+
+    /// Bytes the event takes in the `events` table: its record text and its payload.
+    pub(super) fn bytes(&self) -> u64 {
+        (self.record.len() + self.data.as_ref().map_or(0, Bytes::len)) as u64
+    }
 }
 
 /// Decodes a stored record (of any known version) and its payload column into an event.

@@ -1,47 +1,42 @@
 //! The embedded spool's writer thread: the only code that changes the database.
 //!
-//! It takes everything queued on its channel — puts, acks, nacks and dead-letters from any
-//! number of callers — applies it in one transaction with one fsync'd commit (group commit),
-//! then publishes the changes to the per-sink queues and answers the callers. Order on the
-//! channel is the order of application.
+//! It takes everything queued on its channel — puts, acks, nacks, dead-letters, replays and
+//! purges from any number of callers — applies it in one transaction with one fsync'd commit
+//! (group commit), then publishes the changes to the per-sink queues and answers the callers.
+//! Order on the channel is the order of application. Puts that would carry the stored bytes
+//! past `spool.max_bytes` are refused before the transaction, so nothing stored is harmed.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::embedded::{storage_failed, Shared};
-use super::record::{round_millis, to_millis, EncodedEvent};
-use super::{Delivery, DeliveryId, NewDelivery, SpoolError};
+use super::record::to_millis;
+use super::rows::{Apply, Effect, Forward, PutBatch};
+use super::FULL_RETRY_AFTER;
+use super::{DeadLetter, DeadLetterId, DeadLetterQuery, Delivery, DeliveryId, SpoolError};
 
 /// Most commands applied in one transaction; bounds a commit's size and latency.
 const MAX_GROUP: usize = 4096;
+/// Freed event bytes after which free pages are handed back to the file system.
+const VACUUM_AFTER: u64 = 8 << 20;
+/// How often expired duplicate-suppression entries are pruned, in millis.
+const PRUNE_EVERY_MS: i64 = 60_000;
+/// Most expired entries pruned in one transaction, so a prune never makes a commit slow.
+const PRUNE_ROWS: i64 = 10_000;
 
-/// Deliveries of one `put`, with their events encoded once each.
-#[derive(Debug)]
-pub(super) struct PutBatch {
-    /// Distinct events, with how many deliveries refer to each.
-    pub(super) events: Vec<(EncodedEvent, i64)>,
-    /// Deliveries, each with the index of its event in `events`.
-    pub(super) deliveries: Vec<(usize, NewDelivery)>,
-}
-
-/// A dead-letter's forward delivery.
-#[derive(Debug)]
-pub(super) struct Forward {
-    pub(super) event: EncodedEvent,
-    /// The forward carries the dead-lettered delivery's own event: reuse its row.
-    pub(super) same_event: bool,
-    pub(super) delivery: NewDelivery,
-}
+/// A caller's answer: a count (duplicates dropped, records replayed or purged).
+pub(super) type Reply = oneshot::Sender<Result<u64, SpoolError>>;
 
 /// What the writer is asked to do.
 #[derive(Debug)]
 pub(super) enum Command {
     Put {
         batch: PutBatch,
-        reply: oneshot::Sender<Result<(), SpoolError>>,
+        reply: Reply,
     },
     Ack {
         id: DeliveryId,
@@ -52,26 +47,19 @@ pub(super) enum Command {
     DeadLetter {
         id: DeliveryId,
         sink: Arc<str>,
+        info: DeadLetter,
         forward: Option<Forward>,
+    },
+    Replay {
+        query: DeadLetterQuery,
+        reply: Reply,
+    },
+    Purge {
+        id: DeadLetterId,
+        reply: Reply,
     },
     /// Commit what came before, answer, and stop taking commands.
     Close(oneshot::Sender<()>),
-}
-
-/// A committed change, published to the sink queues after the commit.
-#[derive(Debug)]
-enum Effect {
-    Stored(Delivery),
-    Removed {
-        sink: Arc<str>,
-        id: DeliveryId,
-        existed: bool,
-    },
-    Requeued(Delivery),
-    Failed {
-        sink: Arc<str>,
-        id: DeliveryId,
-    },
 }
 
 /// The writer thread's state.
@@ -82,6 +70,29 @@ pub(super) struct Writer {
     /// Next delivery id; ids are never reused within a process, so a stale ack cannot hit a
     /// newer delivery.
     pub(super) next_id: u64,
+    /// Event bytes freed since free pages were last handed back.
+    pub(super) freed: u64,
+    /// When expired sightings were last pruned, in unix millis.
+    pub(super) last_prune: i64,
+}
+
+/// Applies one command inside the transaction; returns the count its caller is told.
+fn apply_one(apply: &mut Apply<'_, '_>, command: &Command) -> rusqlite::Result<u64> {
+    match command {
+        Command::Put { batch, .. } => return apply.put(batch),
+        Command::Ack { id, sink } => apply.ack(*id, sink)?,
+        Command::Nack(delivery) => apply.nack(delivery)?,
+        Command::DeadLetter {
+            id,
+            sink,
+            info,
+            forward,
+        } => apply.dead_letter((*id, sink), info, forward.as_ref())?,
+        Command::Replay { query, .. } => return apply.replay(query),
+        Command::Purge { id, .. } => return apply.purge(*id),
+        Command::Close(_) => {}
+    }
+    Ok(0)
 }
 
 impl Writer {
@@ -95,45 +106,71 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit_group(group);
+            let group = self.admit(group);
+            if !group.is_empty() {
+                self.commit_group(group);
+            }
         }
     }
 
+    /// Refuses, with `Full`, every put that would carry the stored bytes past the bound.
+    /// Removals in the same group are not counted: the check errs on the safe side.
+    fn admit(&mut self, group: Vec<Command>) -> Vec<Command> {
+        let max = self.shared.max_bytes;
+        let mut stored = self.shared.stored_bytes.load(Ordering::Relaxed);
+        let mut admitted = Vec::with_capacity(group.len());
+        for command in group {
+            if let Command::Put { batch, .. } = &command {
+                let bytes = batch.bytes();
+                if stored.saturating_add(bytes) > max {
+                    let full = SpoolError::Full {
+                        retry_after: FULL_RETRY_AFTER,
+                    };
+                    self.answer(command, Err(full));
+                    continue;
+                }
+                stored += bytes;
+            }
+            admitted.push(command);
+        }
+        admitted
+    }
+
     fn commit_group(&mut self, group: Vec<Command>) {
-        let start_id = self.next_id;
         match self.apply_all(&group) {
-            Ok(effects) => {
+            Ok((effects, counts)) => {
                 self.publish(effects);
-                for command in group {
-                    self.answer(command, Ok(()));
+                for (command, count) in group.into_iter().zip(counts) {
+                    self.answer(command, Ok(count));
                 }
             }
             Err(error) => {
-                self.next_id = start_id;
                 tracing::error!(%error, commands = group.len(), "Spool group commit failed; retrying one by one");
                 for command in group {
                     self.commit_alone(command);
                 }
             }
         }
+        self.vacuum();
     }
 
     /// Applies one command in its own transaction, so one bad command fails alone.
     fn commit_alone(&mut self, command: Command) {
-        let start_id = self.next_id;
         match self.apply_all(std::slice::from_ref(&command)) {
-            Ok(effects) => {
+            Ok((effects, counts)) => {
                 self.publish(effects);
-                self.answer(command, Ok(()));
+                self.answer(command, Ok(counts.first().copied().unwrap_or(0)));
             }
             Err(error) => {
-                self.next_id = start_id;
                 let failed = match &command {
                     Command::Ack { id, sink } | Command::DeadLetter { id, sink, .. } => {
                         Some((sink.clone(), *id))
                     }
                     Command::Nack(d) => Some((d.sink.clone(), d.id)),
-                    Command::Put { .. } | Command::Close(_) => None,
+                    Command::Put { .. }
+                    | Command::Replay { .. }
+                    | Command::Purge { .. }
+                    | Command::Close(_) => None,
                 };
                 if let Some((sink, id)) = failed {
                     self.publish(vec![Effect::Failed { sink, id }]);
@@ -143,10 +180,12 @@ impl Writer {
         }
     }
 
-    fn answer(&mut self, command: Command, result: Result<(), SpoolError>) {
+    fn answer(&mut self, command: Command, result: Result<u64, SpoolError>) {
         match command {
             // The caller may have gone away (its request was cancelled); what was stored stays.
-            Command::Put { reply, .. } => drop(reply.send(result)),
+            Command::Put { reply, .. }
+            | Command::Replay { reply, .. }
+            | Command::Purge { reply, .. } => drop(reply.send(result)),
             Command::Close(reply) => {
                 self.commands.close();
                 reply.send(()).unwrap_or(());
@@ -155,41 +194,68 @@ impl Writer {
         }
     }
 
-    fn apply_all(&mut self, group: &[Command]) -> rusqlite::Result<Vec<Effect>> {
+    /// One transaction for the whole group. Nothing of the writer's state changes unless it
+    /// commits.
+    fn apply_all(&mut self, group: &[Command]) -> rusqlite::Result<(Vec<Effect>, Vec<u64>)> {
         let tx = self.conn.transaction()?;
-        let mut effects = Vec::new();
-        let mut next_id = self.next_id;
+        let now = to_millis(SystemTime::now());
+        let mut apply = Apply {
+            tx: &tx,
+            next_id: self.next_id,
+            effects: Vec::new(),
+            bytes: 0,
+            freed: 0,
+            now,
+        };
+        let mut counts = Vec::with_capacity(group.len());
         for command in group {
-            match command {
-                Command::Put { batch, .. } => put(&tx, batch, &mut next_id, &mut effects)?,
-                Command::Ack { id, sink } => {
-                    let existed = remove(&tx, *id)?.is_some();
-                    effects.push(removed(sink, *id, existed));
-                }
-                Command::Nack(delivery) => effects.push(nack(&tx, delivery)?),
-                Command::DeadLetter { id, sink, forward } => {
-                    dead_letter(
-                        &tx,
-                        (*id, sink),
-                        forward.as_ref(),
-                        &mut next_id,
-                        &mut effects,
-                    )?;
-                }
-                Command::Close(_) => {}
-            }
+            counts.push(apply_one(&mut apply, command)?);
         }
+        let prune = now.saturating_sub(self.last_prune) >= PRUNE_EVERY_MS;
+        if prune {
+            apply.prune_seen(PRUNE_ROWS)?;
+        }
+        let Apply {
+            next_id,
+            effects,
+            bytes,
+            freed,
+            ..
+        } = apply;
         tx.commit()?;
         self.next_id = next_id;
+        if prune {
+            self.last_prune = now;
+        }
+        self.freed += freed;
+        let stored = &self.shared.stored_bytes;
+        match u64::try_from(bytes) {
+            Ok(grown) => stored.fetch_add(grown, Ordering::Relaxed),
+            Err(_) => stored.fetch_sub(bytes.unsigned_abs(), Ordering::Relaxed),
+        };
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(effects)
+        Ok((effects, counts))
+    }
+
+    /// Hands free pages back to the file system once enough was freed (a no-op for files
+    /// made without incremental auto-vacuum, which reuse their free pages instead).
+    fn vacuum(&mut self) {
+        if self.freed < VACUUM_AFTER {
+            return;
+        }
+        self.freed = 0;
+        if let Err(error) = self.conn.execute_batch("PRAGMA incremental_vacuum") {
+            tracing::warn!(%error, "Spool vacuum failed; free pages stay in the file");
+        }
     }
 
     fn publish(&self, effects: Vec<Effect>) {
         for effect in effects {
             let sink = match &effect {
                 Effect::Stored(d) | Effect::Requeued(d) => d.sink.clone(),
-                Effect::Removed { sink, .. } | Effect::Failed { sink, .. } => sink.clone(),
+                Effect::Removed { sink, .. }
+                | Effect::Failed { sink, .. }
+                | Effect::Added { sink, .. } => sink.clone(),
             };
             // Waiters are woken when something may have become leasable sooner.
             let wake = !matches!(effect, Effect::Removed { .. });
@@ -201,6 +267,7 @@ impl Writer {
                     Effect::Requeued(d) => state.requeued(d),
                     Effect::Removed { id, existed, .. } => state.removed(id, existed),
                     Effect::Failed { id, .. } => state.failed(id),
+                    Effect::Added { count, .. } => state.added_on_disk(count),
                 }
             }
             if wake {
@@ -208,153 +275,4 @@ impl Writer {
             }
         }
     }
-}
-
-fn removed(sink: &Arc<str>, id: DeliveryId, existed: bool) -> Effect {
-    Effect::Removed {
-        sink: sink.clone(),
-        id,
-        existed,
-    }
-}
-
-fn sql_id(id: u64) -> i64 {
-    i64::try_from(id).unwrap_or(i64::MAX)
-}
-
-fn put(
-    tx: &Transaction<'_>,
-    batch: &PutBatch,
-    next_id: &mut u64,
-    effects: &mut Vec<Effect>,
-) -> rusqlite::Result<()> {
-    let mut rows = Vec::with_capacity(batch.events.len());
-    for (event, pending) in &batch.events {
-        rows.push(insert_event(tx, event, *pending)?);
-    }
-    for (index, delivery) in &batch.deliveries {
-        let row = rows
-            .get(*index)
-            .copied()
-            .ok_or(rusqlite::Error::InvalidQuery)?;
-        effects.push(Effect::Stored(insert_delivery(tx, row, delivery, next_id)?));
-    }
-    Ok(())
-}
-
-fn insert_event(tx: &Transaction<'_>, event: &EncodedEvent, pending: i64) -> rusqlite::Result<i64> {
-    tx.prepare_cached("INSERT INTO events (pending, record, data) VALUES (?1, ?2, ?3)")?
-        .execute(params![pending, event.record, event.data.as_deref()])?;
-    Ok(tx.last_insert_rowid())
-}
-
-fn insert_delivery(
-    tx: &Transaction<'_>,
-    event_row: i64,
-    new: &NewDelivery,
-    next_id: &mut u64,
-) -> rusqlite::Result<Delivery> {
-    let id = *next_id;
-    *next_id += 1;
-    let delivery = Delivery {
-        id,
-        event: new.event.clone(),
-        route: new.route.clone(),
-        sink: new.sink.clone(),
-        attempts: 0,
-        accepted_at: round_millis(new.accepted_at),
-        not_before: round_millis(new.not_before),
-        last_outcome: None,
-        last_status: None,
-        last_attempt_at: None,
-    };
-    tx.prepare_cached(
-        "INSERT INTO deliveries (id, event, route, sink, attempts, accepted_at, not_before)
-         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
-    )?
-    .execute(params![
-        sql_id(id),
-        event_row,
-        &*delivery.route,
-        &*delivery.sink,
-        to_millis(delivery.accepted_at),
-        to_millis(delivery.not_before),
-    ])?;
-    Ok(delivery)
-}
-
-/// Deletes a delivery; returns its event's row when it was there.
-fn remove(tx: &Transaction<'_>, id: DeliveryId) -> rusqlite::Result<Option<i64>> {
-    let event: Option<i64> = tx
-        .prepare_cached("DELETE FROM deliveries WHERE id = ?1 RETURNING event")?
-        .query_row([sql_id(id)], |r| r.get(0))
-        .optional()?;
-    if let Some(event) = event {
-        release_event(tx, event)?;
-    }
-    Ok(event)
-}
-
-/// Drops one reference to an event row, deleting the row with its last delivery.
-fn release_event(tx: &Transaction<'_>, event: i64) -> rusqlite::Result<()> {
-    let pending: i64 = tx
-        .prepare_cached("UPDATE events SET pending = pending - 1 WHERE id = ?1 RETURNING pending")?
-        .query_row([event], |r| r.get(0))?;
-    if pending <= 0 {
-        tx.prepare_cached("DELETE FROM events WHERE id = ?1")?
-            .execute([event])?;
-    }
-    Ok(())
-}
-
-fn nack(tx: &Transaction<'_>, delivery: &Delivery) -> rusqlite::Result<Effect> {
-    let mut delivery = delivery.clone();
-    delivery.not_before = round_millis(delivery.not_before);
-    delivery.last_attempt_at = delivery.last_attempt_at.map(round_millis);
-    let changed = tx
-        .prepare_cached(
-            "UPDATE deliveries SET attempts = ?2, not_before = ?3, last_outcome = ?4,
-                last_status = ?5, last_attempt_at = ?6
-             WHERE id = ?1",
-        )?
-        .execute(params![
-            sql_id(delivery.id),
-            i64::from(delivery.attempts),
-            to_millis(delivery.not_before),
-            delivery.last_outcome,
-            delivery.last_status.map(i64::from),
-            delivery.last_attempt_at.map(to_millis),
-        ])?;
-    Ok(if changed == 0 {
-        removed(&delivery.sink, delivery.id, false)
-    } else {
-        Effect::Requeued(delivery)
-    })
-}
-
-fn dead_letter(
-    tx: &Transaction<'_>,
-    (id, sink): (DeliveryId, &Arc<str>),
-    forward: Option<&Forward>,
-    next_id: &mut u64,
-    effects: &mut Vec<Effect>,
-) -> rusqlite::Result<()> {
-    let event: Option<i64> = tx
-        .prepare_cached("DELETE FROM deliveries WHERE id = ?1 RETURNING event")?
-        .query_row([sql_id(id)], |r| r.get(0))
-        .optional()?;
-    effects.push(removed(sink, id, event.is_some()));
-    let reuse = event.filter(|_| forward.is_some_and(|f| f.same_event));
-    if let (Some(event), None) = (event, reuse) {
-        release_event(tx, event)?;
-    }
-    if let Some(forward) = forward {
-        let row = match reuse {
-            Some(row) => row,
-            None => insert_event(tx, &forward.event, 1)?,
-        };
-        let stored = insert_delivery(tx, row, &forward.delivery, next_id)?;
-        effects.push(Effect::Stored(stored));
-    }
-    Ok(())
 }

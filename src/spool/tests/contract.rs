@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{due, event, lease, new_delivery, wait_depth, PATIENCE};
+use super::{dead_info, due, event, lease, new_delivery, wait_depth, PATIENCE};
 use crate::spool::Spool;
 
 pub(super) async fn put_lease_ack(spool: &impl Spool) {
@@ -75,7 +75,7 @@ pub(super) async fn dead_letter_moves_to_forward_sink(spool: &impl Spool) {
     spool.put(vec![due(&ev, "a")]).await.unwrap();
     let d = lease(spool, "a", 1).await.remove(0);
     spool
-        .dead_letter(&d, Some(due(&d.event, "dead")))
+        .dead_letter(&d, dead_info("BadRequest"), Some(due(&d.event, "dead")))
         .await
         .unwrap();
 

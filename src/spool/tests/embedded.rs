@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::Connection;
 
-use super::{due, event, lease, new_delivery, open, wait_depth};
+use super::{dead_info, due, event, lease, new_delivery, open, wait_depth};
 use crate::spool::{EmbeddedSpool, OpenError, Spool, SpoolError};
 
 fn count(dir: &tempfile::TempDir, table: &str) -> i64 {
@@ -85,7 +85,7 @@ async fn dead_letter_with_forward_is_one_step() {
         let d = lease(&spool, "a", 1).await.remove(0);
         let before = spool.commits();
         spool
-            .dead_letter(&d, Some(due(&d.event, "dead")))
+            .dead_letter(&d, dead_info("BadRequest"), Some(due(&d.event, "dead")))
             .await
             .unwrap();
         wait_depth(&spool, "dead", 1).await;
@@ -98,9 +98,11 @@ async fn dead_letter_with_forward_is_one_step() {
     let spool = open(&dir);
     assert_eq!((spool.depth("a"), spool.depth("dead")), (0, 1));
     assert_eq!(count(&dir, "events"), 1, "the forward reuses the event row");
+    assert_eq!(count(&dir, "dead_letters"), 1);
     let forwarded = lease(&spool, "dead", 1).await.remove(0);
     assert_eq!(forwarded.event.id, "e1");
     spool.ack(&forwarded).await.unwrap();
+    assert!(spool.purge_dead_letter(1).await.unwrap());
     drop(spool);
     assert_eq!((count(&dir, "deliveries"), count(&dir, "events")), (0, 0));
 }

@@ -7,11 +7,13 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::{Delivery, EmbeddedSpool, MemorySpool, NewDelivery, Spool};
+use super::{DeadLetter, Delivery, EmbeddedSpool, MemorySpool, NewDelivery, Spool};
 use crate::event::{Event, ExtensionValue};
 
 mod contract;
+mod contract_store;
 mod embedded;
+mod embedded_store;
 
 /// Longest any single wait in these tests may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -49,6 +51,17 @@ fn new_delivery(event: &Arc<Event>, sink: &str, not_before: SystemTime) -> NewDe
     }
 }
 
+fn dead_info(reason: &str) -> DeadLetter {
+    DeadLetter {
+        reason: reason.into(),
+        attempts: 3,
+        last_outcome: Some("BadRequest".into()),
+        last_status: Some(400),
+        last_attempt_at: Some(SystemTime::now()),
+        dead_lettered_at: SystemTime::now(),
+    }
+}
+
 fn due(event: &Arc<Event>, sink: &str) -> NewDelivery {
     new_delivery(event, sink, SystemTime::now())
 }
@@ -80,16 +93,19 @@ fn open(dir: &tempfile::TempDir) -> EmbeddedSpool {
 /// Runs one contract check against a fresh memory spool and a fresh embedded spool.
 macro_rules! contract_test {
     ($name:ident) => {
+        contract_test!(contract::$name);
+    };
+    ($module:ident :: $name:ident) => {
         mod $name {
             #[tokio::test]
             async fn memory() {
-                super::contract::$name(&super::MemorySpool::new()).await;
+                super::$module::$name(&super::MemorySpool::new()).await;
             }
 
             #[tokio::test]
             async fn embedded() {
                 let dir = tempfile::tempdir().expect("temp dir");
-                super::contract::$name(&super::open(&dir)).await;
+                super::$module::$name(&super::open(&dir)).await;
             }
         }
     };
@@ -102,4 +118,26 @@ contract_test!(nack_requeues_with_attempts_and_not_before);
 contract_test!(dead_letter_moves_to_forward_sink);
 contract_test!(lease_waits_for_put);
 contract_test!(lease_waits_for_future_not_before);
+contract_test!(contract_store::dead_letters_are_kept_listed_and_filtered);
+contract_test!(contract_store::replay_requeues_with_fresh_attempts);
+contract_test!(contract_store::replay_by_filter_and_purge);
+contract_test!(contract_store::put_unique_drops_repeats_within_the_window);
+contract_test!(contract_store::sink_depths_name_every_stored_sink);
+
+/// `max_bytes` refuses a put past the bound, harms nothing stored, and accepts again once
+/// deliveries drain.
+mod bounded {
+    #[tokio::test]
+    async fn memory() {
+        let spool = super::MemorySpool::bounded(4096);
+        super::contract_store::full_refuses_then_recovers(&spool).await;
+    }
+
+    #[tokio::test]
+    async fn embedded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spool = super::EmbeddedSpool::open_bounded(dir.path(), 4096).expect("spool opens");
+        super::contract_store::full_refuses_then_recovers(&spool).await;
+    }
+}
 mod measure;

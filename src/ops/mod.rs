@@ -1,0 +1,335 @@
+//! The `switchyard` binary's commands that talk to a running daemon over HTTP: `send`
+//! publishes one CloudEvent to ingress; `sinks` and `routes` read the admin API;
+//! `dead-letter` ([`dead_letters`]) lists, replays and purges dead letters.
+//!
+//! Part of the binary, not the library (`lib.rs` does not declare it). Bad arguments exit
+//! 64; a failed exchange or a non-2xx answer exits 1.
+
+mod dead_letters;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::ValueEnum;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::{HeaderMap, Method, Request, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use switchyard::event::{http as ce_http, Event};
+
+pub(crate) use dead_letters::{dead_letter, DeadLetterArgs};
+
+/// Exit code for bad arguments (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+/// Longest wait for a complete answer.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `switchyard send`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SendArgs {
+    /// Ingress URL, e.g. http://127.0.0.1:8080/events.
+    #[arg(long)]
+    url: String,
+    /// The event's `type`.
+    #[arg(long = "type", value_name = "TYPE")]
+    ty: String,
+    /// The event's `source`.
+    #[arg(long)]
+    source: String,
+    /// The event's `subject`.
+    #[arg(long)]
+    subject: Option<String>,
+    /// The event's `id` (default: a random UUID).
+    #[arg(long)]
+    id: Option<String>,
+    /// Payload: JSON text, or @FILE to read it from a file. JSON goes as application/json,
+    /// anything else as text/plain.
+    #[arg(long)]
+    data: Option<String>,
+    /// CloudEvents HTTP mode.
+    #[arg(long, value_enum, default_value_t = SendMode::Binary)]
+    mode: SendMode,
+    /// Bearer token, for an ingress that requires one.
+    #[arg(long)]
+    token: Option<String>,
+}
+
+/// How `send` puts the event on the wire.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SendMode {
+    /// Attributes in `ce-*` headers, the payload as the body.
+    Binary,
+    /// One `application/cloudevents+json` document.
+    Structured,
+}
+
+/// `switchyard sinks` and `switchyard routes`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AdminArgs {
+    /// Admin server URL, e.g. http://127.0.0.1:9090.
+    #[arg(long)]
+    admin: String,
+    /// The admin token (`admin.token` in routes.yaml).
+    #[arg(long)]
+    token: Option<String>,
+}
+
+/// Publishes one event and prints the answer's status and body.
+pub(crate) fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
+    let (url, headers, body) = match prepare(args) {
+        Ok(prepared) => prepared,
+        Err(e) => return Ok(usage(&e)),
+    };
+    let (status, body) = exchange(Method::POST, url, headers, body)?;
+    println!("{status}");
+    if !body.is_empty() {
+        println!("{}", String::from_utf8_lossy(&body));
+    }
+    Ok(exit_for(status))
+}
+
+/// The request `send` makes; an error here is a usage error.
+fn prepare(args: &SendArgs) -> anyhow::Result<(Uri, HeaderMap, Bytes)> {
+    let url: Uri = args.url.parse().context("--url is not a valid URL")?;
+    let event = event(args)?;
+    let mut headers = HeaderMap::new();
+    let body = match args.mode {
+        SendMode::Binary => ce_http::encode_binary(&event, &mut headers),
+        SendMode::Structured => {
+            let ct = HeaderValue::from_static("application/cloudevents+json; charset=utf-8");
+            headers.insert(CONTENT_TYPE, ct);
+            Bytes::from(ce_http::encode_structured(&event))
+        }
+    };
+    bearer(args.token.as_deref(), &mut headers)?;
+    Ok((url, headers, body))
+}
+
+fn event(args: &SendArgs) -> anyhow::Result<Event> {
+    let data = match args.data.as_deref() {
+        Some(text) => Some(match text.strip_prefix('@') {
+            Some(path) => std::fs::read(path).with_context(|| format!("cannot read {path}"))?,
+            None => text.as_bytes().to_vec(),
+        }),
+        None => None,
+    };
+    let content_type = data.as_deref().map(|d| {
+        let json = serde_json::from_slice::<serde::de::IgnoredAny>(d).is_ok();
+        if json {
+            "application/json"
+        } else {
+            "text/plain"
+        }
+        .to_owned()
+    });
+    Ok(Event {
+        specversion: "1.0".to_owned(),
+        id: args
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        source: args.source.clone(),
+        ty: args.ty.clone(),
+        datacontenttype: content_type,
+        dataschema: None,
+        subject: args.subject.clone(),
+        time: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        extensions: Vec::new(),
+        data_version: None,
+        data: data.map(Bytes::from),
+    })
+}
+
+/// Prints the sinks of a running daemon as a table.
+pub(crate) fn sinks(args: &AdminArgs) -> anyhow::Result<ExitCode> {
+    let Some(reply) = admin_get(args, "/api/v1/sinks")? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let mut rows = vec![[
+        "NAME",
+        "KIND",
+        "CONCURRENCY",
+        "IN_FLIGHT",
+        "BACKLOG",
+        "LAST_ERROR",
+    ]
+    .map(str::to_owned)
+    .to_vec()];
+    for sink in list(&reply, "sinks") {
+        let last_error = match &sink["last_error"] {
+            Value::Object(e) => format!("{} {}", text(&e["at"]), text(&e["message"])),
+            _ => "-".to_owned(),
+        };
+        rows.push(vec![
+            text(&sink["name"]),
+            text(&sink["kind"]),
+            text(&sink["concurrency"]),
+            text(&sink["in_flight"]),
+            text(&sink["backlog"]),
+            last_error,
+        ]);
+    }
+    print_table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the routing table of a running daemon.
+pub(crate) fn routes(args: &AdminArgs) -> anyhow::Result<ExitCode> {
+    let Some(reply) = admin_get(args, "/api/v1/routes")? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let mut rows = vec![["NAME", "TO", "MATCH"].map(str::to_owned).to_vec()];
+    for route in list(&reply, "routes") {
+        let to: Vec<String> = list(route, "to").iter().map(text).collect();
+        rows.push(vec![
+            text(&route["name"]),
+            to.join(","),
+            match_text(&route["match"]),
+        ]);
+    }
+    print_table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn match_text(filter: &Value) -> String {
+    let patterns = |key: &str| {
+        let items: Vec<String> = list(filter, key).iter().map(text).collect();
+        (!items.is_empty()).then(|| format!("{key} {}", items.join(",")))
+    };
+    let subject = filter["subject"].as_object().map(|s| {
+        let part = |key: &str| {
+            s.get(key)
+                .and_then(Value::as_str)
+                .map(|v| format!(" {key} {v:?}"))
+        };
+        let parts = [part("begins_with"), part("ends_with")];
+        format!("subject{}", parts.into_iter().flatten().collect::<String>())
+    });
+    let advanced = list(filter, "advanced")
+        .iter()
+        .map(|f| format!("{} {}", text(&f["key"]), text(&f["op"])))
+        .collect::<Vec<_>>();
+    let advanced = (!advanced.is_empty()).then(|| advanced.join(" and "));
+    let parts: Vec<String> = [patterns("types"), patterns("sources"), subject, advanced]
+        .into_iter()
+        .flatten()
+        .collect();
+    if parts.is_empty() {
+        "every event".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// GETs an admin path; prints a non-2xx answer on stderr and gives `None`.
+fn admin_get(args: &AdminArgs, path: &str) -> anyhow::Result<Option<Value>> {
+    let url = format!("{}{path}", args.admin.trim_end_matches('/'));
+    let url: Uri = url.parse().context("--admin is not a valid URL")?;
+    let mut headers = HeaderMap::new();
+    bearer(args.token.as_deref(), &mut headers)?;
+    let (status, body) = exchange(Method::GET, url, headers, Bytes::new())?;
+    if !status.is_success() {
+        let body = String::from_utf8_lossy(&body);
+        eprintln!("switchyard: admin API answered {status}: {}", body.trim());
+        return Ok(None);
+    }
+    let value =
+        serde_json::from_slice(&body).context("the admin API answered with invalid JSON")?;
+    Ok(Some(value))
+}
+
+pub(super) fn bearer(token: Option<&str>, headers: &mut HeaderMap) -> anyhow::Result<()> {
+    if let Some(token) = token {
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("--token holds characters a header cannot carry")?;
+        headers.insert(AUTHORIZATION, value);
+    }
+    Ok(())
+}
+
+/// One request, answered within [`TIMEOUT`]; plain HTTP, or HTTPS with the system's roots.
+pub(super) fn exchange(
+    method: Method,
+    url: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> anyhow::Result<(StatusCode, Bytes)> {
+    let what = format!("{method} {url}");
+    let mut request = Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(body))?;
+    *request.headers_mut() = headers;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let answer = runtime.block_on(async {
+        let builder = Client::builder(TokioExecutor::new());
+        let response = if request.uri().scheme_str() == Some("https") {
+            let tls = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_native_roots()
+                .context("no CA roots for https")?;
+            let client = builder.build(tls.https_only().enable_http1().build());
+            tokio::time::timeout(TIMEOUT, client.request(request)).await
+        } else {
+            tokio::time::timeout(TIMEOUT, builder.build_http().request(request)).await
+        };
+        let response = response.context("no answer in time")??;
+        let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout(TIMEOUT, body.collect())
+            .await
+            .context("no complete answer in time")??;
+        anyhow::Ok((parts.status, body.to_bytes()))
+    });
+    answer.with_context(|| what)
+}
+
+fn exit_for(status: StatusCode) -> ExitCode {
+    if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn usage(error: &anyhow::Error) -> ExitCode {
+    eprintln!("switchyard: {error:#}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+pub(super) fn list<'a>(value: &'a Value, key: &str) -> &'a [Value] {
+    value[key].as_array().map_or(&[], Vec::as_slice)
+}
+
+pub(super) fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints rows as left-aligned columns, the last one unpadded.
+pub(super) fn print_table(rows: &[Vec<String>]) {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == columns {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[c]));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
