@@ -9,12 +9,12 @@ use super::{DispatchContext, Outcome};
 use crate::config::SinkConfig;
 use crate::event::{Event, ExtensionValue};
 use crate::sinks::SinkError;
-use crate::spool::{Delivery, NewDelivery, Spool, SpoolError};
+use crate::spool::{DeadLetter, Delivery, NewDelivery, Spool, SpoolError};
 use crate::telemetry::Counters;
 
-/// Removes `delivery` from the spool and, in the same step, queues its dead-letter record
-/// for the sink's `dead_letter` target; with no usable target the event is dropped and
-/// logged at ERROR. `cause` is the failure of the last attempt, when this follows one.
+/// Moves `delivery` from the queue into the spool's dead-letter store and, in the same step,
+/// queues its dead-letter record for the sink's `dead_letter` target, when it has a usable
+/// one. `cause` is the failure of the last attempt, when this follows one.
 pub(super) async fn run(
     ctx: &DispatchContext,
     config: &SinkConfig,
@@ -35,7 +35,15 @@ pub(super) async fn run(
         accepted_at: now,
         not_before: now,
     });
-    ctx.spool.dead_letter(delivery, forward).await?;
+    let info = DeadLetter {
+        reason: reason.to_owned(),
+        attempts: delivery.attempts,
+        last_outcome: delivery.last_outcome.clone(),
+        last_status: delivery.last_status,
+        last_attempt_at: delivery.last_attempt_at,
+        dead_lettered_at: now,
+    };
+    ctx.spool.dead_letter(delivery, info, forward).await?;
     Counters::add(&ctx.counters.deliveries_dead_lettered, 1);
     ctx.counters.sink(&config.name).dead_lettered(reason);
     let (event_id, route, sink) = (&delivery.event.id, &delivery.route, &config.name);
@@ -54,7 +62,7 @@ pub(super) async fn run(
         }
         None => {
             Counters::add(&ctx.counters.dead_letters_dropped, 1);
-            tracing::error!(
+            tracing::warn!(
                 %event_id,
                 %route,
                 %sink,
@@ -62,7 +70,7 @@ pub(super) async fn run(
                 error,
                 attempts = delivery.attempts,
                 last_outcome = delivery.last_outcome.as_deref(),
-                "Delivery dead-lettered with no dead-letter sink; event dropped"
+                "Delivery dead-lettered with no dead-letter sink; kept in the dead-letter store"
             );
         }
     }

@@ -1,4 +1,5 @@
-//! One attempt of one delivery, and what follows it: ack, nack or dead-letter.
+//! One attempt of one delivery, or of a batch sent as one request, and what follows for
+//! each delivery: ack, nack or dead-letter.
 
 use std::time::SystemTime;
 
@@ -38,51 +39,124 @@ pub async fn deliver_one(
     ctx: &DispatchContext,
     sink: &dyn Sink,
     config: &SinkConfig,
-    mut delivery: Delivery,
+    delivery: Delivery,
 ) -> Result<Outcome, SpoolError> {
+    let step = deliver_batch(ctx, sink, config, vec![delivery]).await?;
+    let outcome = step.outcomes.into_iter().next();
+    Ok(outcome.expect("deliver_batch gives one outcome per delivery"))
+}
+
+/// What one step did.
+#[derive(Debug)]
+pub(super) struct Step {
+    /// One outcome per delivery, expired ones first.
+    pub(super) outcomes: Vec<Outcome>,
+    /// The attempt's result for the breaker: `Some(ok)` when one was made. Failures the
+    /// target marked as not retryable (a 400, say) count as `ok`: the target answered.
+    pub(super) attempt: Option<bool>,
+}
+
+/// [`deliver_one`] for deliveries sent as one request: the expired ones are dead-lettered
+/// without an attempt, the rest succeed or fail as a whole, and each failed delivery is then
+/// retried or dead-lettered by its own attempt count and age.
+pub(super) async fn deliver_batch(
+    ctx: &DispatchContext,
+    sink: &dyn Sink,
+    config: &SinkConfig,
+    deliveries: Vec<Delivery>,
+) -> Result<Step, SpoolError> {
     let now = SystemTime::now();
-    if let Some(Decision::DeadLetter { reason }) = retry::expired(&config.retry, &delivery, now) {
-        return dead_letter::run(ctx, config, &delivery, reason, None).await;
-    }
-    let delivery_count = delivery.attempts;
-    delivery.attempts = delivery.attempts.saturating_add(1);
-    delivery.last_attempt_at = Some(now);
-    let span = tracing::info_span!(
-        "delivery",
-        event_id = %delivery.event.id,
-        route = %delivery.route,
-        sink = %config.name,
-        attempt = delivery.attempts,
-    );
-    let stats = ctx.counters.sink(&config.name);
-    async {
-        let attempt = Attempt {
-            event: &delivery.event,
-            route: &delivery.route,
-            delivery_count,
-        };
-        let started = tokio::time::Instant::now();
-        let result = {
-            let _in_flight = stats.attempt();
-            sink.deliver(attempt).await
-        };
-        stats.attempted(started.elapsed());
-        match result {
-            Ok(()) => {
-                ctx.spool.ack(&delivery).await?;
-                Counters::add(&ctx.counters.deliveries_succeeded, 1);
-                stats.delivered();
-                tracing::debug!("Delivered");
-                Ok(Outcome::Delivered)
+    let mut outcomes = Vec::with_capacity(deliveries.len());
+    let mut live = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        match retry::expired(&config.retry, &delivery, now) {
+            Some(Decision::DeadLetter { reason }) => {
+                outcomes.push(dead_letter::run(ctx, config, &delivery, reason, None).await?);
             }
-            Err(error) => {
-                stats.failed(&error);
-                failed(ctx, config, delivery, &error).await
-            }
+            _ => live.push(delivery),
         }
     }
-    .instrument(span)
-    .await
+    let Some(first) = live.first() else {
+        return Ok(Step {
+            outcomes,
+            attempt: None,
+        });
+    };
+    let span = tracing::info_span!(
+        "delivery",
+        event_id = %first.event.id,
+        route = %first.route,
+        sink = %config.name,
+        attempt = live.iter().map(|d| d.attempts).max().unwrap_or(0).saturating_add(1),
+        events = live.len(),
+        // The publisher's trace context: the exported span continues that trace.
+        traceparent = first.event.extension("traceparent").map(|t| t.to_canonical_string()),
+    );
+    let (ok, mut done) = attempt(ctx, sink, config, live, now)
+        .instrument(span)
+        .await?;
+    outcomes.append(&mut done);
+    Ok(Step {
+        outcomes,
+        attempt: Some(ok),
+    })
+}
+
+/// One attempt of `live` (not expired), then ack, nack or dead-letter for each.
+async fn attempt(
+    ctx: &DispatchContext,
+    sink: &dyn Sink,
+    config: &SinkConfig,
+    mut live: Vec<Delivery>,
+    now: SystemTime,
+) -> Result<(bool, Vec<Outcome>), SpoolError> {
+    let counts: Vec<u32> = live.iter().map(|d| d.attempts).collect();
+    for delivery in &mut live {
+        delivery.attempts = delivery.attempts.saturating_add(1);
+        delivery.last_attempt_at = Some(now);
+    }
+    let stats = ctx.counters.sink(&config.name);
+    let started = tokio::time::Instant::now();
+    let result = {
+        let attempts: Vec<Attempt<'_>> = live
+            .iter()
+            .zip(counts)
+            .map(|(d, delivery_count)| Attempt {
+                event: &d.event,
+                route: &d.route,
+                delivery_count,
+            })
+            .collect();
+        let _in_flight = stats.attempt();
+        match attempts.as_slice() {
+            [one] => sink.deliver(*one).await,
+            many => sink.deliver_batch(many).await,
+        }
+    };
+    stats.attempted(started.elapsed());
+    let mut outcomes = Vec::with_capacity(live.len());
+    match result {
+        Ok(()) => {
+            for delivery in &live {
+                ctx.spool.ack(delivery).await?;
+                Counters::add(&ctx.counters.deliveries_succeeded, 1);
+                stats.delivered();
+                outcomes.push(Outcome::Delivered);
+            }
+            tracing::debug!("Delivered");
+            Ok((true, outcomes))
+        }
+        Err(error) => {
+            stats.failed(&error);
+            // One time and one jitter for the batch: deliveries with the same attempt count
+            // come due together and are retried as one batch again.
+            let decided = (SystemTime::now(), fastrand::f64());
+            for delivery in live {
+                outcomes.push(failed(ctx, config, delivery, &error, decided).await?);
+            }
+            Ok((!error.retryable, outcomes))
+        }
+    }
 }
 
 /// After a failed attempt: records its outcome on the delivery, then retries or dead-letters.
@@ -91,11 +165,11 @@ async fn failed(
     config: &SinkConfig,
     mut delivery: Delivery,
     error: &SinkError,
+    (now, jitter): (SystemTime, f64),
 ) -> Result<Outcome, SpoolError> {
     delivery.last_outcome = Some(error.outcome.to_owned());
     delivery.last_status = error.status;
-    let now = SystemTime::now();
-    match retry::decide(&config.retry, &delivery, error, now) {
+    match retry::decide_with_jitter(&config.retry, &delivery, error, now, jitter) {
         Decision::Retry { not_before } => {
             tracing::warn!(
                 %error,

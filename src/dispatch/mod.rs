@@ -3,14 +3,28 @@
 //!
 //! Imports `spool`, `sinks`, `event`, `config` and `telemetry`.
 //!
-//! - `worker`: one lease loop per sink, bounded by the sink's own semaphore, so a slow or
-//!   failing sink never delays another.
-//! - `deliver`: one attempt of one delivery and what follows it ([`deliver_one`]).
+//! - `worker`: one lease loop per sink, bounded by the sink's own semaphore, breaker and rate
+//!   limit, so a slow or failing sink never delays another.
+//! - `deliver`: one attempt of one delivery or batch and what follows ([`deliver_one`]).
 //! - [`retry`]: the pure schedule ([`retry::decide`]).
+//! - [`breaker`]: the pure circuit breaker; `gate` shares it between a worker and its tasks.
+//! - [`rate`]: the pure token bucket behind `rate_limit`.
+//! - `batch`: grouping deliveries into one request.
 //! - `dead_letter`: the dead-letter record.
+//!
+//! Time to live under an open breaker: the TTL runs from acceptance and is never extended,
+//! but it is only acted on when a delivery comes up for an attempt. An open breaker leaves
+//! its deliveries in the spool, so none is dead-lettered while it is open; once it lets
+//! deliveries through again, those already past their TTL are dead-lettered
+//! (`TimeToLiveExceeded`) without an attempt and without counting for the breaker. Waiting
+//! behind the breaker or the rate limit never counts an attempt.
 
+mod batch;
+pub mod breaker;
 mod dead_letter;
 mod deliver;
+mod gate;
+pub mod rate;
 pub mod retry;
 mod worker;
 
@@ -47,9 +61,11 @@ pub fn start(ctx: &DispatchContext, stop: &CancellationToken, tracker: &TaskTrac
             tracing::warn!(sink = %name, "Configured sink was not built; nothing delivers to it");
             continue;
         };
+        let fallback = config.delivery.fallback.as_deref();
         let worker = worker::Worker {
             ctx: ctx.clone(),
             sink,
+            fallback: fallback.and_then(|name| ctx.sinks.get(name)),
             config: Arc::new(config.clone()),
             tracker: tracker.clone(),
         };

@@ -44,7 +44,8 @@ pub enum Decision {
 }
 
 /// Decides after a failed attempt; `delivery.attempts` already counts it. Adds a random
-/// jitter of up to 10% to scheduled delays (never to a target's `Retry-After`).
+/// jitter of up to 10% to scheduled delays (never to a target's `Retry-After`); the result
+/// is capped by `max_backoff`, and a `Retry-After` by `max_retry_after`.
 pub fn decide(
     policy: &RetryPolicy,
     delivery: &Delivery,
@@ -75,10 +76,14 @@ pub fn decide_with_jitter(
             reason: MAX_ATTEMPTS,
         };
     }
-    let delay = error.retry_after.unwrap_or_else(|| {
-        let scheduled = policy.delay_after(delivery.attempts);
-        scheduled + scheduled.mul_f64(jitter.clamp(0.0, 1.0) * MAX_JITTER)
-    });
+    let delay = match error.retry_after {
+        Some(asked) => policy.max_retry_after.map_or(asked, |cap| asked.min(cap)),
+        None => {
+            let scheduled = policy.delay_after(delivery.attempts);
+            let jittered = scheduled + scheduled.mul_f64(jitter.clamp(0.0, 1.0) * MAX_JITTER);
+            policy.max_backoff.map_or(jittered, |cap| jittered.min(cap))
+        }
+    };
     let Some(not_before) = now.checked_add(delay) else {
         return Decision::DeadLetter {
             reason: TTL_EXCEEDED,

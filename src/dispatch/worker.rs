@@ -1,5 +1,14 @@
-//! One sink's lease loop.
+//! One sink's lease loop: concurrency permit, breaker admission, lease, rate limit, batch,
+//! and one task per request.
+//!
+//! Each step takes a concurrency permit first (one per request in flight, so `concurrency`
+//! is an exact ceiling), then asks the breaker, and only then leases: while the breaker is
+//! open the sink's deliveries stay in the spool, untouched. Deliveries leased but not yet
+//! sent (more than one probe's worth, or leased just before the breaker opened) wait in
+//! `pending`, in memory, without an attempt being counted; at most `concurrency ×
+//! batch.max_events` of them.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,7 +16,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{deliver_one, DispatchContext};
+use super::deliver::deliver_batch;
+use super::gate::{Admission, Gate};
+use super::rate::RateLimiter;
+use super::{batch, DispatchContext};
 use crate::config::SinkConfig;
 use crate::sinks::Sink;
 use crate::spool::{Delivery, Spool, SpoolError};
@@ -15,79 +27,183 @@ use crate::spool::{Delivery, Spool, SpoolError};
 /// Wait before leasing again after the spool refused a lease without saying how long.
 const LEASE_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Leases deliveries for one sink and runs each on the tracker.
+/// Leases deliveries for one sink and runs each request on the tracker.
 #[derive(Debug)]
 pub(super) struct Worker {
     pub(super) ctx: DispatchContext,
     pub(super) sink: Arc<dyn Sink>,
+    /// Takes the deliveries while the breaker is open (`fallback`).
+    pub(super) fallback: Option<Arc<dyn Sink>>,
     pub(super) config: Arc<SinkConfig>,
     pub(super) tracker: TaskTracker,
+}
+
+/// What the worker keeps between steps.
+struct Lane {
+    permits: Arc<Semaphore>,
+    gate: Arc<Gate>,
+    limiter: Option<RateLimiter>,
+    pending: VecDeque<Delivery>,
 }
 
 impl Worker {
     /// Runs until `stop` is cancelled or the spool closes.
     pub(super) async fn run(self, stop: CancellationToken) {
-        // Permits are taken before leasing, so the worker never holds a delivery it
-        // cannot start: what it does not lease stays in the spool for later.
-        let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
-        loop {
-            let first = tokio::select! {
-                biased;
-                () = stop.cancelled() => break,
-                permit = permits.clone().acquire_owned() => permit,
-            };
-            let Ok(first) = first else { break };
-            let mut held = vec![first];
-            while let Ok(more) = permits.clone().try_acquire_owned() {
-                held.push(more);
-            }
-            let leased = tokio::select! {
-                biased;
-                () = stop.cancelled() => break,
-                leased = self.ctx.spool.lease(&self.config.name, held.len()) => leased,
-            };
-            match leased {
-                Ok(deliveries) => {
-                    for delivery in deliveries {
-                        // The spool gives at most what was asked; should it give more, the
-                        // extra deliveries are leased already and wait for a permit here.
-                        let permit = match held.pop() {
-                            Some(permit) => permit,
-                            None => match permits.clone().acquire_owned().await {
-                                Ok(permit) => permit,
-                                Err(_closed) => return,
-                            },
-                        };
-                        self.spawn(delivery, permit);
-                    }
-                }
-                Err(SpoolError::Closed) => break,
-                Err(error) => {
-                    drop(held);
-                    let wait = if let SpoolError::Full { retry_after } = &error {
-                        (*retry_after).max(LEASE_BACKOFF)
-                    } else {
-                        LEASE_BACKOFF
-                    };
-                    tracing::warn!(%error, sink = %self.config.name, ?wait, "Lease failed; pausing");
-                    pause(&stop, wait).await;
-                }
-            }
-        }
+        let stats = self.ctx.counters.sink(&self.config.name);
+        let mut lane = Lane {
+            permits: Arc::new(Semaphore::new(self.config.concurrency.max(1))),
+            gate: Arc::new(Gate::new(&self.config, stats)),
+            limiter: self.config.delivery.rate_limit.map(RateLimiter::new),
+            pending: VecDeque::new(),
+        };
+        while self.step(&mut lane, &stop).await {}
         tracing::debug!(sink = %self.config.name, "Worker stopped leasing");
     }
 
-    fn spawn(&self, delivery: Delivery, permit: OwnedSemaphorePermit) {
+    /// One turn of the loop; false when the worker should stop.
+    async fn step(&self, lane: &mut Lane, stop: &CancellationToken) -> bool {
+        let first = tokio::select! {
+            biased;
+            () = stop.cancelled() => return false,
+            permit = lane.permits.clone().acquire_owned() => permit,
+        };
+        let Ok(first) = first else { return false };
+        let Some(admission) = lane.gate.admit(stop).await else {
+            return false;
+        };
+        if lane.pending.is_empty() {
+            let requests = 1 + lane.permits.available_permits();
+            let max = match admission {
+                Admission::Probe => 1,
+                _ => requests * self.config.delivery.batch.max_events,
+            };
+            match self.lease(stop, max).await {
+                Leased::Some(deliveries) => lane.pending.extend(deliveries),
+                Leased::Stop => return false,
+                Leased::Again => return true,
+            }
+        }
+        // The lease may have waited long enough for the breaker to change.
+        if !lane.gate.still_admits(admission) {
+            return true;
+        }
+        self.send(lane, admission, first, stop).await
+    }
+
+    /// Groups pending deliveries into requests (one permit each), waits for their rate
+    /// tokens, and starts them; false when `stop` came first.
+    async fn send(
+        &self,
+        lane: &mut Lane,
+        admission: Admission,
+        first: OwnedSemaphorePermit,
+        stop: &CancellationToken,
+    ) -> bool {
+        let target = match (admission, &self.fallback) {
+            (Admission::Fallback, Some(fallback)) => fallback.clone(),
+            _ => self.sink.clone(),
+        };
+        let policy = match target.batches() {
+            true => self.config.delivery.batch,
+            false => crate::config::BatchPolicy::default(),
+        };
+        let mut requests = Vec::new();
+        let mut permit = Some(first);
+        while let Some(held) = permit.take() {
+            let batch = batch::take(&mut lane.pending, &policy, |e| target.encoded_len(e));
+            if batch.is_empty() {
+                break;
+            }
+            requests.push((batch, held));
+            if admission != Admission::Probe {
+                permit = lane.permits.clone().try_acquire_owned().ok();
+            }
+        }
+        for (batch, permit) in requests {
+            // Each request waits for its own tokens, so requests go out evenly spaced.
+            let limiter = lane
+                .limiter
+                .as_mut()
+                .filter(|_| admission != Admission::Fallback);
+            if let Some(limiter) = limiter {
+                let tokens = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+                let at = limiter.reserve(tokio::time::Instant::now(), tokens);
+                tokio::select! {
+                    () = stop.cancelled() => return false,
+                    () = tokio::time::sleep_until(at) => {}
+                }
+            }
+            self.spawn(batch, permit, admission, &lane.gate, target.clone());
+        }
+        true
+    }
+
+    /// Leases up to `max` deliveries; with a `linger`, waits that long for a full batch.
+    async fn lease(&self, stop: &CancellationToken, max: usize) -> Leased {
+        let first = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Leased::Stop,
+            leased = self.ctx.spool.lease(&self.config.name, max) => leased,
+        };
+        let mut leased = match first {
+            Ok(deliveries) => deliveries,
+            Err(SpoolError::Closed) => return Leased::Stop,
+            Err(error) => {
+                let wait = if let SpoolError::Full { retry_after } = &error {
+                    (*retry_after).max(LEASE_BACKOFF)
+                } else {
+                    LEASE_BACKOFF
+                };
+                tracing::warn!(%error, sink = %self.config.name, ?wait, "Lease failed; pausing");
+                pause(stop, wait).await;
+                return Leased::Again;
+            }
+        };
+        let linger = self.config.delivery.batch.linger;
+        let deadline = tokio::time::Instant::now() + linger;
+        while !linger.is_zero() && leased.len() < max {
+            let more = tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep_until(deadline) => break,
+                more = self.ctx.spool.lease(&self.config.name, max - leased.len()) => more,
+            };
+            match more {
+                Ok(more) => leased.extend(more),
+                Err(_) => break,
+            }
+        }
+        Leased::Some(leased)
+    }
+
+    fn spawn(
+        &self,
+        batch: Vec<Delivery>,
+        permit: OwnedSemaphorePermit,
+        admission: Admission,
+        gate: &Arc<Gate>,
+        target: Arc<dyn Sink>,
+    ) {
         let ctx = self.ctx.clone();
-        let sink = self.sink.clone();
         let config = self.config.clone();
+        let gate = gate.clone();
         self.tracker.spawn(async move {
             let _permit = permit;
-            if let Err(error) = deliver_one(&ctx, sink.as_ref(), &config, delivery).await {
-                tracing::error!(%error, sink = %config.name, "Spool refused a delivery update; the delivery stays leased");
+            match deliver_batch(&ctx, target.as_ref(), &config, batch).await {
+                Ok(step) => gate.report(admission, step.attempt),
+                Err(error) => {
+                    gate.report(admission, None);
+                    tracing::error!(%error, sink = %config.name, "Spool refused a delivery update; the delivery stays leased");
+                }
             }
         });
     }
+}
+
+/// The result of leasing.
+enum Leased {
+    Some(Vec<Delivery>),
+    Stop,
+    Again,
 }
 
 async fn pause(stop: &CancellationToken, wait: Duration) {

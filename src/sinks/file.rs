@@ -3,7 +3,8 @@
 //! Concurrent attempts share one write and one `fdatasync` (group commit): each attempt
 //! queues its line, then takes the file lock; whoever holds the lock writes every queued
 //! line, syncs once and answers all of them. An attempt whose line a previous holder
-//! already wrote finds its answer waiting and returns at once.
+//! already wrote finds its answer waiting and returns at once. A batch is queued as one
+//! entry of several lines, so it is written and synced as a whole.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -41,8 +42,8 @@ impl FileSink {
         self.queued.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn append(&self, mut line: Vec<u8>) -> Result<(), SinkError> {
-        line.push(b'\n');
+    /// Appends `line`, which must end with a newline.
+    async fn append(&self, line: Vec<u8>) -> Result<(), SinkError> {
         let (tx, mut rx) = oneshot::channel();
         self.queue().push((line, tx));
         let mut file = self.file.lock().await;
@@ -106,6 +107,28 @@ fn io_error(message: String) -> SinkError {
 
 impl Sink for FileSink {
     fn deliver<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(self.append(encode_structured(attempt.event)))
+        Box::pin(async move { self.deliver_batch_lines(&[attempt]).await })
+    }
+
+    fn batches(&self) -> bool {
+        true
+    }
+
+    fn deliver_batch<'a>(
+        &'a self,
+        batch: &'a [Attempt<'a>],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(self.deliver_batch_lines(batch))
+    }
+}
+
+impl FileSink {
+    async fn deliver_batch_lines(&self, batch: &[Attempt<'_>]) -> Result<(), SinkError> {
+        let mut lines = Vec::new();
+        for attempt in batch {
+            lines.extend(encode_structured(attempt.event));
+            lines.push(b'\n');
+        }
+        self.append(lines).await
     }
 }

@@ -1,4 +1,9 @@
 //! The `http` sink: one POST per attempt through a pooled client shared by every http sink.
+//!
+//! A sink with `batch.max_events` above 1 sends every attempt in the batch shape of its
+//! format, even a batch of one, so the target always sees one shape: CloudEvents formats as
+//! `application/cloudevents-batch+json`, `eventgrid` as its JSON array. A batch carries the
+//! highest `aeg-delivery-count` of its events.
 
 use std::time::SystemTime;
 
@@ -22,6 +27,7 @@ const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 const STRUCTURED: &str = "application/cloudevents+json; charset=utf-8";
 const EVENT_GRID: &str = "application/json; charset=utf-8";
+const BATCH: &str = "application/cloudevents-batch+json; charset=utf-8";
 
 /// The outbound HTTP client, cheap to clone (clones share one connection pool).
 ///
@@ -64,15 +70,24 @@ impl Client {
 pub(crate) struct HttpSink {
     client: Client,
     config: HttpSinkConfig,
+    /// Send the batch shape of the format, whatever the batch size.
+    batched: bool,
 }
 
 impl HttpSink {
-    pub(crate) fn new(client: Client, config: HttpSinkConfig) -> Self {
-        Self { client, config }
+    pub(crate) fn new(client: Client, config: HttpSinkConfig, batched: bool) -> Self {
+        Self {
+            client,
+            config,
+            batched,
+        }
     }
 
-    async fn post(&self, attempt: Attempt<'_>) -> Result<(), SinkError> {
-        let request = self.request(attempt)?;
+    async fn post(&self, batch: &[Attempt<'_>]) -> Result<(), SinkError> {
+        let request = match batch {
+            [attempt] if !self.batched => self.request(*attempt)?,
+            _ => self.batch_request(batch)?,
+        };
         let exchange = async {
             let response = self.client.send(request).await.map_err(socket_error)?;
             let (parts, body) = response.into_parts();
@@ -98,6 +113,41 @@ impl HttpSink {
         }
         aeg_headers(self.config.format, attempt, &mut headers);
         traceparent_header(attempt.event, &mut headers);
+        self.build(body, headers)
+    }
+
+    /// One request for a whole batch: the format's batch shape, the highest delivery count,
+    /// and the event-specific headers only when the batch holds one event.
+    fn batch_request(&self, batch: &[Attempt<'_>]) -> Result<Request<Full<Bytes>>, SinkError> {
+        let Some(first) = batch.first() else {
+            return Err(SinkError::permanent("BadRequest", "an empty batch"));
+        };
+        let mut headers = HeaderMap::new();
+        let events = batch.iter().map(|a| a.event);
+        let (body, content_type) = match self.config.format {
+            HttpFormat::EventGrid => (eventgrid::encode(events), EVENT_GRID),
+            _ => (binding::encode_batch(events), BATCH),
+        };
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        for (name, value) in &self.config.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        let delivery_count = batch.iter().map(|a| a.delivery_count).max().unwrap_or(0);
+        let summary = Attempt {
+            delivery_count,
+            ..*first
+        };
+        aeg_headers(self.config.format, summary, &mut headers);
+        if batch.len() > 1 {
+            headers.remove("aeg-output-event-id");
+            headers.remove("aeg-data-version");
+        } else {
+            traceparent_header(first.event, &mut headers);
+        }
+        self.build(Bytes::from(body), headers)
+    }
+
+    fn build(&self, body: Bytes, headers: HeaderMap) -> Result<Request<Full<Bytes>>, SinkError> {
         let mut request = Request::post(self.config.url.clone())
             .body(Full::new(body))
             .map_err(|e| {
@@ -110,7 +160,25 @@ impl HttpSink {
 
 impl Sink for HttpSink {
     fn deliver<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(self.post(attempt))
+        Box::pin(async move { self.post(&[attempt]).await })
+    }
+
+    fn batches(&self) -> bool {
+        true
+    }
+
+    fn deliver_batch<'a>(
+        &'a self,
+        batch: &'a [Attempt<'a>],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(self.post(batch))
+    }
+
+    fn encoded_len(&self, event: &Event) -> usize {
+        match self.config.format {
+            HttpFormat::EventGrid => eventgrid::encode([event]).len(),
+            _ => binding::encode_structured(event).len(),
+        }
     }
 }
 

@@ -1,5 +1,9 @@
-//! Delivery targets. A sink delivers one event and classifies the outcome; it knows
-//! nothing of retries, the spool or routes.
+//! Delivery targets. A sink delivers one event, or one batch of events as one request, and
+//! classifies the outcome; it knows nothing of retries, the spool or routes.
+//!
+//! Batching: `http` sends a batch as one request (a CloudEvents batch or an Event Grid array)
+//! and `file` writes a batch's lines with one sync; `log`, `exec` and `handler` do not batch,
+//! so the dispatcher gives them one delivery per attempt.
 //!
 //! Imports `event`, `config` and `telemetry`.
 //!
@@ -47,6 +51,30 @@ pub struct Attempt<'a> {
 pub trait Sink: Send + Sync + std::fmt::Debug {
     /// Delivers one event; `Ok` only when the target confirmed it.
     fn deliver<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// Whether [`Sink::deliver_batch`] sends a batch as one request.
+    fn batches(&self) -> bool {
+        false
+    }
+
+    /// Delivers events as one request that succeeds or fails as a whole. Sinks that do not
+    /// batch deliver them one after another and stop at the first failure.
+    fn deliver_batch<'a>(
+        &'a self,
+        batch: &'a [Attempt<'a>],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            for attempt in batch {
+                self.deliver(*attempt).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The bytes `event` adds to a batch request (for `batch.max_bytes`).
+    fn encoded_len(&self, event: &Event) -> usize {
+        crate::event::http::encode_structured(event).len()
+    }
 }
 
 /// A failed attempt, classified for the retry decision.
@@ -156,7 +184,8 @@ fn build_one(
         SinkKind::Http(c) => {
             // `build` creates the client whenever an http sink exists.
             let client = client.cloned().unwrap_or_else(http::Client::new);
-            Arc::new(http::HttpSink::new(client, c.clone()))
+            let batched = sink.delivery.batch.enabled();
+            Arc::new(http::HttpSink::new(client, c.clone(), batched))
         }
         SinkKind::Log(c) => Arc::new(log::LogSink::new(c.level)),
         SinkKind::File(c) => Arc::new(file::FileSink::new(c.path.clone())),

@@ -23,6 +23,7 @@ fn policy() -> RetryPolicy {
         max_attempts: 5,
         event_ttl: secs(3600),
         schedule: vec![secs(10), secs(30), secs(60)],
+        ..RetryPolicy::default()
     }
 }
 

@@ -14,8 +14,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use crate::config::{
-    Config, HttpFormat, HttpSinkConfig, IngressConfig, RetryPolicy, SinkConfig, SinkKind,
-    SpoolBackend, SpoolConfig,
+    Config, DeliveryPolicy, HttpFormat, HttpSinkConfig, IngressConfig, RetryPolicy, SinkConfig,
+    SinkKind, SpoolBackend, SpoolConfig,
 };
 use crate::event::Event;
 
@@ -59,8 +59,10 @@ pub(crate) fn sink(name: &str, kind: SinkKind, concurrency: usize) -> SinkConfig
             max_attempts: 5,
             event_ttl: Duration::from_secs(60),
             schedule: vec![Duration::from_millis(10)],
+            ..RetryPolicy::default()
         },
         dead_letter: None,
+        delivery: DeliveryPolicy::default(),
     }
 }
 
@@ -71,6 +73,7 @@ pub(crate) fn config(sinks: Vec<SinkConfig>) -> Config {
         spool: SpoolConfig {
             backend: SpoolBackend::Memory,
             path: PathBuf::from("."),
+            max_bytes: 1 << 30,
         },
         ingress: IngressConfig {
             max_event_bytes: 1 << 20,
@@ -79,6 +82,7 @@ pub(crate) fn config(sinks: Vec<SinkConfig>) -> Config {
             auth: Vec::new(),
             allowed_origins: vec!["*".into()],
             allowed_rate: None,
+            dedup_window: None,
         },
         sinks: sinks
             .into_iter()
@@ -88,6 +92,7 @@ pub(crate) fn config(sinks: Vec<SinkConfig>) -> Config {
         schedules: Vec::new(),
         shutdown_grace: Duration::from_secs(1),
         admin: Default::default(),
+        telemetry: Default::default(),
     }
 }
 
