@@ -1,0 +1,403 @@
+//! Observability at the side: log setup, metric names, the Prometheus recorder, the
+//! process counters that the hot path bumps, and (in `otlp`) trace export.
+//!
+//! Imports nothing internal. Every metric name is a constant here and every raw `metrics`
+//! macro call lives in this file, so names and labels cannot drift between the places that
+//! record them. Label handles are registered once (per format, per route, per sink) and
+//! cached, so recording an event costs an atomic add, not a registry lookup or an allocation.
+
+mod logging;
+mod otlp;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use metrics::{Counter, Gauge, Histogram, SharedString};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub use logging::{init_logging, LogFormat};
+pub use otlp::{current_traceparent, otlp_layer, SpanExport};
+
+/// Events that reached ingress, by `format` and `outcome` (`accepted` or `rejected`).
+pub const EVENTS_RECEIVED: &str = "switchyard_events_received_total";
+/// Events that matched a route, by `route` (an event counts once per route it matched).
+pub const EVENTS_ROUTED: &str = "switchyard_events_routed_total";
+/// Events accepted that matched no route (dropped).
+pub const EVENTS_UNROUTED: &str = "switchyard_events_unrouted_total";
+/// Finished delivery attempts, by `sink` and `outcome` (`success`, `retry`, `dead_letter`).
+pub const DELIVERIES: &str = "switchyard_deliveries_total";
+/// Time one delivery attempt took, by `sink`.
+pub const DELIVERY_DURATION: &str = "switchyard_delivery_duration_seconds";
+/// Deliveries stored for a sink (queued and in flight), by `sink`.
+pub const SPOOL_DEPTH: &str = "switchyard_spool_depth";
+/// Deliveries dead-lettered, by `sink` and `reason` (Event Grid's `deadLetterReason`).
+pub const DEAD_LETTERS: &str = "switchyard_dead_letters_total";
+/// Configuration reloads, by `outcome` (`success` or `failure`).
+pub const CONFIG_RELOADS: &str = "switchyard_config_reloads_total";
+/// A sink's circuit breaker, by `sink`: 0 closed, 1 half-open, 2 open.
+pub const BREAKER_STATE: &str = "switchyard_circuit_breaker_state";
+/// Spans the collector accepted (`telemetry.otlp_endpoint`).
+pub const OTLP_SPANS_EXPORTED: &str = "switchyard_otlp_spans_exported_total";
+/// Spans not exported, by `reason` (`buffer_full`, `export_failed`, `exporter_stopped`).
+pub const OTLP_SPANS_DROPPED: &str = "switchyard_otlp_spans_dropped_total";
+
+/// Upper bounds of the delivery-duration histogram buckets, in seconds.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+// === Prometheus recorder ===
+
+/// The process-wide Prometheus recorder's handle, installing the recorder on first use.
+///
+/// Installed once per process, so several daemons started in one process share it. When an
+/// embedding program installed a recorder of its own first, ours stays detached: `/metrics`
+/// then renders only what is recorded through it, and a warning says so.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new();
+        let builder = builder
+            .set_buckets_for_metric(Matcher::Full(DELIVERY_DURATION.to_owned()), DURATION_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        match metrics::set_global_recorder(recorder) {
+            Ok(()) => describe(),
+            Err(error) => tracing::warn!(%error, "A metrics recorder was already installed; /metrics will be empty"),
+        }
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(EVENTS_RECEIVED, "Events that reached ingress.");
+    describe_counter!(EVENTS_ROUTED, "Events that matched a route.");
+    describe_counter!(EVENTS_UNROUTED, "Events that matched no route.");
+    describe_counter!(DELIVERIES, "Finished delivery attempts.");
+    describe_histogram!(
+        DELIVERY_DURATION,
+        Unit::Seconds,
+        "Time of one delivery attempt."
+    );
+    describe_gauge!(SPOOL_DEPTH, "Deliveries stored for a sink.");
+    describe_counter!(DEAD_LETTERS, "Deliveries dead-lettered.");
+    describe_counter!(CONFIG_RELOADS, "Configuration reloads.");
+    describe_counter!(OTLP_SPANS_EXPORTED, "Spans the OTLP collector accepted.");
+    describe_counter!(OTLP_SPANS_DROPPED, "Spans not exported.");
+    describe_gauge!(BREAKER_STATE, "Circuit breaker state.");
+}
+
+/// The wire format an ingress request carried its events in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// CloudEvents binary mode.
+    Binary,
+    /// CloudEvents structured mode.
+    Structured,
+    /// CloudEvents batched mode.
+    Batch,
+    /// The Event Grid schema.
+    EventGrid,
+    /// Rejected before its format was known (bad credentials, unsupported media type).
+    Unknown,
+}
+
+impl Format {
+    const ALL: [Self; 5] = [
+        Self::Binary,
+        Self::Structured,
+        Self::Batch,
+        Self::EventGrid,
+        Self::Unknown,
+    ];
+
+    /// The `format` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Binary => "binary",
+            Self::Structured => "structured",
+            Self::Batch => "batch",
+            Self::EventGrid => "eventgrid",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// Cached `switchyard_events_received_total` handles: `[accepted, rejected]` per format.
+#[derive(Debug)]
+struct Received([[Counter; 2]; 5]);
+
+impl Received {
+    fn register() -> Self {
+        Self(Format::ALL.map(|f| {
+            ["accepted", "rejected"]
+                .map(|o| metrics::counter!(EVENTS_RECEIVED, "format" => f.label(), "outcome" => o))
+        }))
+    }
+}
+
+/// Counts a configuration reload attempt (`success` is false when the new file was refused).
+pub fn config_reloaded(success: bool) {
+    let outcome = if success { "success" } else { "failure" };
+    metrics::counter!(CONFIG_RELOADS, "outcome" => outcome).increment(1);
+}
+
+/// Counts `n` spans the OTLP collector accepted.
+fn spans_exported(n: usize) {
+    metrics::counter!(OTLP_SPANS_EXPORTED).increment(n as u64);
+}
+
+/// Counts `n` spans dropped before export, and why.
+fn spans_dropped(reason: &'static str, n: usize) {
+    metrics::counter!(OTLP_SPANS_DROPPED, "reason" => reason).increment(n as u64);
+}
+
+// === Counters ===
+
+/// Counters of what happened to events and deliveries since start, and the cached metric
+/// handles that mirror them in Prometheus.
+#[derive(Debug)]
+pub struct Counters {
+    /// Events accepted at ingress (stored, or matched no route).
+    pub events_received: AtomicU64,
+    /// Events rejected at ingress (bad input, too large, unauthorized, spool full).
+    pub events_rejected: AtomicU64,
+    /// Events that matched no route and were dropped.
+    pub events_unrouted: AtomicU64,
+    /// Deliveries confirmed by their sink.
+    pub deliveries_succeeded: AtomicU64,
+    /// Failed attempts that were scheduled for retry.
+    pub deliveries_retried: AtomicU64,
+    /// Deliveries dead-lettered (forwarded to a dead-letter sink or dropped).
+    pub deliveries_dead_lettered: AtomicU64,
+    /// Dead-lettered deliveries with no dead-letter sink to take them (logged at ERROR).
+    pub dead_letters_dropped: AtomicU64,
+    received: Received,
+    unrouted: Counter,
+    routes: DashMap<Arc<str>, Counter>,
+    sinks: DashMap<Arc<str>, Arc<SinkStats>>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        prometheus();
+        // Registered now so that they are rendered (at zero) before anything happens.
+        config_reloaded_register();
+        Self {
+            events_received: AtomicU64::new(0),
+            events_rejected: AtomicU64::new(0),
+            events_unrouted: AtomicU64::new(0),
+            deliveries_succeeded: AtomicU64::new(0),
+            deliveries_retried: AtomicU64::new(0),
+            deliveries_dead_lettered: AtomicU64::new(0),
+            dead_letters_dropped: AtomicU64::new(0),
+            received: Received::register(),
+            unrouted: metrics::counter!(EVENTS_UNROUTED),
+            routes: DashMap::new(),
+            sinks: DashMap::new(),
+        }
+    }
+}
+
+fn config_reloaded_register() {
+    for outcome in ["success", "failure"] {
+        metrics::counter!(CONFIG_RELOADS, "outcome" => outcome).increment(0);
+    }
+}
+
+impl Counters {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// Records `n` events of one ingress request in `format`, accepted or rejected.
+    pub fn received(&self, format: Format, accepted: bool, n: u64) {
+        let [ok, rejected] = &self.received.0[format as usize];
+        if accepted { ok } else { rejected }.increment(n);
+    }
+
+    /// Records `n` events that matched no route.
+    pub fn unrouted(&self, n: u64) {
+        Self::add(&self.events_unrouted, n);
+        self.unrouted.increment(n);
+    }
+
+    /// Records one event matched by `route`.
+    pub fn routed(&self, route: &Arc<str>) {
+        if let Some(counter) = self.routes.get(route) {
+            counter.increment(1);
+            return;
+        }
+        let label = SharedString::from(Arc::clone(route));
+        let counter = metrics::counter!(EVENTS_ROUTED, "route" => label);
+        counter.increment(1);
+        self.routes.insert(Arc::clone(route), counter);
+    }
+
+    /// The live statistics of `sink`, created on first use.
+    pub fn sink(&self, sink: &str) -> Arc<SinkStats> {
+        if let Some(stats) = self.sinks.get(sink) {
+            return Arc::clone(&stats);
+        }
+        let name: Arc<str> = Arc::from(sink);
+        let stats = self
+            .sinks
+            .entry(Arc::clone(&name))
+            .or_insert_with(|| Arc::new(SinkStats::register(name)));
+        Arc::clone(&stats)
+    }
+}
+
+// === Per-sink statistics ===
+
+/// What one sink is doing: deliveries in flight, the last failure, and its metric handles.
+/// Shared by the dispatcher (which updates it) and the admin API (which reads it).
+#[derive(Debug)]
+pub struct SinkStats {
+    name: Arc<str>,
+    in_flight: AtomicUsize,
+    last_error: Mutex<Option<LastError>>,
+    success: Counter,
+    retry: Counter,
+    dead_letter: Counter,
+    duration: Histogram,
+    depth: Gauge,
+    breaker: Mutex<Option<BreakerStatus>>,
+}
+
+/// A sink's circuit breaker as last reported by the dispatcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerStatus {
+    /// `closed`, `open` or `half_open`.
+    pub state: &'static str,
+    /// When it last opened; `None` while closed.
+    pub opened_at: Option<SystemTime>,
+}
+
+/// The most recent failed attempt of a sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastError {
+    /// What went wrong.
+    pub message: String,
+    /// When it happened.
+    pub at: SystemTime,
+}
+
+/// Marks one attempt in flight until dropped.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a SinkStats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl SinkStats {
+    fn register(name: Arc<str>) -> Self {
+        let sink = || SharedString::from(Arc::clone(&name));
+        let outcome =
+            |o: &'static str| metrics::counter!(DELIVERIES, "sink" => sink(), "outcome" => o);
+        Self {
+            in_flight: AtomicUsize::new(0),
+            last_error: Mutex::new(None),
+            success: outcome("success"),
+            retry: outcome("retry"),
+            dead_letter: outcome("dead_letter"),
+            duration: metrics::histogram!(DELIVERY_DURATION, "sink" => sink()),
+            depth: metrics::gauge!(SPOOL_DEPTH, "sink" => sink()),
+            breaker: Mutex::new(None),
+            name,
+        }
+    }
+
+    /// Starts an attempt; it counts as in flight until the guard is dropped.
+    pub fn attempt(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    /// Records how long an attempt took, whatever its outcome.
+    pub fn attempted(&self, took: Duration) {
+        self.duration.record(took.as_secs_f64());
+    }
+
+    /// Records a confirmed delivery.
+    pub fn delivered(&self) {
+        self.success.increment(1);
+        otlp::record_outcome("success");
+    }
+
+    /// Records a failed attempt scheduled for retry.
+    pub fn retried(&self) {
+        self.retry.increment(1);
+        otlp::record_outcome("retry");
+    }
+
+    /// Records a dead-lettered delivery and Event Grid's `reason` for it.
+    pub fn dead_lettered(&self, reason: &'static str) {
+        self.dead_letter.increment(1);
+        otlp::record_outcome("dead_letter");
+        let sink = SharedString::from(Arc::clone(&self.name));
+        metrics::counter!(DEAD_LETTERS, "sink" => sink, "reason" => reason).increment(1);
+    }
+
+    /// Remembers the failure of an attempt (shown by the admin API).
+    pub fn failed(&self, error: &dyn std::fmt::Display) {
+        let last = LastError {
+            message: error.to_string(),
+            at: SystemTime::now(),
+        };
+        // A poisoned lock only means a panic elsewhere mid-update; the value is still usable.
+        let mut slot = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(last);
+    }
+
+    /// Records the circuit breaker's state (shown by the admin API and as a gauge).
+    pub fn set_breaker(&self, status: BreakerStatus) {
+        let level = match status.state {
+            "closed" => 0.0,
+            "half_open" => 1.0,
+            _ => 2.0,
+        };
+        let sink = SharedString::from(Arc::clone(&self.name));
+        metrics::gauge!(BREAKER_STATE, "sink" => sink).set(level);
+        *self.breaker.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+    }
+
+    /// The circuit breaker's state; `None` when the sink has none.
+    pub fn breaker(&self) -> Option<BreakerStatus> {
+        self.breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets the spool-depth gauge.
+    pub fn set_depth(&self, depth: usize) {
+        self.depth.set(depth as f64);
+    }
+
+    /// Attempts in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The most recent failure, if any.
+    pub fn last_error(&self) -> Option<LastError> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
