@@ -1,0 +1,176 @@
+//! Hot reload: read the configuration file again, validate all of it, then swap the route
+//! table, ingress settings, sinks, dispatcher and schedules; on any error keep what runs.
+//!
+//! Wiring-level like `app` (it sees both the accept and the delivery side). Requests come
+//! through `config::ReloadTrigger` from SIGHUP, the file watcher and the admin API, and are
+//! carried out one at a time by [`run`].
+//!
+//! Why nothing is lost or delivered twice: a request routes under the table it loaded at its
+//! start; deliveries live in the spool, not in the workers, so stopping a worker only stops
+//! its leasing — what it has in flight finishes and is acked, and a lease is never handed to
+//! a second worker. Deliveries for a sink the new file removes stay in the spool (orphaned)
+//! until the sink returns.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::accept::Acceptor;
+use crate::config::{
+    self, Config, IngressConfig, Publisher, ReloadFailed, ReloadRequest, ReloadSummary,
+};
+use crate::dispatch::{self, DispatchContext};
+use crate::routing::RouteTable;
+use crate::schedule;
+use crate::sinks::{self, Handlers, Registry};
+use crate::spool::SpoolHandle;
+use crate::telemetry::{self, Counters};
+
+/// Everything a reload replaces, and what it needs to build the replacements.
+#[derive(Debug)]
+pub(crate) struct Reloader {
+    /// The configuration file.
+    pub(crate) path: PathBuf,
+    /// Registered Rust handlers (kept across reloads).
+    pub(crate) handlers: Handlers,
+    /// The spool (kept).
+    pub(crate) spool: Arc<SpoolHandle>,
+    /// Process counters (kept).
+    pub(crate) counters: Arc<Counters>,
+    /// The accept side, for schedules.
+    pub(crate) acceptor: Acceptor,
+    /// The route table readers use.
+    pub(crate) routes: Publisher<RouteTable>,
+    /// Ingress limits and credentials.
+    pub(crate) ingress: Publisher<IngressConfig>,
+    /// The whole configuration (admin API).
+    pub(crate) config: Publisher<Config>,
+    /// Cancelled at shutdown: parent of every dispatcher run.
+    pub(crate) stop_leasing: CancellationToken,
+    /// Cancelled at shutdown: parent of every schedules run.
+    pub(crate) shutdown: CancellationToken,
+    /// Tracks workers, deliveries and schedule tasks.
+    pub(crate) tracker: TaskTracker,
+}
+
+/// The tokens of the dispatcher and schedules now running.
+#[derive(Debug)]
+pub(crate) struct Runs {
+    dispatch: CancellationToken,
+    schedules: CancellationToken,
+}
+
+/// What the delivery side and the schedules run with.
+#[derive(Debug)]
+pub(crate) struct Generation<'a> {
+    /// The configuration.
+    pub(crate) config: &'a Arc<Config>,
+    /// Its sinks.
+    pub(crate) sinks: Arc<Registry>,
+}
+
+impl Reloader {
+    /// Starts the dispatcher and the schedules for one configuration generation.
+    pub(crate) fn start_runs(&self, generation: Generation<'_>) -> Runs {
+        let runs = Runs {
+            dispatch: self.stop_leasing.child_token(),
+            schedules: self.shutdown.child_token(),
+        };
+        let ctx = DispatchContext {
+            spool: self.spool.clone(),
+            sinks: generation.sinks,
+            config: generation.config.clone(),
+            counters: self.counters.clone(),
+        };
+        dispatch::start(&ctx, &runs.dispatch, &self.tracker);
+        schedule::start(
+            &generation.config.schedules,
+            &self.acceptor,
+            &generation.config.spool.path,
+            &runs.schedules,
+            &self.tracker,
+        );
+        runs
+    }
+
+    /// Serves reload requests one at a time until shutdown.
+    pub(crate) async fn run(self, mut requests: mpsc::Receiver<ReloadRequest>, mut runs: Runs) {
+        loop {
+            let request = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                request = requests.recv() => match request {
+                    Some(request) => request,
+                    None => return,
+                },
+            };
+            let outcome = self.reload(&mut runs, request.cause).await;
+            telemetry::config_reloaded(outcome.is_ok());
+            if let Some(reply) = request.reply {
+                // The asker may have given up waiting; the reload happened regardless.
+                let _delivered = reply.send(outcome).is_ok();
+            }
+        }
+    }
+
+    async fn reload(
+        &self,
+        runs: &mut Runs,
+        cause: &'static str,
+    ) -> Result<ReloadSummary, ReloadFailed> {
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || config::load(&path))
+            .await
+            .map_err(|e| ReloadFailed(format!("reload task failed: {e}")))?;
+        let mut next = match loaded {
+            Ok(next) => next,
+            Err(error) => return Err(self.refused(cause, &error)),
+        };
+        let sinks = sinks::build(&next, &self.handlers).map_err(|e| self.refused(cause, &e))?;
+        let current = self.config.subscribe().get();
+        keep_restart_only_settings(&current, &mut next);
+        let next = Arc::new(next);
+
+        // Readers pick up the new table and settings from their next request.
+        self.routes
+            .publish(Arc::new(RouteTable::from_config(&next)));
+        self.ingress.publish(Arc::new(next.ingress.clone()));
+        self.config.publish(next.clone());
+        // Old workers stop leasing; what they have in flight finishes and is acked.
+        runs.dispatch.cancel();
+        runs.schedules.cancel();
+        *runs = self.start_runs(Generation {
+            config: &next,
+            sinks: Arc::new(sinks),
+        });
+        let summary = ReloadSummary {
+            routes: next.routes.len(),
+            sinks: next.sinks.len(),
+        };
+        tracing::info!(cause, path = %self.path.display(), routes = summary.routes, sinks = summary.sinks, "Configuration reloaded");
+        Ok(summary)
+    }
+
+    fn refused(&self, cause: &'static str, error: &dyn std::fmt::Display) -> ReloadFailed {
+        tracing::error!(cause, path = %self.path.display(), %error, "Configuration reload refused; the running configuration stays");
+        ReloadFailed(error.to_string())
+    }
+}
+
+/// Addresses and the spool are bound at start: a changed value waits for a restart.
+fn keep_restart_only_settings(current: &Config, next: &mut Config) {
+    if next.listen != current.listen {
+        tracing::warn!(old = %current.listen, new = %next.listen, "listen changes only on restart");
+        next.listen = current.listen;
+    }
+    if next.admin.listen != current.admin.listen {
+        tracing::warn!(old = %current.admin.listen, new = %next.admin.listen, "admin_listen changes only on restart");
+        next.admin.listen = current.admin.listen;
+    }
+    if next.spool != current.spool {
+        tracing::warn!("spool settings change only on restart");
+        next.spool = current.spool.clone();
+    }
+}
