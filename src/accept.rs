@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::config::Live;
 use crate::event::Event;
 use crate::routing::{RouteTable, Target};
 use crate::spool::{NewDelivery, Spool, SpoolError, SpoolHandle};
@@ -14,9 +15,11 @@ use crate::telemetry::Counters;
 /// Routes events and stores their deliveries.
 #[derive(Debug, Clone)]
 pub struct Acceptor {
-    routes: Arc<RouteTable>,
+    routes: Live<RouteTable>,
     spool: Arc<SpoolHandle>,
     counters: Arc<Counters>,
+    /// `ingress.dedup_window`: a repeat of a (`source`, `id`) stored within it is dropped.
+    dedup_window: Option<Duration>,
 }
 
 /// What an accepted request amounted to.
@@ -28,6 +31,8 @@ pub struct Receipt {
     pub deliveries: usize,
     /// Events that matched no route (accepted and dropped).
     pub unrouted: usize,
+    /// Events dropped as repeats within `ingress.dedup_window` (accepted, not stored again).
+    pub duplicates: usize,
 }
 
 /// Why events could not be accepted.
@@ -55,12 +60,20 @@ impl From<SpoolError> for AcceptError {
 
 impl Acceptor {
     /// An acceptor routing with `routes` into `spool`.
-    pub fn new(routes: Arc<RouteTable>, spool: Arc<SpoolHandle>, counters: Arc<Counters>) -> Self {
+    pub fn new(routes: Live<RouteTable>, spool: Arc<SpoolHandle>, counters: Arc<Counters>) -> Self {
         Self {
             routes,
             spool,
             counters,
+            dedup_window: None,
         }
+    }
+
+    /// Drops a repeat of the same (`source`, `id`) stored within `window`; `None` turns
+    /// duplicate suppression off.
+    pub fn dedup_window(mut self, window: Option<Duration>) -> Self {
+        self.dedup_window = window;
+        self
     }
 
     /// Routes every event and stores all their deliveries in one spool step.
@@ -74,13 +87,15 @@ impl Acceptor {
             events: events.len(),
             ..Receipt::default()
         };
+        // The whole request is routed under one table, even if a reload swaps it meanwhile.
+        let routes = self.routes.get();
         let mut targets: Vec<Target> = Vec::new();
         let mut deliveries = Vec::new();
         // Routes matched, once per event, counted once the deliveries are stored.
         let mut routed: Vec<Arc<str>> = Vec::new();
         for event in events {
             targets.clear();
-            self.routes.targets(&event, &mut targets);
+            routes.targets(&event, &mut targets);
             if targets.is_empty() {
                 receipt.unrouted += 1;
                 continue;
@@ -103,9 +118,14 @@ impl Acceptor {
         receipt.deliveries = deliveries.len();
         if !deliveries.is_empty() {
             let spool = self.spool.clone();
-            tokio::spawn(async move { spool.put(deliveries).await })
-                .await
-                .map_err(|_| AcceptError::Closed)??;
+            let window = self.dedup_window;
+            let stored = tokio::spawn(async move {
+                match window {
+                    Some(window) => spool.put_unique(deliveries, window).await,
+                    None => spool.put(deliveries).await.map(|()| 0),
+                }
+            });
+            receipt.duplicates = stored.await.map_err(|_| AcceptError::Closed)??;
         }
         Counters::add(&self.counters.events_received, receipt.events as u64);
         self.counters.unrouted(receipt.unrouted as u64);

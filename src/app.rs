@@ -6,6 +6,7 @@
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -15,14 +16,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::accept::Acceptor;
 use crate::admin::{AdminServer, AdminState};
-use crate::config::Config;
-use crate::dispatch::{self, DispatchContext};
+use crate::config::{live, reload_channel, watch_file, Config, ReloadTrigger};
 use crate::ingress::{self, IngressState};
+use crate::reload::{Generation, Reloader};
 use crate::routing::RouteTable;
-use crate::schedule;
 use crate::sinks::{self, Handler, Handlers};
 use crate::spool::{Spool, SpoolHandle};
-use crate::telemetry::Counters;
+use crate::telemetry::{Counters, SpanExport};
 
 /// A switchyard instance being assembled: a configuration plus registered handlers.
 #[derive(Debug)]
@@ -30,6 +30,8 @@ pub struct Switchyard {
     config: Config,
     handlers: Handlers,
     admin_listener: Option<TcpListener>,
+    config_file: Option<PathBuf>,
+    watch: bool,
 }
 
 /// Why switchyard could not start or stopped with an error.
@@ -65,7 +67,17 @@ impl Switchyard {
             config,
             handlers: Handlers::default(),
             admin_listener: None,
+            config_file: None,
+            watch: false,
         }
+    }
+
+    /// The file the configuration came from: enables reloading it (SIGHUP in the binary,
+    /// `POST /api/v1/reload`), and with `watch` also whenever the file changes.
+    pub fn config_file(mut self, path: impl Into<PathBuf>, watch: bool) -> Self {
+        self.config_file = Some(path.into());
+        self.watch = watch;
+        self
     }
 
     /// Registers a Rust handler that `handler: { name }` sinks deliver to.
@@ -111,45 +123,66 @@ impl Switchyard {
         let registry = Arc::new(sinks::build(&config, &self.handlers)?);
         let spool = Arc::new(SpoolHandle::open(&config.spool)?);
         let counters = Arc::new(Counters::default());
-        let routes = Arc::new(RouteTable::from_config(&config));
-        let acceptor = Acceptor::new(routes, spool.clone(), counters.clone());
+        let spans = SpanExport::start(
+            config.telemetry.otlp_endpoint.as_ref(),
+            &config.telemetry.service_name,
+        );
+        let (routes, live_routes) = live(RouteTable::from_config(&config));
+        let (ingress_config, live_ingress) = live(config.ingress.clone());
+        let (config_publisher, live_config) = live(Config::clone(&config));
+        let acceptor = Acceptor::new(live_routes, spool.clone(), counters.clone())
+            .dedup_window(config.ingress.dedup_window);
         let state = IngressState {
-            acceptor,
-            config: Arc::new(config.ingress.clone()),
+            acceptor: acceptor.clone(),
+            config: live_ingress,
             counters: counters.clone(),
         };
 
         let shutdown = CancellationToken::new();
         let deliveries = TaskTracker::new();
         let stop_leasing = CancellationToken::new();
-        let ctx = DispatchContext {
+        let reloader = Reloader {
+            path: self.config_file.clone().unwrap_or_default(),
+            handlers: self.handlers,
             spool: spool.clone(),
-            sinks: registry,
-            config: config.clone(),
             counters: counters.clone(),
+            acceptor,
+            routes,
+            ingress: ingress_config,
+            config: config_publisher,
+            stop_leasing: stop_leasing.clone(),
+            shutdown: shutdown.clone(),
+            tracker: deliveries.clone(),
         };
-        dispatch::start(&ctx, &stop_leasing, &deliveries);
         // Schedules feed the accept side, so they stop with ingress, before leasing stops.
-        schedule::start(
-            &config.schedules,
-            &state.acceptor,
-            &config.spool.path,
-            &shutdown,
-            &deliveries,
-        );
+        let runs = reloader.start_runs(Generation {
+            config: &config,
+            sinks: registry,
+        });
+        let (trigger, requests) = reload_channel();
+        let (reload, watcher) = match &self.config_file {
+            Some(path) => {
+                let watcher = self.watch.then(|| watch(path, trigger.clone())).flatten();
+                tokio::spawn(reloader.run(requests, runs));
+                (Some(trigger), watcher)
+            }
+            None => (None, None),
+        };
         deliveries.close();
 
         let admin = AdminServer::spawn(
             admin_listener,
             AdminState {
-                config: config.clone(),
+                config: live_config,
                 spool: spool.clone(),
                 counters: counters.clone(),
                 stopping: shutdown.clone(),
+                reload: reload.clone(),
             },
         );
         let server = tokio::spawn(serve_with_admin(
             admin,
+            spans,
             ServeParts {
                 listener,
                 router: ingress::router(state),
@@ -157,6 +190,7 @@ impl Switchyard {
                 stop_leasing,
                 deliveries,
                 grace: config.shutdown_grace,
+                watcher,
             },
         ));
         tracing::info!(listen = %local_addr, admin = %admin_addr, routes = config.routes.len(), sinks = config.sinks.len(), "Switchyard started");
@@ -167,6 +201,7 @@ impl Switchyard {
             server,
             counters,
             spool,
+            reload,
         })
     }
 }
@@ -180,9 +215,16 @@ pub struct Running {
     server: JoinHandle<Result<(), RunError>>,
     counters: Arc<Counters>,
     spool: Arc<SpoolHandle>,
+    reload: Option<ReloadTrigger>,
 }
 
 impl Running {
+    /// Asks for a reload of the configuration file; `None` when started without one
+    /// (see [`Switchyard::config_file`]).
+    pub fn reload_trigger(&self) -> Option<ReloadTrigger> {
+        self.reload.clone()
+    }
+
     /// The address ingress listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -220,6 +262,17 @@ impl Running {
     }
 }
 
+/// Watches the configuration file; a failure to watch is logged, not fatal.
+fn watch(path: &Path, trigger: ReloadTrigger) -> Option<notify::RecommendedWatcher> {
+    match watch_file(path, trigger) {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "Cannot watch the configuration file; reload with SIGHUP or the admin API");
+            None
+        }
+    }
+}
+
 /// Binds `addr` without waiting (for the synchronous [`Switchyard::start_on`]).
 fn bind_now(addr: SocketAddr) -> Result<TcpListener, RunError> {
     let bind = || {
@@ -231,10 +284,15 @@ fn bind_now(addr: SocketAddr) -> Result<TcpListener, RunError> {
 }
 
 /// Serves until shutdown completes, then stops the admin server, which answers probes
-/// (not ready) while ingress and deliveries drain.
-async fn serve_with_admin(admin: AdminServer, parts: ServeParts) -> Result<(), RunError> {
+/// (not ready) while ingress and deliveries drain, and sends the last spans.
+async fn serve_with_admin(
+    admin: AdminServer,
+    spans: SpanExport,
+    parts: ServeParts,
+) -> Result<(), RunError> {
     let result = serve(parts).await;
     admin.stop().await;
+    spans.flush().await;
     result
 }
 
@@ -245,10 +303,13 @@ struct ServeParts {
     stop_leasing: CancellationToken,
     deliveries: TaskTracker,
     grace: std::time::Duration,
+    /// Kept alive while serving; dropping it stops watching the file.
+    watcher: Option<notify::RecommendedWatcher>,
 }
 
 async fn serve(parts: ServeParts) -> Result<(), RunError> {
     let shutdown = parts.shutdown.clone();
+    let watcher = parts.watcher;
     let server = axum::serve(parts.listener, parts.router)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
@@ -262,6 +323,7 @@ async fn serve(parts: ServeParts) -> Result<(), RunError> {
         result = server => result.map_err(RunError::Serve)?,
         () = overrun => tracing::warn!(grace = ?parts.grace, "Requests still in flight after the grace period; closing"),
     }
+    drop(watcher);
     tracing::info!("Ingress stopped; stopping deliveries");
     parts.stop_leasing.cancel();
     if tokio::time::timeout(parts.grace, parts.deliveries.wait())

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dispatch;
 pub mod event;
 pub mod ingress;
+mod reload;
 pub mod routing;
 mod schedule;
 pub mod sinks;

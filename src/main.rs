@@ -49,8 +49,9 @@ enum LogFormatArg {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve ingress and deliver events (the default command).
-    Serve(ConfigArg),
+    /// Serve ingress and deliver events (the default command). SIGHUP, `POST
+    /// /api/v1/reload` and (unless --no-watch) a change of the file reload the configuration.
+    Serve(ServeArgs),
     /// Validate a configuration: print every error (exit 64) or a summary.
     Check(ConfigArg),
     /// Show, per route, whether the events in a JSON file match and why not.
@@ -69,6 +70,18 @@ enum Command {
     /// Print the routing table of a running daemon.
     #[command(after_help = EXIT_CODES)]
     Routes(ops::AdminArgs),
+    /// List, show, replay or purge a running daemon's dead letters.
+    #[command(after_help = EXIT_CODES)]
+    DeadLetter(ops::DeadLetterArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Do not reload when the configuration file changes (SIGHUP and the admin API still do).
+    #[arg(long)]
+    no_watch: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,19 +108,23 @@ fn main() -> ExitCode {
         LogFormatArg::Text => LogFormat::Text,
         LogFormatArg::Json => LogFormat::Json,
     };
-    let command = cli.command.unwrap_or(Command::Serve(ConfigArg {
-        config: PathBuf::from("routes.yaml"),
+    let command = cli.command.unwrap_or(Command::Serve(ServeArgs {
+        config: ConfigArg {
+            config: PathBuf::from("routes.yaml"),
+        },
+        no_watch: false,
     }));
     let result = match command {
         Command::Serve(arg) => {
             telemetry::init_logging(format);
-            serve(&arg.config)
+            serve(&arg.config.config, !arg.no_watch)
         }
         Command::Check(arg) => check(&arg.config),
         Command::Explain { config, event } => explain(&config.config, &event),
         Command::Send(args) => ops::send(&args),
         Command::Sinks(args) => ops::sinks(&args),
         Command::Routes(args) => ops::routes(&args),
+        Command::DeadLetter(args) => ops::dead_letter(&args),
     };
     match result {
         Ok(code) => code,
@@ -184,13 +201,17 @@ fn memchr_str(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn serve(path: &Path) -> anyhow::Result<ExitCode> {
+fn serve(path: &Path, watch: bool) -> anyhow::Result<ExitCode> {
     let Some(config) = load_config(path) else {
         return Ok(ExitCode::from(EXIT_CONFIG));
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
+        // Listen for SIGHUP before the daemon is reachable, so no hangup can hit the
+        // default action (exit) in between.
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let running = Switchyard::new(config)
+            .config_file(path, watch)
             .start()
             .await
             .context("cannot start switchyard")?;
@@ -200,12 +221,32 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
             tracing::info!(signal, "Shutdown requested");
             token.cancel();
         });
+        match (running.reload_trigger(), hangups) {
+            (Some(trigger), Ok(hangups)) => {
+                tokio::spawn(reload_on_sighup(hangups, trigger));
+            }
+            (_, Err(error)) => {
+                tracing::warn!(%error, "Cannot listen for SIGHUP; reload through the admin API");
+            }
+            (None, Ok(_)) => {}
+        }
         running
             .wait()
             .await
             .context("switchyard stopped with an error")?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Requests a configuration reload on every SIGHUP.
+async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    trigger: switchyard::config::ReloadTrigger,
+) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP received; reloading the configuration");
+        trigger.request("SIGHUP");
+    }
 }
 
 /// Waits for SIGTERM or SIGINT and names the one that came.

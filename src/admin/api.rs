@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -32,7 +32,7 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
 
 /// `{"routes": [{name, match, to}]}`, in routing-table order.
 pub(super) async fn routes(State(state): State<AdminState>) -> Json<Value> {
-    let routes: Vec<Value> = state.config.routes.iter().map(route).collect();
+    let routes: Vec<Value> = state.config.get().routes.iter().map(route).collect();
     Json(json!({ "routes": routes }))
 }
 
@@ -71,14 +71,24 @@ fn match_summary(filter: &MatchConfig) -> Value {
     })
 }
 
-/// `{"sinks": [{name, kind, concurrency, in_flight, backlog, last_error}]}`, by name.
+/// `{"sinks": [{name, kind, concurrency, in_flight, backlog, last_error, breaker}]}`, by
+/// name; `breaker` is `{state, opened_at}`, or null for a sink without one.
 pub(super) async fn sinks(State(state): State<AdminState>) -> Json<Value> {
-    let sinks: Vec<Value> = state
-        .config
+    let config = state.config.get();
+    let mut sinks: Vec<Value> = config
         .sinks
         .values()
         .map(|sink| sink_status(&state, sink))
         .collect();
+    // Deliveries kept for sinks that a reload removed: reported until the sink returns.
+    sinks.extend(
+        state
+            .spool
+            .sink_depths()
+            .into_iter()
+            .filter(|(name, depth)| *depth > 0 && !config.sinks.contains_key(name))
+            .map(|(name, depth)| json!({ "name": name, "orphaned": true, "backlog": depth })),
+    );
     Json(json!({ "sinks": sinks }))
 }
 
@@ -87,6 +97,9 @@ fn sink_status(state: &AdminState, sink: &SinkConfig) -> Value {
     let last_error = stats
         .last_error()
         .map(|e| json!({ "message": e.message, "at": rfc3339(e.at) }));
+    let breaker = stats
+        .breaker()
+        .map(|b| json!({ "state": b.state, "opened_at": b.opened_at.map(rfc3339) }));
     json!({
         "name": sink.name,
         "kind": sink.kind.name(),
@@ -94,9 +107,31 @@ fn sink_status(state: &AdminState, sink: &SinkConfig) -> Value {
         "in_flight": stats.in_flight(),
         "backlog": state.spool.depth(&sink.name),
         "last_error": last_error,
+        "breaker": breaker,
+        "orphaned": false,
     })
 }
 
 fn rfc3339(at: SystemTime) -> String {
     DateTime::<Utc>::from(at).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// `POST /api/v1/reload`: reads the configuration file again; 200 with what is now in force,
+/// 422 with every error when the file is refused (the running configuration stays), 409
+/// when the daemon was started without a file.
+pub(super) async fn reload(State(state): State<AdminState>) -> (StatusCode, Json<Value>) {
+    let Some(trigger) = &state.reload else {
+        let error = "started without a configuration file; nothing to reload";
+        return (StatusCode::CONFLICT, Json(json!({ "error": error })));
+    };
+    match trigger.reload("admin API").await {
+        Ok(summary) => (
+            StatusCode::OK,
+            Json(json!({ "status": "reloaded", "routes": summary.routes, "sinks": summary.sinks })),
+        ),
+        Err(error) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": error.to_string() })),
+        ),
+    }
 }

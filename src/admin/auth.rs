@@ -15,7 +15,8 @@ pub(super) async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = &state.config.admin.token else {
+    let config = state.config.get();
+    let Some(token) = &config.admin.token else {
         return next.run(request).await;
     };
     match presented(request.headers()) {

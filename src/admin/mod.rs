@@ -4,11 +4,14 @@
 //! Imports `spool`, `config` and `telemetry`; nothing imports `admin` except `app`.
 //!
 //! - `probes`: `GET /healthz` and `GET /readyz` (always open, for orchestrators).
-//! - `api`: `GET /metrics`, `GET /api/v1/routes`, `GET /api/v1/sinks`.
+//! - `api`: `GET /metrics`, `GET /api/v1/routes`, `GET /api/v1/sinks`,
+//!   `POST /api/v1/reload`.
+//! - `dead_letters`: list, show, replay and purge dead letters under `/api/v1/dead-letters`.
 //! - `auth`: with `admin.token` set, everything but the probes needs `Authorization: Bearer`.
 
 mod api;
 mod auth;
+mod dead_letters;
 mod probes;
 
 use std::future::IntoFuture;
@@ -16,13 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::middleware;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Live, ReloadTrigger};
 use crate::spool::{Spool, SpoolHandle};
 use crate::telemetry::{self, Counters};
 
@@ -33,20 +36,22 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// What the admin handlers share.
 #[derive(Debug, Clone)]
 pub(crate) struct AdminState {
-    /// The running configuration.
-    pub(crate) config: Arc<Config>,
+    /// The running configuration (replaced by reloads).
+    pub(crate) config: Live<Config>,
     /// The spool (readiness probe and backlogs).
     pub(crate) spool: Arc<SpoolHandle>,
     /// Process counters and per-sink statistics.
     pub(crate) counters: Arc<Counters>,
     /// Cancelled when the daemon starts shutting down (readiness then fails).
     pub(crate) stopping: CancellationToken,
+    /// Asks for a configuration reload; `None` when there is no file to reload.
+    pub(crate) reload: Option<ReloadTrigger>,
 }
 
 impl AdminState {
     /// Sets each configured sink's spool-depth gauge from the spool.
     fn refresh_depths(&self) {
-        for name in self.config.sinks.keys() {
+        for name in self.config.get().sinks.keys() {
             self.counters.sink(name).set_depth(self.spool.depth(name));
         }
     }
@@ -58,6 +63,8 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/api/v1/routes", get(api::routes))
         .route("/api/v1/sinks", get(api::sinks))
+        .route("/api/v1/reload", post(api::reload))
+        .merge(dead_letters::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

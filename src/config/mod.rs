@@ -5,10 +5,14 @@
 //! path; the runtime is built only from the validated types in this file.
 
 mod admin;
+mod delivery;
 mod env;
+mod live;
 mod model;
+mod reload;
 mod schedules;
 mod summary;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 mod units;
@@ -22,7 +26,15 @@ use std::time::Duration;
 use axum::http::{HeaderName, HeaderValue, Uri};
 
 pub use admin::{AdminConfig, AdminToken, DEFAULT_ADMIN_LISTEN};
+pub use delivery::{
+    BatchPolicy, BreakerPolicy, DeliveryPolicy, RateLimit, MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
+};
+pub use live::{live, Live, Publisher};
+pub use reload::{
+    reload_channel, watch_file, ReloadFailed, ReloadRequest, ReloadSummary, ReloadTrigger,
+};
 pub use schedules::{parse_cron, CronError, ScheduleConfig, ScheduledEvent};
+pub use telemetry::{TelemetryConfig, DEFAULT_SERVICE_NAME};
 pub use units::{parse_duration, parse_rate, parse_size, UnitError};
 
 /// A validated switchyard configuration.
@@ -44,6 +56,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The admin server (`admin_listen`, `admin:`).
     pub admin: AdminConfig,
+    /// Trace export (`telemetry:`).
+    pub telemetry: TelemetryConfig,
 }
 
 /// Spool settings.
@@ -53,6 +67,8 @@ pub struct SpoolConfig {
     pub backend: SpoolBackend,
     /// Directory for on-disk state.
     pub path: PathBuf,
+    /// Most event bytes kept at once; past it ingress answers 503 with `Retry-After`.
+    pub max_bytes: u64,
 }
 
 /// The spool backends.
@@ -79,6 +95,8 @@ pub struct IngressConfig {
     pub allowed_origins: Vec<String>,
     /// Requests per minute granted in the `OPTIONS` handshake; `None` answers `*`.
     pub allowed_rate: Option<u32>,
+    /// A repeat of the same (`source`, `id`) within this window is acknowledged and dropped.
+    pub dedup_window: Option<Duration>,
 }
 
 /// One accepted ingress credential.
@@ -113,6 +131,8 @@ pub struct SinkConfig {
     pub retry: RetryPolicy,
     /// Sink that receives dead-lettered deliveries, if any.
     pub dead_letter: Option<String>,
+    /// Rate limit, batching, circuit breaker and fallback.
+    pub delivery: DeliveryPolicy,
 }
 
 /// The kinds of sink.
@@ -206,6 +226,10 @@ pub struct RetryPolicy {
     pub event_ttl: Duration,
     /// Delays between attempts; the last one repeats.
     pub schedule: Vec<Duration>,
+    /// Longest scheduled delay (`max_backoff`); `None` leaves the schedule as written.
+    pub max_backoff: Option<Duration>,
+    /// Longest honoured `Retry-After` (`max_retry_after`); `None` honours any (within the TTL).
+    pub max_retry_after: Option<Duration>,
 }
 
 impl RetryPolicy {
@@ -228,14 +252,17 @@ impl RetryPolicy {
         .collect()
     }
 
-    /// The delay before attempt `n + 1` after `n` failed attempts (`n` ≥ 1), before jitter.
+    /// The delay before attempt `n + 1` after `n` failed attempts (`n` ≥ 1), before jitter;
+    /// at most `max_backoff`.
     pub fn delay_after(&self, failed_attempts: u32) -> Duration {
         let i = (failed_attempts.max(1) - 1) as usize;
-        self.schedule
+        let delay = self
+            .schedule
             .get(i)
             .or(self.schedule.last())
             .copied()
-            .unwrap_or(Duration::ZERO)
+            .unwrap_or(Duration::ZERO);
+        self.max_backoff.map_or(delay, |cap| delay.min(cap))
     }
 
     /// The time from the first attempt to the last one if every attempt fails, capped by the TTL.
@@ -251,6 +278,8 @@ impl Default for RetryPolicy {
             max_attempts: 30,
             event_ttl: Duration::from_secs(24 * 3600),
             schedule: Self::default_schedule(),
+            max_backoff: None,
+            max_retry_after: None,
         }
     }
 }

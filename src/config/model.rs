@@ -44,26 +44,29 @@ impl Shape {
 /// The top level: `listen` (ingress address, default 0.0.0.0:8080), `shutdown_grace` (how long
 /// shutdown waits for in-flight work, default 30s), `spool`, `ingress`, `sinks` (delivery
 /// targets by name), `routes` (the routing table, in order), `schedules` (cron-scheduled
-/// events), and `admin_listen` and `admin` (the admin server; read in `admin`).
+/// events), `admin_listen` and `admin` (the admin server; read in `admin`), and `telemetry`
+/// (trace export; read in `telemetry`).
 pub(super) const ROOT: Shape = Shape {
-    keys: "listen shutdown_grace spool ingress sinks routes schedules admin_listen admin",
-    later: "telemetry",
+    keys: "listen shutdown_grace spool ingress sinks routes schedules admin_listen admin telemetry",
+    later: "",
 };
 
-/// `spool:` — `backend` (embedded, the default, or memory; nats later) and `path` (directory
-/// for on-disk state, default ./data).
+/// `spool:` — `backend` (embedded, the default, or memory; nats later), `path` (directory
+/// for on-disk state, default ./data) and `max_bytes` (most event bytes stored, default 1GiB).
 pub(super) const SPOOL: Shape = Shape {
-    keys: "backend path",
-    later: "max_bytes",
+    keys: "backend path max_bytes",
+    later: "",
 };
 
 /// `ingress:` — `max_event_bytes` and `max_request_bytes` (sizes, default 1MiB),
 /// `max_batch_events` (1..=5000, default 5000), `auth` (a list of credentials of which a request
 /// presents one), `allowed_origins` and `allowed_rate` (requests per minute), both granted by
-/// the CloudEvents `OPTIONS` handshake.
+/// the CloudEvents `OPTIONS` handshake, and `dedup_window` (a duration: a repeat of the same
+/// `source` and `id` within it is acknowledged and dropped; off when absent).
 pub(super) const INGRESS: Shape = Shape {
-    keys: "max_event_bytes max_request_bytes max_batch_events auth allowed_origins allowed_rate",
-    later: "dedup_window",
+    keys: "max_event_bytes max_request_bytes max_batch_events auth allowed_origins allowed_rate \
+           dedup_window",
+    later: "",
 };
 
 /// One entry of `ingress.auth`, exactly one of: `sas_key` (an Event Grid access key) or
@@ -74,11 +77,13 @@ pub(super) const AUTH: Shape = Shape {
 };
 
 /// One sink under `sinks:` — exactly one kind from [`SINK_KINDS`], `concurrency` (deliveries in
-/// flight, 1..=10000, default 16), `retry` and `dead_letter` (another sink, which receives
-/// dead-lettered deliveries).
+/// flight, 1..=10000, default 16), `retry`, `dead_letter` (another sink, which receives
+/// dead-lettered deliveries), and the delivery controls read in `delivery`: `rate_limit`,
+/// `batch`, `circuit_breaker` and `fallback`.
 pub(super) const SINK: Shape = Shape {
-    keys: "http log file exec handler concurrency retry dead_letter",
-    later: "rate_limit batch circuit_breaker fallback",
+    keys: "http log file exec handler concurrency retry dead_letter rate_limit batch \
+           circuit_breaker fallback",
+    later: "",
 };
 
 /// The sink keys that name its kind.
@@ -118,10 +123,11 @@ pub(super) const HANDLER: Shape = Shape {
 
 /// `retry:` — `max_attempts` (the first included, 1..=100, default 30), `event_ttl` (age past
 /// which an event is not retried, default 24h) and `schedule` (delays between attempts, the last
-/// repeating; default Event Grid's).
+/// repeating; default Event Grid's), `max_backoff` (cap on a scheduled delay) and
+/// `max_retry_after` (cap on an honoured `Retry-After`).
 pub(super) const RETRY: Shape = Shape {
-    keys: "max_attempts event_ttl schedule",
-    later: "max_backoff max_retry_after",
+    keys: "max_attempts event_ttl schedule max_backoff max_retry_after",
+    later: "",
 };
 
 /// One entry of `routes:` — `name` (unique, required), `match` (absent: every event) and `to`

@@ -154,7 +154,35 @@ fn sink_lines(sink: &SinkConfig) -> Vec<String> {
             "    dead_letter   {}",
             sink.dead_letter.as_deref().unwrap_or("none")
         ),
+        format!("    delivery      {}", delivery_line(sink)),
     ]
+}
+
+/// The effective delivery controls: rate, batch, breaker, fallback and retry caps.
+fn delivery_line(sink: &SinkConfig) -> String {
+    let d = &sink.delivery;
+    let rate = d
+        .rate_limit
+        .map_or("unlimited".to_owned(), |r| format!("{}/s", r.per_second()));
+    let batch = &d.batch;
+    let breaker = d.breaker.map_or("none".to_owned(), |b| {
+        let open_for = format_duration(b.open_for);
+        format!(
+            "open after {} failures for {open_for}",
+            b.consecutive_failures
+        )
+    });
+    let cap = |c: Option<Duration>| c.map_or("none".to_owned(), format_duration);
+    format!(
+        "rate {rate}; batch {} events / {} / linger {}; breaker {breaker}; fallback {}; \
+         max_backoff {}; max_retry_after {}",
+        batch.max_events,
+        size(batch.max_bytes as u64),
+        format_duration(batch.linger),
+        d.fallback.as_deref().unwrap_or("none"),
+        cap(sink.retry.max_backoff),
+        cap(sink.retry.max_retry_after),
+    )
 }
 
 /// What a sink delivers to, without anything that may hold a secret.

@@ -67,7 +67,8 @@ fn the_repository_routes_yaml_is_valid() {
         config.spool,
         SpoolConfig {
             backend: SpoolBackend::Embedded,
-            path: "./data".into()
+            path: "./data".into(),
+            max_bytes: 1 << 30,
         }
     );
     assert!(matches!(config.sinks["console"].kind, SinkKind::Log(_)));
@@ -201,7 +202,8 @@ fn a_full_configuration_reads_every_key() {
         RetryPolicy {
             max_attempts: 5,
             event_ttl: secs(7200),
-            schedule
+            schedule,
+            ..RetryPolicy::default()
         }
     );
     assert_eq!(api.dead_letter.as_deref(), Some("dead-letters"));
@@ -347,38 +349,17 @@ routes: [ { name: all, to: [console], match: { type: [a], subject: { begins: x }
 fn keys_of_later_versions_are_not_supported_yet() {
     let errors = errors(
         "
-telemetry: {}
-spool: { backend: embedded, max_bytes: 1GiB }
-ingress: { dedup_window: 10m }
 sinks:
   a:
     log: {}
-    rate_limit: 500/s
-    batch: { max_events: 1 }
-    circuit_breaker: {}
-    fallback: b
-    retry: { max_backoff: 1h, max_retry_after: 1m }
   b: { log: {} }
 routes: [ { name: r, priority: high, ordering: fifo, sql: 'x', to: [a] } ]
 ",
     );
-    for path in [
-        "telemetry",
-        "spool.max_bytes",
-        "ingress.dedup_window",
-        "sinks.a.rate_limit",
-        "sinks.a.batch",
-        "sinks.a.circuit_breaker",
-        "sinks.a.fallback",
-        "sinks.a.retry.max_backoff",
-        "sinks.a.retry.max_retry_after",
-        "routes[0].priority",
-        "routes[0].ordering",
-        "routes[0].sql",
-    ] {
+    for path in ["routes[0].priority", "routes[0].ordering", "routes[0].sql"] {
         assert_error(&errors, path, "not supported yet");
     }
-    assert_eq!(errors.len(), 12, "{errors:#?}");
+    assert_eq!(errors.len(), 3, "{errors:#?}");
     let nats = errors_with("spool: { backend: nats }", &[]);
     assert_error(&nats, "spool.backend", "not supported yet");
     assert_error(
@@ -465,6 +446,19 @@ fn sizes_accept_numbers_and_units() {
         "invalid size: `1XB` has an unknown unit `XB`",
     );
     assert_error(&errors, "ingress.max_request_bytes", "at least 1 byte");
+}
+
+#[test]
+fn spool_max_bytes_and_dedup_window_are_read() {
+    let config = load_ok("spool: { max_bytes: 64KiB }\ningress: { dedup_window: 10m }");
+    assert_eq!(config.spool.max_bytes, 64 * 1024);
+    assert_eq!(config.ingress.dedup_window, Some(Duration::from_secs(600)));
+    let defaults = load_ok("sinks: {}");
+    assert_eq!(defaults.spool.max_bytes, 1 << 30);
+    assert_eq!(defaults.ingress.dedup_window, None);
+    let errors = errors("spool: { max_bytes: 0 }\ningress: { dedup_window: 10 }");
+    assert_error(&errors, "spool.max_bytes", "at least 1 byte");
+    assert_error(&errors, "ingress.dedup_window", "unit");
 }
 
 #[test]
@@ -865,12 +859,99 @@ fn bad_overrides_are_reported_at_the_overridden_key() {
         "sinks.console.concurrency",
         "expected an integer in 1..=10000",
     );
-    let later = errors_with(
+    let endpoint = errors_with(
         MINIMAL,
-        &[(
-            "SWITCHYARD_TELEMETRY__OTLP_ENDPOINT",
-            "http://127.0.0.1:4318",
-        )],
+        &[("SWITCHYARD_TELEMETRY__OTLP_ENDPOINT", "127.0.0.1:4318")],
     );
-    assert_error(&later, "telemetry", "not supported yet");
+    assert_error(
+        &endpoint,
+        "telemetry.otlp_endpoint",
+        "expected an absolute http:// or https:// URL",
+    );
+}
+
+#[test]
+fn delivery_controls_are_read_with_their_defaults() {
+    let config = load_ok(
+        "
+sinks:
+  a:
+    http: { url: 'http://127.0.0.1:1/x' }
+    rate_limit: 30/m
+    batch: { max_events: 100, max_bytes: 64KiB, linger: 20ms }
+    circuit_breaker: { consecutive_failures: 3, open_for: 10s }
+    fallback: b
+    retry: { max_backoff: 1m, max_retry_after: 100ms, schedule: [10m] }
+  b: { log: {} }
+routes: [ { name: r, to: [a] } ]
+",
+    );
+    let a = &config.sinks["a"];
+    let d = &a.delivery;
+    assert_eq!(d.rate_limit.map(RateLimit::per_second), Some(0.5));
+    assert_eq!(
+        d.batch,
+        BatchPolicy {
+            max_events: 100,
+            max_bytes: 64 << 10,
+            linger: Duration::from_millis(20)
+        }
+    );
+    assert_eq!(
+        d.breaker,
+        Some(BreakerPolicy {
+            consecutive_failures: 3,
+            open_for: Duration::from_secs(10)
+        })
+    );
+    assert_eq!(d.fallback.as_deref(), Some("b"));
+    assert_eq!(a.retry.max_backoff, Some(Duration::from_secs(60)));
+    assert_eq!(a.retry.delay_after(1), Duration::from_secs(60));
+    assert_eq!(a.retry.max_retry_after, Some(Duration::from_millis(100)));
+    let b = &config.sinks["b"].delivery;
+    assert_eq!(b, &DeliveryPolicy::default());
+    assert_eq!(b.batch.max_events, 1);
+    let summary = config.summary();
+    assert!(summary.contains("rate 0.5/s; batch 100 events / 64KiB / linger 20ms; breaker open after 3 failures for 10s; fallback b; max_backoff 1m; max_retry_after 100ms"), "{summary}");
+}
+
+#[test]
+fn delivery_controls_report_every_bad_value() {
+    let errors = errors(
+        "
+sinks:
+  a:
+    log: {}
+    rate_limit: fast
+    batch: { max_events: 5001, max_bytes: 2MiB, linger: 2m, size: 3 }
+    circuit_breaker: { consecutive_failures: 0, open_for: 0s }
+    fallback: a
+    retry: { max_backoff: 0s, max_retry_after: soon }
+  b: { log: {}, rate_limit: 0/s, fallback: nowhere, circuit_breaker: {} }
+  c: { log: {}, fallback: b }
+routes: [ { name: r, to: [a] } ]
+",
+    );
+    assert_error(&errors, "sinks.a.rate_limit", "invalid rate");
+    assert_error(&errors, "sinks.a.batch.max_events", "1..=5000");
+    assert_error(&errors, "sinks.a.batch.max_bytes", "between 1B and 1MiB");
+    assert_error(&errors, "sinks.a.batch.linger", "at most 1m");
+    assert_error(&errors, "sinks.a.batch.size", "unknown key");
+    assert_error(
+        &errors,
+        "sinks.a.circuit_breaker.consecutive_failures",
+        "1..=10000",
+    );
+    assert_error(
+        &errors,
+        "sinks.a.circuit_breaker.open_for",
+        "longer than 0s",
+    );
+    assert_error(&errors, "sinks.a.fallback", "not the sink itself");
+    assert_error(&errors, "sinks.a.retry.max_backoff", "longer than 0s");
+    assert_error(&errors, "sinks.a.retry.max_retry_after", "invalid duration");
+    assert_error(&errors, "sinks.b.rate_limit", "invalid rate");
+    assert_error(&errors, "sinks.b.fallback", "unknown sink `nowhere`");
+    assert_error(&errors, "sinks.c.fallback", "needs a circuit_breaker");
+    assert_eq!(errors.len(), 13, "{errors:#?}");
 }

@@ -12,9 +12,11 @@ use axum::http::{HeaderName, HeaderValue, Uri};
 use tracing::Level;
 
 use super::admin;
+use super::delivery;
 use super::env::{Node, Obj};
 use super::model::{self, Operand, Reader};
 use super::schedules;
+use super::telemetry;
 use super::{
     env, AdvancedFilter, AuthRule, Condition, Config, ConfigError, ExecSinkConfig, FileSinkConfig,
     HandlerSinkConfig, HttpFormat, HttpSinkConfig, IngressConfig, LogSinkConfig, MatchConfig,
@@ -85,6 +87,7 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
     let routes = rd.or(top.get("routes"), Vec::new(), |rd, n| routes(rd, n, &names));
     let schedules = rd.or(top.get("schedules"), Vec::new(), schedules::read);
     let admin = admin::read(rd, &top);
+    let telemetry = telemetry::read(rd, &top);
     Some(Config {
         listen: listen?,
         spool: spool?,
@@ -94,6 +97,7 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
         schedules: schedules?,
         shutdown_grace: grace?,
         admin: admin?,
+        telemetry: telemetry?,
     })
 }
 
@@ -114,9 +118,14 @@ fn spool(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<SpoolConfig> {
     let path = rd.or(o.get("path"), PathBuf::from("./data"), |rd, n| {
         rd.text(n).map(PathBuf::from)
     });
+    let max_bytes = rd.or(o.get("max_bytes"), 1 << 30, |rd, n| match rd.size(n)? {
+        0 => rd.fail(&n.path, "must be at least 1 byte"),
+        size => Some(size),
+    });
     Some(SpoolConfig {
         backend: backend?,
         path: path?,
+        max_bytes: max_bytes?,
     })
 }
 
@@ -141,6 +150,12 @@ fn ingress(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<IngressConfig> {
     let allowed_rate = rd.or(o.get("allowed_rate"), None, |rd, n| {
         rd.integer(n, 1..=u64::from(u32::MAX)).map(Some)
     });
+    let dedup_window = rd.or(o.get("dedup_window"), None, |rd, n| {
+        match rd.duration(n)? {
+            window if window.is_zero() => rd.fail(&n.path, "must be longer than zero"),
+            window => Some(Some(window)),
+        }
+    });
     Some(IngressConfig {
         max_event_bytes: max_event_bytes?,
         max_request_bytes: max_request_bytes?,
@@ -148,6 +163,7 @@ fn ingress(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<IngressConfig> {
         auth: auth?,
         allowed_origins: allowed_origins?,
         allowed_rate: allowed_rate?,
+        dedup_window: dedup_window?,
     })
 }
 
@@ -199,12 +215,14 @@ fn sink(
         }
         Some(Some(target))
     });
+    let delivery = delivery::read(rd, &o, &name, names);
     Some(SinkConfig {
         name,
         kind: kind?,
         concurrency: concurrency?,
         retry: retry?,
         dead_letter: dead_letter?,
+        delivery: delivery?,
     })
 }
 
@@ -330,10 +348,15 @@ fn retry(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<RetryPolicy> {
     let schedule = rd.or(o.get("schedule"), defaults.schedule, |rd, n| {
         rd.some(n, "needs at least one delay", Reader::duration)
     });
+    let some = |rd: &mut Reader<'_>, n: &Node<'_>| delivery::positive(rd, n).map(Some);
+    let max_backoff = rd.or(o.get("max_backoff"), None, some);
+    let max_retry_after = rd.or(o.get("max_retry_after"), None, some);
     Some(RetryPolicy {
         max_attempts: max_attempts?,
         event_ttl: event_ttl?,
         schedule: schedule?,
+        max_backoff: max_backoff?,
+        max_retry_after: max_retry_after?,
     })
 }
 

@@ -97,7 +97,7 @@ async fn try_publish(
     endpoint: Endpoint,
     request: Request,
 ) -> Result<Response, IngressError> {
-    let config = &*state.config;
+    let config = &*state.config.get();
     let (parts, body) = request.into_parts();
     let authorized = auth::check(&config.auth, &parts.headers, &parts.uri)?;
     // Refuse a declared oversize body before reading a byte of it.

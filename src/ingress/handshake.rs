@@ -32,16 +32,16 @@ pub(crate) async fn options(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, IngressError> {
-    let authorized = auth::check(&state.config.auth, &headers, &uri)?;
+    let config = state.config.get();
+    let authorized = auth::check(&config.auth, &headers, &uri)?;
     let origin = headers
         .get(REQUEST_ORIGIN)
         .filter(|o| !o.is_empty())
         .ok_or(IngressError::MissingOrigin)?;
-    let granted =
-        grant_origin(&state.config, origin).ok_or_else(|| IngressError::OriginNotAllowed {
-            origin: String::from_utf8_lossy(origin.as_bytes()).into_owned(),
-        })?;
-    let rate = state.config.allowed_rate.map_or(ANY, HeaderValue::from);
+    let granted = grant_origin(&config, origin).ok_or_else(|| IngressError::OriginNotAllowed {
+        origin: String::from_utf8_lossy(origin.as_bytes()).into_owned(),
+    })?;
+    let rate = config.allowed_rate.map_or(ANY, HeaderValue::from);
     let grant = [
         (ALLOWED_ORIGIN, granted),
         (ALLOWED_RATE, rate),

@@ -18,7 +18,7 @@ use axum::routing::post;
 use axum::Router;
 
 use crate::accept::Acceptor;
-use crate::config::IngressConfig;
+use crate::config::{IngressConfig, Live};
 use crate::telemetry::Counters;
 
 /// What the ingress handlers share.
@@ -27,7 +27,7 @@ pub struct IngressState {
     /// Routes and stores accepted events.
     pub acceptor: Acceptor,
     /// Limits, credentials and handshake settings.
-    pub config: Arc<IngressConfig>,
+    pub config: Live<IngressConfig>,
     /// Process counters.
     pub counters: Arc<Counters>,
 }

@@ -3,10 +3,15 @@
 mod support;
 
 mod admin;
+mod backpressure;
 mod cli;
+mod dead_letters;
 mod delivery;
+mod delivery_control;
 mod durability_kill9;
 mod ingress;
+mod otlp;
+mod reload;
 mod schedules;
 mod sinks;
 mod telemetry;

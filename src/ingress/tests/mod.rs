@@ -20,7 +20,7 @@ use super::handlers::{detect_mode, Mode};
 use super::{router, IngressState};
 use crate::accept::{AcceptError, Acceptor};
 use crate::config::{
-    AuthRule, Config, IngressConfig, LogSinkConfig, MatchConfig, RetryPolicy, RouteConfig,
+    AuthRule, Config, IngressConfig, Live, LogSinkConfig, MatchConfig, RetryPolicy, RouteConfig,
     SinkConfig, SinkKind, SpoolBackend, SpoolConfig,
 };
 use crate::event::{DecodeError, DecodeErrorKind};
@@ -38,6 +38,7 @@ fn ingress_config() -> IngressConfig {
         auth: Vec::new(),
         allowed_origins: vec!["eventgrid.azure.net".into()],
         allowed_rate: None,
+        dedup_window: None,
     }
 }
 
@@ -50,12 +51,14 @@ fn config(ingress: IngressConfig) -> Config {
         concurrency: 1,
         retry: RetryPolicy::default(),
         dead_letter: None,
+        delivery: Default::default(),
     };
     Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         spool: SpoolConfig {
             backend: SpoolBackend::Memory,
             path: PathBuf::new(),
+            max_bytes: 1 << 30,
         },
         ingress,
         sinks: BTreeMap::from([(SINK.to_owned(), sink)]),
@@ -67,6 +70,7 @@ fn config(ingress: IngressConfig) -> Config {
         schedules: Vec::new(),
         shutdown_grace: Duration::from_secs(1),
         admin: Default::default(),
+        telemetry: Default::default(),
     }
 }
 
@@ -89,10 +93,10 @@ impl Server {
         let config = config(ingress);
         let spool = Arc::new(SpoolHandle::Memory(MemorySpool::new()));
         let counters = Arc::new(Counters::default());
-        let routes = Arc::new(RouteTable::from_config(&config));
+        let routes = Live::fixed(RouteTable::from_config(&config));
         let state = IngressState {
             acceptor: Acceptor::new(routes, spool.clone(), counters.clone()),
-            config: Arc::new(config.ingress),
+            config: Live::fixed(config.ingress),
             counters: counters.clone(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

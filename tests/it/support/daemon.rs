@@ -36,8 +36,15 @@ impl TestApp {
         yaml: &str,
         setup: impl FnOnce(Switchyard) -> Switchyard,
     ) -> Self {
+        Self::start_in(tempfile::tempdir().expect("temp dir"), yaml, setup).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        yaml: &str,
+        setup: impl FnOnce(Switchyard) -> Switchyard,
+    ) -> Self {
         init_test_logging();
-        let dir = tempfile::tempdir().expect("temp dir");
         let yaml = yaml.replace("{dir}", &dir.path().display().to_string());
         // Each test's spool lives in its own directory.
         let vars = BTreeMap::from([(
@@ -64,6 +71,24 @@ impl TestApp {
             base,
             admin,
         }
+    }
+
+    /// Starts a daemon from the file `{dir}/routes.yaml` holding `yaml`; it can be
+    /// reloaded, and is watched for changes when `watch`.
+    pub(crate) async fn start_file(yaml: &str, watch: bool) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("routes.yaml");
+        let text = yaml.replace("{dir}", &dir.path().display().to_string());
+        std::fs::write(&path, text).expect("write routes.yaml");
+        Self::start_in(dir, yaml, move |s| s.config_file(path, watch)).await
+    }
+
+    /// Writes `yaml` (with `{dir}` replaced) over `{dir}/routes.yaml`.
+    pub(crate) fn rewrite(&self, yaml: &str) {
+        let text = yaml.replace("{dir}", &self.dir.path().display().to_string());
+        let tmp = self.path("routes.yaml.tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, self.path("routes.yaml")).expect("rename");
     }
 
     /// A path inside the test's directory.
