@@ -223,13 +223,18 @@ fn aeg_headers(format: HttpFormat, attempt: Attempt<'_>, headers: &mut HeaderMap
     }
 }
 
-/// The event's `traceparent` extension, also as a plain W3C `traceparent` header, so a
-/// target that knows trace context but not CloudEvents joins the trace.
+/// A plain W3C `traceparent` header, so a target that knows trace context but not
+/// CloudEvents joins the trace: the exported delivery span when there is one (the target's
+/// spans become its children), else the event's `traceparent` extension.
 fn traceparent_header(event: &Event, headers: &mut HeaderMap) {
-    let Some(ExtensionValue::String(value)) = event.extension("traceparent") else {
-        return;
+    let value = match crate::telemetry::current_traceparent() {
+        Some(own) => HeaderValue::from_str(&own).ok(),
+        None => match event.extension("traceparent") {
+            Some(ExtensionValue::String(value)) => HeaderValue::from_str(value).ok(),
+            _ => None,
+        },
     };
-    if let Ok(value) = HeaderValue::from_str(value) {
+    if let Some(value) = value {
         headers.insert(HeaderName::from_static("traceparent"), value);
     }
 }

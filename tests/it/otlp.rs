@@ -159,6 +159,12 @@ async fn a_delivery_span_continues_the_publishers_trace() {
     assert_eq!(attribute(span, "sink"), "otlp-hook");
     assert_eq!(attribute(span, "attempt"), "1");
     assert_eq!(attribute(span, "outcome"), "success");
+    // The webhook request names switchyard's span as its parent, in the same trace.
+    let delivered = sink.received();
+    assert_eq!(
+        delivered[0].header("traceparent"),
+        Some(format!("00-{trace_id}-{span_id}-01").as_str())
+    );
     let time = |k: &str| span[k].as_str().and_then(|t| t.parse::<u128>().ok());
     assert!(
         time("startTimeUnixNano") <= time("endTimeUnixNano"),
