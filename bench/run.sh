@@ -1,0 +1,535 @@
+#!/usr/bin/env bash
+# bench/run.sh — switchyard against bare baselines, side by side, in one run.
+#
+# Usage:
+#   bench/run.sh [--quick] [--runs N] [--duration SECONDS] [--backlog EVENTS]
+#                [--connections N] [--with-oha] [--no-build] [--no-criterion]
+#
+#   --quick          check that the benchmark still runs: 1 run of 2 s per figure, a
+#                    10,000-event backlog, criterion with a short measurement time
+#   --runs N         runs per figure, the median is reported (default 3)
+#   --duration S     seconds per run (default 10)
+#   --backlog N      events queued for the backlog figures (default 100000; 1000000 for the
+#                    RSS target as stated)
+#   --connections N  concurrent connections of the load generator (default 64)
+#   --with-oha       install oha (`cargo install oha --locked`, several minutes) when missing,
+#                    for the fixed-rate latency figure
+#   --no-build       use the release binaries already in target/release
+#   --no-criterion   skip the route-matching benchmark
+#
+# Writes bench/results/latest.json and bench/results/latest.md and prints the markdown.
+# Needs: cargo, python3, curl, taskset; wrk is installed with apt-get when missing.
+#
+# What runs:
+#   baseline A  examples/baseline_ingest.rs: bare axum, parses the JSON body into a
+#               serde_json::Value, answers 202. Ingest figures are compared with it.
+#   baseline B  examples/baseline_forward.rs: bare axum in, POST out to a local sink with the
+#               hyper-util pooled client the http sink uses, 202 once the sink answered.
+#               End-to-end figures are compared with it.
+#   switchyard  target/release/switchyard serve --config <generated yaml>, once with
+#               spool.backend: memory and once with spool.backend: embedded (durable). A
+#               backend that `switchyard check` rejects is reported as skipped.
+#
+# The figures:
+#   ingest        events/s acknowledged, one event per request in binary mode and in
+#                 structured mode, and batches of 100 (events/s = req/s × 100). 1 KiB events.
+#                 Every event is routed to an http sink that takes one delivery and never
+#                 answers (concurrency 1), so the server does what baseline A does plus
+#                 routing and storing, and nothing else: no delivery work competes for the
+#                 core. That is the fair ingest figure. (A sink on a dead port would add a
+#                 failed connection attempt per event to the server's CPU; a live sink would
+#                 add a full delivery per event, which is the end-to-end figure below.)
+#   latency       ack latency p50/p99 at the max rate (wrk, binary mode) and at half of it
+#                 (a fixed-rate generator: wrk2 if installed, else oha -q; without either the
+#                 figure is skipped with a note).
+#   end to end    events/s received by a local counting sink (GET /count) while the load
+#                 runs, binary mode, sink concurrency 64 (as many as the load's connections).
+#   RSS idle      VmRSS 1 s after start.
+#   backlog       embedded and memory spools: N events sent in batches of 100 to a stalled
+#                 sink; RSS then, and spool-directory growth per queued event.
+#   matching      cargo bench --bench routing: events/s through a 10,000-route table, per
+#                 representative event and mixed; data_* rows use the same table with its
+#                 catch-all routes filtering on data.* (every event's data gets parsed).
+#
+# Placement: with 2 or more cores, every server runs under `taskset -c 0`; the load
+# generator and the local sinks run under `taskset -c 1`. Logging is RUST_LOG=warn.
+# Numbers move ±10–15% between runs on a busy machine: compare figures of the same run.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BENCH="$ROOT/bench"
+
+MODE=full
+RUNS=3
+DURATION=10
+BACKLOG=100000
+CONNECTIONS=64
+WITH_OHA=0
+BUILD=1
+CRITERION=1
+RUNS_SET=0
+DURATION_SET=0
+BACKLOG_SET=0
+
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --quick) MODE=quick ;;
+    --runs) RUNS="$2"; RUNS_SET=1; shift ;;
+    --duration) DURATION="$2"; DURATION_SET=1; shift ;;
+    --backlog) BACKLOG="$2"; BACKLOG_SET=1; shift ;;
+    --connections) CONNECTIONS="$2"; shift ;;
+    --with-oha) WITH_OHA=1 ;;
+    --no-build) BUILD=0 ;;
+    --no-criterion) CRITERION=0 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; usage >&2; exit 64 ;;
+  esac
+  shift
+done
+if [[ $MODE == quick ]]; then
+  [[ $RUNS_SET == 1 ]] || RUNS=1
+  [[ $DURATION_SET == 1 ]] || DURATION=2
+  [[ $BACKLOG_SET == 1 ]] || BACKLOG=10000
+fi
+
+# Ports, on loopback only.
+PORT_BASE="${BENCH_PORT_BASE:-18100}"
+PORT_A=$((PORT_BASE + 0))        # baseline A
+PORT_B=$((PORT_BASE + 1))        # baseline B
+PORT_SINK=$((PORT_BASE + 2))     # counting sink
+PORT_STALL=$((PORT_BASE + 3))    # stalled sink
+PORT_SY=$((PORT_BASE + 10))      # switchyard
+
+WORK="$BENCH/.work"
+OUT="$BENCH/results"
+rm -rf "$WORK"
+mkdir -p "$WORK" "$OUT"
+RESULTS="$WORK/results.tsv"
+: > "$RESULTS"
+
+BIN="$ROOT/target/release"
+SWITCHYARD="$BIN/switchyard"
+BASE_INGEST="$BIN/examples/baseline_ingest"
+BASE_FORWARD="$BIN/examples/baseline_forward"
+
+if [[ $(nproc) -ge 2 ]]; then
+  PIN_SERVER=(taskset -c 0)
+  PIN_LOAD=(taskset -c 1)
+  PINNING="servers on core 0, load generator and sinks on core 1"
+else
+  PIN_SERVER=()
+  PIN_LOAD=()
+  PINNING="none (1 core)"
+fi
+export RUST_LOG=warn
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+record() {
+  printf '%s\t%s\n' "$1" "$2" >> "$RESULTS"
+  printf '    %-40s %s\n' "$1" "$2" >&2
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# ---- processes ------------------------------------------------------------------------
+
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+
+wait_port() {
+  local port=$1 i
+  for i in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "nothing listens on port $port after 10 s" >&2
+  return 1
+}
+
+# start NAME PORT PIN... -- CMD...: starts a server in the background; sets STARTED_PID.
+start() {
+  local name=$1 port=$2
+  shift 2
+  local pin=()
+  while [[ $1 != -- ]]; do pin+=("$1"); shift; done
+  shift
+  "${pin[@]}" "$@" > "$WORK/$name.log" 2>&1 &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
+  if ! wait_port "$port"; then
+    echo "---- $WORK/$name.log" >&2
+    tail -20 "$WORK/$name.log" >&2
+    return 1
+  fi
+}
+
+stop() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+sink_count() { curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"; }
+
+now() { date +%s.%N; }
+
+# ---- load -----------------------------------------------------------------------------
+
+WRK_THREADS=1
+[[ ${#PIN_LOAD[@]} -eq 0 ]] && WRK_THREADS=2
+
+# run_wrk PORT MODE: one wrk run; prints "ok_rate p50_us p99_us status_errors socket_errors".
+run_wrk() {
+  local port=$1 mode=$2 out
+  out=$(BENCH_MODE=$mode BENCH_BODY="$WORK/payloads/$mode.json" \
+    "${PIN_LOAD[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s \
+    -s "$BENCH/post.lua" "http://127.0.0.1:$port/events" 2>&1) || {
+    echo "$out" >&2
+    return 1
+  }
+  echo "$out" >> "$WORK/wrk.log"
+  local line
+  line=$(grep '^BENCH ' <<< "$out") || { echo "$out" >&2; return 1; }
+  # shellcheck disable=SC2086
+  local requests duration_us status_errors socket_errors p50_us p99_us
+  eval "$(sed 's/^BENCH //' <<< "$line")"
+  awk -v r="$requests" -v d="$duration_us" -v s="$status_errors" -v e="$socket_errors" \
+    -v p50="$p50_us" -v p99="$p99_us" \
+    'BEGIN { printf "%.1f %d %d %d %d\n", (r - s) / (d / 1e6), p50, p99, s, e }'
+}
+
+LATENCY_TOOL=""
+if command -v wrk2 > /dev/null; then
+  LATENCY_TOOL=wrk2
+elif command -v oha > /dev/null || [[ -x "$HOME/.cargo/bin/oha" ]]; then
+  LATENCY_TOOL=oha
+fi
+
+# run_fixed PORT MODE RATE: one fixed-rate run; prints "p50_us p99_us failed_requests".
+run_fixed() {
+  local port=$1 mode=$2 rate=$3
+  case "$LATENCY_TOOL" in
+    wrk2)
+      local out line requests duration_us status_errors socket_errors p50_us p99_us
+      out=$(BENCH_MODE=$mode BENCH_BODY="$WORK/payloads/$mode.json" \
+        "${PIN_LOAD[@]}" wrk2 -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" -R"$rate" \
+        -s "$BENCH/post.lua" "http://127.0.0.1:$port/events" 2>&1)
+      line=$(grep '^BENCH ' <<< "$out")
+      eval "$(sed 's/^BENCH //' <<< "$line")"
+      echo "$p50_us $p99_us $((status_errors + socket_errors))"
+      ;;
+    oha)
+      local oha headers=() json
+      oha=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+      if [[ $mode == binary ]]; then
+        while IFS= read -r h; do headers+=(-H "$h"); done < "$WORK/payloads/binary.headers"
+        headers+=(-T application/json)
+      else
+        headers+=(-T application/cloudevents+json)
+      fi
+      json=$("${PIN_LOAD[@]}" "$oha" --no-tui --output-format json -z "${DURATION}s" \
+        -c "$CONNECTIONS" -q "$rate" --latency-correction -m POST "${headers[@]}" \
+        -D "$WORK/payloads/$mode.json" "http://127.0.0.1:$port/events")
+      echo "$json" >> "$WORK/oha.log"
+      python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+p = d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution") or {}
+bad = sum(n for code, n in codes.items() if not str(code).startswith("2"))
+# Requests cut off by the end of the run are not failures.
+bad += sum(n for e, n in (d.get("errorDistribution") or {}).items() if "deadline" not in e)
+print(round(p["p50"] * 1e6), round(p["p99"] * 1e6), bad)
+' <<< "$json"
+      ;;
+  esac
+}
+
+# ---- steps ----------------------------------------------------------------------------
+
+# measure_ingest PREFIX PORT RESTART_FN: the three ingest figures and max-rate latency.
+# RESTART_FN (may be empty) is called before each run and must leave a server on PORT.
+measure_ingest() {
+  local prefix=$1 port=$2 restart=$3 mode r line rates p50s p99s
+  for mode in binary structured batch; do
+    rates=() p50s=() p99s=()
+    for r in $(seq 1 "$RUNS"); do
+      [[ -n $restart ]] && $restart
+      line=$(run_wrk "$port" "$mode")
+      read -r rate p50 p99 status_errors socket_errors <<< "$line"
+      if [[ $status_errors -gt 0 || $socket_errors -gt 0 ]]; then
+        record "$prefix.ingest.$mode.warn" \
+          "run $r: $status_errors non-2xx answers, $socket_errors socket errors"
+      fi
+      [[ $mode == batch ]] && rate=$(awk -v r="$rate" 'BEGIN { printf "%.1f", r * 100 }')
+      rates+=("$rate") p50s+=("$p50") p99s+=("$p99")
+    done
+    record "$prefix.ingest.$mode.rate" "$(printf '%s\n' "${rates[@]}" | median)"
+    if [[ $mode == binary ]]; then
+      record "$prefix.latency.max.p50_us" "$(printf '%s\n' "${p50s[@]}" | median)"
+      record "$prefix.latency.max.p99_us" "$(printf '%s\n' "${p99s[@]}" | median)"
+    fi
+  done
+}
+
+# measure_half PREFIX PORT RESTART_FN: ack latency at half the max binary rate.
+measure_half() {
+  local prefix=$1 port=$2 restart=$3 max half r p50s=() p99s=() p50 p99
+  if [[ -z $LATENCY_TOOL ]]; then
+    record "$prefix.latency.half.note" "skipped: neither wrk2 nor oha is installed (run with --with-oha)"
+    return
+  fi
+  max=$(awk -F'\t' -v k="$prefix.ingest.binary.rate" '$1 == k { v = $2 } END { print v }' "$RESULTS")
+  half=$(awk -v m="$max" 'BEGIN { printf "%d", m / 2 }')
+  if [[ $half -lt 1 ]]; then
+    record "$prefix.latency.half.note" "skipped: no max rate measured"
+    return
+  fi
+  for r in $(seq 1 "$RUNS"); do
+    [[ -n $restart ]] && $restart
+    read -r p50 p99 bad <<< "$(run_fixed "$port" binary "$half")"
+    [[ ${bad:-0} -gt 0 ]] && record "$prefix.latency.half.warn" "run $r: $bad failed or non-2xx requests"
+    p50s+=("$p50") p99s+=("$p99")
+  done
+  record "$prefix.latency.half.rate" "$half"
+  record "$prefix.latency.half.p50_us" "$(printf '%s\n' "${p50s[@]}" | median)"
+  record "$prefix.latency.half.p99_us" "$(printf '%s\n' "${p99s[@]}" | median)"
+}
+
+# measure_e2e PREFIX PORT RESTART_FN: events/s the counting sink received during the load.
+measure_e2e() {
+  local prefix=$1 port=$2 restart=$3 r rates=() c0 c1 t0 t1 line
+  for r in $(seq 1 "$RUNS"); do
+    [[ -n $restart ]] && $restart
+    c0=$(sink_count) t0=$(now)
+    line=$(run_wrk "$port" binary)
+    c1=$(sink_count) t1=$(now)
+    read -r _ _ _ status_errors socket_errors <<< "$line"
+    if [[ $status_errors -gt 0 || $socket_errors -gt 0 ]]; then
+      record "$prefix.e2e.warn" "run $r: $status_errors non-2xx answers, $socket_errors socket errors"
+    fi
+    rates+=("$(awk -v a="$c0" -v b="$c1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.1f", (b - a) / (e - s) }')")
+  done
+  record "$prefix.e2e.rate" "$(printf '%s\n' "${rates[@]}" | median)"
+}
+
+# switchyard_config FILE BACKEND SPOOL_DIR SINK_PORT CONCURRENCY TIMEOUT
+switchyard_config() {
+  cat > "$1" <<EOF
+listen: 127.0.0.1:$PORT_SY
+shutdown_grace: 200ms
+spool:
+  backend: $2
+  path: $3
+sinks:
+  target:
+    http:
+      url: "http://127.0.0.1:$4/events"
+      timeout: $6
+    concurrency: $5
+    retry:
+      max_attempts: 100
+      event_ttl: 2d
+      schedule: [1h]
+routes:
+  - name: all
+    match:
+      types: ["*"]
+    to: [target]
+EOF
+}
+
+SY_PID=""
+SY_CONFIG=""
+SY_RUN=0
+# Starts a fresh switchyard (new, empty spool directory) with the configuration $SY_CONFIG.
+restart_switchyard() {
+  [[ -n $SY_PID ]] && stop "$SY_PID"
+  SY_PID=""
+  rm -rf "$WORK/spool"
+  SY_RUN=$((SY_RUN + 1))
+  start "switchyard-$SY_RUN" "$PORT_SY" "${PIN_SERVER[@]}" -- \
+    "$SWITCHYARD" serve --config "$SY_CONFIG"
+  SY_PID=$STARTED_PID
+}
+
+# ---- preparation ----------------------------------------------------------------------
+
+log "switchyard benchmark, $MODE mode: $RUNS run(s) × ${DURATION}s, $CONNECTIONS connections, backlog $BACKLOG"
+
+if ! command -v wrk > /dev/null; then
+  log "installing wrk (apt-get install -y wrk)"
+  apt-get install -y wrk > "$WORK/apt.log" 2>&1 || {
+    apt-get update > /dev/null 2>&1 && apt-get install -y wrk > "$WORK/apt.log" 2>&1
+  } || { echo "cannot install wrk; see $WORK/apt.log" >&2; exit 1; }
+fi
+if [[ -z $LATENCY_TOOL && $WITH_OHA == 1 ]]; then
+  log "installing oha (cargo install oha --locked; takes minutes)"
+  cargo install oha --locked
+  LATENCY_TOOL=oha
+fi
+for tool in curl python3 cargo; do
+  command -v "$tool" > /dev/null || { echo "$tool is required" >&2; exit 1; }
+done
+
+if [[ $BUILD == 1 ]]; then
+  log "building (release)"
+  cargo build --release --bin switchyard --example baseline_ingest --example baseline_forward || {
+    echo "build failed; to measure the binaries already built, rerun with --no-build" >&2
+    exit 1
+  }
+fi
+for bin in "$SWITCHYARD" "$BASE_INGEST" "$BASE_FORWARD"; do
+  [[ -x $bin ]] || { echo "missing $bin (build without --no-build)" >&2; exit 1; }
+done
+
+python3 "$BENCH/payloads.py" "$WORK/payloads"
+
+record meta.mode "$MODE"
+record meta.runs "$RUNS"
+record meta.duration "$DURATION"
+record meta.connections "$CONNECTIONS"
+record meta.backlog "$BACKLOG"
+record meta.nproc "$(nproc)"
+record meta.cpu_model "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+record meta.kernel "$(uname -r)"
+record meta.date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+record meta.load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+record meta.pinning "$PINNING"
+record meta.load_tool "wrk $(wrk -v 2>&1 | head -1 | awk '{ print $2 }'), $WRK_THREADS thread(s)"
+record meta.latency_tool "${LATENCY_TOOL:-none}"
+record meta.commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
+
+# ---- baseline A -----------------------------------------------------------------------
+
+log "baseline A: bare axum, JSON parsed into serde_json::Value"
+start baseline-a "$PORT_A" "${PIN_SERVER[@]}" -- "$BASE_INGEST" --mode parse "127.0.0.1:$PORT_A"
+A_PID=$STARTED_PID
+sleep 1
+record A.rss_idle_kb "$(rss_kb "$A_PID")"
+measure_ingest A "$PORT_A" ""
+measure_half A "$PORT_A" ""
+stop "$A_PID"
+
+# ---- baseline B -----------------------------------------------------------------------
+
+log "baseline B: bare forwarder to a local counting sink"
+start sink "$PORT_SINK" "${PIN_LOAD[@]}" -- "$BASE_INGEST" --mode sink "127.0.0.1:$PORT_SINK"
+SINK_PID=$STARTED_PID
+start baseline-b "$PORT_B" "${PIN_SERVER[@]}" -- \
+  "$BASE_FORWARD" --sink "http://127.0.0.1:$PORT_SINK/events" "127.0.0.1:$PORT_B"
+B_PID=$STARTED_PID
+sleep 1
+record B.rss_idle_kb "$(rss_kb "$B_PID")"
+measure_e2e B "$PORT_B" ""
+stop "$B_PID"
+
+# ---- switchyard -----------------------------------------------------------------------
+
+start stall "$PORT_STALL" "${PIN_LOAD[@]}" -- "$BASE_INGEST" --mode stall "127.0.0.1:$PORT_STALL"
+STALL_PID=$STARTED_PID
+
+for backend in memory embedded; do
+  log "switchyard, spool.backend: $backend"
+  INGEST_CONFIG="$WORK/switchyard-$backend-ingest.yaml"
+  E2E_CONFIG="$WORK/switchyard-$backend-e2e.yaml"
+  switchyard_config "$INGEST_CONFIG" "$backend" "$WORK/spool" "$PORT_STALL" 1 1h
+  switchyard_config "$E2E_CONFIG" "$backend" "$WORK/spool" "$PORT_SINK" "$CONNECTIONS" 30s
+  if ! "$SWITCHYARD" check --config "$INGEST_CONFIG" > "$WORK/check-$backend.log" 2>&1; then
+    reason=$(grep -m1 -i 'backend\|error' "$WORK/check-$backend.log" | tr -s ' \t' ' ' | cut -c1-200 || true)
+    record "$backend.skipped" "switchyard check rejects spool.backend: $backend (${reason:-see check output})"
+    echo "    SKIPPED: spool.backend: $backend is not accepted by this build" >&2
+    continue
+  fi
+
+  SY_CONFIG=$INGEST_CONFIG
+  restart_switchyard
+  sleep 1
+  record "$backend.rss_idle_kb" "$(rss_kb "$SY_PID")"
+  measure_ingest "$backend" "$PORT_SY" restart_switchyard
+  measure_half "$backend" "$PORT_SY" restart_switchyard
+
+  log "switchyard, spool.backend: $backend — end to end"
+  SY_CONFIG=$E2E_CONFIG
+  measure_e2e "$backend" "$PORT_SY" restart_switchyard
+
+  log "switchyard, spool.backend: $backend — backlog of $BACKLOG events behind a stalled sink"
+  SY_CONFIG=$INGEST_CONFIG
+  restart_switchyard
+  sleep 1
+  before=$(du -sb "$WORK/spool" 2>/dev/null | cut -f1 || echo 0)
+  if sent=$(python3 "$BENCH/send_batches.py" "http://127.0.0.1:$PORT_SY/events" \
+    "$WORK/payloads/batch.json" "$BACKLOG" 4 2> "$WORK/backlog-$backend.err"); then
+    sleep 1
+    events=$(sed 's/.*sent=\([0-9]*\).*/\1/' <<< "$sent")
+    after=$(du -sb "$WORK/spool" 2>/dev/null | cut -f1 || echo 0)
+    record "$backend.backlog.events" "$events"
+    record "$backend.backlog.rss_kb" "$(rss_kb "$SY_PID")"
+    record "$backend.backlog.store_bytes" "$((after - ${before:-0}))"
+    if [[ $backend != memory ]]; then
+      record "$backend.backlog.store_bytes_per_event" \
+        "$(awk -v a="$after" -v b="${before:-0}" -v n="$events" 'BEGIN { printf "%.1f", (a - b) / n }')"
+    fi
+  else
+    record "$backend.backlog.note" "failed: $(head -c 200 "$WORK/backlog-$backend.err")"
+  fi
+  stop "$SY_PID"
+  SY_PID=""
+done
+stop "$STALL_PID"
+stop "$SINK_PID"
+
+# ---- route matching -------------------------------------------------------------------
+
+if [[ $CRITERION == 1 ]]; then
+  log "route matching: cargo bench --bench routing (10,000 routes)"
+  criterion_args=(--output-format bencher)
+  if [[ $MODE == quick ]]; then
+    criterion_args+=(--warm-up-time 1 --measurement-time 1 --sample-size 10)
+  fi
+  # Compiled first, unpinned; then run on the servers' core.
+  if cargo bench --bench routing --no-run > "$WORK/criterion.log" 2>&1 &&
+    "${PIN_SERVER[@]}" cargo bench --bench routing -- "${criterion_args[@]}" \
+      >> "$WORK/criterion.log" 2>&1; then
+    # "test routing/exact ... bench:         123 ns/iter (+/- 4)"; group routing_data's
+    # figures are recorded as data_<event>.
+    while read -r name ns; do
+      record "match.$name.events_per_s" "$(awk -v n="$ns" 'BEGIN { printf "%.0f", 1e9 / n }')"
+    done < <(awk '/^test routing(_data)?\// {
+        split($2, p, "/"); name = (p[1] == "routing_data" ? "data_" p[2] : p[2])
+        ns = $5; gsub(",", "", ns); print name, ns }' "$WORK/criterion.log")
+  else
+    tail -20 "$WORK/criterion.log" >&2
+    record match.note "cargo bench failed; see bench/.work/criterion.log"
+  fi
+else
+  record match.note "skipped (--no-criterion)"
+fi
+
+# ---- report ---------------------------------------------------------------------------
+
+record meta.load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+python3 "$BENCH/report.py" "$RESULTS" "$OUT/latest.json" "$OUT/latest.md"
+log "results: bench/results/latest.json, bench/results/latest.md"
+cat "$OUT/latest.md"

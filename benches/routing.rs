@@ -1,0 +1,149 @@
+//! Route-matching throughput against a 10,000-route table (`cargo bench --bench routing`).
+//!
+//! The table is compiled from generated YAML through the same loader the daemon uses. It
+//! mixes the route kinds a real table has, in rotation:
+//!
+//! - exact event types (`Org17.Item.Created`, sometimes two types per route);
+//! - wildcard type prefixes (`Org18.Item.*`, `Org19.*`);
+//! - exact types plus a subject filter (`begins_with` / `ends_with`);
+//! - a type prefix plus Event Grid advanced filters on `data.*` keys and on an attribute;
+//! - source-only routes (`/org/23/*`), filed under the source index;
+//! - a few catch-all routes with an advanced filter, which every event is checked against.
+//!
+//! Each benchmark matches one representative event (about 1 KiB, as ingress would see it)
+//! with `RouteTable::targets` and reports events per second (one element per iteration).
+//! `mixed` cycles through all of them. `bench/run.sh` reads the `bencher` output format.
+//!
+//! Two tables are measured. In group `routing` the catch-all routes filter on an attribute
+//! (`subject`); in group `routing_data` they filter on a `data.*` key, so every event's
+//! JSON data is parsed once: the price of one such route in a table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use switchyard::event::{http::decode_structured, Event};
+use switchyard::routing::{RouteTable, Target};
+
+/// Routes in the table.
+const ROUTES: usize = 10_000;
+
+/// One route in this many has no type and no source: a catch-all with an advanced filter.
+const CATCH_ALL_EVERY: usize = 2_500;
+
+fn table_yaml(catch_all_on_data: bool) -> String {
+    let mut yaml =
+        String::from("listen: 127.0.0.1:0\nsinks:\n  a: { log: {} }\n  b: { log: {} }\nroutes:\n");
+    for i in 0..ROUTES {
+        let sink = if i % 2 == 0 { "a" } else { "b" };
+        let body = if i % CATCH_ALL_EVERY == CATCH_ALL_EVERY - 1 {
+            if catch_all_on_data {
+                "advanced: [{ key: data.priority, op: NumberGreaterThan, value: 1000 }]"
+            } else {
+                "advanced: [{ key: subject, op: StringBeginsWith, values: [/audit/] }]"
+            }
+            .to_owned()
+        } else {
+            match i % 6 {
+                0 => format!("types: [\"Org{i}.Item.Created\", \"Org{i}.Item.Deleted\"]"),
+                1 => format!("types: [\"Org{i}.Item.*\"]"),
+                2 => format!(
+                    "types: [\"Org{i}.Item.Created\"], \
+                     subject: {{ begins_with: \"/tenants/{i}/\", ends_with: \".json\" }}"
+                ),
+                3 => format!(
+                    "types: [\"Org{i}.*\"], advanced: [\
+                     {{ key: data.total, op: NumberGreaterThan, value: {i} }}, \
+                     {{ key: data.region, op: StringIn, values: [eu, us] }}, \
+                     {{ key: subject, op: StringBeginsWith, values: [/orders/] }}]"
+                ),
+                4 => format!("types: [\"Org{i}.Item.Created\"], source: \"/org/{i}/*\""),
+                _ => format!("source: [\"/org/{i}/*\", \"/legacy/{i}\"]"),
+            }
+        };
+        writeln!(
+            yaml,
+            "  - {{ name: r{i}, match: {{ {body} }}, to: [{sink}] }}"
+        )
+        .expect("writing to a String cannot fail");
+    }
+    yaml
+}
+
+/// A structured CloudEvent of about 1 KiB with the given attributes.
+fn event(ty: &str, source: &str, subject: &str) -> Event {
+    let padding = "x".repeat(760);
+    let json = format!(
+        r#"{{"specversion":"1.0","id":"5f1c8a2e-1","source":"{source}","type":"{ty}",
+        "subject":"{subject}","time":"2026-11-02T10:00:00Z",
+        "datacontenttype":"application/json",
+        "data":{{"total":4200,"region":"eu","priority":3,"customer":"c-981","note":"{padding}"}}}}"#
+    );
+    decode_structured(json.as_bytes()).expect("the benchmark events are valid CloudEvents")
+}
+
+fn events() -> Vec<(&'static str, Event)> {
+    vec![
+        // One exact-type route matches.
+        ("exact", event("Org600.Item.Created", "/shop", "/orders/1")),
+        // One wildcard-prefix route matches.
+        ("prefix", event("Org601.Item.Updated", "/shop", "/orders/1")),
+        // Type and subject filter match.
+        (
+            "subject",
+            event("Org602.Item.Created", "/shop", "/tenants/602/a.json"),
+        ),
+        // Type prefix matches; advanced filters parse `data` and hold.
+        (
+            "advanced",
+            event("Org603.Item.Created", "/shop", "/orders/7"),
+        ),
+        // Filed by source.
+        ("source", event("Other.Thing", "/org/605/eu", "/orders/1")),
+        // Nothing but the catch-all routes are candidates; nothing matches.
+        ("miss", event("Unknown.Type", "/nowhere", "/x")),
+    ]
+}
+
+fn routing(c: &mut Criterion) {
+    measure(c, "routing", false);
+    measure(c, "routing_data", true);
+}
+
+fn measure(c: &mut Criterion, group_name: &str, catch_all_on_data: bool) {
+    let yaml = table_yaml(catch_all_on_data);
+    let config = switchyard::config::load_str(&yaml, Path::new("bench.yaml"), &BTreeMap::new())
+        .expect("the generated table is a valid configuration");
+    let table = RouteTable::from_config(&config);
+    assert_eq!(table.len(), ROUTES);
+    let events = events();
+
+    let mut group = c.benchmark_group(group_name);
+    group.throughput(Throughput::Elements(1));
+    let mut out: Vec<Target> = Vec::with_capacity(16);
+    for (name, event) in &events {
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                out.clear();
+                table.targets(black_box(event), &mut out);
+                black_box(out.len())
+            });
+        });
+    }
+    let mut next = 0;
+    group.bench_function("mixed", |b| {
+        b.iter(|| {
+            let (_, event) = &events[next % events.len()];
+            next += 1;
+            out.clear();
+            table.targets(black_box(event), &mut out);
+            black_box(out.len())
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, routing);
+criterion_main!(benches);
