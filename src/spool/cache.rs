@@ -1,33 +1,42 @@
-//! Per-sink state of the embedded spool: the stored count, the leased ids and a bounded
-//! cache of the next deliveries to lease, so that leasing rarely touches the database.
+//! Per-sink state of the embedded spool: the stored count, the leased ids, the ordering
+//! index, and per priority lane a bounded cache of the next deliveries to lease, so that
+//! leasing rarely touches the database.
 //!
-//! The cache holds a prefix of the sink's lease order (`not_before`, then id): every stored,
-//! unleased delivery whose key is at or below `horizon` is in `ready`, and nothing above it
-//! is. Rows above the horizon live only on disk and are read in chunks when `ready` runs dry,
-//! so a backlog of millions costs a few hundred entries of memory.
+//! Each lane's cache holds a prefix of that lane's lease order (`not_before`, then id): every
+//! stored, unleased and leasable delivery of the lane whose key is at or below the lane's
+//! `horizon` is in `ready`, and nothing above it is. Rows above the horizon live only on disk
+//! and are read in chunks when `ready` runs dry, so a backlog of millions costs a few hundred
+//! entries of memory. One cache per lane means a high-priority row is never hidden behind
+//! cached low ones.
+//!
+//! An ordered delivery behind an earlier one of its chain is not leasable and is not cached;
+//! when its predecessor leaves, its id goes on the `fetch` list and the next refill reads it.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use tokio::sync::Notify;
 
 use super::db::{Key, LoadedRow};
+use super::lanes::{lane, priority, LanePicker, OrderIndex, LANES};
 use super::record::to_millis;
-use super::{Delivery, DeliveryId};
+use super::{Delivery, DeliveryId, Priority};
 
-/// Most deliveries kept ready per sink.
+/// Most deliveries kept ready per lane of a sink.
 const READY_MAX: usize = 1024;
-/// Most event bytes (roughly) kept ready per sink.
+/// Most event bytes (roughly) kept ready per lane of a sink.
 const READY_MAX_BYTES: usize = 8 << 20;
 /// Bookkeeping bytes counted per ready delivery besides its payload.
 const ENTRY_OVERHEAD: usize = 256;
+/// The horizon of a cache that knows nothing yet.
+const NOTHING: Horizon = Horizon::Through((i64::MIN, 0));
 
 /// One sink's queue.
 #[derive(Debug, Default)]
 pub(super) struct SinkQueue {
     state: Mutex<SinkState>,
-    /// Woken after a commit that may have made a delivery of this sink due sooner.
+    /// Woken after a commit that may have made a delivery of this sink leasable sooner.
     pub(super) added: Notify,
 }
 
@@ -38,7 +47,7 @@ impl SinkQueue {
         {
             let mut state = queue.lock();
             state.depth = depth;
-            state.horizon = Horizon::Through((i64::MIN, 0));
+            state.forget();
         }
         queue
     }
@@ -49,7 +58,7 @@ impl SinkQueue {
     }
 }
 
-/// How far the ready cache covers the sink's lease order.
+/// How far a lane's ready cache covers the lane's lease order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) enum Horizon {
     /// Every unleased delivery is in the cache.
@@ -67,16 +76,33 @@ pub(super) enum Take {
     Leased(Vec<Delivery>),
     /// Nothing is due; the earliest known delivery is due at this time, if there is one.
     Wait(Option<SystemTime>),
-    /// The cache is empty but the disk may hold more.
+    /// A cache is empty but the disk may hold more, or released deliveries are to be read.
     Refill,
+}
+
+/// What a refill should read: released ids, and the lanes to read past their horizon.
+#[derive(Debug, Default)]
+pub(super) struct Wanted {
+    pub(super) ids: Vec<DeliveryId>,
+    pub(super) lanes: Vec<(Priority, Key)>,
+}
+
+/// One lane's cache.
+#[derive(Debug, Default)]
+struct Lane {
+    ready: BTreeMap<Key, Delivery>,
+    bytes: usize,
+    horizon: Horizon,
 }
 
 /// The state behind a sink's lock.
 #[derive(Debug, Default)]
 pub(super) struct SinkState {
-    ready: BTreeMap<Key, Delivery>,
-    ready_bytes: usize,
-    horizon: Horizon,
+    lanes: [Lane; LANES],
+    picker: LanePicker,
+    order: OrderIndex,
+    /// Ordered deliveries whose predecessor left: read them by id.
+    fetch: Vec<DeliveryId>,
     leased: HashSet<DeliveryId>,
     /// Stored deliveries, queued and leased, as of the last commit.
     pub(super) depth: usize,
@@ -90,47 +116,128 @@ fn size(delivery: &Delivery) -> usize {
     ENTRY_OVERHEAD + delivery.event.data.as_ref().map_or(0, |d| d.len())
 }
 
-impl SinkState {
-    /// Leases up to `max` due deliveries, oldest first.
-    pub(super) fn take_due(&mut self, now: SystemTime, max: usize) -> Take {
-        let mut out = Vec::new();
-        while out.len() < max.max(1) {
-            let due = self
-                .ready
-                .first_key_value()
-                .is_some_and(|(_, d)| d.not_before <= now);
-            let Some((_, delivery)) = due.then(|| self.ready.pop_first()).flatten() else {
-                break;
-            };
-            self.ready_bytes = self.ready_bytes.saturating_sub(size(&delivery));
-            self.leased.insert(delivery.id);
-            out.push(delivery);
-        }
-        if !out.is_empty() {
-            return Take::Leased(out);
-        }
-        match (self.ready.first_key_value(), self.horizon) {
-            (Some((_, d)), _) => Take::Wait(Some(d.not_before)),
-            (None, Horizon::All) => Take::Wait(None),
-            (None, Horizon::Through(_)) => Take::Refill,
-        }
+impl Lane {
+    fn pop_first(&mut self) -> Option<Delivery> {
+        let (_, delivery) = self.ready.pop_first()?;
+        self.bytes = self.bytes.saturating_sub(size(&delivery));
+        Some(delivery)
     }
 
-    /// The cache is empty and the disk may have more after this key.
-    pub(super) fn needs_refill(&self) -> Option<Key> {
+    fn is_due(&self, now: SystemTime) -> bool {
+        self.ready
+            .first_key_value()
+            .is_some_and(|(_, d)| d.not_before <= now)
+    }
+
+    fn needs_refill(&self) -> Option<Key> {
         match self.horizon {
             Horizon::Through(after) if self.ready.is_empty() => Some(after),
             _ => None,
         }
     }
 
-    /// Takes in rows read after the horizon; `limit` is how many were asked for, so fewer
-    /// means the disk has nothing more.
-    pub(super) fn refilled(&mut self, rows: Vec<LoadedRow>, limit: usize) {
-        self.horizon = match rows.last() {
-            Some((last, _)) if rows.len() >= limit => Horizon::Through(*last),
-            _ => Horizon::All,
-        };
+    fn insert(&mut self, delivery: Delivery) {
+        let key = key(&delivery);
+        if matches!(self.horizon, Horizon::Through(h) if key > h) {
+            return;
+        }
+        let bytes = size(&delivery);
+        if self.ready.insert(key, delivery).is_none() {
+            self.bytes += bytes;
+        }
+        while self.ready.len() > READY_MAX || (self.bytes > READY_MAX_BYTES && self.ready.len() > 1)
+        {
+            let Some((_, evicted)) = self.ready.pop_last() else {
+                break;
+            };
+            self.bytes = self.bytes.saturating_sub(size(&evicted));
+            if let Some((last, _)) = self.ready.last_key_value() {
+                self.horizon = Horizon::Through(*last);
+            }
+        }
+    }
+}
+
+impl SinkState {
+    /// Leases up to `max` due deliveries, lane by lane as the picker says, oldest first
+    /// within a lane. Refills first when a lane's cache cannot tell what it holds.
+    pub(super) fn take_due(&mut self, now: SystemTime, max: usize) -> Take {
+        if self.needs_refill() {
+            return Take::Refill;
+        }
+        let mut out = Vec::new();
+        while out.len() < max.max(1) {
+            self.drop_blocked();
+            let due = self.lanes.each_ref().map(|l| l.is_due(now));
+            let Some(chosen) = self.picker.pick(due) else {
+                break;
+            };
+            let Some(delivery) = self.lanes.get_mut(chosen).and_then(Lane::pop_first) else {
+                break;
+            };
+            self.leased.insert(delivery.id);
+            out.push(delivery);
+        }
+        if !out.is_empty() {
+            return Take::Leased(out);
+        }
+        if self.needs_refill() {
+            return Take::Refill;
+        }
+        let next = self.lanes.iter().filter_map(|l| l.ready.first_key_value());
+        Take::Wait(next.map(|(_, d)| d.not_before).min())
+    }
+
+    /// Drops cached heads that may not be leased (yet): they come back by id or by refill.
+    fn drop_blocked(&mut self) {
+        for lane in &mut self.lanes {
+            while lane
+                .ready
+                .first_key_value()
+                .is_some_and(|(_, d)| !self.order.may_lease(d))
+            {
+                lane.pop_first();
+            }
+        }
+    }
+
+    fn needs_refill(&self) -> bool {
+        !self.fetch.is_empty() || self.lanes.iter().any(|l| l.needs_refill().is_some())
+    }
+
+    /// What the next refill should read, or `None` when every cache is usable.
+    pub(super) fn wanted(&self) -> Option<Wanted> {
+        let lanes: Vec<(Priority, Key)> = (0..LANES)
+            .filter_map(|l| Some((priority(l), self.lanes.get(l)?.needs_refill()?)))
+            .collect();
+        if lanes.is_empty() && self.fetch.is_empty() {
+            return None;
+        }
+        Some(Wanted {
+            ids: self.fetch.clone(),
+            lanes,
+        })
+    }
+
+    /// Takes in released deliveries read by id.
+    pub(super) fn fetched(&mut self, ids: &[DeliveryId], rows: Vec<LoadedRow>) {
+        self.fetch.retain(|id| !ids.contains(id));
+        self.take_rows(rows);
+    }
+
+    /// Takes in rows of `priority`'s lane read after its horizon; `limit` is how many were
+    /// asked for, so fewer means the disk has nothing more.
+    pub(super) fn refilled(&mut self, priority: Priority, rows: Vec<LoadedRow>, limit: usize) {
+        if let Some(lane) = self.lanes.get_mut(lane(priority)) {
+            lane.horizon = match rows.last() {
+                Some((last, _)) if rows.len() >= limit => Horizon::Through(*last),
+                _ => Horizon::All,
+            };
+        }
+        self.take_rows(rows);
+    }
+
+    fn take_rows(&mut self, rows: Vec<LoadedRow>) {
         for (key, row) in rows {
             match row {
                 Ok(delivery) => self.insert(delivery),
@@ -143,46 +250,42 @@ impl SinkState {
         }
     }
 
-    /// A committed delivery that is not leased: keep it ready when it falls in the cached
-    /// prefix.
+    /// A committed delivery that is not leased: keep it ready when it is leasable and falls
+    /// in its lane's cached prefix.
     pub(super) fn insert(&mut self, delivery: Delivery) {
-        let key = key(&delivery);
-        let covered = match self.horizon {
-            Horizon::All => true,
-            Horizon::Through(h) => key <= h,
-        };
-        if !covered || self.leased.contains(&delivery.id) {
+        if self.leased.contains(&delivery.id) || !self.order.may_lease(&delivery) {
             return;
         }
-        let bytes = size(&delivery);
-        if self.ready.insert(key, delivery).is_none() {
-            self.ready_bytes += bytes;
+        if let Some(lane) = self.lanes.get_mut(lane(delivery.priority)) {
+            lane.insert(delivery);
         }
-        while self.ready.len() > READY_MAX
-            || (self.ready_bytes > READY_MAX_BYTES && self.ready.len() > 1)
-        {
-            let Some((_, evicted)) = self.ready.pop_last() else {
-                break;
-            };
-            self.ready_bytes = self.ready_bytes.saturating_sub(size(&evicted));
-            if let Some((last, _)) = self.ready.last_key_value() {
-                self.horizon = Horizon::Through(*last);
-            }
-        }
+    }
+
+    /// Records a stored ordered delivery found on disk at open.
+    pub(super) fn ordered(&mut self, id: DeliveryId, route: &Arc<str>, key: &Arc<str>) {
+        self.order.add(id, route, Some(key));
     }
 
     /// A new delivery was committed.
     pub(super) fn stored(&mut self, delivery: Delivery) {
         self.depth += 1;
+        let key = delivery.ordering_key.as_ref();
+        self.order.add(delivery.id, &delivery.route, key);
         self.insert(delivery);
     }
 
     /// A leased delivery was acked or dead-lettered (`existed`: its row was still there).
-    pub(super) fn removed(&mut self, id: DeliveryId, existed: bool) {
+    /// Returns true when it released an ordered successor.
+    pub(super) fn removed(&mut self, id: DeliveryId, existed: bool) -> bool {
         self.leased.remove(&id);
         if existed {
             self.depth = self.depth.saturating_sub(1);
         }
+        let next = self.order.remove(id);
+        if let Some(next) = next {
+            self.fetch.push(next);
+        }
+        next.is_some()
     }
 
     /// A leased delivery was nacked: it is unleased again under its new `not_before`.
@@ -206,8 +309,12 @@ impl SinkState {
     }
 
     fn forget(&mut self) {
-        self.ready.clear();
-        self.ready_bytes = 0;
-        self.horizon = Horizon::Through((i64::MIN, 0));
+        for lane in &mut self.lanes {
+            *lane = Lane {
+                horizon: NOTHING,
+                ..Lane::default()
+            };
+        }
+        self.fetch.clear();
     }
 }

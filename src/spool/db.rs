@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 
+use super::lanes;
 use super::record::{decode_event, from_millis};
-use super::{Delivery, DeliveryId};
+use super::{Delivery, DeliveryId, Priority};
 
 /// Schema version written to `PRAGMA user_version`; a file with a larger one is refused, a
 /// file with a smaller one is migrated on open.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// How long a statement waits for a lock held by the other connection (a checkpoint).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,6 +67,15 @@ CREATE TABLE seen (
     PRIMARY KEY (source, id)
 );
 CREATE INDEX seen_expiry ON seen (expires_at);
+";
+
+/// Version 3: priority lanes (0 high, 1 normal, 2 low; rows from before are normal) and the
+/// ordering key of `ordering: subject` routes. A lane's lease order is (`not_before`, id).
+const SCHEMA_V3: &str = "
+ALTER TABLE deliveries ADD COLUMN priority INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE deliveries ADD COLUMN ordering_key TEXT;
+DROP INDEX deliveries_lease;
+CREATE INDEX deliveries_lane ON deliveries (sink, priority, not_before, id);
 ";
 
 /// Why the embedded spool could not be opened.
@@ -197,8 +207,9 @@ fn create(dir: &Path, path: &Path) -> Result<(), OpenError> {
             path: temp.clone(),
             source,
         })?;
-    let init =
-        format!("BEGIN; {SCHEMA} {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;");
+    let init = format!(
+        "BEGIN; {SCHEMA} {SCHEMA_V2} {SCHEMA_V3} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    );
     conn.execute_batch(&init)
         .map_err(|source| OpenError::Sqlite {
             path: temp.clone(),
@@ -272,6 +283,11 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             "BEGIN; {SCHEMA_V2} PRAGMA user_version = 2; COMMIT;"
         ))?;
     }
+    if version < 3 {
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA_V3} PRAGMA user_version = 3; COMMIT;"
+        ))?;
+    }
     Ok(())
 }
 
@@ -302,33 +318,68 @@ pub(super) fn inventory(conn: &Connection) -> rusqlite::Result<(Vec<(String, usi
     ))
 }
 
-/// A position in a sink's lease order: (`not_before` in unix millis, delivery id).
+/// Every stored delivery with an ordering key: (sink, id, route, key).
+pub(super) fn ordered(
+    conn: &Connection,
+) -> rusqlite::Result<Vec<(String, DeliveryId, String, String)>> {
+    let mut stmt = conn.prepare(
+        "SELECT sink, id, route, ordering_key FROM deliveries WHERE ordering_key IS NOT NULL",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let id = u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
+        Ok((r.get(0)?, id, r.get(2)?, r.get(3)?))
+    })?;
+    rows.collect()
+}
+
+/// A position in a lane's lease order: (`not_before` in unix millis, delivery id).
 pub(super) type Key = (i64, DeliveryId);
 
 /// One row read for the lease path: its key, and the delivery or why it could not be decoded.
 pub(super) type LoadedRow = (Key, Result<Delivery, serde_json::Error>);
 
-/// Up to `limit` deliveries of `sink` that come after `after` in lease order.
+const COLUMNS: &str = "d.id, d.route, d.attempts, d.accepted_at, d.not_before, d.last_outcome,
+    d.last_status, d.last_attempt_at, e.record, e.data, d.priority, d.ordering_key
+    FROM deliveries d JOIN events e ON e.id = d.event";
+
+/// Up to `limit` deliveries of `sink` in `priority`'s lane that come after `after` in its
+/// lease order.
 pub(super) fn load_after(
     conn: &Connection,
-    sink: &Arc<str>,
+    (sink, priority): (&Arc<str>, Priority),
     after: Key,
     limit: usize,
 ) -> rusqlite::Result<Vec<LoadedRow>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT d.id, d.route, d.attempts, d.accepted_at, d.not_before, d.last_outcome,
-                d.last_status, d.last_attempt_at, e.record, e.data
-         FROM deliveries d JOIN events e ON e.id = d.event
-         WHERE d.sink = ?1 AND (d.not_before > ?2 OR (d.not_before = ?2 AND d.id > ?3))
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS}
+         WHERE d.sink = ?1 AND d.priority = ?5
+           AND (d.not_before > ?2 OR (d.not_before = ?2 AND d.id > ?3))
          ORDER BY d.not_before, d.id
-         LIMIT ?4",
-    )?;
+         LIMIT ?4"
+    ))?;
     let after_id = i64::try_from(after.1).unwrap_or(i64::MAX);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = stmt.query_map(rusqlite::params![sink, after.0, after_id, limit], |row| {
-        read_row(row, sink)
-    })?;
+    let lane = priority as i64;
+    let params = rusqlite::params![sink, after.0, after_id, limit, lane];
+    let rows = stmt.query_map(params, |row| read_row(row, sink))?;
     rows.collect()
+}
+
+/// The deliveries of `sink` with these ids that are still stored.
+pub(super) fn load_ids(
+    conn: &Connection,
+    sink: &Arc<str>,
+    ids: &[DeliveryId],
+) -> rusqlite::Result<Vec<LoadedRow>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} WHERE d.id = ?1"))?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id = i64::try_from(*id).unwrap_or(i64::MAX);
+        if let Some(row) = stmt.query_row([id], |row| read_row(row, sink)).optional()? {
+            out.push(row);
+        }
+    }
+    Ok(out)
 }
 
 fn read_row(row: &Row<'_>, sink: &Arc<str>) -> rusqlite::Result<LoadedRow> {
@@ -351,7 +402,14 @@ fn read_row(row: &Row<'_>, sink: &Arc<str>) -> rusqlite::Result<LoadedRow> {
                 .get::<_, Option<i64>>(6)?
                 .and_then(|s| u16::try_from(s).ok()),
             last_attempt_at: row.get::<_, Option<i64>>(7)?.map(from_millis),
+            priority: lane_priority(row.get::<_, i64>(10)?),
+            ordering_key: row.get::<_, Option<String>>(11)?.map(Arc::from),
         }),
     };
     Ok(((not_before, id), delivery))
+}
+
+/// The priority stored in a `priority` column; a value out of range reads as low.
+fn lane_priority(stored: i64) -> Priority {
+    lanes::priority(usize::try_from(stored).unwrap_or(usize::MAX))
 }

@@ -92,9 +92,15 @@ impl EmbeddedSpool {
         };
         let (depths, max_id) = db::inventory(&opened.writer).map_err(sqlite)?;
         let stored_bytes = db::stored_bytes(&opened.writer).map_err(sqlite)?;
-        let queues = DashMap::new();
+        let ordered = db::ordered(&opened.writer).map_err(sqlite)?;
+        let queues: DashMap<Arc<str>, Arc<SinkQueue>> = DashMap::new();
         for (sink, depth) in depths {
             queues.insert(Arc::from(sink), Arc::new(SinkQueue::stored(depth)));
+        }
+        for (sink, id, route, key) in ordered {
+            if let Some(queue) = queues.get(sink.as_str()) {
+                queue.lock().ordered(id, &Arc::from(route), &Arc::from(key));
+            }
         }
         let shared = Arc::new(Shared {
             queues,
@@ -216,21 +222,28 @@ impl Shared {
         self.queues.entry(Arc::from(sink)).or_default().clone()
     }
 
-    /// Reads the next rows of a sink into its cache.
+    /// Reads released deliveries and the next rows of each lane that ran dry into the sink's
+    /// caches.
     ///
-    /// The sink's lock is held across the read so that the writer cannot publish a commit
+    /// The sink's lock is held across the reads so that the writer cannot publish a commit
     /// in between: a row the read saw and the writer then publishes is deduplicated by key,
     /// and a row committed after the read is published against the new horizon.
     fn refill(&self, queue: &SinkQueue, sink: &Arc<str>) -> Result<(), SpoolError> {
         let mut state = queue.lock();
-        let Some(after) = state.needs_refill() else {
+        let Some(wanted) = state.wanted() else {
             return Ok(());
         };
-        let rows = {
-            let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-            db::load_after(&reader, sink, after, REFILL_ROWS).map_err(|e| storage_failed(&e))?
-        };
-        state.refilled(rows, REFILL_ROWS);
+        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let failed = |e: rusqlite::Error| storage_failed(&e);
+        if !wanted.ids.is_empty() {
+            let rows = db::load_ids(&reader, sink, &wanted.ids).map_err(failed)?;
+            state.fetched(&wanted.ids, rows);
+        }
+        for (priority, after) in wanted.lanes {
+            let rows =
+                db::load_after(&reader, (sink, priority), after, REFILL_ROWS).map_err(failed)?;
+            state.refilled(priority, rows, REFILL_ROWS);
+        }
         Ok(())
     }
 }

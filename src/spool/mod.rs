@@ -9,8 +9,10 @@ mod cache;
 mod db;
 mod dead_letter;
 mod embedded;
+mod lanes;
 mod letters;
 mod memory;
+mod nats;
 mod record;
 mod rows;
 mod writer;
@@ -23,6 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+pub use crate::config::Priority;
 use crate::config::{SpoolBackend, SpoolConfig};
 use crate::event::Event;
 
@@ -32,6 +35,7 @@ pub use dead_letter::{
 };
 pub use embedded::EmbeddedSpool;
 pub use memory::MemorySpool;
+pub use nats::NatsSpool;
 
 /// Default bound on stored event bytes (`spool.max_bytes`): 1 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
@@ -52,6 +56,11 @@ pub struct NewDelivery {
     pub accepted_at: SystemTime,
     /// Earliest time of the first attempt.
     pub not_before: SystemTime,
+    /// The lane it waits in at its sink.
+    pub priority: Priority,
+    /// With `ordering: subject`, the event's subject: among the deliveries with the same
+    /// (sink, route, key), one is leased at a time, in id order. `None` is unordered.
+    pub ordering_key: Option<Arc<str>>,
 }
 
 /// Unique id of a stored delivery.
@@ -80,6 +89,10 @@ pub struct Delivery {
     pub last_status: Option<u16>,
     /// When the last attempt was made.
     pub last_attempt_at: Option<SystemTime>,
+    /// The lane it waits in at its sink.
+    pub priority: Priority,
+    /// Its ordering key (see [`NewDelivery::ordering_key`]).
+    pub ordering_key: Option<Arc<str>>,
 }
 
 /// Why the spool could not do what was asked.
@@ -107,6 +120,10 @@ pub trait Spool: Send + Sync + 'static {
 
     /// Waits until at least one delivery for `sink` is due, then leases up to `max` of them.
     /// Cancel-safe: a lease is taken only when the future completes.
+    ///
+    /// Order: by priority lane with a starvation bound (see `lanes`), then `not_before`,
+    /// then id. A delivery with an ordering key is not leased while an earlier one with the
+    /// same (sink, route, key) is still stored, leased or waiting for a retry.
     fn lease(
         &self,
         sink: &str,
@@ -176,6 +193,8 @@ pub enum SpoolHandle {
     Memory(MemorySpool),
     /// A SQLite file on disk.
     Embedded(EmbeddedSpool),
+    /// NATS JetStream, shared with other instances.
+    Nats(NatsSpool),
 }
 
 impl SpoolHandle {
@@ -186,6 +205,7 @@ impl SpoolHandle {
             SpoolBackend::Embedded => {
                 EmbeddedSpool::open_bounded(&config.path, config.max_bytes).map(Self::Embedded)
             }
+            SpoolBackend::Nats => Ok(Self::Nats(NatsSpool::open(config))),
         }
     }
 
@@ -214,6 +234,7 @@ macro_rules! each_backend {
         match $self {
             Self::Memory($s) => $call,
             Self::Embedded($s) => $call,
+            Self::Nats($s) => $call,
         }
     };
 }

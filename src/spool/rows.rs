@@ -217,11 +217,14 @@ impl Apply<'_, '_> {
             last_outcome: None,
             last_status: None,
             last_attempt_at: None,
+            priority: new.priority,
+            ordering_key: new.ordering_key.clone(),
         };
         self.tx
             .prepare_cached(
-                "INSERT INTO deliveries (id, event, route, sink, attempts, accepted_at, not_before)
-                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+                "INSERT INTO deliveries (id, event, route, sink, attempts, accepted_at, not_before,
+                    priority, ordering_key)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 sql_id(id),
@@ -230,6 +233,8 @@ impl Apply<'_, '_> {
                 &*delivery.sink,
                 to_millis(delivery.accepted_at),
                 to_millis(delivery.not_before),
+                delivery.priority as i64,
+                delivery.ordering_key.as_deref(),
             ])?;
         Ok(delivery)
     }

@@ -257,22 +257,24 @@ impl Writer {
                 | Effect::Failed { sink, .. }
                 | Effect::Added { sink, .. } => sink.clone(),
             };
-            // Waiters are woken when something may have become leasable sooner.
-            let wake = !matches!(effect, Effect::Removed { .. });
             let queue = self.shared.queue(&sink);
+            // Waiters are woken when something may have become leasable sooner: a removal
+            // only does that when it releases an ordered successor.
             {
                 let mut state = queue.lock();
                 match effect {
                     Effect::Stored(d) => state.stored(d),
                     Effect::Requeued(d) => state.requeued(d),
-                    Effect::Removed { id, existed, .. } => state.removed(id, existed),
+                    Effect::Removed { id, existed, .. } => {
+                        if !state.removed(id, existed) {
+                            continue;
+                        }
+                    }
                     Effect::Failed { id, .. } => state.failed(id),
                     Effect::Added { count, .. } => state.added_on_disk(count),
                 }
             }
-            if wake {
-                queue.added.notify_waiters();
-            }
+            queue.added.notify_waiters();
         }
     }
 }

@@ -1,23 +1,24 @@
 //! In-memory spool: for tests and ephemeral runs. Everything queued is lost on exit.
+//! Each sink's queue (lanes, ordering, parked deliveries) lives in `queue`.
 //!
 //! Bounds: stored bytes are counted per delivery (payload plus a fixed overhead) against
 //! `max_bytes`; the dead-letter store keeps the newest [`DEAD_LETTERS_MAX`] records; the
 //! duplicate-suppression table holds one entry per event accepted within the window.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use dashmap::DashMap;
-use tokio::sync::Notify;
-
 use super::{
-    DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, Delivery, NewDelivery, Spool,
-    SpoolError, DEFAULT_MAX_BYTES, FULL_RETRY_AFTER,
+    DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, Delivery, NewDelivery, Priority,
+    Spool, SpoolError, DEFAULT_MAX_BYTES, FULL_RETRY_AFTER,
 };
 use crate::event::Event;
+use dashmap::DashMap;
+use queue::{SinkQueue, Take};
+
+mod queue;
 
 /// Most dead letters kept; past it the oldest is dropped (and logged).
 const DEAD_LETTERS_MAX: usize = 10_000;
@@ -66,51 +67,6 @@ fn size(event: &Event) -> u64 {
     ENTRY_OVERHEAD + event.data.as_ref().map_or(0, |d| d.len() as u64)
 }
 
-/// One sink's deliveries, ordered by due time then arrival.
-#[derive(Debug, Default)]
-struct SinkQueue {
-    state: Mutex<QueueState>,
-    /// Woken when a delivery is queued, so that an idle lease does not poll.
-    added: Notify,
-}
-
-#[derive(Debug, Default)]
-struct QueueState {
-    due: BinaryHeap<Reverse<Entry>>,
-    leased: usize,
-}
-
-#[derive(Debug)]
-struct Entry(Delivery);
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.0.not_before, self.0.id).cmp(&(other.0.not_before, other.0.id))
-    }
-}
-
-impl SinkQueue {
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
-        lock(&self.state)
-    }
-
-    fn push(&self, delivery: Delivery) {
-        self.lock().due.push(Reverse(Entry(delivery)));
-        self.added.notify_one();
-    }
-}
-
 impl MemorySpool {
     /// An empty spool.
     pub fn new() -> Self {
@@ -152,9 +108,7 @@ impl MemorySpool {
 
     /// Forgets a leased delivery.
     fn remove(&self, delivery: &Delivery) {
-        let queue = self.queue(&delivery.sink);
-        let mut state = queue.lock();
-        state.leased = state.leased.saturating_sub(1);
+        self.queue(&delivery.sink).remove(delivery.id);
         self.release(size(&delivery.event));
     }
 
@@ -230,6 +184,8 @@ impl MemorySpool {
             last_outcome: None,
             last_status: None,
             last_attempt_at: None,
+            priority: d.priority,
+            ordering_key: d.ordering_key,
             event: d.event,
             route: d.route,
             sink: d.sink,
@@ -270,27 +226,11 @@ impl Spool for MemorySpool {
             // Register interest before looking, so a push between the look and the wait
             // is not missed.
             let added = queue.added.notified();
-            let wait = {
-                let mut state = queue.lock();
-                let now = SystemTime::now();
-                let mut out = Vec::new();
-                while out.len() < max.max(1) {
-                    match state.due.peek() {
-                        Some(Reverse(e)) if e.0.not_before <= now => {}
-                        _ => break,
-                    }
-                    if let Some(Reverse(Entry(d))) = state.due.pop() {
-                        out.push(d);
-                    }
-                }
-                if !out.is_empty() {
-                    state.leased += out.len();
-                    return Ok(out);
-                }
-                state
-                    .due
-                    .peek()
-                    .map(|Reverse(e)| e.0.not_before.duration_since(now).unwrap_or(Duration::ZERO))
+            let now = SystemTime::now();
+            let take = queue.lock().take_due(now, max);
+            let wait = match take {
+                Take::Leased(deliveries) => return Ok(deliveries),
+                Take::Wait(due) => due.map(|due| due.duration_since(now).unwrap_or(Duration::ZERO)),
             };
             match wait {
                 Some(wait) => {
@@ -311,12 +251,7 @@ impl Spool for MemorySpool {
 
     async fn nack(&self, mut delivery: Delivery, not_before: SystemTime) -> Result<(), SpoolError> {
         delivery.not_before = not_before;
-        let queue = self.queue(&delivery.sink);
-        {
-            let mut state = queue.lock();
-            state.leased = state.leased.saturating_sub(1);
-        }
-        queue.push(delivery);
+        self.queue(&delivery.sink).requeue(delivery);
         Ok(())
     }
 
@@ -378,6 +313,8 @@ impl Spool for MemorySpool {
                 sink: record.sink.clone(),
                 accepted_at: now,
                 not_before: now,
+                priority: Priority::default(),
+                ordering_key: None,
             });
         }
         Ok(selected.len())
@@ -388,10 +325,7 @@ impl Spool for MemorySpool {
     }
 
     fn depth(&self, sink: &str) -> usize {
-        self.queues.get(sink).map_or(0, |q| {
-            let state = q.lock();
-            state.due.len() + state.leased
-        })
+        self.queues.get(sink).map_or(0, |q| q.lock().depth())
     }
 
     fn sink_depths(&self) -> Vec<(String, usize)> {

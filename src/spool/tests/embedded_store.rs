@@ -9,7 +9,7 @@ use bytes::Bytes;
 use rusqlite::Connection;
 
 use super::{dead_info, due, event, lease, open, wait_depth};
-use crate::spool::{DeadLetterQuery, EmbeddedSpool, Spool};
+use crate::spool::{DeadLetterQuery, EmbeddedSpool, Priority, Spool};
 
 /// The schema switchyard 0.1 wrote (version 1), frozen here to test the migration.
 const SCHEMA_V1: &str = "
@@ -44,10 +44,14 @@ async fn a_version_1_file_is_migrated_and_keeps_its_deliveries() {
         .unwrap();
 
     let spool = open(&dir);
-    assert_eq!(user_version(&path), 2);
+    assert_eq!(user_version(&path), 3);
     assert_eq!(spool.stored_bytes(), 77 + 5, "seeded from the file");
     let d = lease(&spool, "a", 1).await.remove(0);
     assert_eq!((d.id, d.attempts, d.event.id.as_str()), (7, 2, "old-1"));
+    assert_eq!(
+        (d.priority, d.ordering_key.as_deref()),
+        (Priority::Normal, None)
+    );
     assert_eq!(d.event.data.as_deref(), Some(&b"hello"[..]));
     spool.dead_letter(&d, dead_info("R"), None).await.unwrap();
     wait_depth(&spool, "a", 0).await;

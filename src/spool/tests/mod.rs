@@ -7,13 +7,15 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::{DeadLetter, Delivery, EmbeddedSpool, MemorySpool, NewDelivery, Spool};
+use super::{DeadLetter, Delivery, EmbeddedSpool, MemorySpool, NewDelivery, Priority, Spool};
 use crate::event::{Event, ExtensionValue};
 
 mod contract;
 mod contract_store;
 mod embedded;
 mod embedded_store;
+mod lanes;
+mod nats;
 
 /// Longest any single wait in these tests may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -48,6 +50,8 @@ fn new_delivery(event: &Arc<Event>, sink: &str, not_before: SystemTime) -> NewDe
         sink: Arc::from(sink),
         accepted_at: SystemTime::now(),
         not_before,
+        priority: Priority::default(),
+        ordering_key: None,
     }
 }
 
@@ -123,6 +127,12 @@ contract_test!(contract_store::replay_requeues_with_fresh_attempts);
 contract_test!(contract_store::replay_by_filter_and_purge);
 contract_test!(contract_store::put_unique_drops_repeats_within_the_window);
 contract_test!(contract_store::sink_depths_name_every_stored_sink);
+contract_test!(lanes::lease_takes_high_then_normal_then_low);
+contract_test!(lanes::low_is_passed_over_at_most_six_times);
+contract_test!(lanes::high_overtakes_a_low_backlog);
+contract_test!(lanes::ordering_blocks_a_successor_while_leased_or_nacked);
+contract_test!(lanes::ordering_releases_after_dead_letter);
+contract_test!(lanes::other_subjects_routes_and_unordered_go_in_parallel);
 
 /// `max_bytes` refuses a put past the bound, harms nothing stored, and accepts again once
 /// deliveries drain.
