@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::config::Live;
+use crate::config::{DeliveryOrder, Live};
 use crate::event::Event;
 use crate::routing::{RouteTable, Target};
 use crate::spool::{NewDelivery, Spool, SpoolError, SpoolHandle};
@@ -106,6 +106,12 @@ impl Acceptor {
                     routed.push(t.route.clone());
                 }
             }
+            // Only an ordered route needs the subject; events without one are unordered.
+            let ordered = targets.iter().any(|t| t.ordering == DeliveryOrder::Subject);
+            let subject: Option<Arc<str>> = match ordered {
+                true => event.subject.as_deref().map(Arc::from),
+                false => None,
+            };
             let event = Arc::new(event);
             deliveries.extend(targets.drain(..).map(|t| NewDelivery {
                 event: event.clone(),
@@ -113,6 +119,11 @@ impl Acceptor {
                 sink: t.sink,
                 accepted_at: now,
                 not_before: now,
+                priority: t.priority,
+                ordering_key: match t.ordering {
+                    DeliveryOrder::Subject => subject.clone(),
+                    DeliveryOrder::Any => None,
+                },
             }));
         }
         receipt.deliveries = deliveries.len();

@@ -1,5 +1,6 @@
 //! Per-sink delivery control: `rate_limit`, `batch`, `circuit_breaker` and `fallback`, their
-//! validated types and how they are read from a sink's mapping.
+//! validated types and how they are read from a sink's mapping; and a route's `priority` and
+//! `ordering`, which decide in what order a sink's deliveries are leased.
 //!
 //! Imports nothing internal outside `config`.
 
@@ -31,6 +32,46 @@ pub(super) const BREAKER: Shape = Shape {
     keys: "consecutive_failures open_for",
     later: "",
 };
+
+/// A route's `priority`: which lane of each sink its deliveries wait in.
+///
+/// The discriminants are the lane order (lower leases first) and what the embedded spool
+/// stores; they never change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Leased before normal and low.
+    High = 0,
+    /// The default.
+    #[default]
+    Normal = 1,
+    /// Leased after high and normal, but never starved.
+    Low = 2,
+}
+
+impl Priority {
+    /// Every priority, highest first.
+    pub const ALL: [Self; 3] = [Self::High, Self::Normal, Self::Low];
+
+    /// The name used in `routes.yaml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::High => "high",
+            Self::Normal => "normal",
+            Self::Low => "low",
+        }
+    }
+}
+
+/// A route's `ordering`: whether its deliveries to one sink keep their order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum DeliveryOrder {
+    /// No order is kept (the default): deliveries go out as permits allow.
+    #[default]
+    Any,
+    /// `ordering: subject` — per sink, an event is not delivered before an earlier event of
+    /// the route with the same subject succeeded or was dead-lettered.
+    Subject,
+}
 
 /// How a sink's deliveries are paced, grouped and guarded.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -9,6 +9,7 @@ mod delivery;
 mod env;
 mod live;
 mod model;
+mod nats;
 mod reload;
 mod schedules;
 mod summary;
@@ -27,9 +28,13 @@ use axum::http::{HeaderName, HeaderValue, Uri};
 
 pub use admin::{AdminConfig, AdminToken, DEFAULT_ADMIN_LISTEN};
 pub use delivery::{
-    BatchPolicy, BreakerPolicy, DeliveryPolicy, RateLimit, MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
+    BatchPolicy, BreakerPolicy, DeliveryOrder, DeliveryPolicy, Priority, RateLimit,
+    MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
 };
 pub use live::{live, Live, Publisher};
+pub use nats::{
+    NatsAuth, NatsConnection, NatsSinkConfig, NatsSpoolConfig, DEFAULT_DUPLICATE_WINDOW,
+};
 pub use reload::{
     reload_channel, watch_file, ReloadFailed, ReloadRequest, ReloadSummary, ReloadTrigger,
 };
@@ -69,6 +74,8 @@ pub struct SpoolConfig {
     pub path: PathBuf,
     /// Most event bytes kept at once; past it ingress answers 503 with `Retry-After`.
     pub max_bytes: u64,
+    /// Settings of the `nats` backend; `None` for the others.
+    pub nats: Option<NatsSpoolConfig>,
 }
 
 /// The spool backends.
@@ -78,6 +85,8 @@ pub enum SpoolBackend {
     Embedded,
     /// In memory: everything queued is lost when the process exits.
     Memory,
+    /// NATS JetStream, shared by every instance connected to it.
+    Nats,
 }
 
 /// Ingress settings.
@@ -148,6 +157,8 @@ pub enum SinkKind {
     Exec(ExecSinkConfig),
     /// A Rust handler registered by the embedding program.
     Handler(HandlerSinkConfig),
+    /// Publishes each event to a NATS subject.
+    Nats(NatsSinkConfig),
 }
 
 impl SinkKind {
@@ -159,6 +170,7 @@ impl SinkKind {
             Self::File(_) => "file",
             Self::Exec(_) => "exec",
             Self::Handler(_) => "handler",
+            Self::Nats(_) => "nats",
         }
     }
 }
@@ -293,6 +305,10 @@ pub struct RouteConfig {
     pub filter: MatchConfig,
     /// Sinks that receive matching events.
     pub to: Vec<String>,
+    /// The lane its deliveries wait in at each sink (`priority`, default normal).
+    pub priority: Priority,
+    /// Whether its deliveries keep per-subject order at each sink (`ordering`).
+    pub ordering: DeliveryOrder,
 }
 
 /// The `match:` block of a route. Every part that is present must hold.

@@ -51,10 +51,11 @@ pub(super) const ROOT: Shape = Shape {
     later: "",
 };
 
-/// `spool:` — `backend` (embedded, the default, or memory; nats later), `path` (directory
-/// for on-disk state, default ./data) and `max_bytes` (most event bytes stored, default 1GiB).
+/// `spool:` — `backend` (embedded, the default, memory or nats), `path` (directory
+/// for on-disk state, default ./data), `max_bytes` (most event bytes stored, default 1GiB) and
+/// `nats` (the NATS backend's settings; read in `nats`).
 pub(super) const SPOOL: Shape = Shape {
-    keys: "backend path max_bytes",
+    keys: "backend path max_bytes nats",
     later: "",
 };
 
@@ -81,13 +82,13 @@ pub(super) const AUTH: Shape = Shape {
 /// dead-lettered deliveries), and the delivery controls read in `delivery`: `rate_limit`,
 /// `batch`, `circuit_breaker` and `fallback`.
 pub(super) const SINK: Shape = Shape {
-    keys: "http log file exec handler concurrency retry dead_letter rate_limit batch \
+    keys: "http log file exec handler nats concurrency retry dead_letter rate_limit batch \
            circuit_breaker fallback",
     later: "",
 };
 
 /// The sink keys that name its kind.
-pub(super) const SINK_KINDS: &[&str] = &["http", "log", "file", "exec", "handler"];
+pub(super) const SINK_KINDS: &[&str] = &["http", "log", "file", "exec", "handler", "nats"];
 
 /// `http:` — `url` (absolute http or https, required), `format` (cloudevents-binary, the
 /// default, cloudevents-structured or eventgrid), `timeout` (per attempt, default 30s) and
@@ -130,11 +131,12 @@ pub(super) const RETRY: Shape = Shape {
     later: "",
 };
 
-/// One entry of `routes:` — `name` (unique, required), `match` (absent: every event) and `to`
-/// (sink names, required, non-empty).
+/// One entry of `routes:` — `name` (unique, required), `match` (absent: every event), `to`
+/// (sink names, required, non-empty), `priority` (`high | normal | low`, default normal) and
+/// `ordering` (`subject`, or absent for none).
 pub(super) const ROUTE: Shape = Shape {
-    keys: "name match to",
-    later: "priority ordering sql",
+    keys: "name match to priority ordering",
+    later: "sql",
 };
 
 /// `match:` — `types` and `source` (exact, or ending in `*`; `source` is one or a list),

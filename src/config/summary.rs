@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::units::format_duration;
+use super::DeliveryOrder;
 use super::{
     AuthRule, Config, HttpFormat, MatchConfig, RouteConfig, SinkConfig, SinkKind, SpoolBackend,
 };
@@ -73,6 +74,7 @@ fn backend(backend: SpoolBackend) -> &'static str {
     match backend {
         SpoolBackend::Memory => "memory",
         SpoolBackend::Embedded => "embedded",
+        SpoolBackend::Nats => "nats",
     }
 }
 
@@ -88,7 +90,16 @@ fn route_lines(route: &RouteConfig) -> Vec<String> {
         format!("  {}", route.name),
         format!("    match  {}", match_text(&route.filter)),
         format!("    to     {}", route.to.join(", ")),
+        format!("    lane   {}", lane_text(route)),
     ]
+}
+
+fn lane_text(route: &RouteConfig) -> String {
+    let order = match route.ordering {
+        DeliveryOrder::Any => "unordered",
+        DeliveryOrder::Subject => "ordered by subject",
+    };
+    format!("priority {}, {order}", route.priority.name())
 }
 
 fn match_text(filter: &MatchConfig) -> String {
@@ -218,6 +229,13 @@ fn target(kind: &SinkKind) -> String {
             )
         }
         SinkKind::Handler(handler) => format!("`{}`", handler.name),
+        SinkKind::Nats(nats) => format!(
+            "{} subject {} (jetstream {}, timeout {})",
+            nats.connection.servers(),
+            nats.subject,
+            nats.jetstream,
+            format_duration(nats.timeout)
+        ),
     }
 }
 

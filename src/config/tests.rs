@@ -69,6 +69,7 @@ fn the_repository_routes_yaml_is_valid() {
             backend: SpoolBackend::Embedded,
             path: "./data".into(),
             max_bytes: 1 << 30,
+            nats: None,
         }
     );
     assert!(matches!(config.sinks["console"].kind, SinkKind::Log(_)));
@@ -281,6 +282,43 @@ fn the_summary_lists_routes_and_sinks_without_secrets() {
     assert!(default.contains("horizon 1d 0h"), "{default}");
 }
 
+#[test]
+fn routes_take_a_priority_and_an_ordering() {
+    let config = load_ok(
+        "
+sinks: { a: { log: {} } }
+routes:
+  - { name: fast, priority: high, ordering: subject, to: [a] }
+  - { name: slow, priority: low, to: [a] }
+  - { name: plain, to: [a] }
+",
+    );
+    let lanes: Vec<_> = config
+        .routes
+        .iter()
+        .map(|r| (r.priority, r.ordering))
+        .collect();
+    assert_eq!(
+        lanes,
+        [
+            (Priority::High, DeliveryOrder::Subject),
+            (Priority::Low, DeliveryOrder::Any),
+            (Priority::Normal, DeliveryOrder::Any),
+        ]
+    );
+    let summary = config.summary();
+    for expected in [
+        "lane   priority high, ordered by subject",
+        "lane   priority low, unordered",
+        "lane   priority normal, unordered",
+    ] {
+        assert!(
+            summary.contains(expected),
+            "`{expected}` missing:\n{summary}"
+        );
+    }
+}
+
 // === Errors ===
 
 #[test]
@@ -353,15 +391,13 @@ sinks:
   a:
     log: {}
   b: { log: {} }
-routes: [ { name: r, priority: high, ordering: fifo, sql: 'x', to: [a] } ]
+routes: [ { name: r, priority: urgent, ordering: fifo, sql: 'x', to: [a] } ]
 ",
     );
-    for path in ["routes[0].priority", "routes[0].ordering", "routes[0].sql"] {
-        assert_error(&errors, path, "not supported yet");
-    }
+    assert_error(&errors, "routes[0].sql", "not supported yet");
+    assert_error(&errors, "routes[0].priority", "unknown priority `urgent`");
+    assert_error(&errors, "routes[0].ordering", "unknown ordering `fifo`");
     assert_eq!(errors.len(), 3, "{errors:#?}");
-    let nats = errors_with("spool: { backend: nats }", &[]);
-    assert_error(&nats, "spool.backend", "not supported yet");
     assert_error(
         &errors_with("spool: { backend: disk }", &[]),
         "spool.backend",
@@ -482,7 +518,7 @@ sinks:
     assert_error(
         &errors,
         "sinks.none",
-        "needs exactly one of http, log, file, exec, handler (found none)",
+        "needs exactly one of http, log, file, exec, handler, nats (found none)",
     );
     assert_error(&errors, "sinks.two", "(found log and file)");
     assert_error(&errors, "sinks.no-url.http.url", "required");
@@ -954,4 +990,53 @@ routes: [ { name: r, to: [a] } ]
     assert_error(&errors, "sinks.b.fallback", "unknown sink `nowhere`");
     assert_error(&errors, "sinks.c.fallback", "needs a circuit_breaker");
     assert_eq!(errors.len(), 13, "{errors:#?}");
+}
+
+#[test]
+fn the_nats_spool_and_sink_are_read_with_their_defaults() {
+    let config = load_ok(
+        "
+spool:
+  backend: nats
+  nats: { url: 'nats://a:4222, nats://u:p@b:4222', stream: sy-test, token: t }
+ingress: { dedup_window: 5m }
+sinks:
+  bus: { nats: { subject: orders.created } }
+routes: [ { name: r, to: [bus] } ]
+",
+    );
+    let nats = config.spool.nats.expect("nats settings");
+    assert_eq!(nats.connection.urls, ["nats://a:4222", "nats://u:p@b:4222"]);
+    assert_eq!(nats.connection.servers(), "nats://a:4222,nats://b:4222");
+    assert_eq!(nats.connection.auth, NatsAuth::Token("t".into()));
+    assert_eq!((nats.stream.as_str(), nats.replicas), ("sy-test", 1));
+    assert_eq!(nats.duplicate_window, Duration::from_secs(300));
+    let SinkKind::Nats(sink) = &config.sinks["bus"].kind else {
+        panic!("bus is a nats sink")
+    };
+    assert_eq!(
+        (sink.subject.as_str(), sink.jetstream),
+        ("orders.created", false)
+    );
+    assert_eq!(sink.connection.urls, ["nats://127.0.0.1:4222"]);
+}
+
+#[test]
+fn bad_nats_settings_are_reported_with_their_paths() {
+    let errors = errors_with(
+        "
+spool:
+  backend: nats
+  nats: { url: 'http://x', stream: 'a.b', user: u, replicas: 9 }
+sinks:
+  bus: { nats: { subject: 'orders.*' } }
+routes: [ { name: r, to: [bus] } ]
+",
+        &[],
+    );
+    assert_error(&errors, "spool.nats.url", "not a nats://");
+    assert_error(&errors, "spool.nats.stream", "only letters");
+    assert_error(&errors, "spool.nats.password", "required with user");
+    assert_error(&errors, "spool.nats.replicas", "");
+    assert_error(&errors, "sinks.bus.nats.subject", "without wildcards");
 }

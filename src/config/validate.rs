@@ -15,6 +15,7 @@ use super::admin;
 use super::delivery;
 use super::env::{Node, Obj};
 use super::model::{self, Operand, Reader};
+use super::nats;
 use super::schedules;
 use super::telemetry;
 use super::{
@@ -22,6 +23,7 @@ use super::{
     HandlerSinkConfig, HttpFormat, HttpSinkConfig, IngressConfig, LogSinkConfig, MatchConfig,
     RetryPolicy, RouteConfig, SinkConfig, SinkKind, SpoolBackend, SpoolConfig, SubjectFilter,
 };
+use super::{DeliveryOrder, Priority};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const MIB: usize = 1 << 20;
@@ -88,10 +90,16 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
     let schedules = rd.or(top.get("schedules"), Vec::new(), schedules::read);
     let admin = admin::read(rd, &top);
     let telemetry = telemetry::read(rd, &top);
+    let (mut spool, ingress) = (spool?, ingress?);
+    if let Some(nats) = &mut spool.nats {
+        nats.duplicate_window = ingress
+            .dedup_window
+            .unwrap_or(nats::DEFAULT_DUPLICATE_WINDOW);
+    }
     Some(Config {
         listen: listen?,
-        spool: spool?,
-        ingress: ingress?,
+        spool,
+        ingress,
         sinks: sinks??,
         routes: routes?,
         schedules: schedules?,
@@ -103,18 +111,17 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
 
 fn spool(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<SpoolConfig> {
     let backend = rd.or(o.get("backend"), SpoolBackend::Embedded, |rd, n| {
-        if n.value.as_str() == Some("nats") {
-            return rd.fail(&n.path, "not supported yet (use embedded or memory)");
-        }
         rd.choice(
             n,
             "backend",
             &[
                 ("embedded", SpoolBackend::Embedded),
                 ("memory", SpoolBackend::Memory),
+                ("nats", SpoolBackend::Nats),
             ],
         )
     });
+    let nats = nats::read_spool(rd, o);
     let path = rd.or(o.get("path"), PathBuf::from("./data"), |rd, n| {
         rd.text(n).map(PathBuf::from)
     });
@@ -122,10 +129,12 @@ fn spool(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<SpoolConfig> {
         0 => rd.fail(&n.path, "must be at least 1 byte"),
         size => Some(size),
     });
+    let backend = backend?;
     Some(SpoolConfig {
-        backend: backend?,
+        backend,
         path: path?,
         max_bytes: max_bytes?,
+        nats: Some(nats?).filter(|_| backend == SpoolBackend::Nats),
     })
 }
 
@@ -264,6 +273,7 @@ fn sink_kind(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<SinkKind> {
             let o = rd.section(o, kind, &model::EXEC)?;
             exec_sink(rd, &o).map(SinkKind::Exec)
         }
+        "nats" => nats::read_sink(rd, o).map(SinkKind::Nats),
         _ => {
             let o = rd.section(o, kind, &model::HANDLER)?;
             let name = rd.required(&o, "name", Reader::text)?;
@@ -415,10 +425,19 @@ fn route(
         }
         Some(targets)
     });
+    let priority = rd.or(o.get("priority"), Priority::Normal, |rd, n| {
+        let choices = Priority::ALL.map(|p| (p.name(), p));
+        rd.choice(n, "priority", &choices)
+    });
+    let ordering = rd.or(o.get("ordering"), DeliveryOrder::Any, |rd, n| {
+        rd.choice(n, "ordering", &[("subject", DeliveryOrder::Subject)])
+    });
     Some(RouteConfig {
         name: name?,
         filter: filter?,
         to: to?,
+        priority: priority?,
+        ordering: ordering?,
     })
 }
 

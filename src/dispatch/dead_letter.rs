@@ -34,6 +34,9 @@ pub(super) async fn run(
         sink: Arc::from(t),
         accepted_at: now,
         not_before: now,
+        // The record keeps its lane; the dead-letter sink has no order to keep.
+        priority: delivery.priority,
+        ordering_key: None,
     });
     let info = DeadLetter {
         reason: reason.to_owned(),

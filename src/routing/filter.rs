@@ -150,6 +150,8 @@ impl CompiledRoute {
             .map(|sink| Target {
                 route: name.clone(),
                 sink: Arc::from(sink.as_str()),
+                priority: route.priority,
+                ordering: route.ordering,
             })
             .collect();
         let MatchConfig {

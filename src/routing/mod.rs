@@ -19,7 +19,7 @@ mod text;
 
 use std::sync::Arc;
 
-use crate::config::{Config, RouteConfig};
+use crate::config::{Config, DeliveryOrder, Priority, RouteConfig};
 use crate::event::Event;
 
 pub use explain::{Explanation, RouteVerdict};
@@ -31,6 +31,10 @@ pub struct Target {
     pub route: Arc<str>,
     /// The sink to deliver to.
     pub sink: Arc<str>,
+    /// The route's lane at the sink.
+    pub priority: Priority,
+    /// Whether the route keeps per-subject order at the sink.
+    pub ordering: DeliveryOrder,
 }
 
 /// The compiled routing table.

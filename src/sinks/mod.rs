@@ -14,6 +14,7 @@
 //! | `file` | a JSON-lines file, synced before success |
 //! | `exec` | a command fed the event on stdin |
 //! | `handler` | a Rust [`Handler`] registered by the embedding program |
+//! | `nats` | a NATS subject (core NATS or JetStream), structured CloudEvents JSON |
 
 mod classify;
 mod exec;
@@ -21,6 +22,7 @@ mod file;
 mod handler;
 mod http;
 mod log;
+mod nats;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -190,6 +192,7 @@ fn build_one(
         SinkKind::Log(c) => Arc::new(log::LogSink::new(c.level)),
         SinkKind::File(c) => Arc::new(file::FileSink::new(c.path.clone())),
         SinkKind::Exec(c) => Arc::new(exec::ExecSink::new(c.clone())),
+        SinkKind::Nats(c) => Arc::new(nats::NatsSink::new(c.clone())),
         SinkKind::Handler(c) => {
             let handler = handlers
                 .get(&c.name)

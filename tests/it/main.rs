@@ -11,6 +11,7 @@ mod delivery_control;
 mod durability_kill9;
 mod ingress;
 mod otlp;
+mod priority;
 mod reload;
 mod schedules;
 mod sinks;

@@ -19,6 +19,8 @@ fn delivery() -> Delivery {
         last_outcome: Some("NotFound".into()),
         last_status: Some(404),
         last_attempt_at: Some(accepted + Duration::from_millis(1500)),
+        priority: Default::default(),
+        ordering_key: None,
     }
 }
 

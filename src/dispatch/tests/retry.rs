@@ -39,6 +39,8 @@ fn delivery(attempts: u32) -> Delivery {
         last_outcome: None,
         last_status: None,
         last_attempt_at: None,
+        priority: Default::default(),
+        ordering_key: None,
     }
 }
 

@@ -36,6 +36,8 @@ impl Running {
                 sink: Arc::from(sink),
                 accepted_at: now,
                 not_before: now,
+                priority: Default::default(),
+                ordering_key: None,
             })
             .collect();
         self.ctx.spool.put(deliveries).await.unwrap();
@@ -187,6 +189,8 @@ async fn expired_delivery_is_dead_lettered_without_an_attempt() {
         sink: Arc::from("api"),
         accepted_at: long_ago,
         not_before: long_ago,
+        priority: Default::default(),
+        ordering_key: None,
     };
     ctx.spool.put(vec![new]).await.unwrap();
     let delivery = ctx.spool.lease("api", 1).await.unwrap().remove(0);

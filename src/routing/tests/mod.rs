@@ -8,7 +8,9 @@ mod operators;
 
 use bytes::Bytes;
 
-use crate::config::{AdvancedFilter, Condition, MatchConfig, RouteConfig, SubjectFilter};
+use crate::config::{
+    AdvancedFilter, Condition, DeliveryOrder, MatchConfig, Priority, RouteConfig, SubjectFilter,
+};
 use crate::event::{Event, ExtensionValue};
 
 use super::filter::CompiledRoute;
@@ -53,6 +55,8 @@ fn route(name: &str, to: &[&str], filter: MatchConfig) -> RouteConfig {
         name: name.to_owned(),
         filter,
         to: strings(to),
+        priority: Priority::default(),
+        ordering: DeliveryOrder::default(),
     }
 }
 

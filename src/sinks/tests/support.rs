@@ -74,6 +74,7 @@ pub(crate) fn config(sinks: Vec<SinkConfig>) -> Config {
             backend: SpoolBackend::Memory,
             path: PathBuf::from("."),
             max_bytes: 1 << 30,
+            nats: None,
         },
         ingress: IngressConfig {
             max_event_bytes: 1 << 20,
