@@ -11,7 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
 use super::AdminState;
-use crate::config::{MatchConfig, RouteConfig, SinkConfig};
+use crate::config::{DeliveryOrder, MatchConfig, RouteConfig, SinkConfig};
 use crate::spool::Spool;
 use crate::telemetry;
 
@@ -41,6 +41,11 @@ fn route(route: &RouteConfig) -> Value {
         "name": route.name,
         "match": match_summary(&route.filter),
         "to": route.to,
+        "priority": route.priority.name(),
+        "ordering": match route.ordering {
+            DeliveryOrder::Any => None,
+            DeliveryOrder::Subject => Some("subject"),
+        },
     })
 }
 
