@@ -11,7 +11,9 @@ mod live;
 mod model;
 mod nats;
 mod reload;
+mod routes;
 mod schedules;
+mod sinks;
 mod summary;
 mod telemetry;
 #[cfg(test)]

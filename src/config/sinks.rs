@@ -1,0 +1,214 @@
+//! Reading `sinks:`: each sink's kind (http, log, file, exec, handler, nats), concurrency,
+//! retry policy, dead-letter target and delivery policy, each error with its YAML path.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use axum::http::{HeaderName, HeaderValue, Uri};
+use tracing::Level;
+
+use super::delivery;
+use super::env::{Node, Obj};
+use super::model::{self, Reader};
+use super::nats;
+use super::validate::{sink_ref, DEFAULT_TIMEOUT};
+use super::{
+    ExecSinkConfig, FileSinkConfig, HandlerSinkConfig, HttpFormat, HttpSinkConfig, LogSinkConfig,
+    RetryPolicy, SinkConfig, SinkKind,
+};
+const FORMATS: &[(&str, HttpFormat)] = &[
+    ("cloudevents-binary", HttpFormat::CloudEventsBinary),
+    ("cloudevents-structured", HttpFormat::CloudEventsStructured),
+    ("eventgrid", HttpFormat::EventGrid),
+];
+
+const LEVELS: &[(&str, Level)] = &[
+    ("trace", Level::TRACE),
+    ("debug", Level::DEBUG),
+    ("info", Level::INFO),
+    ("warn", Level::WARN),
+    ("error", Level::ERROR),
+];
+
+pub(super) fn sinks(
+    rd: &mut Reader<'_>,
+    nodes: Vec<(String, Node<'_>)>,
+    names: &[String],
+) -> Option<BTreeMap<String, SinkConfig>> {
+    let sinks: Vec<_> = nodes
+        .into_iter()
+        .map(|(name, n)| sink(rd, name, &n, names))
+        .collect();
+    sinks
+        .into_iter()
+        .map(|s| s.map(|s| (s.name.clone(), s)))
+        .collect()
+}
+
+fn sink(
+    rd: &mut Reader<'_>,
+    name: String,
+    node: &Node<'_>,
+    names: &[String],
+) -> Option<SinkConfig> {
+    if name.trim().is_empty() {
+        return rd.fail(&node.path, "a sink name must not be empty");
+    }
+    let o = rd.object(node, &model::SINK)?;
+    let kind = sink_kind(rd, &o);
+    let concurrency = rd.or(o.get("concurrency"), 16, |rd, n| rd.integer(n, 1..=10_000));
+    let retry = rd
+        .section(&o, "retry", &model::RETRY)
+        .and_then(|o| retry(rd, &o));
+    let dead_letter = rd.or(o.get("dead_letter"), None, |rd, n| {
+        let target = sink_ref(rd, n, names)?;
+        if target == name {
+            return rd.fail(&n.path, "must name another sink, not the sink itself");
+        }
+        Some(Some(target))
+    });
+    let delivery = delivery::read(rd, &o, &name, names);
+    Some(SinkConfig {
+        name,
+        kind: kind?,
+        concurrency: concurrency?,
+        retry: retry?,
+        dead_letter: dead_letter?,
+        delivery: delivery?,
+    })
+}
+
+fn sink_kind(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<SinkKind> {
+    let kinds: Vec<&str> = model::SINK_KINDS
+        .iter()
+        .copied()
+        .filter(|k| o.has(k))
+        .collect();
+    let [kind] = kinds[..] else {
+        let found = if kinds.is_empty() {
+            "none".to_owned()
+        } else {
+            kinds.join(" and ")
+        };
+        let expected = model::SINK_KINDS.join(", ");
+        return rd.fail(
+            &o.path,
+            format!("needs exactly one of {expected} (found {found})"),
+        );
+    };
+    match kind {
+        "http" => {
+            let o = rd.section(o, kind, &model::HTTP)?;
+            http_sink(rd, &o).map(SinkKind::Http)
+        }
+        "log" => {
+            let o = rd.section(o, kind, &model::LOG)?;
+            log_sink(rd, &o).map(SinkKind::Log)
+        }
+        "file" => {
+            let o = rd.section(o, kind, &model::FILE)?;
+            let path = rd.required(&o, "path", Reader::text)?;
+            Some(SinkKind::File(FileSinkConfig {
+                path: PathBuf::from(path),
+            }))
+        }
+        "exec" => {
+            let o = rd.section(o, kind, &model::EXEC)?;
+            exec_sink(rd, &o).map(SinkKind::Exec)
+        }
+        "nats" => nats::read_sink(rd, o).map(SinkKind::Nats),
+        _ => {
+            let o = rd.section(o, kind, &model::HANDLER)?;
+            let name = rd.required(&o, "name", Reader::text)?;
+            Some(SinkKind::Handler(HandlerSinkConfig { name }))
+        }
+    }
+}
+
+fn http_sink(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<HttpSinkConfig> {
+    let url = rd.required(o, "url", |rd, n| {
+        let uri = rd.parsed(n, "URL", str::parse::<Uri>)?;
+        let web = matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some();
+        if web {
+            Some(uri)
+        } else {
+            rd.fail(&n.path, "expected an absolute http:// or https:// URL")
+        }
+    });
+    let format = rd.or(o.get("format"), HttpFormat::CloudEventsBinary, |rd, n| {
+        rd.choice(n, "format", FORMATS)
+    });
+    let timeout = rd.or(o.get("timeout"), DEFAULT_TIMEOUT, Reader::duration);
+    let headers = rd.or(o.get("headers"), Vec::new(), |rd, n| {
+        let headers: Vec<_> = rd
+            .entries(n)?
+            .iter()
+            .map(|(k, n)| header(rd, k, n))
+            .collect();
+        headers.into_iter().collect()
+    });
+    Some(HttpSinkConfig {
+        url: url?,
+        format: format?,
+        timeout: timeout?,
+        headers: headers?,
+    })
+}
+
+fn header(rd: &mut Reader<'_>, name: &str, node: &Node<'_>) -> Option<(HeaderName, HeaderValue)> {
+    let Ok(name) = HeaderName::try_from(name) else {
+        return rd.fail(&node.path, "invalid header name");
+    };
+    let value = rd.string(node)?;
+    match HeaderValue::try_from(value) {
+        Ok(value) => Some((name, value)),
+        // The value may hold an interpolated secret, so it is not repeated here.
+        Err(_) => rd.fail(&node.path, "invalid header value (control characters?)"),
+    }
+}
+
+fn log_sink(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<LogSinkConfig> {
+    let level = rd.or(o.get("level"), Level::INFO, |rd, n| {
+        rd.choice(n, "level", LEVELS)
+    });
+    Some(LogSinkConfig { level: level? })
+}
+
+fn exec_sink(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<ExecSinkConfig> {
+    let command = rd.required(o, "command", |rd, n| {
+        rd.some(n, "must name a program", Reader::text)
+    });
+    let timeout = rd.or(o.get("timeout"), DEFAULT_TIMEOUT, Reader::duration);
+    Some(ExecSinkConfig {
+        command: command?,
+        timeout: timeout?,
+    })
+}
+
+fn retry(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<RetryPolicy> {
+    let defaults = RetryPolicy::default();
+    let max_attempts = rd.or(o.get("max_attempts"), defaults.max_attempts, |rd, n| {
+        rd.integer(n, 1..=100)
+    });
+    let event_ttl = rd.or(o.get("event_ttl"), defaults.event_ttl, |rd, n| {
+        let ttl = rd.duration(n)?;
+        if ttl.is_zero() {
+            rd.fail(&n.path, "must be longer than 0s")
+        } else {
+            Some(ttl)
+        }
+    });
+    let schedule = rd.or(o.get("schedule"), defaults.schedule, |rd, n| {
+        rd.some(n, "needs at least one delay", Reader::duration)
+    });
+    let some = |rd: &mut Reader<'_>, n: &Node<'_>| delivery::positive(rd, n).map(Some);
+    let max_backoff = rd.or(o.get("max_backoff"), None, some);
+    let max_retry_after = rd.or(o.get("max_retry_after"), None, some);
+    Some(RetryPolicy {
+        max_attempts: max_attempts?,
+        event_ttl: event_ttl?,
+        schedule: schedule?,
+        max_backoff: max_backoff?,
+        max_retry_after: max_retry_after?,
+    })
+}
