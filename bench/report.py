@@ -197,6 +197,7 @@ class Report:
 
         self.row("End to end, delivered to a local HTTP sink (events/s)", f"B: {rate(base)}",
                  "e2e.rate", rate, base, "B", "≥ 0.60× B", e2e_check)
+        self.isolation()
 
         def rss_idle_check(spool):
             kb = g(f"{spool}.rss_idle_kb")
@@ -216,6 +217,28 @@ class Report:
                  "backlog.rss_kb", mb, target=target, check=rss_backlog_check)
         self.row("Store bytes per queued event (spool directory growth / events)", "",
                  "backlog.store_bytes_per_event", lambda b: f"{b:,.0f} B")
+
+    def isolation(self):
+        """The counting sink's delivered rate beside a dead and a 5 s sink, against it alone
+        (embedded spool only, both measured in this run)."""
+        g = self.get
+        figure = "Isolation: healthy sink beside a dead and a 5 s sink (events/s)"
+        target = "≥ 0.90× alone"
+        alone = g("embedded.isolation.alone.rate")
+        mixed = g("embedded.isolation.mixed.rate")
+        r = ratio(mixed, alone)
+        if self.skipped("embedded"):
+            cell = "skipped"
+        elif r is None:
+            cell = "— (see notes)" if g("embedded.isolation.note") else "—"
+        else:
+            cell = f"{rate(mixed)} beside them ({r:.2f}× alone)"
+        emb = self.verdict("embedded", None if r is None else r >= 0.90)
+        mem = "n/a (not measured)"
+        self.rows.append([figure, f"alone (embedded): {rate(alone)}", "not measured", cell,
+                          target, f"embedded {emb}"])
+        self.targets.append({"figure": figure, "target": target, "embedded": emb,
+                             "memory": mem, "ratio": None if r is None else round(r, 3)})
 
     def markdown(self):
         g = self.get
@@ -282,6 +305,16 @@ class Report:
         for key, values in sorted((k, v) for k, v in self.f.items() if k.endswith(".warn")):
             for v in values:
                 notes.append(f"- warning ({key[:-5]}): {v}")
+        alone_acc = g("embedded.isolation.alone.accepted")
+        mixed_acc = g("embedded.isolation.mixed.accepted")
+        if num(alone_acc) and num(mixed_acc):
+            notes.append(
+                "- isolation: one route fans every event out to a dead sink (connection "
+                "refused), a sink answering after 5 s (both retry every 1 s, concurrency 16) "
+                "and the counting sink (concurrency 64); events acknowledged/s "
+                f"{rate(alone_acc)} alone, {rate(mixed_acc)} with the fan-out; the 5 s sink "
+                f"received {rate(g('embedded.isolation.mixed.slow_requests'))} requests"
+            )
         if notes:
             out.append("Notes:")
             out.append("")

@@ -44,6 +44,16 @@
 #                 figure is skipped with a note).
 #   end to end    events/s received by a local counting sink (GET /count) while the load
 #                 runs, binary mode, sink concurrency 64 (as many as the load's connections).
+#   isolation     embedded spool only: events/s the counting sink received, as in the end-to-end
+#                 figure (binary mode, same wrk load, concurrency 64), once with a route to it
+#                 alone and once with one route fanning every event out to three sinks: a dead
+#                 one (a closed loopback port: connection refused), a slow one
+#                 (baseline_ingest --mode slow --delay-ms 5000: 200 after 5 s) and the counting
+#                 sink. Dead and slow sinks: retry schedule [1s], default concurrency (16).
+#                 Fan-out is the harder case: every event is stored for all three, so the bad
+#                 sinks' deliveries and retries share the spool and the core with the healthy
+#                 one. The two configurations alternate, run by run; the figure is the ratio
+#                 of the medians (target ≥ 0.90).
 #   RSS idle      VmRSS 1 s after start.
 #   backlog       embedded and memory spools: N events sent in batches of 100 to a stalled
 #                 sink; RSS then, and spool-directory growth per queued event.
@@ -102,6 +112,8 @@ PORT_A=$((PORT_BASE + 0))        # baseline A
 PORT_B=$((PORT_BASE + 1))        # baseline B
 PORT_SINK=$((PORT_BASE + 2))     # counting sink
 PORT_STALL=$((PORT_BASE + 3))    # stalled sink
+PORT_DEAD=$((PORT_BASE + 4))     # nothing listens here: connection refused
+PORT_SLOW=$((PORT_BASE + 5))     # sink answering after 5 s
 PORT_SY=$((PORT_BASE + 10))      # switchyard
 
 WORK="$BENCH/.work"
@@ -374,6 +386,106 @@ restart_switchyard() {
   SY_PID=$STARTED_PID
 }
 
+# e2e_once PORT: one end-to-end run against a server already on PORT; prints
+# "delivered_rate accepted_rate status_errors socket_errors" (events/s the counting sink
+# received while the load ran, and events/s acknowledged).
+e2e_once() {
+  local port=$1 c0 c1 t0 t1 line accepted status_errors socket_errors
+  c0=$(sink_count) t0=$(now)
+  line=$(run_wrk "$port" binary)
+  c1=$(sink_count) t1=$(now)
+  read -r accepted _ _ status_errors socket_errors <<< "$line"
+  awk -v a="$c0" -v b="$c1" -v s="$t0" -v e="$t1" -v r="$accepted" \
+    -v se="$status_errors" -v ke="$socket_errors" \
+    'BEGIN { printf "%.1f %.1f %d %d\n", (b - a) / (e - s), r, se, ke }'
+}
+
+# isolation_config FILE: the embedded spool, one route fanning every event out to a dead
+# sink, a slow sink and the counting sink.
+isolation_config() {
+  cat > "$1" <<EOF
+listen: 127.0.0.1:$PORT_SY
+shutdown_grace: 200ms
+spool:
+  backend: embedded
+  path: $WORK/spool
+sinks:
+  dead:
+    http:
+      url: "http://127.0.0.1:$PORT_DEAD/events"
+    retry: { schedule: [1s] }
+  slow:
+    http:
+      url: "http://127.0.0.1:$PORT_SLOW/events"
+    retry: { schedule: [1s] }
+  healthy:
+    http:
+      url: "http://127.0.0.1:$PORT_SINK/events"
+      timeout: 30s
+    concurrency: $CONNECTIONS
+    retry:
+      max_attempts: 100
+      event_ttl: 2d
+      schedule: [1h]
+routes:
+  - name: all
+    match:
+      types: ["*"]
+    to: [dead, slow, healthy]
+EOF
+}
+
+# measure_isolation: the counting sink's delivered rate alone and beside a dead and a slow
+# sink, the two configurations alternating run by run (embedded spool).
+measure_isolation() {
+  local alone_cfg="$WORK/switchyard-isolation-alone.yaml"
+  local mixed_cfg="$WORK/switchyard-isolation-mixed.yaml"
+  local r line delivered accepted status_errors socket_errors slow0 slow1 which
+  local alone=() alone_acc=() mixed=() mixed_acc=() slow_seen=0
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT_DEAD") 2>/dev/null; then
+    record embedded.isolation.note "skipped: something listens on port $PORT_DEAD, the dead sink's port"
+    return
+  fi
+  switchyard_config "$alone_cfg" embedded "$WORK/spool" "$PORT_SINK" "$CONNECTIONS" 30s
+  isolation_config "$mixed_cfg"
+  if ! "$SWITCHYARD" check --config "$mixed_cfg" > "$WORK/check-isolation.log" 2>&1; then
+    record embedded.isolation.note "skipped: switchyard check rejects the configuration ($(grep -m1 -i error "$WORK/check-isolation.log" | cut -c1-160))"
+    return
+  fi
+  start slow "$PORT_SLOW" "${PIN_LOAD[@]}" -- \
+    "$BASE_INGEST" --mode slow --delay-ms 5000 "127.0.0.1:$PORT_SLOW"
+  local slow_pid=$STARTED_PID
+  for r in $(seq 1 "$RUNS"); do
+    for which in alone mixed; do
+      SY_CONFIG=$alone_cfg
+      [[ $which == mixed ]] && SY_CONFIG=$mixed_cfg
+      restart_switchyard
+      slow0=$(curl -s --max-time 5 "http://127.0.0.1:$PORT_SLOW/count")
+      line=$(e2e_once "$PORT_SY")
+      slow1=$(curl -s --max-time 5 "http://127.0.0.1:$PORT_SLOW/count")
+      read -r delivered accepted status_errors socket_errors <<< "$line"
+      if [[ $status_errors -gt 0 || $socket_errors -gt 0 ]]; then
+        record "embedded.isolation.$which.warn" \
+          "run $r: $status_errors non-2xx answers, $socket_errors socket errors"
+      fi
+      if [[ $which == alone ]]; then
+        alone+=("$delivered") alone_acc+=("$accepted")
+      else
+        mixed+=("$delivered") mixed_acc+=("$accepted")
+        slow_seen=$((slow_seen + slow1 - slow0))
+      fi
+    done
+  done
+  stop "$SY_PID"
+  SY_PID=""
+  stop "$slow_pid"
+  record embedded.isolation.alone.rate "$(printf '%s\n' "${alone[@]}" | median)"
+  record embedded.isolation.alone.accepted "$(printf '%s\n' "${alone_acc[@]}" | median)"
+  record embedded.isolation.mixed.rate "$(printf '%s\n' "${mixed[@]}" | median)"
+  record embedded.isolation.mixed.accepted "$(printf '%s\n' "${mixed_acc[@]}" | median)"
+  record embedded.isolation.mixed.slow_requests "$slow_seen"
+}
+
 # ---- preparation ----------------------------------------------------------------------
 
 log "switchyard benchmark, $MODE mode: $RUNS run(s) × ${DURATION}s, $CONNECTIONS connections, backlog $BACKLOG"
@@ -497,6 +609,15 @@ for backend in memory embedded; do
   stop "$SY_PID"
   SY_PID=""
 done
+
+# ---- isolation ------------------------------------------------------------------------
+
+if [[ -z $(awk -F'\t' '$1 == "embedded.skipped"' "$RESULTS") ]]; then
+  log "switchyard, spool.backend: embedded — isolation: the counting sink beside a dead and a 5 s sink"
+  measure_isolation
+else
+  record embedded.isolation.note "skipped: the embedded spool is not accepted by this build"
+fi
 stop "$STALL_PID"
 stop "$SINK_PID"
 

@@ -2,7 +2,7 @@
 //! end-to-end and backlog figures deliver to.
 //!
 //! ```sh
-//! cargo run --release --example baseline_ingest -- [--mode parse|sink|stall] [ADDR]
+//! cargo run --release --example baseline_ingest -- [--mode parse|sink|stall|slow] [--delay-ms MS] [ADDR]
 //! ```
 //!
 //! The listen address comes from the first argument, else `BASELINE_LISTEN`, else
@@ -14,12 +14,15 @@
 //!   the number of requests received so far, so a benchmark can compute a delivered rate.
 //! - `stall`: reads the body and never answers, holding the connection open: a sink that takes
 //!   one delivery and then lets every other one wait in the spool.
+//! - `slow`: reads the body, counts the request and answers 200 after `--delay-ms`
+//!   milliseconds (default 5000): a sink that works, slowly.
 //!
 //! `GET /count` works in every mode.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::body::Bytes;
@@ -38,6 +41,8 @@ enum Mode {
     Sink,
     /// Never answer.
     Stall,
+    /// Count the request, answer 200 after `--delay-ms`.
+    Slow,
 }
 
 /// Command line.
@@ -47,23 +52,30 @@ struct Args {
     /// What to do with each POST.
     #[arg(long, value_enum, default_value_t = Mode::Parse)]
     mode: Mode,
+    /// How long `--mode slow` waits before answering, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    delay_ms: u64,
     /// Address to listen on.
     #[arg(env = "BASELINE_LISTEN", default_value = "127.0.0.1:9100")]
     listen: SocketAddr,
 }
 
-/// Requests received, for `GET /count`.
+/// Requests received, for `GET /count`, and the answer delay of `--mode slow`.
 #[derive(Debug, Default)]
-struct Counter(AtomicU64);
+struct Counter(AtomicU64, Duration);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let counter = Arc::new(Counter::default());
+    let counter = Arc::new(Counter(
+        AtomicU64::new(0),
+        Duration::from_millis(args.delay_ms),
+    ));
     let post = match args.mode {
         Mode::Parse => any(parse),
         Mode::Sink => any(sink),
         Mode::Stall => any(stall),
+        Mode::Slow => any(slow),
     };
     let app = Router::new()
         .route("/count", get(count))
@@ -107,6 +119,13 @@ async fn stall(State(counter): State<Arc<Counter>>, body: Bytes) -> StatusCode {
     counter.0.fetch_add(1, Ordering::Relaxed);
     std::hint::black_box(body);
     std::future::pending::<StatusCode>().await
+}
+
+async fn slow(State(counter): State<Arc<Counter>>, body: Bytes) -> StatusCode {
+    counter.0.fetch_add(1, Ordering::Relaxed);
+    std::hint::black_box(body);
+    tokio::time::sleep(counter.1).await;
+    StatusCode::OK
 }
 
 async fn count(State(counter): State<Arc<Counter>>) -> String {
