@@ -354,6 +354,7 @@ shutdown_grace: 200ms
 spool:
   backend: $2
   path: $3
+  max_bytes: 16GiB    # room for a 1M-event backlog (about 1.5 GB on disk)
 sinks:
   target:
     http:
