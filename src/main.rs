@@ -70,6 +70,10 @@ enum Command {
     /// Print the routing table of a running daemon.
     #[command(after_help = EXIT_CODES)]
     Routes(ops::AdminArgs),
+    /// Delete the deliveries a running daemon keeps for a sink its configuration no longer
+    /// names (deliveries in flight stay).
+    #[command(after_help = EXIT_CODES)]
+    PurgeSink(ops::PurgeSinkArgs),
     /// List, show, replay or purge a running daemon's dead letters.
     #[command(after_help = EXIT_CODES)]
     DeadLetter(ops::DeadLetterArgs),
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         Command::Send(args) => ops::send(&args),
         Command::Sinks(args) => ops::sinks(&args),
         Command::Routes(args) => ops::routes(&args),
+        Command::PurgeSink(args) => ops::purge_sink(&args),
         Command::DeadLetter(args) => ops::dead_letter(&args),
     };
     match result {

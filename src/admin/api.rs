@@ -1,9 +1,9 @@
 //! `GET /metrics` (Prometheus text) and the JSON admin API: `GET /api/v1/routes`,
-//! `GET /api/v1/sinks`.
+//! `GET /api/v1/sinks`, `DELETE /api/v1/sinks/{name}/deliveries`, `POST /api/v1/reload`.
 
 use std::time::SystemTime;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::AdminState;
 use crate::config::{DeliveryOrder, MatchConfig, RouteConfig, SinkConfig};
-use crate::spool::Spool;
+use crate::spool::{PurgeError, Spool};
 use crate::telemetry;
 
 /// The Prometheus text exposition format.
@@ -95,6 +95,42 @@ pub(super) async fn sinks(State(state): State<AdminState>) -> Json<Value> {
             .map(|(name, depth)| json!({ "name": name, "orphaned": true, "backlog": depth })),
     );
     Json(json!({ "sinks": sinks }))
+}
+
+/// `DELETE /api/v1/sinks/{name}/deliveries`: removes the deliveries kept for a sink that a
+/// reload removed, except those being delivered right now; `{"purged": n}`. 409 for a sink
+/// the running configuration names, 404 when nothing is stored for the name, 501 when the
+/// spool backend cannot purge, 503 when the spool fails.
+pub(super) async fn purge_sink(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> (StatusCode, Json<Value>) {
+    let refuse = |status, error: String| (status, Json(json!({ "error": error })));
+    if state.config.get().sinks.contains_key(&name) {
+        let error = format!(
+            "sink {name:?} is configured; only an orphaned sink's deliveries can be purged"
+        );
+        return refuse(StatusCode::CONFLICT, error);
+    }
+    if state.spool.depth(&name) == 0 {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            format!("no deliveries stored for sink {name:?}"),
+        );
+    }
+    match state.spool.purge_sink(&name).await {
+        Ok(purged) => {
+            tracing::warn!(sink = %name, purged, "Orphaned deliveries purged by the admin API");
+            (StatusCode::OK, Json(json!({ "purged": purged })))
+        }
+        Err(error @ PurgeError::Unsupported) => {
+            refuse(StatusCode::NOT_IMPLEMENTED, error.to_string())
+        }
+        Err(PurgeError::Spool(_)) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the spool is unavailable; try again later".to_owned(),
+        ),
+    }
 }
 
 fn sink_status(state: &AdminState, sink: &SinkConfig) -> Value {

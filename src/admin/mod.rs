@@ -5,7 +5,7 @@
 //!
 //! - `probes`: `GET /healthz` and `GET /readyz` (always open, for orchestrators).
 //! - `api`: `GET /metrics`, `GET /api/v1/routes`, `GET /api/v1/sinks`,
-//!   `POST /api/v1/reload`.
+//!   `DELETE /api/v1/sinks/{name}/deliveries` (orphaned deliveries), `POST /api/v1/reload`.
 //! - `dead_letters`: list, show, replay and purge dead letters under `/api/v1/dead-letters`.
 //! - `auth`: with `admin.token` set, everything but the probes needs `Authorization: Bearer`.
 
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -63,6 +63,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/api/v1/routes", get(api::routes))
         .route("/api/v1/sinks", get(api::sinks))
+        .route("/api/v1/sinks/{name}/deliveries", delete(api::purge_sink))
         .route("/api/v1/reload", post(api::reload))
         .merge(dead_letters::router())
         .route_layer(middleware::from_fn_with_state(

@@ -123,7 +123,7 @@ pub(crate) fn dead_letter(args: &DeadLetterArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One admin request; prints a non-2xx answer as one line on stderr and gives `None`.
-fn call(
+pub(super) fn call(
     args: &AdminArgs,
     method: Method,
     path: &str,
@@ -150,8 +150,8 @@ fn call(
     Ok(Some(value))
 }
 
-/// Percent-encodes a query value (everything but unreserved characters).
-fn encode(value: &str) -> String {
+/// Percent-encodes a query value or a path segment (everything but unreserved characters).
+pub(super) fn encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         match byte {

@@ -1,6 +1,7 @@
 //! The `switchyard` binary's commands that talk to a running daemon over HTTP: `send`
 //! publishes one CloudEvent to ingress; `sinks` and `routes` read the admin API;
-//! `dead-letter` ([`dead_letters`]) lists, replays and purges dead letters.
+//! `purge-sink` deletes the deliveries kept for a removed sink; `dead-letter`
+//! ([`dead_letters`]) lists, replays and purges dead letters.
 //!
 //! Part of the binary, not the library (`lib.rs` does not declare it). Bad arguments exit
 //! 64; a failed exchange or a non-2xx answer exits 1.
@@ -175,6 +176,29 @@ pub(crate) fn sinks(args: &AdminArgs) -> anyhow::Result<ExitCode> {
         ]);
     }
     print_table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `switchyard purge-sink`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PurgeSinkArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The sink; the running configuration must no longer name it.
+    name: String,
+}
+
+/// Deletes the deliveries kept for a sink that a reload removed (those being delivered right
+/// now stay) and prints how many.
+pub(crate) fn purge_sink(args: &PurgeSinkArgs) -> anyhow::Result<ExitCode> {
+    let path = format!(
+        "/api/v1/sinks/{}/deliveries",
+        dead_letters::encode(&args.name)
+    );
+    let Some(reply) = dead_letters::call(&args.admin, Method::DELETE, &path, &[])? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    println!("purged {}", text(&reply["purged"]));
     Ok(ExitCode::SUCCESS)
 }
 

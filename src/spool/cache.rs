@@ -308,6 +308,22 @@ impl SinkState {
         self.forget();
     }
 
+    /// Unleased deliveries were purged from disk: forget them and the cache, so the next
+    /// lease reads what is left. A purged id leased in the meantime stays leased until its
+    /// ack, which then finds no row.
+    pub(super) fn purged(&mut self, ids: &[DeliveryId]) {
+        self.depth = self.depth.saturating_sub(ids.len());
+        for id in ids {
+            self.order.remove(*id);
+        }
+        self.forget();
+    }
+
+    /// The deliveries leased now, which a purge must spare.
+    pub(super) fn leased_ids(&self) -> Vec<DeliveryId> {
+        self.leased.iter().copied().collect()
+    }
+
     fn forget(&mut self) {
         for lane in &mut self.lanes {
             *lane = Lane {

@@ -25,14 +25,16 @@ use super::record::EncodedEvent;
 use super::rows::{encode_put, Forward};
 use super::writer::{Command, Writer};
 use super::{
-    DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, Delivery, NewDelivery, Spool,
-    SpoolError, DEFAULT_MAX_BYTES, MAX_QUERY_LIMIT,
+    DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, Delivery, NewDelivery, PurgeError,
+    Spool, SpoolError, DEFAULT_MAX_BYTES, MAX_QUERY_LIMIT,
 };
 
 /// Commands that may wait for the writer; past it callers wait to enqueue (backpressure).
 const QUEUE_CAPACITY: usize = 1024;
 /// Rows read from disk per refill of a sink's cache.
 const REFILL_ROWS: usize = 128;
+/// Most deliveries one transaction of a sink purge deletes.
+const PURGE_ROWS: usize = 10_000;
 /// Wait suggested to callers when storage fails (a full disk, an I/O error).
 const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -367,6 +369,24 @@ impl Spool for EmbeddedSpool {
 
     async fn purge_dead_letter(&self, id: DeadLetterId) -> Result<bool, SpoolError> {
         Ok(self.ask(|reply| Command::Purge { id, reply }).await? > 0)
+    }
+
+    async fn purge_sink(&self, sink: &str) -> Result<usize, PurgeError> {
+        // In chunks, like a replay, so that a large backlog never makes one huge transaction.
+        let sink: Arc<str> = Arc::from(sink);
+        let mut total = 0;
+        loop {
+            let command = |reply| Command::PurgeSink {
+                sink: sink.clone(),
+                limit: PURGE_ROWS,
+                reply,
+            };
+            let done = usize::try_from(self.ask(command).await?).unwrap_or(usize::MAX);
+            total += done;
+            if done < PURGE_ROWS {
+                return Ok(total);
+            }
+        }
     }
 
     fn depth(&self, sink: &str) -> usize {

@@ -109,6 +109,20 @@ pub enum SpoolError {
     Closed,
 }
 
+/// Why a sink's stored deliveries could not be purged.
+///
+/// Kept apart from [`SpoolError`]: the accept and delivery paths handle every spool error, and
+/// none of them can meet this one.
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    /// This backend cannot remove one sink's deliveries.
+    #[error("purging a sink's deliveries is not supported by this spool backend")]
+    Unsupported,
+    /// The spool failed.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
 /// The queue contract every backend keeps.
 pub trait Spool: Send + Sync + 'static {
     /// Stores all the deliveries or none of them; once it returns `Ok` they are kept until
@@ -178,6 +192,16 @@ pub trait Spool: Send + Sync + 'static {
         &self,
         id: DeadLetterId,
     ) -> impl Future<Output = Result<bool, SpoolError>> + Send;
+
+    /// Removes every stored delivery of `sink` that is not leased (queued, parked behind an
+    /// ordered predecessor or waiting for a retry), with each event no delivery or dead letter
+    /// refers to any more; returns how many deliveries. Meant for the deliveries of a sink the
+    /// configuration no longer names. Backends that cannot do it refuse with
+    /// [`PurgeError::Unsupported`].
+    fn purge_sink(&self, sink: &str) -> impl Future<Output = Result<usize, PurgeError>> + Send {
+        let _ = sink;
+        std::future::ready(Err(PurgeError::Unsupported))
+    }
 
     /// Deliveries stored for `sink` (queued and leased).
     fn depth(&self, sink: &str) -> usize;
@@ -286,6 +310,10 @@ impl Spool for SpoolHandle {
 
     async fn purge_dead_letter(&self, id: DeadLetterId) -> Result<bool, SpoolError> {
         each_backend!(self, s => s.purge_dead_letter(id).await)
+    }
+
+    async fn purge_sink(&self, sink: &str) -> Result<usize, PurgeError> {
+        each_backend!(self, s => s.purge_sink(sink).await)
     }
 
     fn depth(&self, sink: &str) -> usize {

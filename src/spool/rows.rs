@@ -1,6 +1,6 @@
 //! The embedded spool's row changes, applied by the writer inside one transaction: puts (with
-//! duplicate suppression), acks, nacks and dead-letters, and the effects each has on the
-//! in-memory sink queues once the transaction commits.
+//! duplicate suppression), acks, nacks, dead-letters and sink purges, and the effects each has
+//! on the in-memory sink queues once the transaction commits.
 //!
 //! Event rows are shared: `events.pending` counts the deliveries and dead letters that refer
 //! to a row, and the row goes with its last reference. Every stored or freed row changes the
@@ -99,6 +99,11 @@ pub(super) enum Effect {
     Added {
         sink: Arc<str>,
         count: usize,
+    },
+    /// Unleased deliveries were purged: the cache must forget them.
+    Purged {
+        sink: Arc<str>,
+        ids: Vec<DeliveryId>,
     },
 }
 
@@ -277,6 +282,44 @@ impl Apply<'_, '_> {
             self.freed += u64::try_from(size).unwrap_or(0);
         }
         Ok(())
+    }
+
+    /// Deletes up to `limit` deliveries of `sink`, sparing the `leased` ones, and releases
+    /// their events; returns how many.
+    pub(super) fn purge_sink(
+        &mut self,
+        sink: &Arc<str>,
+        leased: &[DeliveryId],
+        limit: usize,
+    ) -> rusqlite::Result<u64> {
+        // The leased ids go in as one JSON array, so the statement stays the same and cached.
+        let spared = serde_json::to_string(leased).map_err(|_| rusqlite::Error::InvalidQuery)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let deleted: Vec<(i64, i64)> = self
+            .tx
+            .prepare_cached(
+                "DELETE FROM deliveries WHERE id IN
+                   (SELECT id FROM deliveries WHERE sink = ?1
+                      AND id NOT IN (SELECT value FROM json_each(?2)) LIMIT ?3)
+                 RETURNING id, event",
+            )?
+            .query_map(params![&**sink, spared, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut ids = Vec::with_capacity(deleted.len());
+        for (id, event) in deleted {
+            self.release_event(event)?;
+            ids.push(u64::try_from(id).unwrap_or(0));
+        }
+        let count = ids.len() as u64;
+        if !ids.is_empty() {
+            self.effects.push(Effect::Purged {
+                sink: sink.clone(),
+                ids,
+            });
+        }
+        Ok(count)
     }
 
     pub(super) fn nack(&mut self, delivery: &Delivery) -> rusqlite::Result<()> {

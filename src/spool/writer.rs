@@ -1,10 +1,11 @@
 //! The embedded spool's writer thread: the only code that changes the database.
 //!
 //! It takes everything queued on its channel — puts, acks, nacks, dead-letters, replays and
-//! purges from any number of callers — applies it in one transaction with one fsync'd commit
-//! (group commit), then publishes the changes to the per-sink queues and answers the callers.
-//! Order on the channel is the order of application. Puts that would carry the stored bytes
-//! past `spool.max_bytes` are refused before the transaction, so nothing stored is harmed.
+//! purges (of a dead letter, of a sink's deliveries) from any number of callers — applies it
+//! in one transaction with one fsync'd commit (group commit), then publishes the changes to
+//! the per-sink queues and answers the callers. Order on the channel is the order of
+//! application. Puts that would carry the stored bytes past `spool.max_bytes` are refused
+//! before the transaction, so nothing stored is harmed.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -58,6 +59,12 @@ pub(super) enum Command {
         id: DeadLetterId,
         reply: Reply,
     },
+    /// Delete up to `limit` deliveries of a sink that are not leased when it is applied.
+    PurgeSink {
+        sink: Arc<str>,
+        limit: usize,
+        reply: Reply,
+    },
     /// Commit what came before, answer, and stop taking commands.
     Close(oneshot::Sender<()>),
 }
@@ -77,7 +84,11 @@ pub(super) struct Writer {
 }
 
 /// Applies one command inside the transaction; returns the count its caller is told.
-fn apply_one(apply: &mut Apply<'_, '_>, command: &Command) -> rusqlite::Result<u64> {
+fn apply_one(
+    apply: &mut Apply<'_, '_>,
+    command: &Command,
+    shared: &Shared,
+) -> rusqlite::Result<u64> {
     match command {
         Command::Put { batch, .. } => return apply.put(batch),
         Command::Ack { id, sink } => apply.ack(*id, sink)?,
@@ -90,6 +101,11 @@ fn apply_one(apply: &mut Apply<'_, '_>, command: &Command) -> rusqlite::Result<u
         } => apply.dead_letter((*id, sink), info, forward.as_ref())?,
         Command::Replay { query, .. } => return apply.replay(query),
         Command::Purge { id, .. } => return apply.purge(*id),
+        Command::PurgeSink { sink, limit, .. } => {
+            // The leases are read as the command is applied, not when it was sent.
+            let leased = shared.queue(sink).lock().leased_ids();
+            return apply.purge_sink(sink, &leased, *limit);
+        }
         Command::Close(_) => {}
     }
     Ok(0)
@@ -170,6 +186,7 @@ impl Writer {
                     Command::Put { .. }
                     | Command::Replay { .. }
                     | Command::Purge { .. }
+                    | Command::PurgeSink { .. }
                     | Command::Close(_) => None,
                 };
                 if let Some((sink, id)) = failed {
@@ -185,7 +202,8 @@ impl Writer {
             // The caller may have gone away (its request was cancelled); what was stored stays.
             Command::Put { reply, .. }
             | Command::Replay { reply, .. }
-            | Command::Purge { reply, .. } => drop(reply.send(result)),
+            | Command::Purge { reply, .. }
+            | Command::PurgeSink { reply, .. } => drop(reply.send(result)),
             Command::Close(reply) => {
                 self.commands.close();
                 reply.send(()).unwrap_or(());
@@ -209,7 +227,7 @@ impl Writer {
         };
         let mut counts = Vec::with_capacity(group.len());
         for command in group {
-            counts.push(apply_one(&mut apply, command)?);
+            counts.push(apply_one(&mut apply, command, &self.shared)?);
         }
         let prune = now.saturating_sub(self.last_prune) >= PRUNE_EVERY_MS;
         if prune {
@@ -255,7 +273,8 @@ impl Writer {
                 Effect::Stored(d) | Effect::Requeued(d) => d.sink.clone(),
                 Effect::Removed { sink, .. }
                 | Effect::Failed { sink, .. }
-                | Effect::Added { sink, .. } => sink.clone(),
+                | Effect::Added { sink, .. }
+                | Effect::Purged { sink, .. } => sink.clone(),
             };
             let queue = self.shared.queue(&sink);
             // Waiters are woken when something may have become leasable sooner: a removal
@@ -272,6 +291,11 @@ impl Writer {
                     }
                     Effect::Failed { id, .. } => state.failed(id),
                     Effect::Added { count, .. } => state.added_on_disk(count),
+                    // Nothing became leasable sooner: no one to wake.
+                    Effect::Purged { ids, .. } => {
+                        state.purged(&ids);
+                        continue;
+                    }
                 }
             }
             queue.added.notify_waiters();

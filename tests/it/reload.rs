@@ -207,3 +207,64 @@ async fn deliveries_for_a_removed_sink_are_kept_and_reported_as_orphaned() {
     assert_eq!(orphan["backlog"], 3, "{sinks}");
     assert_eq!(app.running.spool_depth("a"), 3, "kept, not dropped");
 }
+
+#[tokio::test]
+async fn an_operator_purges_the_deliveries_of_a_removed_sink() {
+    let (a, b) = (TestSink::start().await, TestSink::start().await);
+    a.set_default(crate::support::Respond::status(503));
+    let config = |target: &str, with_a: bool| {
+        let a_sink = if with_a {
+            format!(
+                "  a: {{ http: {{ url: \"{}\" }}, retry: {{ schedule: [1h] }} }}\n",
+                a.url()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "spool: {{ path: \"{{dir}}/spool\" }}\nsinks:\n{a_sink}  b: {{ http: {{ url: \"{}\" }} }}\nroutes: [{{ name: main, to: [{target}] }}]\n",
+            b.url()
+        )
+    };
+    let app = TestApp::start_file(&config("a", true), false).await;
+    for i in 0..3 {
+        app.send(event(&format!("p-{i}"), "T")).await;
+    }
+    wait_until("three failed first attempts", WAIT, || a.count() == 3).await;
+    app.rewrite(&config("b", false));
+    assert_eq!(reload(&app).await.status, StatusCode::OK);
+    let sinks_url = format!("{}/api/v1/sinks", app.admin);
+    let listed = |sinks: &serde_json::Value, name: &str| {
+        let all = sinks["sinks"].as_array().cloned().unwrap_or_default();
+        all.into_iter().find(|s| s["name"] == name)
+    };
+    let sinks = request(Method::GET, &sinks_url, &[], "").await.json();
+    let orphan = listed(&sinks, "a").unwrap_or_default();
+    assert_eq!(
+        (&orphan["orphaned"], &orphan["backlog"]),
+        (&true.into(), &3.into())
+    );
+
+    let purge = |sink: &str| format!("{}/api/v1/sinks/{sink}/deliveries", app.admin);
+    let purged = request(Method::DELETE, &purge("a"), &[], "").await;
+    assert_eq!(purged.status, StatusCode::OK, "{}", purged.text());
+    assert_eq!(purged.json()["purged"], 3);
+    assert_eq!(app.running.spool_depth("a"), 0);
+    let sinks = request(Method::GET, &sinks_url, &[], "").await.json();
+    assert!(listed(&sinks, "a").is_none(), "{sinks}");
+
+    let again = request(Method::DELETE, &purge("a"), &[], "").await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND, "{}", again.text());
+    let configured = request(Method::DELETE, &purge("b"), &[], "").await;
+    assert_eq!(
+        configured.status,
+        StatusCode::CONFLICT,
+        "{}",
+        configured.text()
+    );
+    let error = configured.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("configured"), "{error}");
+}

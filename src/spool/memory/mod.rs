@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{
     DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, Delivery, NewDelivery, Priority,
-    Spool, SpoolError, DEFAULT_MAX_BYTES, FULL_RETRY_AFTER,
+    PurgeError, Spool, SpoolError, DEFAULT_MAX_BYTES, FULL_RETRY_AFTER,
 };
 use crate::event::Event;
 use dashmap::DashMap;
@@ -83,6 +83,11 @@ impl MemorySpool {
             dead: Mutex::default(),
             seen: Mutex::default(),
         }
+    }
+
+    /// Bytes stored, as `max_bytes` counts them.
+    pub fn stored_bytes(&self) -> u64 {
+        self.stored_bytes.load(Ordering::Relaxed)
     }
 
     /// Takes room for `deliveries`, or refuses them all.
@@ -322,6 +327,15 @@ impl Spool for MemorySpool {
 
     async fn purge_dead_letter(&self, id: DeadLetterId) -> Result<bool, SpoolError> {
         Ok(lock(&self.dead).records.remove(&id).is_some())
+    }
+
+    async fn purge_sink(&self, sink: &str) -> Result<usize, PurgeError> {
+        let Some(queue) = self.queues.get(sink).map(|q| q.clone()) else {
+            return Ok(0);
+        };
+        let purged = queue.purge();
+        self.release(purged.iter().map(|d| size(&d.event)).sum());
+        Ok(purged.len())
     }
 
     fn depth(&self, sink: &str) -> usize {

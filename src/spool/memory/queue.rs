@@ -87,6 +87,21 @@ impl SinkQueue {
         self.added.notify_one();
     }
 
+    /// Removes every delivery that is not leased and returns them. A leased delivery keeps its
+    /// place in its chain; everything behind it was parked, so it goes too.
+    pub(super) fn purge(&self) -> Vec<Delivery> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let mut purged: Vec<Delivery> = state.parked.drain().map(|(_, d)| d).collect();
+        for heap in &mut state.lanes {
+            purged.extend(std::mem::take(heap).into_iter().map(|Reverse(Entry(d))| d));
+        }
+        for delivery in &purged {
+            state.order.remove(delivery.id);
+        }
+        purged
+    }
+
     /// Forgets a leased delivery that was acked or dead-lettered, releasing its successor.
     pub(super) fn remove(&self, id: DeliveryId) {
         let released = {
