@@ -171,7 +171,10 @@ async fn failed(
     delivery.last_status = error.status;
     match retry::decide_with_jitter(&config.retry, &delivery, error, now, jitter) {
         Decision::Retry { not_before } => {
-            tracing::warn!(
+            // A retry is the normal path for a flaky target and can happen thousands of times
+            // a second for a dead one: the sink's `last_error` (admin API) and the retry metric
+            // carry it; the log gets it at DEBUG. Breaker changes and dead letters log at WARN.
+            tracing::debug!(
                 %error,
                 outcome = error.outcome,
                 status = error.status,
