@@ -14,5 +14,7 @@ mod otlp;
 mod priority;
 mod reload;
 mod schedules;
+mod sink_nats;
 mod sinks;
+mod spool_nats;
 mod telemetry;

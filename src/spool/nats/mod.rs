@@ -250,6 +250,8 @@ impl Inner {
             let Ok(seq) = message.info().map(|i| i.stream_sequence) else {
                 continue;
             };
+            // `split` moves the reply subject into the acker; the lease needs its own copy.
+            let reply = message.reply.clone();
             let (message, acker) = message.split();
             let record = match Record::parse(&message.payload) {
                 Ok(record) => record,
@@ -265,7 +267,7 @@ impl Inner {
             }
             match record.into_delivery(seq) {
                 Ok(d) => {
-                    if let Some(reply) = message.reply.clone() {
+                    if let Some(reply) = reply {
                         self.leased.insert(seq, reply);
                     }
                     out.push(d);

@@ -57,8 +57,6 @@ nats_contract!(contract_store::replay_by_filter_and_purge);
 nats_contract!(contract_store::sink_depths_name_every_stored_sink);
 
 #[tokio::test]
-#[ignore = "known failure: once the work-queue stream reached max_bytes, NATS 2.9 keeps \
-            answering 'maximum bytes exceeded' after every message was acked"]
 async fn full_refuses_then_recovers() {
     let spool = connected(8192).await;
     contract_store::full_refuses_then_recovers(&spool).await;
@@ -134,4 +132,43 @@ async fn an_unreachable_server_refuses_puts_as_full() {
     let put = spool.put(vec![due(&event("e1"), "a")]).await;
     assert!(matches!(put, Err(SpoolError::Full { .. })), "{put:?}");
     wait_depth(&spool, "a", 0).await;
+}
+
+/// Messages left in the work stream, as JetStream counts them.
+async fn stored_messages(spool: &NatsSpool) -> u64 {
+    let client = async_nats::connect("127.0.0.1:4222")
+        .await
+        .expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(spool.stream_prefix()).await.expect("stream");
+    stream.info().await.expect("stream info").state.messages
+}
+
+#[tokio::test]
+async fn settled_deliveries_leave_the_work_stream() {
+    let spool = connected(1 << 30).await;
+    let puts = (0..3).map(|i| due(&event(&format!("e{i}")), "a")).collect();
+    spool.put(puts).await.unwrap();
+    let leased = lease(&spool, "a", 3).await;
+    let [done, again, dead] = <[_; 3]>::try_from(leased).expect("three leased");
+    spool.ack(&done).await.unwrap();
+    spool
+        .nack(again, std::time::SystemTime::now())
+        .await
+        .unwrap();
+    let info = super::dead_info("MaxDeliveryAttemptsExceeded");
+    spool.dead_letter(&dead, info, None).await.unwrap();
+    assert_eq!(
+        stored_messages(&spool).await,
+        1,
+        "only the retry record is left"
+    );
+    let retried = lease(&spool, "a", 1).await;
+    spool.ack(&retried[0]).await.unwrap();
+    assert_eq!(
+        stored_messages(&spool).await,
+        0,
+        "an acked retry leaves nothing"
+    );
+    spool.delete_streams().await.expect("streams deleted");
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod client;
 pub(crate) mod daemon;
+pub(crate) mod nats;
 pub(crate) mod process;
 pub(crate) mod sink;
 pub(crate) mod wait;

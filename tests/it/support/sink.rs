@@ -133,6 +133,12 @@ impl TestSink {
     pub(crate) fn max_in_flight(&self) -> usize {
         self.inner.max_in_flight.load(Ordering::SeqCst)
     }
+
+    /// Number of requests received so far that `matches` selects (nothing is copied).
+    pub(crate) fn count_matching(&self, matches: impl Fn(&Received) -> bool) -> usize {
+        let received = self.inner.received.lock().expect("sink state");
+        received.iter().filter(|r| matches(r)).count()
+    }
 }
 
 async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {

@@ -1,0 +1,317 @@
+//! The JetStream spool against the real NATS server at 127.0.0.1:4222 (required): two daemons
+//! sharing one stream, an instance killed with deliveries in flight, retries and dead letters
+//! kept in JetStream, and ingress de-duplication through the stream's duplicate window.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::support::client::try_post;
+use crate::support::daemon::event;
+use crate::support::nats::{unique, Streams};
+use crate::support::process::{free_port, Daemon};
+use crate::support::{request, wait_until, Respond, TestApp, TestSink};
+
+const WAIT: Duration = Duration::from_secs(20);
+const BATCH: usize = 100;
+const TOKEN: &str = "nats-token";
+
+/// One instance's `routes.yaml`: its http sink marks each request with `x-instance`.
+fn instance_config(dir: &Path, n: u8, port: u16, stream: &str, sink: &TestSink) -> PathBuf {
+    let path = dir.join(format!("instance-{n}.yaml"));
+    let yaml = format!(
+        r#"
+listen: 127.0.0.1:{port}
+admin_listen: 127.0.0.1:0
+spool: {{ backend: nats, path: "{dir}/spool-{n}", nats: {{ stream: {stream}, ack_wait: 1s }} }}
+sinks:
+  hook:
+    http: {{ url: "{url}", timeout: 5s, headers: {{ x-instance: "{n}" }} }}
+    concurrency: 16
+routes: [{{ name: all, to: [hook] }}]
+"#,
+        dir = dir.display(),
+        url = sink.url(),
+    );
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
+/// Two daemons on one stream prefix, listening on `ports`.
+async fn two_instances(dir: &Path, stream: &str, sink: &TestSink) -> ([u16; 2], [Daemon; 2]) {
+    let ports = [free_port(), free_port()];
+    let a = instance_config(dir, 1, ports[0], stream, sink);
+    let b = instance_config(dir, 2, ports[1], stream, sink);
+    let daemons = [
+        Daemon::start(&a, ports[0]).await,
+        Daemon::start(&b, ports[1]).await,
+    ];
+    (ports, daemons)
+}
+
+/// Posts `ids` as one CloudEvents batch; whether it was acknowledged.
+async fn post_batch(port: u16, ids: &[String]) -> bool {
+    let events: Vec<Value> = ids.iter().map(|id| event(id, "T")).collect();
+    let status = try_post(
+        &format!("http://127.0.0.1:{port}/events"),
+        &[("content-type", "application/cloudevents-batch+json")],
+        Bytes::from(Value::Array(events).to_string()),
+    )
+    .await;
+    status.is_some_and(|s| s.is_success())
+}
+
+fn batch_ids(batch: usize) -> Vec<String> {
+    (0..BATCH)
+        .map(|i| format!("e{}", batch * BATCH + i))
+        .collect()
+}
+
+/// How many requests for each event id each instance made.
+fn by_instance(sink: &TestSink) -> HashMap<String, [usize; 2]> {
+    let mut seen: HashMap<String, [usize; 2]> = HashMap::new();
+    for r in sink.received() {
+        let id = r.header("ce-id").expect("ce-id").to_owned();
+        let slot = match r.header("x-instance") {
+            Some("1") => 0,
+            Some("2") => 1,
+            other => panic!("request from an unknown instance {other:?}"),
+        };
+        seen.entry(id).or_default()[slot] += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_work_and_deliver_each_event_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stream = unique("sy-it-share");
+    let _streams = Streams::spool(&stream);
+    let sink = TestSink::start().await;
+    let (ports, daemons) = two_instances(dir.path(), &stream, &sink).await;
+
+    const BATCHES: usize = 100;
+    // Even batches go to instance 1 and odd ones to instance 2, both at once.
+    let senders = ports.into_iter().enumerate().map(|(n, port)| async move {
+        for batch in (n..BATCHES).step_by(2) {
+            assert!(
+                post_batch(port, &batch_ids(batch)).await,
+                "batch {batch} refused"
+            );
+        }
+    });
+    futures_util::future::join_all(senders).await;
+    let total = BATCHES * BATCH;
+    wait_until("every event delivered", Duration::from_secs(60), || {
+        sink.count() >= total
+    })
+    .await;
+    // Anything delivered twice would arrive within an ack wait (1 s) of the first copy.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let seen = by_instance(&sink);
+    assert_eq!(seen.len(), total, "every event delivered");
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| n[0] + n[1] > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    for instance in 0..2 {
+        let share = seen.values().filter(|n| n[instance] == 1).count();
+        eprintln!("instance {} delivered {share} of {total}", instance + 1);
+        assert!(
+            share * 10 >= total * 3,
+            "instance {} delivered only {share} of {total}",
+            instance + 1
+        );
+    }
+    drop(daemons);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_leaves_its_deliveries_to_the_other() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stream = unique("sy-it-kill");
+    let _streams = Streams::spool(&stream);
+    let sink = TestSink::start().await;
+    sink.set_default(Respond::status(200).delay(Duration::from_millis(20)));
+    let (ports, [mut first, second]) = two_instances(dir.path(), &stream, &sink).await;
+
+    const BATCHES: usize = 20;
+    let sender = tokio::spawn(async move {
+        let mut acked = HashSet::new();
+        for batch in 0..BATCHES {
+            let ids = batch_ids(batch);
+            // A batch the killed instance cannot take goes to the other one.
+            for port in [ports[batch % 2], ports[(batch + 1) % 2]] {
+                if post_batch(port, &ids).await {
+                    acked.extend(ids);
+                    break;
+                }
+            }
+        }
+        acked
+    });
+    wait_until("instance 1 delivering", WAIT, || {
+        sink.count_matching(|r| r.header("x-instance") == Some("1")) >= 200
+    })
+    .await;
+    first.kill9();
+    let from_first: HashSet<String> = by_instance(&sink)
+        .into_iter()
+        .filter(|(_, n)| n[0] > 0)
+        .map(|(id, _)| id)
+        .collect();
+    let acked = sender.await.expect("sender");
+    assert!(
+        acked.len() >= BATCHES * BATCH / 2,
+        "only {} acknowledged",
+        acked.len()
+    );
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let seen = by_instance(&sink);
+        let missing = acked.iter().filter(|id| !seen.contains_key(*id)).count();
+        if missing == 0 {
+            break;
+        }
+        let now = tokio::time::Instant::now();
+        assert!(
+            now < deadline,
+            "{missing} acknowledged events never delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = by_instance(&sink);
+    let taken_over = from_first.iter().filter(|id| seen[*id][1] > 0).count();
+    assert!(
+        taken_over > 0,
+        "instance 2 redelivered none of instance 1's in-flight deliveries"
+    );
+    eprintln!(
+        "acknowledged {}, requests {}, in flight at the kill and redelivered {taken_over}",
+        acked.len(),
+        sink.count()
+    );
+    drop(second);
+}
+
+/// A daemon in this process on the JetStream spool `stream`, with a dead-letter API token.
+async fn in_process(stream: &str, sinks_and_more: &str) -> TestApp {
+    TestApp::start(&format!(
+        r#"
+spool: {{ backend: nats, nats: {{ stream: {stream}, ack_wait: 1s }} }}
+admin: {{ token: {TOKEN} }}
+{sinks_and_more}
+routes: [{{ name: all, to: [hook] }}]
+"#
+    ))
+    .await
+}
+
+async fn admin(app: &TestApp, method: Method, path: &str) -> (StatusCode, Value) {
+    let bearer = format!("Bearer {TOKEN}");
+    let url = format!("{}{path}", app.admin);
+    let reply = request(method, &url, &[("authorization", bearer.as_str())], "").await;
+    let body = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    (reply.status, body)
+}
+
+async fn dead_letters(app: &TestApp) -> Vec<Value> {
+    let (status, body) = admin(app, Method::GET, "/api/v1/dead-letters").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["dead_letters"].as_array().expect("a list").clone()
+}
+
+#[tokio::test]
+async fn retries_and_dead_letters_live_in_jetstream() {
+    let stream = unique("sy-it-dead");
+    let _streams = Streams::spool(&stream);
+    let sink = TestSink::start().await;
+    sink.set_default(Respond::status(500));
+    let app = in_process(
+        &stream,
+        &format!(
+            "sinks:\n  hook: {{ http: {{ url: \"{}\" }}, retry: {{ schedule: [50ms], max_attempts: 3 }} }}",
+            sink.url()
+        ),
+    )
+    .await;
+
+    let reply = app.send(event("dl-1", "T")).await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut listed = dead_letters(&app).await;
+    while listed.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        listed = dead_letters(&app).await;
+    }
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(sink.count(), 3, "three attempts");
+    let counts: Vec<_> = sink
+        .received()
+        .iter()
+        .map(|r| r.header("aeg-delivery-count").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        counts,
+        [Some("0".into()), Some("1".into()), Some("2".into())]
+    );
+
+    sink.set_default(Respond::status(200));
+    let id = listed[0]["id"].as_u64().expect("an id");
+    let path = format!("/api/v1/dead-letters/{id}/replay");
+    let (status, body) = admin(&app, Method::POST, &path).await;
+    assert_eq!(
+        (status, body["replayed"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    wait_until("the replay delivered", WAIT, || {
+        sink.received().iter().any(|r| r.status == 200)
+    })
+    .await;
+    let delivered = sink.received().into_iter().find(|r| r.status == 200);
+    let delivered = delivered.expect("a 200 answer");
+    assert_eq!(delivered.header("ce-id"), Some("dl-1"));
+    assert_eq!(delivered.header("aeg-delivery-count"), Some("0"));
+    assert!(
+        dead_letters(&app).await.is_empty(),
+        "replayed letter removed"
+    );
+    app.running.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_repeated_event_is_delivered_once() {
+    let stream = unique("sy-it-dedup");
+    let _streams = Streams::spool(&stream);
+    let sink = TestSink::start().await;
+    let sinks = format!(
+        "ingress: {{ dedup_window: 1m }}\nsinks:\n  hook: {{ http: {{ url: \"{}\" }}, concurrency: 1 }}",
+        sink.url()
+    );
+    let app = in_process(&stream, &sinks).await;
+
+    for id in ["dup-1", "dup-1", "marker"] {
+        let reply = app.send(event(id, "T")).await;
+        assert!(reply.status.is_success(), "{}", reply.text());
+    }
+    wait_until("the marker delivered", WAIT, || {
+        sink.received()
+            .iter()
+            .any(|r| r.header("ce-id") == Some("marker"))
+    })
+    .await;
+    let ids: Vec<_> = sink
+        .received()
+        .iter()
+        .map(|r| r.header("ce-id").unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(ids, ["dup-1", "marker"]);
+    let state = Streams::state(&stream).await;
+    assert_eq!(state.last_sequence, 2, "the repeat was never stored");
+    app.running.stop().await.expect("clean shutdown");
+}
