@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, CachedStatement, OptionalExtension, Transaction};
 
 use super::embedded::storage_failed;
 use super::record::{round_millis, to_millis, EncodedEvent};
@@ -121,6 +121,13 @@ pub(super) struct Apply<'t, 'c> {
     pub(super) now: i64,
 }
 
+const INSERT_EVENT: &str = "INSERT INTO events (pending, record, data) VALUES (?1, ?2, ?3)";
+
+const INSERT_DELIVERY: &str =
+    "INSERT INTO deliveries (id, event, route, sink, attempts, accepted_at, not_before,
+        priority, ordering_key)
+     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8)";
+
 pub(super) fn sql_id(id: u64) -> i64 {
     i64::try_from(id).unwrap_or(i64::MAX)
 }
@@ -138,6 +145,8 @@ impl Apply<'_, '_> {
     pub(super) fn put(&mut self, batch: &PutBatch) -> rusqlite::Result<u64> {
         let mut rows = Vec::with_capacity(batch.events.len());
         let mut duplicates = 0;
+        // Looked up once per put rather than once per row: a batch inserts many rows.
+        let mut insert_event = self.tx.prepare_cached(INSERT_EVENT)?;
         for (index, (event, pending)) in batch.events.iter().enumerate() {
             let key = batch
                 .unique
@@ -150,12 +159,19 @@ impl Apply<'_, '_> {
                     continue;
                 }
             }
-            rows.push(Some(self.insert_event(event, *pending)?));
+            rows.push(Some(self.insert_event_with(
+                &mut insert_event,
+                event,
+                *pending,
+            )?));
         }
+        drop(insert_event);
+        let mut insert_delivery = self.tx.prepare_cached(INSERT_DELIVERY)?;
+        self.effects.reserve(batch.deliveries.len());
         for (index, delivery) in &batch.deliveries {
             let row = rows.get(*index).ok_or(rusqlite::Error::InvalidQuery)?;
             if let Some(row) = *row {
-                let stored = self.insert_delivery(row, delivery)?;
+                let stored = self.insert_delivery_with(&mut insert_delivery, row, delivery)?;
                 self.effects.push(Effect::Stored(stored));
             }
         }
@@ -197,15 +213,33 @@ impl Apply<'_, '_> {
         event: &EncodedEvent,
         pending: i64,
     ) -> rusqlite::Result<i64> {
-        self.tx
-            .prepare_cached("INSERT INTO events (pending, record, data) VALUES (?1, ?2, ?3)")?
-            .execute(params![pending, event.record, event.data.as_deref()])?;
+        let mut stmt = self.tx.prepare_cached(INSERT_EVENT)?;
+        self.insert_event_with(&mut stmt, event, pending)
+    }
+
+    fn insert_event_with(
+        &mut self,
+        stmt: &mut CachedStatement<'_>,
+        event: &EncodedEvent,
+        pending: i64,
+    ) -> rusqlite::Result<i64> {
+        stmt.execute(params![pending, event.record, event.data.as_deref()])?;
         self.bytes += i64::try_from(event.bytes()).unwrap_or(i64::MAX);
         Ok(self.tx.last_insert_rowid())
     }
 
     pub(super) fn insert_delivery(
         &mut self,
+        event_row: i64,
+        new: &NewDelivery,
+    ) -> rusqlite::Result<Delivery> {
+        let mut stmt = self.tx.prepare_cached(INSERT_DELIVERY)?;
+        self.insert_delivery_with(&mut stmt, event_row, new)
+    }
+
+    fn insert_delivery_with(
+        &mut self,
+        stmt: &mut CachedStatement<'_>,
         event_row: i64,
         new: &NewDelivery,
     ) -> rusqlite::Result<Delivery> {
@@ -225,22 +259,16 @@ impl Apply<'_, '_> {
             priority: new.priority,
             ordering_key: new.ordering_key.clone(),
         };
-        self.tx
-            .prepare_cached(
-                "INSERT INTO deliveries (id, event, route, sink, attempts, accepted_at, not_before,
-                    priority, ordering_key)
-                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                sql_id(id),
-                event_row,
-                &*delivery.route,
-                &*delivery.sink,
-                to_millis(delivery.accepted_at),
-                to_millis(delivery.not_before),
-                delivery.priority as i64,
-                delivery.ordering_key.as_deref(),
-            ])?;
+        stmt.execute(params![
+            sql_id(id),
+            event_row,
+            &*delivery.route,
+            &*delivery.sink,
+            to_millis(delivery.accepted_at),
+            to_millis(delivery.not_before),
+            delivery.priority as i64,
+            delivery.ordering_key.as_deref(),
+        ])?;
         Ok(delivery)
     }
 
