@@ -169,47 +169,8 @@ async fn sighup_reloads_the_binary() {
     assert!(switched, "SIGHUP did not reload within 5 s");
 }
 
-#[tokio::test]
-async fn deliveries_for_a_removed_sink_are_kept_and_reported_as_orphaned() {
-    let (a, b) = (TestSink::start().await, TestSink::start().await);
-    a.set_default(crate::support::Respond::status(503));
-    let slow = |target: &str, with_a: bool| {
-        let a_sink = if with_a {
-            format!(
-                "  a: {{ http: {{ url: \"{}\" }}, retry: {{ schedule: [1h] }} }}\n",
-                a.url()
-            )
-        } else {
-            String::new()
-        };
-        format!(
-            "spool: {{ path: \"{{dir}}/spool\" }}\nsinks:\n{a_sink}  b: {{ http: {{ url: \"{}\" }} }}\nroutes: [{{ name: main, to: [{target}] }}]\n",
-            b.url()
-        )
-    };
-    let app = TestApp::start_file(&slow("a", true), false).await;
-    for i in 0..3 {
-        app.send(event(&format!("o-{i}"), "T")).await;
-    }
-    wait_until("three failed first attempts", WAIT, || a.count() == 3).await;
-
-    app.rewrite(&slow("b", false));
-    assert_eq!(reload(&app).await.status, StatusCode::OK);
-    let sinks = request(Method::GET, &format!("{}/api/v1/sinks", app.admin), &[], "")
-        .await
-        .json();
-    let orphan = sinks["sinks"]
-        .as_array()
-        .and_then(|all| all.iter().find(|s| s["name"] == "a"))
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(orphan["orphaned"], true, "{sinks}");
-    assert_eq!(orphan["backlog"], 3, "{sinks}");
-    assert_eq!(app.running.spool_depth("a"), 3, "kept, not dropped");
-}
-
-#[tokio::test]
-async fn an_operator_purges_the_deliveries_of_a_removed_sink() {
+/// A daemon whose reload removed sink `a` while it held 3 failing deliveries; `b` stays.
+async fn with_an_orphaned_sink() -> (TestApp, TestSink, TestSink) {
     let (a, b) = (TestSink::start().await, TestSink::start().await);
     a.set_default(crate::support::Respond::status(503));
     let config = |target: &str, with_a: bool| {
@@ -228,11 +189,33 @@ async fn an_operator_purges_the_deliveries_of_a_removed_sink() {
     };
     let app = TestApp::start_file(&config("a", true), false).await;
     for i in 0..3 {
-        app.send(event(&format!("p-{i}"), "T")).await;
+        app.send(event(&format!("o-{i}"), "T")).await;
     }
     wait_until("three failed first attempts", WAIT, || a.count() == 3).await;
     app.rewrite(&config("b", false));
     assert_eq!(reload(&app).await.status, StatusCode::OK);
+    (app, a, b)
+}
+
+#[tokio::test]
+async fn deliveries_for_a_removed_sink_are_kept_and_reported_as_orphaned() {
+    let (app, _a, _b) = with_an_orphaned_sink().await;
+    let sinks = request(Method::GET, &format!("{}/api/v1/sinks", app.admin), &[], "")
+        .await
+        .json();
+    let orphan = sinks["sinks"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["name"] == "a"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(orphan["orphaned"], true, "{sinks}");
+    assert_eq!(orphan["backlog"], 3, "{sinks}");
+    assert_eq!(app.running.spool_depth("a"), 3, "kept, not dropped");
+}
+
+#[tokio::test]
+async fn an_operator_purges_the_deliveries_of_a_removed_sink() {
+    let (app, _a, _b) = with_an_orphaned_sink().await;
     let sinks_url = format!("{}/api/v1/sinks", app.admin);
     let listed = |sinks: &serde_json::Value, name: &str| {
         let all = sinks["sinks"].as_array().cloned().unwrap_or_default();
