@@ -310,7 +310,8 @@ class Report:
         if num(alone_acc) and num(mixed_acc):
             notes.append(
                 "- isolation: one route fans every event out to a dead sink (connection "
-                "refused), a sink answering after 5 s (both retry every 1 s, concurrency 16) "
+                "refused), a sink answering after 5 s (both retry every 1 s, concurrency 16, "
+                "circuit breaker after 5 failures for 30 s) "
                 "and the counting sink (concurrency 64); events acknowledged/s "
                 f"{rate(alone_acc)} alone, {rate(mixed_acc)} with the fan-out; the 5 s sink "
                 f"received {rate(g('embedded.isolation.mixed.slow_requests'))} requests"
