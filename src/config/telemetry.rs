@@ -70,18 +70,8 @@ pub(super) fn read(rd: &mut Reader<'_>, top: &Obj<'_>) -> Option<TelemetryConfig
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::path::Path;
-
     use super::*;
-
-    fn load(yaml: &str, vars: &[(&str, &str)]) -> Result<crate::config::Config, String> {
-        let vars: BTreeMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        crate::config::load_str(yaml, Path::new("t.yaml"), &vars).map_err(|e| e.to_string())
-    }
+    use crate::config::tests::load_text as load;
 
     #[test]
     fn exports_nothing_by_default() {

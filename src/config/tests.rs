@@ -23,6 +23,11 @@ fn load_with(yaml: &str, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> 
     load_str(yaml, Path::new("test.yaml"), &vars(pairs))
 }
 
+/// Loads `yaml` with the given environment; an error as its text (for the per-section tests).
+pub(super) fn load_text(yaml: &str, pairs: &[(&str, &str)]) -> Result<Config, String> {
+    load_with(yaml, pairs).map_err(|e| e.to_string())
+}
+
 fn load_ok(yaml: &str) -> Config {
     load_with(yaml, &[]).unwrap()
 }

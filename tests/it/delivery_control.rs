@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use hyper::StatusCode;
 use serde_json::Value;
 
 use crate::support::daemon::event;
@@ -12,20 +11,11 @@ use crate::support::{wait_until, Respond, TestApp, TestSink};
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Sends `ids` as one CloudEvents batch, so they reach the spool in one step.
-async fn send_batch(app: &TestApp, ids: impl IntoIterator<Item = String>) {
-    let events: Vec<Value> = ids.into_iter().map(|id| event(&id, "T")).collect();
-    let reply = app
-        .post(
-            "/events",
-            &[("content-type", "application/cloudevents-batch+json")],
-            Value::Array(events).to_string(),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
-}
-
-fn ids(prefix: &str, n: usize) -> impl Iterator<Item = String> + '_ {
-    (0..n).map(move |i| format!("{prefix}-{i}"))
+/// `n` events with ids `<prefix>-0`, `<prefix>-1`, …
+fn events(prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| event(&format!("{prefix}-{i}"), "T"))
+        .collect()
 }
 
 fn counts(sink: &TestSink) -> Vec<String> {
@@ -103,7 +93,7 @@ routes: [{{ name: all, to: [hook] }}]
     );
 
     // Closed again: deliveries flow without waiting.
-    send_batch(&app, ids("after", 5)).await;
+    app.send_batch(events("after", 5)).await;
     wait_until("five more", Duration::from_secs(2), || sink.count() == 10).await;
 }
 
@@ -125,7 +115,7 @@ routes: [{{ name: all, to: [hook] }}]
     .await;
     app.send(event("q-0", "T")).await;
     wait_until("opened", WAIT, || sink.count() == 2).await;
-    send_batch(&app, ids("q-new", 3)).await;
+    app.send_batch(events("q-new", 3)).await;
     wait_until("all delivered", WAIT, || sink.count() == 6).await;
 
     let got = sink.received();
@@ -159,7 +149,7 @@ routes: [{{ name: all, to: [primary] }}]
     .await;
     app.send(event("first", "T")).await;
     wait_until("opened", WAIT, || primary.count() == 1).await;
-    send_batch(&app, ids("f", 3)).await;
+    app.send_batch(events("f", 3)).await;
     wait_until("fallback got all four", WAIT, || fallback.count() == 4).await;
     wait_until("spool drained", WAIT, || {
         app.running.spool_depth("primary") == 0
@@ -184,7 +174,7 @@ routes: [{{ name: all, to: [hook] }}]
         sink.url()
     ))
     .await;
-    send_batch(&app, ids("c", 18)).await;
+    app.send_batch(events("c", 18)).await;
     let events = |s: &TestSink| -> usize {
         let got = s.received();
         got.iter()
@@ -211,7 +201,7 @@ routes: [{{ name: all, to: [hook] }}]
         sink.url()
     ))
     .await;
-    send_batch(&app, ids("r", 101)).await;
+    app.send_batch(events("r", 101)).await;
     wait_until("101 requests", Duration::from_secs(30), || {
         sink.count() == 101
     })
@@ -244,7 +234,7 @@ routes: [{{ name: all, to: [binary, structured, grid] }}]
         grid.url()
     ))
     .await;
-    send_batch(&app, ids("fmt", 4)).await;
+    app.send_batch(events("fmt", 4)).await;
     for (sink, content_type, id_key) in [
         (&binary, "application/cloudevents-batch+json", "id"),
         (&structured, "application/cloudevents-batch+json", "id"),
@@ -283,7 +273,7 @@ routes: [{{ name: all, to: [hook] }}]
         sink.url()
     ))
     .await;
-    send_batch(&app, ids("w", 3)).await;
+    app.send_batch(events("w", 3)).await;
     let events = |s: &TestSink| -> usize {
         let got = s.received();
         got.iter()
@@ -326,7 +316,7 @@ routes: [{{ name: all, to: [hook] }}]
         sink.url()
     ))
     .await;
-    send_batch(&app, ids("d", 3)).await;
+    app.send_batch(events("d", 3)).await;
     let path = app.path("dead.jsonl");
     let lines = || -> Vec<Value> {
         let text = std::fs::read_to_string(&path).unwrap_or_default();

@@ -19,18 +19,6 @@ fn subject_event(id: &str, ty: &str, subject: &str) -> Value {
     e
 }
 
-/// Sends the events as one CloudEvents batch, so they reach the spool in one step.
-async fn send_batch(app: &TestApp, events: Vec<Value>) {
-    let reply = app
-        .post(
-            "/events",
-            &[("content-type", "application/cloudevents-batch+json")],
-            Value::Array(events).to_string(),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
-}
-
 fn id(r: &Received) -> String {
     r.header("ce-id").unwrap_or("-").to_owned()
 }
@@ -51,7 +39,7 @@ routes:
     ))
     .await;
     let lows = (0..1000).map(|i| event(&format!("low-{i}"), "Bulk.Created"));
-    send_batch(&app, lows.collect()).await;
+    app.send_batch(lows.collect()).await;
     wait_until("the backlog is being worked", WAIT, || sink.count() >= 5).await;
 
     let reply = app.send(event("high-1", "Urgent.Created")).await;
@@ -87,13 +75,13 @@ routes:
         sink.url()
     ))
     .await;
-    send_batch(&app, vec![subject_event("a1", "T", "/a")]).await;
+    app.send_batch(vec![subject_event("a1", "T", "/a")]).await;
     wait_until("a1's first attempt", WAIT, || sink.count() == 1).await;
     let next = vec![
         subject_event("a2", "T", "/a"),
         subject_event("b1", "T", "/b"),
     ];
-    send_batch(&app, next).await;
+    app.send_batch(next).await;
     wait_until("everything delivered", WAIT, || sink.count() == 4).await;
 
     let order: Vec<(String, u16)> = sink.received().iter().map(|r| (id(r), r.status)).collect();

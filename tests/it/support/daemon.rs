@@ -125,6 +125,19 @@ impl TestApp {
         )
         .await
     }
+
+    /// POSTs the events as one CloudEvents batch (they reach the spool in one step) and
+    /// asserts it was accepted.
+    pub(crate) async fn send_batch(&self, events: Vec<serde_json::Value>) {
+        let reply = self
+            .post(
+                "/events",
+                &[("content-type", "application/cloudevents-batch+json")],
+                serde_json::Value::Array(events).to_string(),
+            )
+            .await;
+        assert_eq!(reply.status.as_u16(), 202, "{}", reply.text());
+    }
 }
 
 /// A structured CloudEvent with the given id and type.
