@@ -71,7 +71,7 @@ enum Command {
     #[command(after_help = EXIT_CODES)]
     Routes(ops::AdminArgs),
     /// Delete the deliveries a running daemon keeps for a sink its configuration no longer
-    /// names (deliveries in flight stay).
+    /// names (in flight ones stay, except on the `nats` spool).
     #[command(after_help = EXIT_CODES)]
     PurgeSink(ops::PurgeSinkArgs),
     /// List, show, replay or purge a running daemon's dead letters.

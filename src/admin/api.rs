@@ -98,7 +98,8 @@ pub(super) async fn sinks(State(state): State<AdminState>) -> Json<Value> {
 }
 
 /// `DELETE /api/v1/sinks/{name}/deliveries`: removes the deliveries kept for a sink that a
-/// reload removed, except those being delivered right now; `{"purged": n}`. 409 for a sink
+/// reload removed, except those being delivered right now (the `nats` spool removes those
+/// too); `{"purged": n}`. 409 for a sink
 /// the running configuration names, 404 when nothing is stored for the name, 501 when the
 /// spool backend cannot purge, 503 when the spool fails.
 pub(super) async fn purge_sink(

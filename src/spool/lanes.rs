@@ -35,7 +35,7 @@ pub(super) fn priority(lane: usize) -> Priority {
 }
 
 /// Chooses the lane of each lease of one sink.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub(super) struct LanePicker {
     /// Leases in a row that went elsewhere while the lane had due work.
     passed: [u32; LANES],

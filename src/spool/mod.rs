@@ -197,7 +197,8 @@ pub trait Spool: Send + Sync + 'static {
     /// ordered predecessor or waiting for a retry), with each event no delivery or dead letter
     /// refers to any more; returns how many deliveries. Meant for the deliveries of a sink the
     /// configuration no longer names. Backends that cannot do it refuse with
-    /// [`PurgeError::Unsupported`].
+    /// [`PurgeError::Unsupported`]; the `nats` backend cannot spare leased deliveries and
+    /// removes and counts them too.
     fn purge_sink(&self, sink: &str) -> impl Future<Output = Result<usize, PurgeError>> + Send {
         let _ = sink;
         std::future::ready(Err(PurgeError::Unsupported))

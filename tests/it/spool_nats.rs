@@ -315,3 +315,53 @@ async fn a_repeated_event_is_delivered_once() {
     assert_eq!(state.last_sequence, 2, "the repeat was never stored");
     app.running.stop().await.expect("clean shutdown");
 }
+
+/// A daemon on the JetStream spool `stream` whose sinks are `a` (unless removed) and `b`.
+fn with_or_without_a(stream: &str, a: &TestSink, b: &TestSink, with_a: bool) -> String {
+    let (a_sink, target) = match with_a {
+        true => (
+            format!(
+                "  a: {{ http: {{ url: \"{}\" }}, retry: {{ schedule: [1h] }} }}\n",
+                a.url()
+            ),
+            "a",
+        ),
+        false => (String::new(), "b"),
+    };
+    format!(
+        "spool: {{ backend: nats, nats: {{ stream: {stream}, ack_wait: 1s }} }}\nadmin: {{ token: {TOKEN} }}\nsinks:\n{a_sink}  b: {{ http: {{ url: \"{}\" }} }}\nroutes: [{{ name: main, to: [{target}] }}]\n",
+        b.url()
+    )
+}
+
+#[tokio::test]
+async fn an_operator_purges_the_deliveries_of_a_removed_sink() {
+    let stream = unique("sy-it-purge");
+    let _streams = Streams::spool(&stream);
+    let (a, b) = (TestSink::start().await, TestSink::start().await);
+    a.set_default(Respond::status(503));
+    let app = TestApp::start_file(&with_or_without_a(&stream, &a, &b, true), false).await;
+    for i in 0..3 {
+        let reply = app.send(event(&format!("o-{i}"), "T")).await;
+        assert!(reply.status.is_success(), "{}", reply.text());
+    }
+    wait_until("three failed first attempts", WAIT, || a.count() == 3).await;
+    app.rewrite(&with_or_without_a(&stream, &a, &b, false));
+    let (status, body) = admin(&app, Method::POST, "/api/v1/reload").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_until("the orphaned backlog counted", WAIT, || {
+        app.running.spool_depth("a") == 3
+    })
+    .await;
+
+    let purge = |sink: &str| format!("/api/v1/sinks/{sink}/deliveries");
+    let (status, body) = admin(&app, Method::DELETE, &purge("a")).await;
+    assert_eq!((status, body["purged"].as_u64()), (StatusCode::OK, Some(3)));
+    assert_eq!(app.running.spool_depth("a"), 0);
+    assert_eq!(Streams::state(&stream).await.messages, 0);
+    let (status, body) = admin(&app, Method::DELETE, &purge("a")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = admin(&app, Method::DELETE, &purge("b")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    app.running.stop().await.expect("clean shutdown");
+}

@@ -1,13 +1,15 @@
 //! The JetStream side of the `nats` spool: connecting, the two streams (work and dead
-//! letters) and one durable pull consumer per sink.
+//! letters), the names of subjects and consumers, and one durable pull consumer per
+//! (sink, lane).
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream, Context};
 use async_nats::{ConnectOptions, ServerAddr};
 
-use super::record::token;
+use super::record::{sink_of, token};
 use crate::config::{NatsAuth, NatsConnection, NatsSpoolConfig};
+use crate::spool::Priority;
 
 /// How long a JetStream request (a publish acknowledgement included) may take; past it the
 /// spool reports itself full so that senders retry.
@@ -83,6 +85,16 @@ pub(super) struct Names {
     prefix: String,
 }
 
+/// A lane's subject and consumer-name suffix; normal has none, so that it keeps the subject
+/// and consumer of the layout before lanes.
+fn lane_suffix(priority: Priority) -> Option<&'static str> {
+    match priority {
+        Priority::High => Some("h"),
+        Priority::Normal => None,
+        Priority::Low => Some("l"),
+    }
+}
+
 impl Names {
     pub(super) fn new(prefix: &str) -> Self {
         Self {
@@ -98,8 +110,24 @@ impl Names {
         format!("{}-dlq", self.prefix)
     }
 
-    pub(super) fn work_subject(&self, sink: &str) -> String {
-        format!("{}.d.{}", self.prefix, token(sink))
+    /// Every subject of the work stream: `P.d.<sink token>` and `P.d.<sink token>.<lane>`.
+    pub(super) fn work_subjects(&self) -> String {
+        format!("{}.d.>", self.prefix)
+    }
+
+    /// The subject of a sink's lane.
+    pub(super) fn work_subject(&self, sink: &str, priority: Priority) -> String {
+        let subject = format!("{}.d.{}", self.prefix, token(sink));
+        match lane_suffix(priority) {
+            Some(lane) => format!("{subject}.{lane}"),
+            None => subject,
+        }
+    }
+
+    /// Filters that together select every lane of a sink (one JetStream filter cannot).
+    pub(super) fn sink_filters(&self, sink: &str) -> [String; 2] {
+        let normal = self.work_subject(sink, Priority::Normal);
+        [format!("{normal}.>"), normal]
     }
 
     pub(super) fn dead_subject(&self, sink: &str) -> String {
@@ -110,13 +138,25 @@ impl Names {
         format!("{}.dlq.*", self.prefix)
     }
 
-    pub(super) fn consumer(&self, sink: &str) -> String {
-        format!("{}-{}", self.prefix, token(sink))
+    /// The durable consumer of a sink's lane: `P-<sink token>`, plus `_h` or `_l`. A token
+    /// never ends in `_` and one letter (its `_` is always followed by two hex digits), so
+    /// the suffix cannot be mistaken for part of a sink name.
+    pub(super) fn consumer(&self, sink: &str, priority: Priority) -> String {
+        let consumer = format!("{}-{}", self.prefix, token(sink));
+        match lane_suffix(priority) {
+            Some(lane) => format!("{consumer}_{lane}"),
+            None => consumer,
+        }
     }
 
-    /// The sink token of a consumer of this prefix.
-    pub(super) fn consumer_token<'a>(&self, consumer: &'a str) -> Option<&'a str> {
-        consumer.strip_prefix(&self.prefix)?.strip_prefix('-')
+    /// The sink a consumer of this prefix serves, whatever its lane.
+    pub(super) fn consumer_sink(&self, consumer: &str) -> Option<String> {
+        let name = consumer.strip_prefix(&self.prefix)?.strip_prefix('-')?;
+        let token = ["_h", "_l"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        sink_of(token)
     }
 }
 
@@ -129,7 +169,7 @@ pub(super) async fn streams(
 ) -> Result<(stream::Stream, stream::Stream), NatsError> {
     let work = stream::Config {
         name: names.work_stream().to_owned(),
-        subjects: vec![format!("{}.d.*", names.prefix)],
+        subjects: vec![names.work_subjects()],
         // A delivery leaves the stream when its consumer acks it.
         retention: stream::RetentionPolicy::WorkQueue,
         // A full stream refuses the publish; nothing stored is dropped.
@@ -162,18 +202,19 @@ async fn ensure(js: &Context, config: stream::Config) -> Result<stream::Stream, 
     js.get_stream(&name).await.map_err(|e| failed(e.into()))
 }
 
-/// The sink's durable pull consumer, created when missing. Attempts are counted in the
-/// record, so JetStream's own redelivery limit is off.
+/// The durable pull consumer of a sink's lane, created when missing. Attempts are counted in
+/// the record, so JetStream's own redelivery limit is off.
 pub(super) async fn consumer(
     work: &stream::Stream,
     names: &Names,
     sink: &str,
+    priority: Priority,
     ack_wait: Duration,
 ) -> Result<consumer::PullConsumer, NatsError> {
-    let name = names.consumer(sink);
+    let name = names.consumer(sink, priority);
     let config = consumer::pull::Config {
         durable_name: Some(name.clone()),
-        filter_subject: names.work_subject(sink),
+        filter_subject: names.work_subject(sink, priority),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait,
         max_deliver: -1,
@@ -186,4 +227,27 @@ pub(super) async fn consumer(
             consumer: name,
             source: e.into(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_have_their_own_subjects_and_consumers() {
+        let names = Names::new("P");
+        let lanes = Priority::ALL.map(|p| (names.work_subject("a_h", p), names.consumer("a_h", p)));
+        assert_eq!(
+            lanes.clone().map(|(s, c)| format!("{s} {c}")),
+            [
+                "P.d.a_5fh.h P-a_5fh_h",
+                "P.d.a_5fh P-a_5fh",
+                "P.d.a_5fh.l P-a_5fh_l"
+            ]
+        );
+        for (_, consumer) in lanes {
+            assert_eq!(names.consumer_sink(&consumer).as_deref(), Some("a_h"));
+        }
+        assert_eq!(names.sink_filters("a"), ["P.d.a.>", "P.d.a"]);
+    }
 }

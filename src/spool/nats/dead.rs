@@ -30,11 +30,11 @@ pub(super) async fn dead_letter(
         .await
         .map_err(|e| unavailable(&e))?;
     if let Some(forward) = forward {
-        inner.consumer(&forward.sink).await?;
+        inner.lanes(&forward.sink).await?;
         let publish = Publish::build()
             .payload(Record::new(&forward).to_bytes())
             .message_id(format!("forward-{}", delivery.id));
-        let subject = inner.names.work_subject(&forward.sink);
+        let subject = inner.names.work_subject(&forward.sink, forward.priority);
         inner.publish(vec![(subject, publish)]).await?;
         inner.depths.add(&forward.sink, 1);
     }

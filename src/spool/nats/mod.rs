@@ -3,29 +3,59 @@
 //!
 //! Layout, for a `stream` prefix `P`:
 //! - stream `P` (work-queue retention, discard new past `max_bytes`, duplicate window from
-//!   `ingress.dedup_window`), subjects `P.d.<sink token>`, one message per delivery record;
-//! - one durable pull consumer `P-<sink token>` per sink, explicit ack, redelivery after
-//!   `ack_wait` without a sign of life (leased deliveries are kept alive while in flight);
+//!   `ingress.dedup_window`), subjects `P.d.>`, one message per delivery record on its
+//!   sink's lane subject: `P.d.<sink token>.h` (high), `P.d.<sink token>` (normal) or
+//!   `P.d.<sink token>.l` (low);
+//! - one durable pull consumer per (sink, lane), filtered on the lane's subject and shared by
+//!   all instances: `P-<sink token>_h`, `P-<sink token>` and `P-<sink token>_l`; explicit
+//!   ack, redelivery after `ack_wait` without a sign of life (leased deliveries are kept
+//!   alive while in flight);
 //! - stream `P-dlq` (limits retention), subjects `P.dlq.<sink token>`: the dead-letter store,
 //!   whose ids are its stream sequences.
 //!
-//! Retries republish the updated record (attempts, last outcome, not-before) and then ack the
-//! old message, so the attempt count is exact; a leased record that is not due yet is nak'ed
-//! with JetStream's delayed redelivery until it is. Every NATS failure is reported as
-//! [`SpoolError::Full`], so ingress answers 503 with `Retry-After` and nothing accepted is lost.
+//! The normal lane keeps the subject and consumer of the layout before lanes, so a stream
+//! written by an older version is read as it is: its deliveries are normal ones. An older
+//! instance on the same stream leases the normal lane only, and when it starts it sets the
+//! stream's subjects back to `P.d.*`, which refuses high and low publishes: upgrade every
+//! instance.
+//!
+//! Lanes: each instance applies the lane picker of the other backends (`spool::lanes`) to
+//! the leases it takes of a sink, fetching from the lanes in the order the picker chooses
+//! and waiting only when every lane is empty (see `lanes`). With several instances each one
+//! keeps its own picker, so 4:2:1 and the starvation bound hold for each instance's leases.
+//!
+//! Ordering: `ordering: subject` is not applied on this backend. The ordering key is kept in
+//! the record, but the deliveries of one chain may be leased at the same time, by one
+//! instance or several, and a retry is republished behind later deliveries. That costs only
+//! the order: nothing is lost, delivered twice or refused because of it.
+//!
+//! Retries republish the updated record (attempts, last outcome, not-before) on the same lane
+//! and then ack the old message, so the attempt count is exact; a leased record that is not
+//! due yet is nak'ed with JetStream's delayed redelivery until it is. A request's deliveries
+//! are stored all or none as far as JetStream allows (see `store`).
+//!
+//! Purging a sink purges the work stream of the sink's subjects. JetStream cannot spare the
+//! messages leased at that moment, by this instance or another, so they are purged and
+//! counted too. A delivery in flight then finishes its attempt: its ack succeeds and leaves
+//! nothing behind (a dead letter is still recorded), and a failed attempt republishes its
+//! retry, which is stored anew and counted in the sink's depth again.
+//!
+//! Every NATS failure is reported as [`SpoolError::Full`], so ingress answers 503 with
+//! `Retry-After` and nothing accepted is lost.
 //!
 //! Imports `event`, `config` and the rest of `spool`.
 
 mod conn;
 mod dead;
 mod depth;
+mod lanes;
 mod record;
+mod store;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::message::{AckKind, Acker};
 use async_nats::jetstream::{self, stream, Context};
@@ -35,16 +65,15 @@ use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{Delivery, NewDelivery, SpoolError, FULL_RETRY_AFTER};
+use super::{Delivery, NewDelivery, Priority, PurgeError, SpoolError, FULL_RETRY_AFTER};
 use crate::config::{NatsSpoolConfig, SpoolConfig};
 use conn::Names;
 use depth::Depths;
+use lanes::SinkLanes;
 use record::Record;
 
 use conn::{client, context, NatsError};
 
-/// Longest single pull request while no delivery is waiting.
-const LONG_POLL: Duration = Duration::from_secs(5);
 /// How often depths are read from JetStream.
 const DEPTH_REFRESH: Duration = Duration::from_secs(1);
 
@@ -60,7 +89,8 @@ struct Inner {
     max_bytes: u64,
     names: Names,
     conn: OnceCell<Conn>,
-    consumers: DashMap<String, PullConsumer>,
+    /// Each sink's lane consumers, created on first use.
+    lanes: DashMap<String, Arc<SinkLanes>>,
     /// Reply subjects of leased messages by delivery id, kept alive until acked.
     leased: DashMap<u64, Subject>,
     depths: Depths,
@@ -100,7 +130,7 @@ impl NatsSpool {
             max_bytes,
             names: Names::new(&config.stream),
             conn: OnceCell::new(),
-            consumers: DashMap::new(),
+            lanes: DashMap::new(),
             leased: DashMap::new(),
             depths: Depths::default(),
             stop: stop.clone(),
@@ -164,71 +194,25 @@ impl Inner {
             .map_err(|e| unavailable(&e))
     }
 
-    async fn consumer(self: &Arc<Self>, sink: &str) -> Result<PullConsumer, SpoolError> {
-        if let Some(c) = self.consumers.get(sink) {
-            return Ok(c.clone());
+    /// The sink's lanes, with their consumers created when missing.
+    async fn lanes(self: &Arc<Self>, sink: &str) -> Result<Arc<SinkLanes>, SpoolError> {
+        if let Some(lanes) = self.lanes.get(sink) {
+            return Ok(lanes.clone());
         }
         let conn = self.conn().await?;
-        let ack_wait = self.config.ack_wait;
-        let consumer = conn::consumer(&conn.work, &self.names, sink, ack_wait)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        self.consumers.insert(sink.to_owned(), consumer.clone());
-        Ok(consumer)
-    }
-
-    /// Publishes records to the work stream; `Ok` once JetStream acknowledged all of them,
-    /// with whether each was a duplicate.
-    async fn publish(
-        self: &Arc<Self>,
-        records: Vec<(String, Publish)>,
-    ) -> Result<Vec<bool>, SpoolError> {
-        let conn = self.conn().await?;
-        let mut pending = Vec::with_capacity(records.len());
-        for (subject, publish) in records {
-            let ack = conn.js.send_publish(subject, publish).await;
-            pending.push(ack.map_err(|e| unavailable(&e))?);
-        }
-        let mut duplicates = Vec::with_capacity(pending.len());
-        for ack in pending {
-            duplicates.push(ack.await.map_err(|e| unavailable(&e))?.duplicate);
-        }
-        Ok(duplicates)
-    }
-
-    /// Stores new deliveries, each with a message id when `unique`; returns which were
-    /// duplicates.
-    async fn store(
-        self: &Arc<Self>,
-        deliveries: &[NewDelivery],
-        unique: bool,
-    ) -> Result<Vec<bool>, SpoolError> {
-        let mut sinks: Vec<&str> = deliveries.iter().map(|d| &*d.sink).collect();
-        sinks.sort_unstable();
-        sinks.dedup();
-        for sink in sinks {
-            self.consumer(sink).await?;
-        }
-        let records = deliveries
-            .iter()
-            .map(|d| {
-                let mut publish = Publish::build()
-                    .payload(Record::new(d).to_bytes())
-                    .header("ce-id", d.event.id.as_str())
-                    .header("ce-source", d.event.source.as_str());
-                if unique {
-                    publish = publish.message_id(message_id(d));
-                }
-                (self.names.work_subject(&d.sink), publish)
-            })
-            .collect();
-        let duplicates = self.publish(records).await?;
-        for (d, duplicate) in deliveries.iter().zip(&duplicates) {
-            if !duplicate {
-                self.depths.add(&d.sink, 1);
-            }
-        }
-        Ok(duplicates)
+        let consumer = |priority| {
+            let ack_wait = self.config.ack_wait;
+            conn::consumer(&conn.work, &self.names, sink, priority, ack_wait)
+        };
+        let (high, normal, low) = tokio::try_join!(
+            consumer(Priority::High),
+            consumer(Priority::Normal),
+            consumer(Priority::Low),
+        )
+        .map_err(|e| unavailable(&e))?;
+        let lanes = Arc::new(SinkLanes::new([high, normal, low]));
+        self.lanes.insert(sink.to_owned(), lanes.clone());
+        Ok(lanes)
     }
 
     /// Acks a leased message; a delivery not leased here is ignored.
@@ -293,42 +277,6 @@ impl Inner {
     }
 }
 
-/// The `Nats-Msg-Id` of a delivery: (`source`, `id`, route, sink), each percent-encoded.
-fn message_id(d: &NewDelivery) -> String {
-    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-    [&*d.event.source, &*d.event.id, &*d.route, &*d.sink]
-        .iter()
-        .map(|part| utf8_percent_encode(part, NON_ALPHANUMERIC).to_string())
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-/// Fetches what is waiting, up to `max`; with `wait`, holds the request open until at
-/// least one message comes or `wait` passes.
-async fn fetch(
-    consumer: &PullConsumer,
-    max: usize,
-    wait: Option<Duration>,
-) -> Result<Vec<jetstream::Message>, SpoolError> {
-    let mut batch = match wait {
-        Some(wait) => {
-            consumer
-                .batch()
-                .max_messages(1)
-                .expires(wait)
-                .messages()
-                .await
-        }
-        None => consumer.fetch().max_messages(max).messages().await,
-    }
-    .map_err(|e| unavailable(&e))?;
-    let mut out = Vec::new();
-    while let Some(message) = batch.next().await {
-        out.push(message.map_err(|e| unavailable(&*e))?);
-    }
-    Ok(out)
-}
-
 /// Tells JetStream that leased deliveries are still in flight, so that a slow sink does not
 /// get them redelivered to another instance.
 async fn keep_alive(inner: Weak<Inner>, stop: CancellationToken) {
@@ -366,18 +314,14 @@ async fn refresh_depths(inner: Weak<Inner>, stop: CancellationToken) {
             continue;
         };
         let before = inner.depths.changes();
-        let mut seen = Vec::new();
+        let mut seen: HashMap<String, u64> = HashMap::new();
         let mut consumers = conn.work.consumers();
         while let Some(Ok(info)) = consumers.next().await {
-            let sink = inner
-                .names
-                .consumer_token(&info.name)
-                .and_then(record::sink_of);
-            if let Some(sink) = sink {
-                seen.push((sink, info.num_pending + info.num_ack_pending as u64));
+            if let Some(sink) = inner.names.consumer_sink(&info.name) {
+                *seen.entry(sink).or_default() += info.num_pending + info.num_ack_pending as u64;
             }
         }
-        inner.depths.observed(&before, seen);
+        inner.depths.observed(&before, seen.into_iter().collect());
     }
 }
 
@@ -402,16 +346,9 @@ impl super::Spool for NatsSpool {
 
     async fn lease(&self, sink: &str, max: usize) -> Result<Vec<Delivery>, SpoolError> {
         let max = max.max(1);
-        let consumer = self.inner.consumer(sink).await?;
+        let lanes = self.inner.lanes(sink).await?;
         loop {
-            let mut messages = fetch(&consumer, max, None).await?;
-            if messages.is_empty() {
-                messages = fetch(&consumer, 1, Some(LONG_POLL)).await?;
-                if !messages.is_empty() && max > 1 {
-                    messages.extend(fetch(&consumer, max - 1, None).await?);
-                }
-            }
-            let leased = self.inner.take(messages);
+            let leased = self.inner.take(lanes.messages(max).await?);
             if !leased.is_empty() {
                 return Ok(leased);
             }
@@ -428,7 +365,10 @@ impl super::Spool for NatsSpool {
         let publish = Publish::build()
             .payload(Record::retry(&delivery, not_before).to_bytes())
             .message_id(format!("retry-{}", delivery.id));
-        let subject = self.inner.names.work_subject(&delivery.sink);
+        let subject = self
+            .inner
+            .names
+            .work_subject(&delivery.sink, delivery.priority);
         self.inner.publish(vec![(subject, publish)]).await?;
         self.inner.settle(&delivery).await
     }
@@ -458,6 +398,18 @@ impl super::Spool for NatsSpool {
 
     async fn purge_dead_letter(&self, id: super::DeadLetterId) -> Result<bool, SpoolError> {
         dead::purge(&self.inner, id).await
+    }
+
+    async fn purge_sink(&self, sink: &str) -> Result<usize, PurgeError> {
+        let conn = self.inner.conn().await?;
+        let mut purged = 0;
+        for filter in self.inner.names.sink_filters(sink) {
+            let purge = conn.work.purge().filter(filter).await;
+            purged += purge.map_err(|e| unavailable(&e))?.purged;
+        }
+        let purged = i64::try_from(purged).unwrap_or(i64::MAX);
+        self.inner.depths.add(sink, -purged);
+        Ok(usize::try_from(purged).unwrap_or(usize::MAX))
     }
 
     fn depth(&self, sink: &str) -> usize {

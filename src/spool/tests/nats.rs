@@ -2,14 +2,16 @@
 //! (required: these tests fail when it is missing). Each test has its own stream prefix and
 //! deletes its streams at the end.
 //!
-//! Not run here: oldest-first leasing (JetStream hands out a sink's deliveries in stream
-//! order) and per-call dedup windows (the window is the stream's `duplicate_window`).
+//! Not run here: oldest-first leasing (JetStream hands out a lane's deliveries in stream
+//! order), per-call dedup windows (the window is the stream's `duplicate_window`), per-subject
+//! ordering (not applied on this backend) and the purge contract (JetStream purges leased
+//! deliveries too; see `purge_takes_every_lane_and_what_is_in_flight`).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use super::{contract, contract_store, due, event, lease, wait_depth};
+use super::{contract, contract_store, due, event, lanes, lease, wait_depth};
 use crate::config::{NatsSpoolConfig, SpoolBackend, SpoolConfig};
-use crate::spool::{NatsSpool, Spool, SpoolError};
+use crate::spool::{NatsSpool, NewDelivery, Priority, Spool, SpoolError};
 
 fn spool(max_bytes: u64) -> NatsSpool {
     let nats = NatsSpoolConfig {
@@ -55,6 +57,9 @@ nats_contract!(contract_store::dead_letters_are_kept_listed_and_filtered);
 nats_contract!(contract_store::replay_requeues_with_fresh_attempts);
 nats_contract!(contract_store::replay_by_filter_and_purge);
 nats_contract!(contract_store::sink_depths_name_every_stored_sink);
+nats_contract!(lanes::lease_takes_high_then_normal_then_low);
+nats_contract!(lanes::low_is_passed_over_at_most_six_times);
+nats_contract!(lanes::high_overtakes_a_low_backlog);
 
 #[tokio::test]
 async fn full_refuses_then_recovers() {
@@ -134,14 +139,19 @@ async fn an_unreachable_server_refuses_puts_as_full() {
     wait_depth(&spool, "a", 0).await;
 }
 
-/// Messages left in the work stream, as JetStream counts them.
-async fn stored_messages(spool: &NatsSpool) -> u64 {
+/// The work stream's state, as JetStream reports it.
+async fn stream_state(spool: &NatsSpool) -> async_nats::jetstream::stream::State {
     let client = async_nats::connect("127.0.0.1:4222")
         .await
         .expect("connect");
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream(spool.stream_prefix()).await.expect("stream");
-    stream.info().await.expect("stream info").state.messages
+    stream.info().await.expect("stream info").state.clone()
+}
+
+/// Messages left in the work stream, as JetStream counts them.
+async fn stored_messages(spool: &NatsSpool) -> u64 {
+    stream_state(spool).await.messages
 }
 
 #[tokio::test]
@@ -170,5 +180,201 @@ async fn settled_deliveries_leave_the_work_stream() {
         0,
         "an acked retry leaves nothing"
     );
+    spool.delete_streams().await.expect("streams deleted");
+}
+
+fn in_lane(id: &str, sink: &str, priority: Priority) -> NewDelivery {
+    NewDelivery {
+        priority,
+        ..due(&event(id), sink)
+    }
+}
+
+/// `n` deliveries of one lane, with ids `<prefix>0`, `<prefix>1`, ….
+fn lane_of(n: usize, prefix: &str, sink: &str, priority: Priority) -> Vec<NewDelivery> {
+    (0..n)
+        .map(|i| in_lane(&format!("{prefix}{i}"), sink, priority))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_high_delivery_overtakes_a_low_backlog_of_300() {
+    let spool = connected(1 << 30).await;
+    spool
+        .put(lane_of(300, "low", "a", Priority::Low))
+        .await
+        .unwrap();
+    spool
+        .put(vec![in_lane("urgent", "a", Priority::High)])
+        .await
+        .unwrap();
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        let d = lease(&spool, "a", 1).await.remove(0);
+        spool.ack(&d).await.unwrap();
+        first.push(d.event.id.clone());
+    }
+    assert!(first.iter().any(|id| id == "urgent"), "{first:?}");
+    spool.delete_streams().await.expect("streams deleted");
+}
+
+/// Leases by lane (high, normal, low).
+fn by_lane(leased: &[crate::spool::Delivery]) -> [usize; 3] {
+    let mut counts = [0; 3];
+    for d in leased {
+        counts[d.priority as usize] += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn backlogged_lanes_share_leases_four_two_one() {
+    let spool = connected(1 << 30).await;
+    for sink in ["one-by-one", "batch"] {
+        let mut puts = lane_of(20, "l", sink, Priority::Low);
+        puts.extend(lane_of(30, "n", sink, Priority::Normal));
+        puts.extend(lane_of(50, "h", sink, Priority::High));
+        spool.put(puts).await.unwrap();
+    }
+    let mut leased = Vec::new();
+    for _ in 0..70 {
+        leased.extend(lease(&spool, "one-by-one", 1).await);
+    }
+    assert_eq!(by_lane(&leased), [40, 20, 10]);
+    assert_eq!(by_lane(&lease(&spool, "batch", 70).await), [40, 20, 10]);
+    spool.delete_streams().await.expect("streams deleted");
+}
+
+#[tokio::test]
+async fn a_retry_keeps_its_lane() {
+    let spool = connected(1 << 30).await;
+    let puts = vec![
+        in_lane("low", "a", Priority::Low),
+        in_lane("normal", "a", Priority::Normal),
+        in_lane("high", "a", Priority::High),
+    ];
+    spool.put(puts).await.unwrap();
+    let high = lease(&spool, "a", 1).await.remove(0);
+    spool.nack(high, SystemTime::now()).await.unwrap();
+    let again = lease(&spool, "a", 1).await.remove(0);
+    assert_eq!(
+        again.event.id, "high",
+        "retried in the high lane, before normal"
+    );
+    assert_eq!(again.priority, Priority::High);
+    spool.delete_streams().await.expect("streams deleted");
+}
+
+#[tokio::test]
+async fn cancelled_leases_give_back_what_they_fetched() {
+    let spool = connected(1 << 30).await;
+    let mut puts = lane_of(20, "n", "a", Priority::Normal);
+    puts.extend(lane_of(20, "l", "a", Priority::Low));
+    spool.put(puts).await.unwrap();
+    let mut leased = Vec::new();
+    for i in 0..40 {
+        let cut = Duration::from_micros(100 * i);
+        if let Ok(got) = tokio::time::timeout(cut, spool.lease("a", 3)).await {
+            leased.extend(got.unwrap());
+        }
+    }
+    // Well within the 5 s `ack_wait`: nothing waits for a redelivery.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while leased.len() < 40 {
+        let more = tokio::time::timeout_at(deadline, spool.lease("a", 40)).await;
+        leased.extend(
+            more.expect("every delivery leased before ack_wait")
+                .unwrap(),
+        );
+    }
+    let mut ids: Vec<_> = leased.iter().map(|d| d.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((ids.len(), leased.len()), (40, 40));
+    spool.delete_streams().await.expect("streams deleted");
+}
+
+#[tokio::test]
+async fn purge_takes_every_lane_and_what_is_in_flight() {
+    let spool = connected(1 << 30).await;
+    let mut gone = lane_of(3, "n", "gone", Priority::Normal);
+    gone.extend(lane_of(2, "h", "gone", Priority::High));
+    gone.extend(lane_of(2, "l", "gone", Priority::Low));
+    spool.put(gone).await.unwrap();
+    spool.put(vec![due(&event("k"), "kept")]).await.unwrap();
+    let in_flight = lease(&spool, "gone", 2).await;
+    let [acked, retried] = <[_; 2]>::try_from(in_flight).expect("two leased");
+
+    assert_eq!(
+        spool.purge_sink("gone").await.unwrap(),
+        7,
+        "leased ones too"
+    );
+    assert_eq!((spool.depth("gone"), spool.depth("kept")), (0, 1));
+    assert_eq!(stored_messages(&spool).await, 1, "only the other sink's");
+    let early = tokio::time::timeout(Duration::from_millis(50), spool.lease("gone", 10)).await;
+    assert!(early.is_err(), "nothing of the sink is left to lease");
+
+    spool.ack(&acked).await.unwrap();
+    spool.nack(retried, SystemTime::now()).await.unwrap();
+    assert_eq!(
+        stored_messages(&spool).await,
+        2,
+        "a failed attempt's retry is stored anew"
+    );
+    let retry = lease(&spool, "gone", 10).await;
+    assert_eq!(retry.len(), 1);
+    spool.ack(&retry[0]).await.unwrap();
+    assert_eq!(spool.purge_sink("gone").await.unwrap(), 0);
+    assert_eq!(spool.purge_sink("never-stored").await.unwrap(), 0);
+    spool.delete_streams().await.expect("streams deleted");
+}
+
+/// Bytes JetStream counts for one record of [`sized`] on sink `a`.
+const RECORD_BYTES: u64 = 469;
+
+/// `n` deliveries to `a` whose records are [`RECORD_BYTES`] each.
+fn sized(n: usize) -> Vec<NewDelivery> {
+    (0..n)
+        .map(|i| due(&event(&format!("r{i:02}")), "a"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_request_refused_part_way_leaves_nothing_stored() {
+    let spool = connected(10 * RECORD_BYTES + 100).await;
+    let put = spool.put(sized(12)).await;
+    assert!(matches!(put, Err(SpoolError::Full { .. })), "{put:?}");
+    let state = stream_state(&spool).await;
+    assert_eq!(
+        state.last_sequence, 10,
+        "ten were stored before the stream filled"
+    );
+    assert_eq!(state.messages, 0, "and taken back");
+    assert_eq!(spool.depth("a"), 0);
+    spool.put(sized(10)).await.unwrap();
+    assert_eq!(lease(&spool, "a", 20).await.len(), 10);
+    spool.delete_streams().await.expect("streams deleted");
+}
+
+#[tokio::test]
+async fn a_unique_request_refused_part_way_is_completed_by_its_retry() {
+    let spool = connected(10 * RECORD_BYTES + 100).await;
+    let window = Duration::from_secs(120);
+    let put = spool.put_unique(sized(12), window).await;
+    assert!(matches!(put, Err(SpoolError::Full { .. })), "{put:?}");
+    let kept = stored_messages(&spool).await;
+    assert!((1..12).contains(&kept), "{kept} kept for the retry");
+    let mut delivered = lease(&spool, "a", 20).await;
+    for d in &delivered {
+        spool.ack(d).await.unwrap();
+    }
+    let repeats = spool.put_unique(sized(12), window).await.unwrap();
+    assert_eq!(repeats as u64, kept, "what was kept is not stored twice");
+    delivered.extend(lease(&spool, "a", 20).await);
+    let mut ids: Vec<_> = delivered.iter().map(|d| d.event.id.clone()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((ids.len(), delivered.len()), (12, 12), "each once");
     spool.delete_streams().await.expect("streams deleted");
 }
