@@ -128,11 +128,13 @@ pub enum OpenError {
     },
 }
 
-/// A checked, open database: the writer's connection and a second one for reads.
+/// A checked, open database: the writer's connection, one for reads and one for checkpoints.
 #[derive(Debug)]
 pub(super) struct Opened {
     pub(super) writer: Connection,
     pub(super) reader: Connection,
+    /// Copies the WAL into the file beside the writer ([`super::checkpoint`]).
+    pub(super) checkpointer: Connection,
     pub(super) path: PathBuf,
 }
 
@@ -167,9 +169,11 @@ pub(super) fn open(dir: &Path) -> Result<Opened, OpenError> {
     let reader = connect(&path)
         .and_then(|conn| conn.execute_batch("PRAGMA query_only = 1").map(|()| conn))
         .map_err(sqlite)?;
+    let checkpointer = connect(&path).map_err(sqlite)?;
     Ok(Opened {
         writer,
         reader,
+        checkpointer,
         path,
     })
 }

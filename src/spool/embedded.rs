@@ -19,6 +19,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::cache::{SinkQueue, Take};
+use super::checkpoint::{self, Checkpoints};
 use super::db::{self, OpenError};
 use super::letters;
 use super::record::EncodedEvent;
@@ -53,6 +54,8 @@ pub struct EmbeddedSpool {
     /// `None` once dropped, which tells the writer to drain and stop.
     commands: Option<mpsc::Sender<Command>>,
     writer: Option<JoinHandle<()>>,
+    checkpoints: Arc<Checkpoints>,
+    checkpointer: Option<JoinHandle<()>>,
 }
 
 /// State shared by the async side and the writer thread.
@@ -104,6 +107,9 @@ impl EmbeddedSpool {
                 queue.lock().ordered(id, &Arc::from(route), &Arc::from(key));
             }
         }
+        let checkpoints = Arc::new(Checkpoints::default());
+        let mut conn = opened.writer;
+        checkpoint::install(&mut conn, checkpoints.clone()).map_err(sqlite)?;
         let shared = Arc::new(Shared {
             queues,
             reader: Mutex::new(opened.reader),
@@ -113,9 +119,20 @@ impl EmbeddedSpool {
             closed: AtomicBool::new(false),
             path: opened.path,
         });
+        let thread_failed = |source| OpenError::Thread {
+            path: shared.path.clone(),
+            source,
+        };
+        let checkpointer = {
+            let (conn, checkpoints) = (opened.checkpointer, checkpoints.clone());
+            std::thread::Builder::new()
+                .name("spool-checkpoint".into())
+                .spawn(move || checkpoint::run(&conn, &checkpoints))
+                .map_err(thread_failed)?
+        };
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer {
-            conn: opened.writer,
+            conn,
             shared: shared.clone(),
             commands: rx,
             next_id: max_id + 1,
@@ -125,20 +142,24 @@ impl EmbeddedSpool {
         let thread = std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || writer.run())
-            .map_err(|source| OpenError::Thread {
-                path: shared.path.clone(),
-                source,
-            })?;
+            .map_err(thread_failed)?;
         Ok(Self {
             shared,
             commands: Some(tx),
             writer: Some(thread),
+            checkpoints,
+            checkpointer: Some(checkpointer),
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// Checkpoints the writer had to run itself because the checkpointer fell behind.
+    pub fn forced_checkpoints(&self) -> u64 {
+        self.checkpoints.forced()
     }
 
     /// Transactions committed since open (one per group of commands).
@@ -210,6 +231,12 @@ impl Drop for EmbeddedSpool {
         if let Some(thread) = self.writer.take() {
             if thread.join().is_err() {
                 tracing::error!(path = %self.shared.path.display(), "Spool writer panicked");
+            }
+        }
+        self.checkpoints.close();
+        if let Some(thread) = self.checkpointer.take() {
+            if thread.join().is_err() {
+                tracing::error!(path = %self.shared.path.display(), "Spool checkpointer panicked");
             }
         }
     }

@@ -6,6 +6,7 @@
 //! Persisted times are wall-clock ([`SystemTime`]) so that they mean the same after a restart.
 
 mod cache;
+mod checkpoint;
 mod db;
 mod dead_letter;
 mod embedded;

@@ -157,6 +157,46 @@ async fn the_file_stops_growing_under_steady_put_and_ack() {
     assert_eq!(spool.stored_bytes(), 0);
 }
 
+/// 64 senders keep the writer committing back to back while 25 MiB go through the WAL; the
+/// checkpointer must still get the WAL started over, or it would grow to the writer's own
+/// checkpoint limit (64 MiB) and stay there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_starts_over_while_the_writer_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = std::sync::Arc::new(open(&dir));
+    let senders = (0..64).map(|sender| {
+        let spool = spool.clone();
+        tokio::spawn(async move {
+            for i in 0..100 {
+                let mut ev = (*event(&format!("s{sender}-{i}"))).clone();
+                ev.data = Some(Bytes::from(vec![b'x'; 4096]));
+                spool
+                    .put(vec![due(&std::sync::Arc::new(ev), "a")])
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    for sender in senders.collect::<Vec<_>>() {
+        sender.await.unwrap();
+    }
+    wait_depth(&*spool, "a", 6400).await;
+    let (db, wal) = file_bytes(&dir);
+    assert!(
+        db > 25 << 20,
+        "the events reached the database file: {db} bytes"
+    );
+    assert!(
+        wal < 16 << 20,
+        "the WAL was never started over: {wal} bytes"
+    );
+    assert_eq!(
+        spool.forced_checkpoints(),
+        0,
+        "the writer had to checkpoint itself"
+    );
+}
+
 #[tokio::test]
 async fn a_full_spool_refuses_without_writing() {
     let dir = tempfile::tempdir().unwrap();
