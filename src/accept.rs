@@ -78,9 +78,9 @@ impl Acceptor {
 
     /// Routes every event and stores all their deliveries in one spool step.
     ///
-    /// The store runs in its own task: once begun it finishes even if the caller (an HTTP
-    /// request whose client hung up) is dropped, so an event is never stored without all of
-    /// its deliveries.
+    /// Every backend stores a put all or nothing even when the caller (an HTTP request whose
+    /// client hung up) is dropped part-way, so an event is never stored without all of its
+    /// deliveries.
     pub async fn accept(&self, events: Vec<Event>) -> Result<Receipt, AcceptError> {
         let now = SystemTime::now();
         let mut receipt = Receipt {
@@ -128,15 +128,10 @@ impl Acceptor {
         }
         receipt.deliveries = deliveries.len();
         if !deliveries.is_empty() {
-            let spool = self.spool.clone();
-            let window = self.dedup_window;
-            let stored = tokio::spawn(async move {
-                match window {
-                    Some(window) => spool.put_unique(deliveries, window).await,
-                    None => spool.put(deliveries).await.map(|()| 0),
-                }
-            });
-            receipt.duplicates = stored.await.map_err(|_| AcceptError::Closed)??;
+            receipt.duplicates = match self.dedup_window {
+                Some(window) => self.spool.put_unique(deliveries, window).await?,
+                None => self.spool.put(deliveries).await.map(|()| 0)?,
+            };
         }
         Counters::add(&self.counters.events_received, receipt.events as u64);
         self.counters.unrouted(receipt.unrouted as u64);

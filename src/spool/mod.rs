@@ -127,7 +127,8 @@ pub enum PurgeError {
 /// The queue contract every backend keeps.
 pub trait Spool: Send + Sync + 'static {
     /// Stores all the deliveries or none of them; once it returns `Ok` they are kept until
-    /// acked or dead-lettered.
+    /// acked or dead-lettered. Dropping the future part-way stores all or none of them too
+    /// (an HTTP request whose client hung up is dropped), so callers need no task of their own.
     fn put(
         &self,
         deliveries: Vec<NewDelivery>,

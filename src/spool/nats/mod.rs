@@ -325,9 +325,26 @@ async fn refresh_depths(inner: Weak<Inner>, stop: CancellationToken) {
     }
 }
 
+impl NatsSpool {
+    /// Publishes a request's deliveries in a task of its own: once begun, the publishing (or
+    /// its undo) finishes even if the caller is dropped, so a request is stored all or nothing.
+    async fn store(
+        &self,
+        deliveries: Vec<NewDelivery>,
+        unique: bool,
+    ) -> Result<(Vec<NewDelivery>, Vec<bool>), SpoolError> {
+        let inner = self.inner.clone();
+        let stored = tokio::spawn(async move {
+            let duplicates = inner.store(&deliveries, unique).await?;
+            Ok((deliveries, duplicates))
+        });
+        stored.await.map_err(|_| SpoolError::Closed)?
+    }
+}
+
 impl super::Spool for NatsSpool {
     async fn put(&self, deliveries: Vec<NewDelivery>) -> Result<(), SpoolError> {
-        self.inner.store(&deliveries, false).await.map(|_| ())
+        self.store(deliveries, false).await.map(drop)
     }
 
     async fn put_unique(
@@ -336,7 +353,7 @@ impl super::Spool for NatsSpool {
         _window: Duration,
     ) -> Result<usize, SpoolError> {
         // The window is the work stream's duplicate window, set from `ingress.dedup_window`.
-        let duplicates = self.inner.store(&deliveries, true).await?;
+        let (deliveries, duplicates) = self.store(deliveries, true).await?;
         let mut events: HashMap<(&str, &str), bool> = HashMap::new();
         for (d, duplicate) in deliveries.iter().zip(duplicates) {
             *events.entry((&d.event.source, &d.event.id)).or_default() |= duplicate;
