@@ -4,15 +4,18 @@
     report.py RESULTS_TSV OUT_JSON OUT_MD
 
 RESULTS_TSV holds one "dotted.key<TAB>value" a line, written by run.sh as it measures.
-Keys: meta.*, A.* (baseline A), B.* (baseline B), memory.* and embedded.* (switchyard with
-that spool), match.* (criterion). Targets are checked here, against the durable (embedded)
-spool; the memory spool is checked against the same thresholds for reference.
+Keys: meta.*, A.* (baseline A), B.* (baseline B), memory.*, embedded.* and nats.* (switchyard
+with that spool), match.* (criterion). Targets are checked here, against the durable (embedded)
+spool; the memory spool is checked against the same thresholds for reference; the nats spool's
+figures are its capacity on this machine, without a verdict.
 """
 
 import json
 import sys
 
 MB = 1024 * 1024
+# The spool columns, in table order.
+SPOOLS = ("memory", "embedded", "nats")
 
 
 def load(path):
@@ -110,9 +113,9 @@ class Report:
         return f"embedded {emb}; memory {mem} (ref.)"
 
     def row(self, figure, baseline, key, fmt, base=None, base_name="", target="", check=None):
-        cells = [self.cell(s, key, fmt, base, base_name) for s in ("memory", "embedded")]
+        cells = [self.cell(s, key, fmt, base, base_name) for s in SPOOLS]
         result = self.result(check) if check else ""
-        self.rows.append([figure, baseline, cells[0], cells[1], target, result])
+        self.rows.append([figure, baseline, *cells, target, result])
         if check:
             self.targets.append(
                 {
@@ -153,10 +156,10 @@ class Report:
         figure = "Ingest, batches of 100 (events/s = req/s × 100)"
         self.row(figure, f"A: {rate(base)}", "ingest.batch.rate", rate, base, "A",
                  "≥ 10× own 1-event rate", batch_check)
-        for spool in ("memory", "embedded"):
+        for column, spool in enumerate(SPOOLS, start=2):
             r = ratio(g(f"{spool}.ingest.batch.rate"), g(f"{spool}.ingest.binary.rate"))
             if r is not None and not self.skipped(spool):
-                self.rows[-1][2 if spool == "memory" else 3] += f", {r:.1f}× single"
+                self.rows[-1][column] += f", {r:.1f}× single"
 
         def lat(prefix):
             def fmt_cell(spool):
@@ -175,7 +178,7 @@ class Report:
 
         cell = lat("latency.max")
         self.rows.append(["Ack latency at max rate, binary (wrk)", "A: " + cell("A"),
-                          cell("memory"), cell("embedded"), "", ""])
+                          *(cell(s) for s in SPOOLS), "", ""])
         cell = lat("latency.half")
 
         def half_check(spool):
@@ -184,8 +187,7 @@ class Report:
 
         tool = g("meta.latency_tool") or "none"
         self.rows.append([f"Ack latency at half the max rate, binary ({tool})", "A: " + cell("A"),
-                          cell("memory"), cell("embedded"), "p99 ≤ 2 ms",
-                          self.result(half_check)])
+                          *(cell(s) for s in SPOOLS), "p99 ≤ 2 ms", self.result(half_check)])
         self.targets.append({"figure": "Ack p99 at half the max rate", "target": "≤ 2 ms",
                              "embedded": self.verdict("embedded", half_check("embedded")),
                              "memory": self.verdict("memory", half_check("memory"))})
@@ -236,7 +238,7 @@ class Report:
         emb = self.verdict("embedded", None if r is None else r >= 0.90)
         mem = "n/a (not measured)"
         self.rows.append([figure, f"alone (embedded): {rate(alone)}", "not measured", cell,
-                          target, f"embedded {emb}"])
+                          "not measured", target, f"embedded {emb}"])
         self.targets.append({"figure": figure, "target": target, "embedded": emb,
                              "memory": mem, "ratio": None if r is None else round(r, 3)})
 
@@ -266,8 +268,8 @@ class Report:
             out.append(f"| {label} | {g(key)} |")
         out.append("")
         out.append("| Figure | Baseline | switchyard, memory spool | switchyard, embedded spool "
-                   "| Target | Result |")
-        out.append("|---|---|---|---|---|---|")
+                   "| switchyard, nats spool | Target | Result |")
+        out.append("|---|---|---|---|---|---|---|")
         for row in self.rows:
             out.append("| " + " | ".join(str(c) for c in row) + " |")
         out.append("")
@@ -292,7 +294,7 @@ class Report:
             out.append(f"| — | {g('match.note') or 'not measured'} | | |")
         out.append("")
         notes = []
-        for spool in ("memory", "embedded"):
+        for spool in SPOOLS:
             if self.skipped(spool):
                 notes.append(f"- {spool} spool skipped: {self.skipped(spool)}")
         by_note = {}
@@ -328,7 +330,9 @@ class Report:
             "to an http sink that has stalled (concurrency 1, no answer), so they count accepting "
             "and storing only, as baseline A counts accepting and parsing only. Targets are "
             "stated for the durable (embedded) spool; the memory spool is checked against the "
-            "same thresholds for reference."
+            "same thresholds for reference. The nats spool keeps its queue in the local NATS "
+            "JetStream server (file storage), which runs unpinned and shares the machine: its "
+            "column is the capacity of one instance here, without a verdict."
         )
         if mode == "quick":
             out.append("")

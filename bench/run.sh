@@ -27,7 +27,9 @@
 #               hyper-util pooled client the http sink uses, 202 once the sink answered.
 #               End-to-end figures are compared with it.
 #   switchyard  target/release/switchyard serve --config <generated yaml>, once with
-#               spool.backend: memory and once with spool.backend: embedded (durable). A
+#               spool.backend: memory, once with spool.backend: embedded (durable) and, when a
+#               NATS server answers at $BENCH_NATS_URL (default nats://127.0.0.1:4222), once
+#               with spool.backend: nats (fresh streams per run, deleted at the end). A
 #               backend that `switchyard check` rejects is reported as skipped.
 #
 # The figures:
@@ -359,6 +361,7 @@ spool:
   backend: $2
   path: $3
   max_bytes: 16GiB    # room for a 1M-event backlog (about 1.5 GB on disk)
+$([[ $2 == nats ]] && printf '  nats: { url: "%s", stream: bench }' "$NATS_URL")
 sinks:
   target:
     http:
@@ -380,16 +383,47 @@ EOF
 SY_PID=""
 SY_CONFIG=""
 SY_RUN=0
-# Starts a fresh switchyard (new, empty spool directory) with the configuration $SY_CONFIG.
+# JetStream streams made for the nats backend, deleted at the end.
+NATS_STREAMS=()
+# nats_delete_streams: deletes the streams the nats backend runs made (JetStream API over
+# the NATS text protocol, no client needed).
+nats_delete_streams() {
+  [[ ${#NATS_STREAMS[@]} -gt 0 ]] || return 0
+  python3 - "$NATS_URL" "${NATS_STREAMS[@]}" <<'PY' || true
+import socket, sys, urllib.parse
+url = urllib.parse.urlparse(sys.argv[1])
+s = socket.create_connection((url.hostname or "127.0.0.1", url.port or 4222), timeout=5)
+s.recv(4096)
+s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
+for name in sys.argv[2:]:
+    s.sendall(f"PUB $JS.API.STREAM.DELETE.{name} 0\r\n\r\n".encode())
+s.sendall(b"PING\r\n")
+buf = b""
+while b"PONG" not in buf:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    buf += chunk
+PY
+}
+
+# Starts a fresh switchyard (new, empty spool directory; with the nats backend, new streams)
+# with the configuration $SY_CONFIG.
 restart_switchyard() {
   [[ -n $SY_PID ]] && stop "$SY_PID"
   SY_PID=""
   rm -rf "$WORK/spool"
+  # JetStream reserves each stream's max_bytes: drop the previous run's streams first.
+  nats_delete_streams
+  NATS_STREAMS=()
   SY_RUN=$((SY_RUN + 1))
-  start "switchyard-$SY_RUN" "$PORT_SY" "${PIN_SERVER[@]}" -- \
-    "$SWITCHYARD" serve --config "$SY_CONFIG"
+  local stream="bench-$$-$SY_RUN"
+  grep -q 'backend: nats' "$SY_CONFIG" && NATS_STREAMS+=("$stream" "$stream-dlq")
+  SWITCHYARD_SPOOL__NATS__STREAM=$stream start "switchyard-$SY_RUN" "$PORT_SY" \
+    "${PIN_SERVER[@]}" -- "$SWITCHYARD" serve --config "$SY_CONFIG"
   SY_PID=$STARTED_PID
 }
+
 
 # e2e_once PORT: one end-to-end run against a server already on PORT; prints
 # "delivered_rate accepted_rate status_errors socket_errors" (events/s the counting sink
@@ -569,7 +603,16 @@ stop "$B_PID"
 start stall "$PORT_STALL" "${PIN_LOAD[@]}" -- "$BASE_INGEST" --mode stall "127.0.0.1:$PORT_STALL"
 STALL_PID=$STARTED_PID
 
-for backend in memory embedded; do
+BACKENDS=(memory embedded)
+NATS_URL="${BENCH_NATS_URL:-nats://127.0.0.1:4222}"
+nats_hostport=${NATS_URL#nats://}
+if (exec 3<>"/dev/tcp/${nats_hostport%:*}/${nats_hostport##*:}") 2>/dev/null; then
+  BACKENDS+=(nats)
+else
+  record nats.skipped "no NATS server answers at $NATS_URL (set BENCH_NATS_URL)"
+fi
+
+for backend in "${BACKENDS[@]}"; do
   log "switchyard, spool.backend: $backend"
   INGEST_CONFIG="$WORK/switchyard-$backend-ingest.yaml"
   E2E_CONFIG="$WORK/switchyard-$backend-e2e.yaml"
@@ -606,7 +649,7 @@ for backend in memory embedded; do
     record "$backend.backlog.events" "$events"
     record "$backend.backlog.rss_kb" "$(rss_kb "$SY_PID")"
     record "$backend.backlog.store_bytes" "$((after - ${before:-0}))"
-    if [[ $backend != memory ]]; then
+    if [[ $backend == embedded ]]; then
       record "$backend.backlog.store_bytes_per_event" \
         "$(awk -v a="$after" -v b="${before:-0}" -v n="$events" 'BEGIN { printf "%.1f", (a - b) / n }')"
     fi
@@ -616,6 +659,9 @@ for backend in memory embedded; do
   stop "$SY_PID"
   SY_PID=""
 done
+
+nats_delete_streams
+NATS_STREAMS=()
 
 # ---- isolation ------------------------------------------------------------------------
 
