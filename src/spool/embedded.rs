@@ -123,13 +123,6 @@ impl EmbeddedSpool {
             path: shared.path.clone(),
             source,
         };
-        let checkpointer = {
-            let (conn, checkpoints) = (opened.checkpointer, checkpoints.clone());
-            std::thread::Builder::new()
-                .name("spool-checkpoint".into())
-                .spawn(move || checkpoint::run(&conn, &checkpoints))
-                .map_err(thread_failed)?
-        };
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer {
             conn,
@@ -143,6 +136,14 @@ impl EmbeddedSpool {
             .name("spool-writer".into())
             .spawn(move || writer.run())
             .map_err(thread_failed)?;
+        // Started after the writer: should it fail, dropping `tx` lets the writer end too.
+        let checkpointer = {
+            let (conn, checkpoints) = (opened.checkpointer, checkpoints.clone());
+            std::thread::Builder::new()
+                .name("spool-checkpoint".into())
+                .spawn(move || checkpoint::run(&conn, &checkpoints))
+                .map_err(thread_failed)?
+        };
         Ok(Self {
             shared,
             commands: Some(tx),
