@@ -95,6 +95,14 @@ fn lane_suffix(priority: Priority) -> Option<&'static str> {
     }
 }
 
+/// `name` for the normal lane; `name`, `separator` and the lane's suffix for the others.
+fn in_lane(name: String, separator: char, priority: Priority) -> String {
+    match lane_suffix(priority) {
+        Some(lane) => format!("{name}{separator}{lane}"),
+        None => name,
+    }
+}
+
 impl Names {
     pub(super) fn new(prefix: &str) -> Self {
         Self {
@@ -117,11 +125,7 @@ impl Names {
 
     /// The subject of a sink's lane.
     pub(super) fn work_subject(&self, sink: &str, priority: Priority) -> String {
-        let subject = format!("{}.d.{}", self.prefix, token(sink));
-        match lane_suffix(priority) {
-            Some(lane) => format!("{subject}.{lane}"),
-            None => subject,
-        }
+        in_lane(format!("{}.d.{}", self.prefix, token(sink)), '.', priority)
     }
 
     /// Filters that together select every lane of a sink (one JetStream filter cannot).
@@ -142,11 +146,7 @@ impl Names {
     /// never ends in `_` and one letter (its `_` is always followed by two hex digits), so
     /// the suffix cannot be mistaken for part of a sink name.
     pub(super) fn consumer(&self, sink: &str, priority: Priority) -> String {
-        let consumer = format!("{}-{}", self.prefix, token(sink));
-        match lane_suffix(priority) {
-            Some(lane) => format!("{consumer}_{lane}"),
-            None => consumer,
-        }
+        in_lane(format!("{}-{}", self.prefix, token(sink)), '_', priority)
     }
 
     /// The sink a consumer of this prefix serves, whatever its lane.
