@@ -11,14 +11,19 @@
 //!
 //! An ordered delivery behind an earlier one of its chain is not leasable and is not cached;
 //! when its predecessor leaves, its id goes on the `fetch` list and the next refill reads it.
+//!
+//! "On disk" means in SQLite or in the journal: each lane also keeps the index of its
+//! journaled deliveries (key and record location, 32 bytes each, in lease order), which a
+//! refill merges with the rows it reads from SQLite.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use tokio::sync::Notify;
 
 use super::db::{Key, LoadedRow};
+use super::journal::Loc;
 use super::lanes::{lane, priority, LanePicker, OrderIndex, LANES};
 use super::record::to_millis;
 use super::{Delivery, DeliveryId, Priority};
@@ -106,6 +111,8 @@ pub(super) struct SinkState {
     leased: HashSet<DeliveryId>,
     /// Stored deliveries, queued and leased, as of the last commit.
     pub(super) depth: usize,
+    /// Per lane, the journaled deliveries (leased ones included), in lease order.
+    journal: [VecDeque<(Key, Loc)>; LANES],
 }
 
 fn key(delivery: &Delivery) -> Key {
@@ -272,6 +279,66 @@ impl SinkState {
         let key = delivery.ordering_key.as_ref();
         self.order.add(delivery.id, &delivery.route, key);
         self.insert(delivery);
+    }
+
+    /// A delivery was committed to the journal.
+    pub(super) fn journaled(&mut self, delivery: Delivery, loc: Loc) {
+        self.index(delivery.priority, key(&delivery), loc);
+        self.stored(delivery);
+    }
+
+    /// A journaled delivery found at open.
+    pub(super) fn recovered(&mut self, priority: Priority, key: Key, loc: Loc) {
+        self.index(priority, key, loc);
+        self.depth += 1;
+        self.forget();
+    }
+
+    /// Puts a journaled delivery (back) into its lane's index.
+    pub(super) fn index(&mut self, priority: Priority, key: Key, loc: Loc) {
+        if let Some(index) = self.journal.get_mut(lane(priority)) {
+            // New deliveries arrive in about key order: the place is at or near the end.
+            let at = index.partition_point(|(k, _)| *k < key);
+            if index.get(at).is_none_or(|(k, _)| *k != key) {
+                index.insert(at, (key, loc));
+            }
+        }
+    }
+
+    /// Takes a delivery out of its lane's journal index; `None` when it is not journaled.
+    pub(super) fn unindex(&mut self, priority: Priority, key: Key) -> Option<Loc> {
+        let index = self.journal.get_mut(lane(priority))?;
+        let at = index.binary_search_by(|(k, _)| k.cmp(&key)).ok()?;
+        index.remove(at).map(|(_, loc)| loc)
+    }
+
+    /// Up to `limit` journaled deliveries of `priority`'s lane after `after`, in lease order.
+    pub(super) fn journal_after(
+        &self,
+        priority: Priority,
+        after: Key,
+        limit: usize,
+    ) -> Vec<(Key, Loc)> {
+        let Some(index) = self.journal.get(lane(priority)) else {
+            return Vec::new();
+        };
+        let from = index.partition_point(|(k, _)| *k <= after);
+        index.range(from..).take(limit).copied().collect()
+    }
+
+    /// Takes every journaled delivery that is not leased out of the index, for a purge.
+    pub(super) fn unindex_unleased(&mut self) -> Vec<(Priority, Key, Loc)> {
+        let mut taken = Vec::new();
+        for (l, index) in self.journal.iter_mut().enumerate() {
+            index.retain(|(key, loc)| {
+                let keep = self.leased.contains(&key.1);
+                if !keep {
+                    taken.push((priority(l), *key, *loc));
+                }
+                keep
+            });
+        }
+        taken
     }
 
     /// A leased delivery was acked or dead-lettered (`existed`: its row was still there).

@@ -3,6 +3,7 @@
 //!
 //! Imports the spool's own records only. Every error here names the file.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use super::{Delivery, DeliveryId, Priority};
 
 /// Schema version written to `PRAGMA user_version`; a file with a larger one is refused, a
 /// file with a smaller one is migrated on open.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// How long a statement waits for a lock held by the other connection (a checkpoint).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,6 +77,12 @@ ALTER TABLE deliveries ADD COLUMN priority INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE deliveries ADD COLUMN ordering_key TEXT;
 DROP INDEX deliveries_lease;
 CREATE INDEX deliveries_lane ON deliveries (sink, priority, not_before, id);
+";
+
+/// Version 4: journaled deliveries copied into the database (when nacked or dead-lettered)
+/// whose journal records may still be on disk; recovery leaves them out of the journal.
+const SCHEMA_V4: &str = "
+CREATE TABLE journal_moved (id INTEGER PRIMARY KEY);
 ";
 
 /// Why the embedded spool could not be opened.
@@ -212,7 +219,7 @@ fn create(dir: &Path, path: &Path) -> Result<(), OpenError> {
             source,
         })?;
     let init = format!(
-        "BEGIN; {SCHEMA} {SCHEMA_V2} {SCHEMA_V3} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        "BEGIN; {SCHEMA} {SCHEMA_V2} {SCHEMA_V3} {SCHEMA_V4} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
     );
     conn.execute_batch(&init)
         .map_err(|source| OpenError::Sqlite {
@@ -292,6 +299,11 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             "BEGIN; {SCHEMA_V3} PRAGMA user_version = 3; COMMIT;"
         ))?;
     }
+    if version < 4 {
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA_V4} PRAGMA user_version = 4; COMMIT;"
+        ))?;
+    }
     Ok(())
 }
 
@@ -322,6 +334,14 @@ pub(super) fn inventory(conn: &Connection) -> rusqlite::Result<(Vec<(String, usi
     ))
 }
 
+/// Ids of journaled deliveries that moved into the database.
+pub(super) fn journal_moved(conn: &Connection) -> rusqlite::Result<HashSet<DeliveryId>> {
+    let mut stmt = conn.prepare("SELECT id FROM journal_moved")?;
+    let ids = stmt.query_map([], |r| r.get::<_, i64>(0))?;
+    ids.map(|id| id.map(|id| u64::try_from(id).unwrap_or(0)))
+        .collect()
+}
+
 /// Every stored delivery with an ordering key: (sink, id, route, key).
 pub(super) fn ordered(
     conn: &Connection,
@@ -339,8 +359,11 @@ pub(super) fn ordered(
 /// A position in a lane's lease order: (`not_before` in unix millis, delivery id).
 pub(super) type Key = (i64, DeliveryId);
 
+/// Why a stored delivery could not be read back.
+pub(super) type RowError = Box<dyn std::error::Error + Send + Sync>;
+
 /// One row read for the lease path: its key, and the delivery or why it could not be decoded.
-pub(super) type LoadedRow = (Key, Result<Delivery, serde_json::Error>);
+pub(super) type LoadedRow = (Key, Result<Delivery, RowError>);
 
 const COLUMNS: &str = "d.id, d.route, d.attempts, d.accepted_at, d.not_before, d.last_outcome,
     d.last_status, d.last_attempt_at, e.record, e.data, d.priority, d.ordering_key
@@ -392,7 +415,7 @@ fn read_row(row: &Row<'_>, sink: &Arc<str>) -> rusqlite::Result<LoadedRow> {
     let record: Vec<u8> = row.get(8)?;
     let event = decode_event(&record, row.get(9)?);
     let delivery = match event {
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
         Ok(event) => Ok(Delivery {
             id,
             event: Arc::new(event),

@@ -1,12 +1,16 @@
-//! The embedded spool: a SQLite file (WAL, `synchronous = FULL`) in the configured directory.
+//! The embedded spool: an append-only journal ([`super::journal`]) for the deliveries of plain
+//! puts and a SQLite file (WAL, `synchronous = FULL`) for everything else — retries, dead
+//! letters, ordered deliveries, duplicate suppression — in the configured directory.
 //!
-//! A `put` returns once a transaction holding all its deliveries is committed and fsync'd.
-//! One writer thread ([`super::writer`]) applies every change in group commits; leases are
-//! served from a bounded per-sink cache ([`super::cache`]) filled by those commits, falling
-//! back to a read connection when the cache runs dry. Leases live in memory only: after a
+//! A `put` returns once all its deliveries are durable: journal records written and
+//! `fdatasync`'d, or a transaction committed and synced. One writer thread
+//! ([`super::writer`]) applies every change in group commits; leases are served from a bounded
+//! per-sink cache ([`super::cache`]) filled by those commits, falling back to the journal's
+//! index and a read connection when the cache runs dry. Leases live in memory only: after a
 //! restart every stored delivery is leasable again (at-least-once), with its persisted
 //! attempts and `not_before`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::cache::{SinkQueue, Take};
 use super::checkpoint::{self, Checkpoints};
 use super::db::{self, OpenError};
+use super::journal::{self, Journal, Segments};
 use super::letters;
 use super::record::EncodedEvent;
 use super::rows::{encode_put, Forward};
@@ -70,6 +75,8 @@ pub(super) struct Shared {
     pub(super) max_bytes: u64,
     closed: AtomicBool,
     path: PathBuf,
+    /// Read access to the journal's segments.
+    pub(super) segments: Segments,
 }
 
 impl fmt::Debug for EmbeddedSpool {
@@ -90,6 +97,15 @@ impl EmbeddedSpool {
 
     /// Like [`EmbeddedSpool::open`], refusing puts past `max_bytes` of stored events.
     pub fn open_bounded(dir: &Path, max_bytes: u64) -> Result<Self, OpenError> {
+        Self::open_with(dir, max_bytes, journal::SEGMENT_BYTES)
+    }
+
+    /// Like [`EmbeddedSpool::open_bounded`], closing journal segments at `segment_bytes`.
+    pub(super) fn open_with(
+        dir: &Path,
+        max_bytes: u64,
+        segment_bytes: u64,
+    ) -> Result<Self, OpenError> {
         let opened = db::open(dir)?;
         let sqlite = |source| OpenError::Sqlite {
             path: opened.path.clone(),
@@ -97,6 +113,12 @@ impl EmbeddedSpool {
         };
         let (depths, max_id) = db::inventory(&opened.writer).map_err(sqlite)?;
         let stored_bytes = db::stored_bytes(&opened.writer).map_err(sqlite)?;
+        let moved = db::journal_moved(&opened.writer).map_err(sqlite)?;
+        let journal_dir = dir.join("journal");
+        let (journal, recovery) = Journal::open(&journal_dir, &moved, segment_bytes)?;
+        let max_id = max_id
+            .max(recovery.max_id)
+            .max(moved.iter().copied().max().unwrap_or(0));
         let ordered = db::ordered(&opened.writer).map_err(sqlite)?;
         let queues: DashMap<Arc<str>, Arc<SinkQueue>> = DashMap::new();
         for (sink, depth) in depths {
@@ -107,6 +129,27 @@ impl EmbeddedSpool {
                 queue.lock().ordered(id, &Arc::from(route), &Arc::from(key));
             }
         }
+        // An event's bytes count once, however many of its deliveries are left; the writer
+        // remembers the records with more than one.
+        let mut records: HashMap<(u32, u32), (u32, u32)> = HashMap::new();
+        for d in recovery.deliveries {
+            let record = records.entry((d.loc.segment, d.loc.offset)).or_default();
+            *record = (record.0 + 1, d.loc.bytes);
+            let queue = queues.entry(d.sink).or_default();
+            queue.lock().recovered(d.priority, d.key, d.loc);
+        }
+        let journal_bytes: u64 = records.values().map(|(_, bytes)| u64::from(*bytes)).sum();
+        let fanout: HashMap<(u32, u32), u32> = records
+            .into_iter()
+            .filter(|(_, (n, _))| *n > 1)
+            .map(|(at, (n, _))| (at, n))
+            .collect();
+        // Moves whose journal records are gone need no remembering.
+        let below = journal.oldest_id().unwrap_or(max_id + 1);
+        opened
+            .writer
+            .execute("DELETE FROM journal_moved WHERE id < ?1", [rows_id(below)])
+            .map_err(sqlite)?;
         let checkpoints = Arc::new(Checkpoints::default());
         let mut conn = opened.writer;
         checkpoint::install(&mut conn, checkpoints.clone()).map_err(sqlite)?;
@@ -114,10 +157,11 @@ impl EmbeddedSpool {
             queues,
             reader: Mutex::new(opened.reader),
             commits: AtomicU64::new(0),
-            stored_bytes: AtomicU64::new(stored_bytes),
+            stored_bytes: AtomicU64::new(stored_bytes + journal_bytes),
             max_bytes,
             closed: AtomicBool::new(false),
             path: opened.path,
+            segments: Segments::new(journal_dir),
         });
         let thread_failed = |source| OpenError::Thread {
             path: shared.path.clone(),
@@ -131,6 +175,11 @@ impl EmbeddedSpool {
             next_id: max_id + 1,
             freed: 0,
             last_prune: 0,
+            journal,
+            prune_moved: None,
+            undone: Vec::new(),
+            fanout,
+            written: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("spool-writer".into())
@@ -225,6 +274,10 @@ impl EmbeddedSpool {
     }
 }
 
+fn rows_id(id: u64) -> i64 {
+    i64::try_from(id).unwrap_or(i64::MAX)
+}
+
 impl Drop for EmbeddedSpool {
     fn drop(&mut self) {
         // Closing the channel lets the writer commit what is queued and then return.
@@ -270,8 +323,19 @@ impl Shared {
             state.fetched(&wanted.ids, rows);
         }
         for (priority, after) in wanted.lanes {
-            let rows =
+            let mut rows =
                 db::load_after(&reader, (sink, priority), after, REFILL_ROWS).map_err(failed)?;
+            let journaled = state.journal_after(priority, after, REFILL_ROWS);
+            if !journaled.is_empty() {
+                // The lane's next rows are the first of both sources, merged.
+                let read = journaled.into_iter().map(|(key, loc)| {
+                    let delivery = self.segments.read(loc, key.1, sink);
+                    (key, delivery.map_err(db::RowError::from))
+                });
+                rows.extend(read);
+                rows.sort_unstable_by_key(|(key, _)| *key);
+                rows.truncate(REFILL_ROWS);
+            }
             state.refilled(priority, rows, REFILL_ROWS);
         }
         Ok(())
@@ -321,13 +385,20 @@ impl Spool for EmbeddedSpool {
         self.send(Command::Ack {
             id: delivery.id,
             sink: delivery.sink.clone(),
+            priority: delivery.priority,
+            key: journal::key_of(delivery),
         })
         .await
     }
 
     async fn nack(&self, mut delivery: Delivery, not_before: SystemTime) -> Result<(), SpoolError> {
+        let key = journal::key_of(&delivery);
         delivery.not_before = not_before;
-        self.send(Command::Nack(delivery)).await
+        self.send(Command::Nack {
+            delivery: Box::new(delivery),
+            key,
+        })
+        .await
     }
 
     async fn dead_letter(
@@ -345,10 +416,9 @@ impl Spool for EmbeddedSpool {
             }),
         };
         self.send(Command::DeadLetter {
-            id: delivery.id,
-            sink: delivery.sink.clone(),
-            info,
-            forward,
+            delivery: Box::new(delivery.clone()),
+            info: Box::new(info),
+            forward: forward.map(Box::new),
         })
         .await
     }

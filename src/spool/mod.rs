@@ -10,6 +10,7 @@ mod checkpoint;
 mod db;
 mod dead_letter;
 mod embedded;
+mod journal;
 mod lanes;
 mod letters;
 mod memory;

@@ -85,6 +85,8 @@ pub(super) struct Forward {
 #[derive(Debug)]
 pub(super) enum Effect {
     Stored(Delivery),
+    /// Stored in the journal, with where its record lies.
+    Journaled(Delivery, super::journal::Loc),
     Removed {
         sink: Arc<str>,
         id: DeliveryId,
@@ -270,6 +272,46 @@ impl Apply<'_, '_> {
             delivery.ordering_key.as_deref(),
         ])?;
         Ok(delivery)
+    }
+
+    /// Copies a journaled delivery, as it stands, into the database under its own id, and
+    /// records that it moved so that recovery does not take it from the journal too.
+    pub(super) fn materialize(&mut self, delivery: &Delivery) -> rusqlite::Result<()> {
+        let event = EncodedEvent::encode(&delivery.event)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let row = self.insert_event(&event, 1)?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO deliveries (id, event, route, sink, attempts, accepted_at,
+                    not_before, last_outcome, last_status, last_attempt_at, priority,
+                    ordering_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![
+                sql_id(delivery.id),
+                row,
+                &*delivery.route,
+                &*delivery.sink,
+                i64::from(delivery.attempts),
+                to_millis(delivery.accepted_at),
+                to_millis(delivery.not_before),
+                delivery.last_outcome,
+                delivery.last_status.map(i64::from),
+                delivery.last_attempt_at.map(to_millis),
+                delivery.priority as i64,
+                delivery.ordering_key.as_deref(),
+            ])?;
+        self.tx
+            .prepare_cached("INSERT OR IGNORE INTO journal_moved (id) VALUES (?1)")?
+            .execute([sql_id(delivery.id)])?;
+        Ok(())
+    }
+
+    /// Forgets moves of deliveries whose journal records are all deleted.
+    pub(super) fn prune_moved(&self, below: DeliveryId) -> rusqlite::Result<usize> {
+        self.tx
+            .prepare_cached("DELETE FROM journal_moved WHERE id < ?1")?
+            .execute([sql_id(below)])
     }
 
     /// The delivery succeeded: delete it.

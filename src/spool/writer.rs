@@ -1,12 +1,16 @@
-//! The embedded spool's writer thread: the only code that changes the database.
+//! The embedded spool's writer thread: the only code that changes the journal and the
+//! database.
 //!
 //! It takes everything queued on its channel — puts, acks, nacks, dead-letters, replays and
-//! purges (of a dead letter, of a sink's deliveries) from any number of callers — applies it
-//! in one transaction with one fsync'd commit (group commit), then publishes the changes to
-//! the per-sink queues and answers the callers. Order on the channel is the order of
-//! application. Puts that would carry the stored bytes past `spool.max_bytes` are refused
-//! before the transaction, so nothing stored is harmed.
+//! purges (of a dead letter, of a sink's deliveries) from any number of callers — and applies
+//! it as one group: first what the journal takes (plain puts, acks and purges of journaled
+//! deliveries), appended and `fdatasync`'d together; then the rest in one SQLite transaction
+//! with one synced commit, skipped when there is none. Then it publishes the changes to the
+//! per-sink queues and answers the callers. Within a group journal work is applied before
+//! database work; the two never touch the same delivery. Puts that would carry the stored
+//! bytes past `spool.max_bytes` are refused first, so nothing stored is harmed.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -14,11 +18,16 @@ use std::time::SystemTime;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::db::Key;
 use super::embedded::{storage_failed, Shared};
+use super::journal::{self, Journal, Loc};
 use super::record::to_millis;
 use super::rows::{Apply, Effect, Forward, PutBatch};
 use super::FULL_RETRY_AFTER;
-use super::{DeadLetter, DeadLetterId, DeadLetterQuery, Delivery, DeliveryId, SpoolError};
+use super::{
+    DeadLetter, DeadLetterId, DeadLetterQuery, Delivery, DeliveryId, NewDelivery, Priority,
+    SpoolError,
+};
 
 /// Most commands applied in one transaction; bounds a commit's size and latency.
 const MAX_GROUP: usize = 4096;
@@ -42,14 +51,21 @@ pub(super) enum Command {
     Ack {
         id: DeliveryId,
         sink: Arc<str>,
+        priority: Priority,
+        /// Its lease position when it was leased.
+        key: Key,
     },
-    /// The delivery carries its new attempt count, outcome and `not_before`.
-    Nack(Delivery),
+    /// The delivery carries its new attempt count, outcome and `not_before`; `key` is its
+    /// lease position when it was leased.
+    Nack {
+        delivery: Box<Delivery>,
+        key: Key,
+    },
     DeadLetter {
-        id: DeliveryId,
-        sink: Arc<str>,
-        info: DeadLetter,
-        forward: Option<Forward>,
+        /// As leased.
+        delivery: Box<Delivery>,
+        info: Box<DeadLetter>,
+        forward: Option<Box<Forward>>,
     },
     Replay {
         query: DeadLetterQuery,
@@ -81,24 +97,69 @@ pub(super) struct Writer {
     pub(super) freed: u64,
     /// When expired sightings were last pruned, in unix millis.
     pub(super) last_prune: i64,
+    pub(super) journal: Journal,
+    /// Set when a journal segment was deleted: `journal_moved` rows below this id are no
+    /// longer needed.
+    pub(super) prune_moved: Option<DeliveryId>,
+    /// Journaled deliveries of a put that went to the database after all: retired by the
+    /// next journal commit.
+    pub(super) undone: Vec<(DeliveryId, u32)>,
+    /// Journal records with more than one stored delivery, by (segment, offset): how many.
+    /// An event's bytes are freed with its last delivery.
+    pub(super) fanout: HashMap<(u32, u32), u32>,
+    /// Records appended by the group being applied: where, and for how many deliveries.
+    pub(super) written: Vec<(Loc, u32)>,
 }
 
-/// Applies one command inside the transaction; returns the count its caller is told.
+/// How a command of a group is applied.
+#[derive(Debug)]
+enum Via {
+    /// In the SQLite transaction.
+    Sql,
+    /// In the journal only; the count its caller is told.
+    Journal(u64),
+    /// A journaled delivery that is copied into SQLite first (nacked or dead-lettered).
+    Moved(Loc),
+}
+
+/// A journaled delivery retired by this group (acked or purged).
+#[derive(Debug)]
+struct Retired {
+    sink: Arc<str>,
+    priority: Priority,
+    key: Key,
+    loc: Loc,
+    /// The group's command that retired it.
+    command: usize,
+}
+
+/// Applies one command inside the transaction; returns the count its caller is told. A
+/// journaled delivery (`moved`) is first copied into the database, with its id.
 fn apply_one(
     apply: &mut Apply<'_, '_>,
     command: &Command,
+    moved: bool,
     shared: &Shared,
 ) -> rusqlite::Result<u64> {
     match command {
         Command::Put { batch, .. } => return apply.put(batch),
-        Command::Ack { id, sink } => apply.ack(*id, sink)?,
-        Command::Nack(delivery) => apply.nack(delivery)?,
+        Command::Ack { id, sink, .. } => apply.ack(*id, sink)?,
+        Command::Nack { delivery, .. } => {
+            if moved {
+                apply.materialize(delivery)?;
+            }
+            apply.nack(delivery)?;
+        }
         Command::DeadLetter {
-            id,
-            sink,
+            delivery,
             info,
             forward,
-        } => apply.dead_letter((*id, sink), info, forward.as_ref())?,
+        } => {
+            if moved {
+                apply.materialize(delivery)?;
+            }
+            apply.dead_letter((delivery.id, &delivery.sink), info, forward.as_deref())?;
+        }
         Command::Replay { query, .. } => return apply.replay(query),
         Command::Purge { id, .. } => return apply.purge(*id),
         Command::PurgeSink { sink, limit, .. } => {
@@ -109,6 +170,21 @@ fn apply_one(
         Command::Close(_) => {}
     }
     Ok(0)
+}
+
+/// Whether a put goes to the journal: no duplicate suppression, and every event and delivery
+/// fits its record format.
+fn journalable(batch: &PutBatch) -> bool {
+    batch.unique.is_none()
+        && batch.events.iter().enumerate().all(|(slot, (event, _))| {
+            let deliveries: Vec<&NewDelivery> = batch
+                .deliveries
+                .iter()
+                .filter(|(s, _)| *s == slot)
+                .map(|(_, d)| d)
+                .collect();
+            journal::journalable(event, &deliveries)
+        })
 }
 
 impl Writer {
@@ -153,46 +229,333 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: Vec<Command>) {
-        match self.apply_all(&group) {
-            Ok((effects, counts)) => {
-                self.publish(effects);
-                for (command, count) in group.into_iter().zip(counts) {
-                    self.answer(command, Ok(count));
+        let mut effects = Vec::new();
+        let mut retired = Vec::new();
+        let mut via = Vec::with_capacity(group.len());
+        for (index, command) in group.iter().enumerate() {
+            via.push(self.route(index, command, &mut effects, &mut retired));
+        }
+        let mut gone: Vec<(DeliveryId, u32)> =
+            retired.iter().map(|r| (r.key.1, r.loc.segment)).collect();
+        let undone = std::mem::take(&mut self.undone);
+        gone.extend_from_slice(&undone);
+        let journaled = via.iter().any(|v| matches!(v, Via::Journal(_))) || !gone.is_empty();
+        let mut results: Vec<Option<Result<u64, SpoolError>>> = Vec::with_capacity(group.len());
+        results.resize_with(group.len(), || None);
+        if journaled {
+            let written = self
+                .journal
+                .gone(&gone)
+                .and_then(|()| self.journal.commit());
+            if let Err(error) = written {
+                let failure = storage_failed(&error);
+                // Nothing of the journal's part happened: index what it retired again, and
+                // retire what it stored (part of it may have reached the file) next time.
+                for effect in effects.drain(..) {
+                    if let Effect::Journaled(d, loc) = effect {
+                        self.undone.push((d.id, loc.segment));
+                    }
+                }
+                self.written.clear();
+                for r in retired.drain(..) {
+                    let queue = self.shared.queue(&r.sink);
+                    queue.lock().index(r.priority, r.key, r.loc);
+                    match group.get(r.command) {
+                        Some(Command::Ack { .. }) => effects.push(Effect::Failed {
+                            sink: r.sink,
+                            id: r.key.1,
+                        }),
+                        _ => {
+                            if let Some(slot) = results.get_mut(r.command) {
+                                *slot = Some(Err(clone_error(&failure)));
+                            }
+                        }
+                    }
+                }
+                for (v, result) in via.iter().zip(results.iter_mut()) {
+                    if matches!(v, Via::Journal(_)) {
+                        *result = Some(Err(clone_error(&failure)));
+                    }
+                }
+                self.undone.extend(undone);
+            } else {
+                for (_, segment) in undone {
+                    self.release(segment);
                 }
             }
-            Err(error) => {
-                tracing::error!(%error, commands = group.len(), "Spool group commit failed; retrying one by one");
-                for command in group {
-                    self.commit_alone(command);
-                }
+        }
+        let mut freed_bytes = 0u64;
+        for r in &retired {
+            freed_bytes += self.free(r.loc);
+            self.release(r.loc.segment);
+        }
+        let mut grown = 0u64;
+        for (loc, n) in std::mem::take(&mut self.written) {
+            grown += u64::from(loc.bytes);
+            if n > 1 {
+                self.fanout.insert((loc.segment, loc.offset), n);
             }
+        }
+        let mut purged = vec![0u64; group.len()];
+        for r in &retired {
+            if let Some(n) = purged.get_mut(r.command) {
+                *n += 1;
+            }
+        }
+        for (v, result) in via.iter().zip(results.iter_mut()) {
+            if let (Via::Journal(count), None) = (v, &result) {
+                *result = Some(Ok(*count));
+            }
+        }
+        let stored = &self.shared.stored_bytes;
+        stored.fetch_add(grown, Ordering::Relaxed);
+        stored.fetch_sub(
+            freed_bytes.min(stored.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        if journaled {
+            self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        self.publish(effects);
+
+        let items: Vec<(usize, bool)> = via
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| match v {
+                Via::Sql => Some((i, false)),
+                Via::Moved(_) => Some((i, true)),
+                Via::Journal(_) => None,
+            })
+            .collect();
+        if !items.is_empty() || self.prune_moved.is_some() {
+            self.commit_sql(&group, &items, &via, &mut results);
+        }
+        for ((command, result), purged) in group.into_iter().zip(results).zip(purged) {
+            // A sink purge counts what it took from the journal too.
+            let result = result.unwrap_or(Ok(0)).map(|n| n + purged);
+            self.answer(command, result);
         }
         self.vacuum();
     }
 
-    /// Applies one command in its own transaction, so one bad command fails alone.
-    fn commit_alone(&mut self, command: Command) {
-        match self.apply_all(std::slice::from_ref(&command)) {
+    /// Decides where a command is applied; journal work is appended to the journal's buffer
+    /// (puts) or to `retired` (acks and purges of journaled deliveries) here.
+    fn route(
+        &mut self,
+        index: usize,
+        command: &Command,
+        effects: &mut Vec<Effect>,
+        retired: &mut Vec<Retired>,
+    ) -> Via {
+        match command {
+            Command::Put { batch, .. } if journalable(batch) => self.journal_put(batch, effects),
+            Command::Ack {
+                id,
+                sink,
+                priority,
+                key,
+            } => {
+                let loc = self.shared.queue(sink).lock().unindex(*priority, *key);
+                let Some(loc) = loc else { return Via::Sql };
+                retired.push(Retired {
+                    sink: sink.clone(),
+                    priority: *priority,
+                    key: *key,
+                    loc,
+                    command: index,
+                });
+                effects.push(Effect::Removed {
+                    sink: sink.clone(),
+                    id: *id,
+                    existed: true,
+                });
+                Via::Journal(0)
+            }
+            Command::Nack { delivery, key } => {
+                let loc = self
+                    .shared
+                    .queue(&delivery.sink)
+                    .lock()
+                    .unindex(delivery.priority, *key);
+                loc.map_or(Via::Sql, Via::Moved)
+            }
+            Command::DeadLetter { delivery, .. } => {
+                let key = journal::key_of(delivery);
+                let loc = self
+                    .shared
+                    .queue(&delivery.sink)
+                    .lock()
+                    .unindex(delivery.priority, key);
+                loc.map_or(Via::Sql, Via::Moved)
+            }
+            Command::PurgeSink { sink, .. } => {
+                // The journal's part goes at once; the database's part in the transaction,
+                // which then counts on top.
+                let taken = self.shared.queue(sink).lock().unindex_unleased();
+                if !taken.is_empty() {
+                    let ids = taken.iter().map(|(_, key, _)| key.1).collect();
+                    effects.push(Effect::Purged {
+                        sink: sink.clone(),
+                        ids,
+                    });
+                }
+                for (priority, key, loc) in taken {
+                    retired.push(Retired {
+                        sink: sink.clone(),
+                        priority,
+                        key,
+                        loc,
+                        command: index,
+                    });
+                }
+                Via::Sql
+            }
+            _ => Via::Sql,
+        }
+    }
+
+    /// Appends a put's events to the journal's buffer, one record per event.
+    fn journal_put(&mut self, batch: &PutBatch, effects: &mut Vec<Effect>) -> Via {
+        let mark = effects.len();
+        let written = self.written.len();
+        for (slot, (event, _)) in batch.events.iter().enumerate() {
+            let mut deliveries = Vec::new();
+            for (s, new) in &batch.deliveries {
+                if *s == slot {
+                    deliveries.push((self.next_id, new));
+                    self.next_id += 1;
+                }
+            }
+            match self.journal.put(event, &deliveries) {
+                Ok(stored) => {
+                    if let Some((_, loc)) = stored.first() {
+                        self.written
+                            .push((*loc, u32::try_from(stored.len()).unwrap_or(u32::MAX)));
+                    }
+                    effects.extend(stored.into_iter().map(|(d, loc)| Effect::Journaled(d, loc)));
+                }
+                Err(error) => {
+                    // The put goes to the database instead; what of it was already appended
+                    // is retired in the same journal commit.
+                    tracing::error!(%error, "Cannot journal a put; storing it in the database");
+                    self.written.truncate(written);
+                    let undone = effects.drain(mark..).filter_map(|e| match e {
+                        Effect::Journaled(d, loc) => Some((d.id, loc.segment)),
+                        _ => None,
+                    });
+                    self.undone.extend(undone);
+                    return Via::Sql;
+                }
+            }
+        }
+        Via::Journal(0)
+    }
+
+    /// Event bytes freed by retiring one journaled delivery: its event's, unless other
+    /// deliveries of the same record are still stored.
+    fn free(&mut self, loc: Loc) -> u64 {
+        let at = (loc.segment, loc.offset);
+        match self.fanout.get_mut(&at) {
+            Some(left) if *left > 1 => {
+                *left -= 1;
+                0
+            }
+            Some(_) => {
+                self.fanout.remove(&at);
+                u64::from(loc.bytes)
+            }
+            None => u64::from(loc.bytes),
+        }
+    }
+
+    /// A journaled delivery's retirement is durable: count it off its segment.
+    fn release(&mut self, segment: u32) {
+        let deleted = self.journal.release(segment);
+        if !deleted.is_empty() {
+            for seq in deleted {
+                self.shared.segments.forget(seq);
+            }
+            self.prune_moved = Some(self.journal.oldest_id().unwrap_or(self.next_id));
+        }
+    }
+
+    /// Applies the database part of a group in one transaction, or command by command when
+    /// that fails, so that one bad command fails alone.
+    fn commit_sql(
+        &mut self,
+        group: &[Command],
+        items: &[(usize, bool)],
+        via: &[Via],
+        results: &mut [Option<Result<u64, SpoolError>>],
+    ) {
+        match self.apply_all(group, items) {
             Ok((effects, counts)) => {
+                self.moved(items, via);
                 self.publish(effects);
-                self.answer(command, Ok(counts.first().copied().unwrap_or(0)));
+                for ((index, _), count) in items.iter().zip(counts) {
+                    if let Some(slot) = results.get_mut(*index) {
+                        slot.get_or_insert(Ok(count));
+                    }
+                }
             }
             Err(error) => {
-                let failed = match &command {
-                    Command::Ack { id, sink } | Command::DeadLetter { id, sink, .. } => {
-                        Some((sink.clone(), *id))
+                tracing::error!(%error, commands = items.len(), "Spool group commit failed; retrying one by one");
+                for item in items {
+                    let result = self.commit_alone(group, *item, via);
+                    if let Some(slot) = results.get_mut(item.0) {
+                        slot.get_or_insert(result);
                     }
-                    Command::Nack(d) => Some((d.sink.clone(), d.id)),
-                    Command::Put { .. }
-                    | Command::Replay { .. }
-                    | Command::Purge { .. }
-                    | Command::PurgeSink { .. }
-                    | Command::Close(_) => None,
+                }
+            }
+        }
+    }
+
+    /// Journaled deliveries now stored in the database leave their segments.
+    fn moved(&mut self, items: &[(usize, bool)], via: &[Via]) {
+        for (index, _) in items {
+            if let Some(Via::Moved(loc)) = via.get(*index) {
+                let freed = self.free(*loc);
+                let stored = &self.shared.stored_bytes;
+                stored.fetch_sub(freed.min(stored.load(Ordering::Relaxed)), Ordering::Relaxed);
+                self.release(loc.segment);
+            }
+        }
+    }
+
+    /// Applies one command in its own transaction.
+    fn commit_alone(
+        &mut self,
+        group: &[Command],
+        item: (usize, bool),
+        via: &[Via],
+    ) -> Result<u64, SpoolError> {
+        match self.apply_all(group, std::slice::from_ref(&item)) {
+            Ok((effects, counts)) => {
+                self.moved(std::slice::from_ref(&item), via);
+                self.publish(effects);
+                Ok(counts.first().copied().unwrap_or(0))
+            }
+            Err(error) => {
+                let failed = match group.get(item.0) {
+                    Some(Command::Ack { id, sink, .. }) => Some((sink.clone(), *id, None)),
+                    Some(Command::Nack { delivery: d, key }) => {
+                        Some((d.sink.clone(), d.id, Some((d.priority, *key))))
+                    }
+                    Some(Command::DeadLetter { delivery: d, .. }) => {
+                        Some((d.sink.clone(), d.id, Some((d.priority, journal::key_of(d)))))
+                    }
+                    _ => None,
                 };
-                if let Some((sink, id)) = failed {
+                if let Some((sink, id, position)) = failed {
+                    // A journaled delivery that could not be moved stays journaled.
+                    if let (Some(Via::Moved(loc)), Some((priority, key))) =
+                        (via.get(item.0), position)
+                    {
+                        self.shared.queue(&sink).lock().index(priority, key, *loc);
+                    }
                     self.publish(vec![Effect::Failed { sink, id }]);
                 }
-                self.answer(command, Err(storage_failed(&error)));
+                Err(storage_failed(&error))
             }
         }
     }
@@ -208,13 +571,17 @@ impl Writer {
                 self.commands.close();
                 reply.send(()).unwrap_or(());
             }
-            Command::Ack { .. } | Command::Nack(_) | Command::DeadLetter { .. } => {}
+            Command::Ack { .. } | Command::Nack { .. } | Command::DeadLetter { .. } => {}
         }
     }
 
-    /// One transaction for the whole group. Nothing of the writer's state changes unless it
-    /// commits.
-    fn apply_all(&mut self, group: &[Command]) -> rusqlite::Result<(Vec<Effect>, Vec<u64>)> {
+    /// One transaction for the given commands of the group (each with whether it moves a
+    /// journaled delivery). Nothing of the writer's state changes unless it commits.
+    fn apply_all(
+        &mut self,
+        group: &[Command],
+        items: &[(usize, bool)],
+    ) -> rusqlite::Result<(Vec<Effect>, Vec<u64>)> {
         let tx = self.conn.transaction()?;
         let now = to_millis(SystemTime::now());
         let mut apply = Apply {
@@ -225,13 +592,17 @@ impl Writer {
             freed: 0,
             now,
         };
-        let mut counts = Vec::with_capacity(group.len());
-        for command in group {
-            counts.push(apply_one(&mut apply, command, &self.shared)?);
+        let mut counts = Vec::with_capacity(items.len());
+        for (index, moved) in items {
+            let command = group.get(*index).ok_or(rusqlite::Error::InvalidQuery)?;
+            counts.push(apply_one(&mut apply, command, *moved, &self.shared)?);
         }
         let prune = now.saturating_sub(self.last_prune) >= PRUNE_EVERY_MS;
         if prune {
             apply.prune_seen(PRUNE_ROWS)?;
+        }
+        if let Some(below) = self.prune_moved {
+            apply.prune_moved(below)?;
         }
         let Apply {
             next_id,
@@ -242,6 +613,7 @@ impl Writer {
         } = apply;
         tx.commit()?;
         self.next_id = next_id;
+        self.prune_moved = None;
         if prune {
             self.last_prune = now;
         }
@@ -270,7 +642,7 @@ impl Writer {
     fn publish(&self, effects: Vec<Effect>) {
         for effect in effects {
             let sink = match &effect {
-                Effect::Stored(d) | Effect::Requeued(d) => d.sink.clone(),
+                Effect::Stored(d) | Effect::Requeued(d) | Effect::Journaled(d, _) => d.sink.clone(),
                 Effect::Removed { sink, .. }
                 | Effect::Failed { sink, .. }
                 | Effect::Added { sink, .. }
@@ -283,6 +655,7 @@ impl Writer {
                 let mut state = queue.lock();
                 match effect {
                     Effect::Stored(d) => state.stored(d),
+                    Effect::Journaled(d, loc) => state.journaled(d, loc),
                     Effect::Requeued(d) => state.requeued(d),
                     Effect::Removed { id, existed, .. } => {
                         if !state.removed(id, existed) {
@@ -300,5 +673,15 @@ impl Writer {
             }
             queue.added.notify_waiters();
         }
+    }
+}
+
+/// The same error for another caller of a failed group.
+fn clone_error(error: &SpoolError) -> SpoolError {
+    match error {
+        SpoolError::Full { retry_after } => SpoolError::Full {
+            retry_after: *retry_after,
+        },
+        SpoolError::Closed => SpoolError::Closed,
     }
 }

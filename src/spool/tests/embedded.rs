@@ -120,17 +120,22 @@ async fn put_stores_all_deliveries_or_none() {
         )
         .unwrap();
     let ev = event("e1");
+    // Duplicate suppression keeps the put in the database, where the trigger is.
+    let window = Duration::from_secs(60);
     let failed = spool
-        .put(vec![due(&ev, "a"), due(&ev, "b"), due(&ev, "poison")])
+        .put_unique(
+            vec![due(&ev, "a"), due(&ev, "b"), due(&ev, "poison")],
+            window,
+        )
         .await;
     assert!(matches!(failed, Err(SpoolError::Full { .. })), "{failed:?}");
     assert_eq!((spool.depth("a"), spool.depth("b")), (0, 0));
     assert_eq!((count(&dir, "deliveries"), count(&dir, "events")), (0, 0));
 
-    spool
-        .put(vec![due(&ev, "a"), due(&ev, "b"), due(&ev, "c")])
-        .await
-        .unwrap();
+    let stored = spool
+        .put_unique(vec![due(&ev, "a"), due(&ev, "b"), due(&ev, "c")], window)
+        .await;
+    assert_eq!(stored.unwrap(), 0, "the failed put left no sighting behind");
     drop(spool);
     let spool = open(&dir);
     let depths = ["a", "b", "c"].map(|s| spool.depth(s));

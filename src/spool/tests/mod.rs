@@ -15,6 +15,7 @@ mod contract_purge;
 mod contract_store;
 mod embedded;
 mod embedded_store;
+mod journal;
 mod lanes;
 mod nats;
 

@@ -1,0 +1,750 @@
+//! The embedded spool's journal: append-only segment files holding the deliveries of plain
+//! puts from the moment they are accepted until they are acked.
+//!
+//! Most deliveries are acked soon after they are stored. Writing them into SQLite costs a
+//! B-tree insert, WAL page images that are rewritten while a page fills, a checkpoint copy
+//! and a delete; the journal writes each event once, as one framed record appended to the
+//! current segment, and an ack appends eight bytes. A group's records go out in one write and
+//! one `fdatasync` before any of its puts is answered. A delivery that needs more than a
+//! queue — a retry, a dead letter, an ordering key, duplicate suppression — lives in SQLite:
+//! a journaled delivery that is nacked or dead-lettered is first copied into SQLite with its
+//! id (the copy is recorded in `journal_moved` in the same transaction), and its journal
+//! entry is then retired.
+//!
+//! In memory each journaled delivery costs one 32-byte index entry in its sink's lane (see
+//! `cache`). A segment file is deleted once none of its deliveries is stored any more.
+//!
+//! Framing: `len: u32 | crc32(body): u32 | body`, little-endian. Bodies:
+//! - put: `1 | n: u16 | n × (id: u64, lane: u8, accepted_at: i64, not_before: i64,
+//!   route: u16-prefixed, sink: u16-prefixed) | record: u32-prefixed | data flag: u8 |
+//!   data: u32-prefixed when the flag is 1`;
+//! - gone: `2 | n: u32 | n × id: u64`.
+//!
+//! Recovery reads the segments in order; a segment ends at its first record that does not
+//! frame or check (a write torn by a crash: it was never acknowledged), or at zeros. Writing
+//! always continues in a new segment.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::db::{Key, OpenError};
+use super::lanes;
+use super::record::{decode_event, from_millis, round_millis, to_millis, EncodedEvent};
+use super::{Delivery, DeliveryId, NewDelivery, Priority};
+
+/// A segment is closed and a new one started once it holds this many bytes.
+pub(super) const SEGMENT_BYTES: u64 = 64 << 20;
+/// Bytes of a record's frame before its body.
+const FRAME: usize = 8;
+/// Largest body a record may have: larger lengths are read as a torn write.
+const MAX_BODY: usize = 1 << 30;
+
+const PUT: u8 = 1;
+const GONE: u8 = 2;
+
+/// Where a journaled delivery's record lies, and its event's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Loc {
+    /// Segment sequence number.
+    pub(super) segment: u32,
+    /// Offset of the record's frame in the segment.
+    pub(super) offset: u32,
+    /// Length of the record, frame included.
+    pub(super) len: u32,
+    /// Bytes of the event (record and payload), as `spool.max_bytes` counts them; counted
+    /// once for all the deliveries of a record.
+    pub(super) bytes: u32,
+}
+
+/// Why a journal record could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReadError {
+    /// The segment file could not be read.
+    #[error("cannot read journal segment {path}")]
+    Io {
+        /// The segment file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The bytes are not a record of this delivery.
+    #[error(
+        "journal segment {path} holds no readable record for delivery {id} at offset {offset}"
+    )]
+    Damaged {
+        /// The segment file.
+        path: PathBuf,
+        /// The delivery asked for.
+        id: DeliveryId,
+        /// Where its record was expected.
+        offset: u32,
+    },
+    /// The record frames and checks, but its event does not decode.
+    #[error("journal record of delivery {id} holds an unreadable event")]
+    Event {
+        /// The delivery asked for.
+        id: DeliveryId,
+        /// What the decoder reported.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn segment_name(seq: u32) -> String {
+    format!("{seq:010}.log")
+}
+
+fn segment_seq(path: &Path) -> Option<u32> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_suffix(".log")?.parse().ok()
+}
+
+/// Read access to the segment files, shared by the lease path; handles are opened once.
+#[derive(Debug)]
+pub(super) struct Segments {
+    dir: PathBuf,
+    open: Mutex<HashMap<u32, Arc<File>>>,
+}
+
+impl Segments {
+    pub(super) fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn path(&self, seq: u32) -> PathBuf {
+        self.dir.join(segment_name(seq))
+    }
+
+    fn file(&self, seq: u32) -> io::Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = open.get(&seq) {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(File::open(self.path(seq))?);
+        open.insert(seq, file.clone());
+        Ok(file)
+    }
+
+    /// Drops the handle of a deleted segment.
+    pub(super) fn forget(&self, seq: u32) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.remove(&seq);
+    }
+
+    /// Reads the delivery `id` of `sink` from its record.
+    pub(super) fn read(
+        &self,
+        loc: Loc,
+        id: DeliveryId,
+        sink: &Arc<str>,
+    ) -> Result<Delivery, ReadError> {
+        let io_error = |source| ReadError::Io {
+            path: self.path(loc.segment),
+            source,
+        };
+        let file = self.file(loc.segment).map_err(io_error)?;
+        let mut buf = vec![0; loc.len as usize];
+        file.read_exact_at(&mut buf, u64::from(loc.offset))
+            .map_err(io_error)?;
+        let damaged = || ReadError::Damaged {
+            path: self.path(loc.segment),
+            id,
+            offset: loc.offset,
+        };
+        let body = unframe(&buf).ok_or_else(damaged)?;
+        let put = Put::parse(body).ok_or_else(damaged)?;
+        let (_, meta) = put
+            .deliveries
+            .iter()
+            .find(|(_, m)| m.id == id)
+            .ok_or_else(damaged)?;
+        let event = decode_event(put.record, put.data.map(<[u8]>::to_vec))
+            .map_err(|source| ReadError::Event { id, source })?;
+        Ok(Delivery {
+            id,
+            event: Arc::new(event),
+            route: Arc::from(meta.route),
+            sink: sink.clone(),
+            attempts: 0,
+            accepted_at: from_millis(meta.accepted_at),
+            not_before: from_millis(meta.not_before),
+            last_outcome: None,
+            last_status: None,
+            last_attempt_at: None,
+            priority: lanes::priority(usize::from(meta.lane)),
+            ordering_key: None,
+        })
+    }
+}
+
+/// The body of a record inside its frame, when the frame is whole and checks.
+fn unframe(buf: &[u8]) -> Option<&[u8]> {
+    let len = u32::from_le_bytes(buf.get(0..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(buf.get(4..8)?.try_into().ok()?);
+    if len == 0 || len > MAX_BODY {
+        return None;
+    }
+    let body = buf.get(FRAME..FRAME + len)?;
+    (crc32fast::hash(body) == crc).then_some(body)
+}
+
+/// One delivery as a put record lists it.
+#[derive(Debug)]
+struct Meta<'a> {
+    id: DeliveryId,
+    lane: u8,
+    accepted_at: i64,
+    not_before: i64,
+    route: &'a str,
+    sink: &'a str,
+}
+
+/// A parsed put record, borrowing from its bytes.
+#[derive(Debug)]
+struct Put<'a> {
+    /// Each delivery with the key it is leased by.
+    deliveries: Vec<(Key, Meta<'a>)>,
+    record: &'a [u8],
+    data: Option<&'a [u8]>,
+}
+
+/// A cursor over a record body.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1)?.first().copied()
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn str16(&mut self) -> Option<&'a str> {
+        let n = usize::from(self.u16()?);
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+    fn bytes32(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+impl<'a> Put<'a> {
+    fn parse(body: &'a [u8]) -> Option<Self> {
+        let mut r = Reader(body);
+        if r.u8()? != PUT {
+            return None;
+        }
+        let n = usize::from(r.u16()?);
+        let mut deliveries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let meta = Meta {
+                id: r.u64()?,
+                lane: r.u8()?,
+                accepted_at: r.i64()?,
+                not_before: r.i64()?,
+                route: r.str16()?,
+                sink: r.str16()?,
+            };
+            deliveries.push(((meta.not_before, meta.id), meta));
+        }
+        let record = r.bytes32()?;
+        let data = match r.u8()? {
+            0 => None,
+            _ => Some(r.bytes32()?),
+        };
+        Some(Self {
+            deliveries,
+            record,
+            data,
+        })
+    }
+}
+
+fn put_str16(buf: &mut Vec<u8>, s: &str) -> Option<()> {
+    buf.extend_from_slice(&u16::try_from(s.len()).ok()?.to_le_bytes());
+    buf.extend_from_slice(s.as_bytes());
+    Some(())
+}
+
+fn put_bytes32(buf: &mut Vec<u8>, b: &[u8]) -> Option<()> {
+    buf.extend_from_slice(&u32::try_from(b.len()).ok()?.to_le_bytes());
+    buf.extend_from_slice(b);
+    Some(())
+}
+
+/// Whether a put's deliveries can be journaled: plain ones only, with names and sizes the
+/// record format holds.
+pub(super) fn journalable(event: &EncodedEvent, deliveries: &[&NewDelivery]) -> bool {
+    deliveries.len() <= usize::from(u16::MAX)
+        && event.record.len() < MAX_BODY / 4
+        && event.data.as_ref().is_none_or(|d| d.len() < MAX_BODY / 2)
+        && deliveries.iter().all(|d| {
+            d.ordering_key.is_none()
+                && d.route.len() <= usize::from(u16::MAX)
+                && d.sink.len() <= usize::from(u16::MAX)
+        })
+}
+
+/// A journaled delivery found by recovery.
+#[derive(Debug)]
+pub(super) struct Recovered {
+    pub(super) id: DeliveryId,
+    pub(super) sink: Arc<str>,
+    pub(super) priority: Priority,
+    pub(super) key: Key,
+    pub(super) loc: Loc,
+}
+
+/// What recovery found: the stored deliveries, the largest id seen, and the ids that the
+/// journal still lists but SQLite holds (their retirement was not yet written).
+#[derive(Debug, Default)]
+pub(super) struct Recovery {
+    pub(super) deliveries: Vec<Recovered>,
+    pub(super) max_id: DeliveryId,
+}
+
+/// The writer's side of the journal: the segment being appended to and the live count of
+/// every segment.
+#[derive(Debug)]
+pub(super) struct Journal {
+    dir: PathBuf,
+    active: File,
+    active_seq: u32,
+    /// Bytes in the active segment, written or buffered.
+    active_len: u64,
+    /// Bytes of the active segment written to its file.
+    written: u64,
+    /// Bytes appended since the last commit, not yet written.
+    buf: Vec<u8>,
+    /// Segments whose buffered bytes are written but not yet synced (besides the active).
+    unsynced: Vec<File>,
+    /// Every segment on disk, the active one included.
+    segs: BTreeMap<u32, Seg>,
+    /// Size at which a segment is closed ([`SEGMENT_BYTES`] but in tests).
+    segment_bytes: u64,
+}
+
+/// What the writer knows of one segment file.
+#[derive(Debug, Default)]
+struct Seg {
+    /// Deliveries put in it that are still stored.
+    live: u64,
+    /// Older segments holding puts that its gone records retire: while one of them is on
+    /// disk this file must stay, or recovery would bring those deliveries back.
+    refs: BTreeSet<u32>,
+    /// The smallest delivery id put in it.
+    first_id: Option<DeliveryId>,
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Journal {
+    /// Opens `dir` (creating it), recovers what its segments hold, except the ids in
+    /// `moved` (now stored in SQLite), and starts a new segment.
+    pub(super) fn open(
+        dir: &Path,
+        moved: &HashSet<DeliveryId>,
+        segment_bytes: u64,
+    ) -> Result<(Self, Recovery), OpenError> {
+        let failed = |path: &Path| {
+            let path = path.to_owned();
+            move |source| OpenError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(failed(dir))?;
+        let mut seqs = Vec::new();
+        for entry in fs::read_dir(dir).map_err(failed(dir))? {
+            let path = entry.map_err(failed(dir))?.path();
+            if let Some(seq) = segment_seq(&path) {
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable();
+        let mut found: HashMap<DeliveryId, Recovered> = HashMap::new();
+        let mut sinks: HashSet<Arc<str>> = HashSet::new();
+        let mut segs: BTreeMap<u32, Seg> = BTreeMap::new();
+        let mut max_id = 0;
+        for &seq in &seqs {
+            let path = dir.join(segment_name(seq));
+            let bytes = fs::read(&path).map_err(failed(&path))?;
+            let seg = segs.entry(seq).or_default();
+            let mut offset = 0;
+            while let Some(body) = bytes.get(offset..).and_then(unframe) {
+                let len = FRAME + body.len();
+                match body.first() {
+                    Some(&PUT) => {
+                        let Some(put) = Put::parse(body) else { break };
+                        let loc = Loc {
+                            segment: seq,
+                            offset: u32::try_from(offset).unwrap_or(u32::MAX),
+                            len: u32::try_from(len).unwrap_or(u32::MAX),
+                            bytes: event_bytes(put.record.len() + put.data.map_or(0, <[u8]>::len)),
+                        };
+                        for (key, meta) in put.deliveries {
+                            max_id = max_id.max(meta.id);
+                            seg.first_id = Some(seg.first_id.map_or(meta.id, |f| f.min(meta.id)));
+                            let sink = match sinks.get(meta.sink) {
+                                Some(s) => s.clone(),
+                                None => {
+                                    let s: Arc<str> = Arc::from(meta.sink);
+                                    sinks.insert(s.clone());
+                                    s
+                                }
+                            };
+                            let priority = lanes::priority(usize::from(meta.lane));
+                            let (id, recovered) = (
+                                meta.id,
+                                Recovered {
+                                    id: meta.id,
+                                    sink,
+                                    priority,
+                                    key,
+                                    loc,
+                                },
+                            );
+                            found.insert(id, recovered);
+                        }
+                    }
+                    Some(&GONE) => {
+                        let mut r = Reader(body.get(1..).unwrap_or_default());
+                        let n = r.u32().unwrap_or(0);
+                        for _ in 0..n {
+                            let Some(id) = r.u64() else { break };
+                            if let Some(gone) = found.remove(&id) {
+                                if gone.loc.segment != seq {
+                                    seg.refs.insert(gone.loc.segment);
+                                }
+                            }
+                        }
+                    }
+                    _ => break,
+                }
+                offset += len;
+            }
+            let rest = bytes.get(offset..).unwrap_or_default();
+            if rest.iter().any(|b| *b != 0) {
+                tracing::warn!(
+                    segment = %path.display(),
+                    offset,
+                    ignored = rest.len(),
+                    "Journal segment ends in bytes that are not a whole record (a write cut short); ignored"
+                );
+            }
+        }
+        for id in moved {
+            found.remove(id);
+        }
+        for d in found.values() {
+            if let Some(seg) = segs.get_mut(&d.loc.segment) {
+                seg.live += 1;
+            }
+        }
+        let active_seq = seqs.last().map_or(1, |s| s.saturating_add(1));
+        let path = dir.join(segment_name(active_seq));
+        let active = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(failed(&path))?;
+        sync_dir(dir).map_err(failed(dir))?;
+        segs.insert(active_seq, Seg::default());
+        let mut deliveries: Vec<Recovered> = found.into_values().collect();
+        deliveries.sort_unstable_by_key(|d| d.id);
+        let mut journal = Self {
+            dir: dir.to_owned(),
+            active,
+            active_seq,
+            active_len: 0,
+            written: 0,
+            buf: Vec::new(),
+            unsynced: Vec::new(),
+            segs,
+            segment_bytes,
+        };
+        journal.sweep();
+        Ok((journal, Recovery { deliveries, max_id }))
+    }
+
+    /// Appends a put record for one event and its deliveries (already given ids); returns
+    /// each delivery as stored and where its record lies.
+    pub(super) fn put(
+        &mut self,
+        event: &EncodedEvent,
+        deliveries: &[(DeliveryId, &NewDelivery)],
+    ) -> io::Result<Vec<(Delivery, Loc)>> {
+        if self.active_len >= self.segment_bytes {
+            self.roll()?;
+        }
+        let start = self.buf.len();
+        let len = match self.encode_put(event, deliveries) {
+            Some(()) => self.seal(start),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "record too large",
+            )),
+        };
+        let len = match len {
+            Ok(len) => len,
+            Err(e) => {
+                self.buf.truncate(start);
+                return Err(e);
+            }
+        };
+        let event_len = event.record.len() + event.data.as_ref().map_or(0, Bytes::len);
+        let loc = Loc {
+            segment: self.active_seq,
+            offset: u32::try_from(self.active_len).unwrap_or(u32::MAX),
+            len,
+            bytes: event_bytes(event_len),
+        };
+        self.active_len += u64::from(len);
+        let seg = self.segs.entry(self.active_seq).or_default();
+        seg.live += deliveries.len() as u64;
+        if let Some((first, _)) = deliveries.first() {
+            seg.first_id.get_or_insert(*first);
+        }
+        let stored = deliveries.iter().map(|(id, new)| {
+            let delivery = Delivery {
+                id: *id,
+                event: new.event.clone(),
+                route: new.route.clone(),
+                sink: new.sink.clone(),
+                attempts: 0,
+                accepted_at: round_millis(new.accepted_at),
+                not_before: round_millis(new.not_before),
+                last_outcome: None,
+                last_status: None,
+                last_attempt_at: None,
+                priority: new.priority,
+                ordering_key: None,
+            };
+            (delivery, loc)
+        });
+        Ok(stored.collect())
+    }
+
+    /// Appends a put record's frame placeholder and body to the buffer.
+    fn encode_put(
+        &mut self,
+        event: &EncodedEvent,
+        deliveries: &[(DeliveryId, &NewDelivery)],
+    ) -> Option<()> {
+        let buf = &mut self.buf;
+        buf.extend_from_slice(&[0; FRAME]);
+        buf.push(PUT);
+        buf.extend_from_slice(&u16::try_from(deliveries.len()).ok()?.to_le_bytes());
+        for (id, new) in deliveries {
+            buf.extend_from_slice(&id.to_le_bytes());
+            buf.push(u8::try_from(lanes::lane(new.priority)).ok()?);
+            buf.extend_from_slice(&to_millis(new.accepted_at).to_le_bytes());
+            buf.extend_from_slice(&to_millis(new.not_before).to_le_bytes());
+            put_str16(buf, &new.route)?;
+            put_str16(buf, &new.sink)?;
+        }
+        put_bytes32(buf, &event.record)?;
+        match &event.data {
+            None => buf.push(0),
+            Some(data) => {
+                buf.push(1);
+                put_bytes32(buf, data)?;
+            }
+        }
+        Some(())
+    }
+
+    /// Appends a record retiring these deliveries (each with the segment of its put).
+    pub(super) fn gone(&mut self, ids: &[(DeliveryId, u32)]) -> io::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        if self.active_len >= self.segment_bytes {
+            self.roll()?;
+        }
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; FRAME]);
+        self.buf.push(GONE);
+        let n = u32::try_from(ids.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many ids"))?;
+        self.buf.extend_from_slice(&n.to_le_bytes());
+        let seg = self.segs.entry(self.active_seq).or_default();
+        for (id, segment) in ids {
+            self.buf.extend_from_slice(&id.to_le_bytes());
+            if *segment != self.active_seq {
+                seg.refs.insert(*segment);
+            }
+        }
+        let len = self.seal(start)?;
+        self.active_len += u64::from(len);
+        Ok(())
+    }
+
+    /// Fills in the frame of the record that starts at `start` in the buffer; returns the
+    /// record's length.
+    fn seal(&mut self, start: usize) -> io::Result<u32> {
+        let body = self.buf.get(start + FRAME..).unwrap_or_default();
+        let too_large = || io::Error::new(io::ErrorKind::InvalidInput, "record too large");
+        let body_len = u32::try_from(body.len()).map_err(|_| too_large())?;
+        if body.len() > MAX_BODY {
+            return Err(too_large());
+        }
+        let crc = crc32fast::hash(body);
+        let total = FRAME + body.len();
+        if let Some(frame) = self.buf.get_mut(start..start + FRAME) {
+            frame[..4].copy_from_slice(&body_len.to_le_bytes());
+            frame[4..].copy_from_slice(&crc.to_le_bytes());
+        }
+        u32::try_from(total).map_err(|_| too_large())
+    }
+
+    /// Writes what is buffered to the active segment, keeping it for the next sync.
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let result = self.active.write_all_at(&self.buf, self.written);
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        result
+    }
+
+    /// Writes everything appended since the last commit and makes it durable.
+    pub(super) fn commit(&mut self) -> io::Result<()> {
+        let result = self.flush().and_then(|()| {
+            for file in self.unsynced.drain(..) {
+                file.sync_data()?;
+            }
+            self.active.sync_data()
+        });
+        if result.is_err() {
+            // What reached the file is unknown: never append after it.
+            self.buf.clear();
+            self.unsynced.clear();
+            if let Err(error) = self.roll() {
+                tracing::error!(%error, "Cannot start a new journal segment");
+            }
+        }
+        result
+    }
+
+    /// Writes out the active segment and starts the next one.
+    fn roll(&mut self) -> io::Result<()> {
+        self.flush()?;
+        let seq = self.active_seq.saturating_add(1);
+        let path = self.dir.join(segment_name(seq));
+        let next = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)?;
+        sync_dir(&self.dir)?;
+        let previous = std::mem::replace(&mut self.active, next);
+        self.unsynced.push(previous);
+        self.active_seq = seq;
+        self.active_len = 0;
+        self.written = 0;
+        self.segs.insert(seq, Seg::default());
+        Ok(())
+    }
+
+    /// One delivery of `segment` is no longer stored (its retirement is durable, by a gone
+    /// record or in SQLite). Returns the segments whose files were deleted as a result.
+    pub(super) fn release(&mut self, segment: u32) -> Vec<u32> {
+        let Some(seg) = self.segs.get_mut(&segment) else {
+            return Vec::new();
+        };
+        seg.live = seg.live.saturating_sub(1);
+        if seg.live > 0 {
+            return Vec::new();
+        }
+        self.sweep()
+    }
+
+    /// Deletes every segment that holds no stored delivery, is not the active one, and whose
+    /// gone records retire nothing still on disk; returns them.
+    fn sweep(&mut self) -> Vec<u32> {
+        let mut deleted = Vec::new();
+        loop {
+            let spent = self.segs.iter().find(|(seq, seg)| {
+                **seq != self.active_seq
+                    && seg.live == 0
+                    && seg.refs.iter().all(|r| !self.segs.contains_key(r))
+            });
+            let Some((&seq, _)) = spent else {
+                return deleted;
+            };
+            self.segs.remove(&seq);
+            let path = self.dir.join(segment_name(seq));
+            if let Err(error) = fs::remove_file(&path) {
+                tracing::warn!(%error, segment = %path.display(), "Cannot delete a spent journal segment");
+            }
+            deleted.push(seq);
+        }
+    }
+
+    /// Every delivery id below this one that was ever journaled is in no segment on disk any
+    /// more; `None` while the segments hold no put.
+    pub(super) fn oldest_id(&self) -> Option<DeliveryId> {
+        self.segs.values().filter_map(|s| s.first_id).min()
+    }
+}
+
+fn event_bytes(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// A key as a delivery's lease position.
+pub(super) fn key_of(delivery: &Delivery) -> Key {
+    (to_millis(delivery.not_before), delivery.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_record_ends_the_segment() {
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&[0; FRAME]);
+        buf.extend_from_slice(&[GONE, 1, 0, 0, 0]);
+        buf.extend_from_slice(&7u64.to_le_bytes());
+        let body_len = (buf.len() - FRAME) as u32;
+        let crc = crc32fast::hash(&buf[FRAME..]);
+        buf[..4].copy_from_slice(&body_len.to_le_bytes());
+        buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        assert!(unframe(&buf).is_some());
+        assert!(unframe(&buf[..buf.len() - 1]).is_none(), "cut short");
+        let mut flipped = buf.clone();
+        if let Some(b) = flipped.last_mut() {
+            *b ^= 1;
+        }
+        assert!(
+            unframe(&flipped).is_none(),
+            "a changed byte fails the check"
+        );
+        assert!(unframe(&[0; 16]).is_none(), "zeros are no record");
+    }
+}

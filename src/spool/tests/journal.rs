@@ -1,0 +1,180 @@
+//! The embedded spool's journal: what a crash leaves behind is read back without loss,
+//! deliveries that move into the database are not brought back twice, and spent segment
+//! files are deleted.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use super::{dead_info, due, event, lease, open, wait_depth};
+use crate::spool::{DeadLetterQuery, EmbeddedSpool, Spool, DEFAULT_MAX_BYTES};
+
+fn segments(dir: &tempfile::TempDir) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir.path().join("journal"))
+        .expect("journal directory")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    files
+}
+
+fn small_segments(dir: &tempfile::TempDir) -> EmbeddedSpool {
+    EmbeddedSpool::open_with(dir.path(), DEFAULT_MAX_BYTES, 2048).expect("spool opens")
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_ignored_and_what_came_before_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = open(&dir);
+        for i in 0..3 {
+            spool
+                .put(vec![due(&event(&format!("e{i}")), "a")])
+                .await
+                .unwrap();
+        }
+    }
+    // A crash in the middle of a write leaves part of a record at the end of the segment.
+    let last = segments(&dir).pop().expect("a segment");
+    let mut file = OpenOptions::new().append(true).open(&last).unwrap();
+    file.write_all(&[200, 1, 0, 0, 9, 9, 9, 9, 1, 0]).unwrap();
+    drop(file);
+
+    let spool = open(&dir);
+    assert_eq!(spool.depth("a"), 3);
+    spool.put(vec![due(&event("e3"), "a")]).await.unwrap();
+    drop(spool);
+    let spool = open(&dir);
+    assert_eq!(
+        spool.depth("a"),
+        4,
+        "records after the torn one are read too"
+    );
+    let ids: Vec<String> = lease(&spool, "a", 10)
+        .await
+        .iter()
+        .map(|d| d.event.id.clone())
+        .collect();
+    assert_eq!(ids, ["e0", "e1", "e2", "e3"]);
+}
+
+#[tokio::test]
+async fn a_nacked_delivery_moves_to_the_database_and_comes_back_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = open(&dir);
+        spool.put(vec![due(&event("e1"), "a")]).await.unwrap();
+        let mut d = lease(&spool, "a", 1).await.remove(0);
+        d.attempts = 1;
+        d.last_outcome = Some("Busy".into());
+        spool.nack(d, SystemTime::now()).await.unwrap();
+        let again = lease(&spool, "a", 1).await.remove(0);
+        assert_eq!(again.attempts, 1);
+    }
+    let spool = open(&dir);
+    assert_eq!(
+        spool.depth("a"),
+        1,
+        "stored once, not in the journal and the database"
+    );
+    let resumed = lease(&spool, "a", 10).await;
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(
+        (resumed[0].attempts, resumed[0].last_outcome.as_deref()),
+        (1, Some("Busy"))
+    );
+    spool.ack(&resumed[0]).await.unwrap();
+    wait_depth(&spool, "a", 0).await;
+    drop(spool);
+    assert_eq!(open(&dir).depth("a"), 0);
+}
+
+#[tokio::test]
+async fn a_dead_lettered_delivery_is_not_brought_back() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = open(&dir);
+        spool.put(vec![due(&event("e1"), "a")]).await.unwrap();
+        let d = lease(&spool, "a", 1).await.remove(0);
+        spool.dead_letter(&d, dead_info("R"), None).await.unwrap();
+        wait_depth(&spool, "a", 0).await;
+    }
+    let spool = open(&dir);
+    assert_eq!(spool.depth("a"), 0);
+    let records = spool
+        .dead_letters(&DeadLetterQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].event.id, "e1");
+    assert_eq!(
+        spool
+            .replay_dead_letters(&DeadLetterQuery::default())
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(lease(&spool, "a", 10).await.len(), 1);
+}
+
+#[tokio::test]
+async fn spent_segments_are_deleted_and_live_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = small_segments(&dir);
+    for i in 0..40 {
+        spool
+            .put(vec![due(&event(&format!("e{i}")), "a")])
+            .await
+            .unwrap();
+    }
+    spool.put(vec![due(&event("kept"), "b")]).await.unwrap();
+    assert!(segments(&dir).len() > 5, "{:?}", segments(&dir));
+    let leased = lease(&spool, "a", 40).await;
+    assert_eq!(leased.len(), 40);
+    for d in &leased {
+        spool.ack(d).await.unwrap();
+    }
+    wait_depth(&spool, "a", 0).await;
+    // The segment with b's delivery stays; segments after it hold the acks of a's
+    // deliveries in older segments, already deleted, so they go too.
+    let left = segments(&dir);
+    assert!(left.len() <= 2, "{left:?}");
+    drop(spool);
+
+    let spool = small_segments(&dir);
+    assert_eq!((spool.depth("a"), spool.depth("b")), (0, 1));
+    let d = lease(&spool, "b", 1).await.remove(0);
+    assert_eq!(d.event.id, "kept");
+    spool.ack(&d).await.unwrap();
+    wait_depth(&spool, "b", 0).await;
+    spool.put(vec![due(&event("next"), "a")]).await.unwrap();
+    drop(spool);
+    let spool = small_segments(&dir);
+    assert_eq!((spool.depth("a"), spool.depth("b")), (1, 0));
+    assert!(segments(&dir).len() <= 3, "{:?}", segments(&dir));
+}
+
+#[tokio::test]
+async fn a_backlog_past_the_cache_is_read_back_from_the_journal_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = small_segments(&dir);
+    let n = 3000;
+    for chunk in 0..(n / 100) {
+        let batch = (0..100)
+            .map(|i| due(&event(&format!("e{:05}", chunk * 100 + i)), "a"))
+            .collect();
+        spool.put(batch).await.unwrap();
+    }
+    let mut seen = Vec::with_capacity(n);
+    while seen.len() < n {
+        for d in lease(&spool, "a", 500).await {
+            seen.push(d.event.id.clone());
+            spool.ack(&d).await.unwrap();
+        }
+    }
+    let want: Vec<String> = (0..n).map(|i| format!("e{i:05}")).collect();
+    assert_eq!(seen, want);
+    wait_depth(&spool, "a", 0).await;
+    assert_eq!(spool.stored_bytes(), 0);
+}
