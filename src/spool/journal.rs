@@ -346,6 +346,8 @@ pub(super) struct Journal {
     segs: BTreeMap<u32, Seg>,
     /// Size at which a segment is closed ([`SEGMENT_BYTES`] but in tests).
     segment_bytes: u64,
+    /// Held (locked) while the journal is open.
+    _lock: File,
 }
 
 /// What the writer knows of one segment file.
@@ -377,6 +379,23 @@ impl Journal {
             move |source| OpenError::Io { path, source }
         };
         fs::create_dir_all(dir).map_err(failed(dir))?;
+        // One process at a time: two writers would append to and delete each other's files.
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(failed(&lock_path))?;
+        lock.try_lock()
+            .map_err(|e| match e {
+                fs::TryLockError::WouldBlock => io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another process has this spool open",
+                ),
+                fs::TryLockError::Error(e) => e,
+            })
+            .map_err(failed(&lock_path))?;
         let mut seqs = Vec::new();
         for entry in fs::read_dir(dir).map_err(failed(dir))? {
             let path = entry.map_err(failed(dir))?.path();
@@ -485,6 +504,7 @@ impl Journal {
             unsynced: Vec::new(),
             segs,
             segment_bytes,
+            _lock: lock,
         };
         journal.sweep();
         Ok((journal, Recovery { deliveries, max_id }))

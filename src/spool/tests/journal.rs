@@ -178,3 +178,15 @@ async fn a_backlog_past_the_cache_is_read_back_from_the_journal_in_order() {
     wait_depth(&spool, "a", 0).await;
     assert_eq!(spool.stored_bytes(), 0);
 }
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir);
+    let second = EmbeddedSpool::open(dir.path()).expect_err("the spool is in use");
+    let message = format!("{second}: {:?}", std::error::Error::source(&second));
+    assert!(message.contains("lock"), "{message}");
+    assert!(message.contains("another process"), "{message}");
+    drop(spool);
+    EmbeddedSpool::open(dir.path()).expect("free again once closed");
+}
