@@ -10,7 +10,6 @@
 //! restart every stored delivery is leasable again (at-least-once), with its persisted
 //! attempts and `not_before`.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -114,11 +113,6 @@ impl EmbeddedSpool {
         let (depths, max_id) = db::inventory(&opened.writer).map_err(sqlite)?;
         let stored_bytes = db::stored_bytes(&opened.writer).map_err(sqlite)?;
         let moved = db::journal_moved(&opened.writer).map_err(sqlite)?;
-        let journal_dir = dir.join("journal");
-        let (journal, recovery) = Journal::open(&journal_dir, &moved, segment_bytes)?;
-        let max_id = max_id
-            .max(recovery.max_id)
-            .max(moved.iter().copied().max().unwrap_or(0));
         let ordered = db::ordered(&opened.writer).map_err(sqlite)?;
         let queues: DashMap<Arc<str>, Arc<SinkQueue>> = DashMap::new();
         for (sink, depth) in depths {
@@ -129,21 +123,17 @@ impl EmbeddedSpool {
                 queue.lock().ordered(id, &Arc::from(route), &Arc::from(key));
             }
         }
-        // An event's bytes count once, however many of its deliveries are left; the writer
-        // remembers the records with more than one.
-        let mut records: HashMap<(u32, u32), (u32, u32)> = HashMap::new();
-        for d in recovery.deliveries {
-            let record = records.entry((d.loc.segment, d.loc.offset)).or_default();
-            *record = (record.0 + 1, d.loc.bytes);
-            let queue = queues.entry(d.sink).or_default();
+        let journal_dir = dir.join("journal");
+        let (journal, recovery) = Journal::open(&journal_dir, &moved, segment_bytes, |d| {
+            let queue = match queues.get(d.sink) {
+                Some(queue) => queue.clone(),
+                None => queues.entry(Arc::from(d.sink)).or_default().clone(),
+            };
             queue.lock().recovered(d.priority, d.key, d.loc);
-        }
-        let journal_bytes: u64 = records.values().map(|(_, bytes)| u64::from(*bytes)).sum();
-        let fanout: HashMap<(u32, u32), u32> = records
-            .into_iter()
-            .filter(|(_, (n, _))| *n > 1)
-            .map(|(at, (n, _))| (at, n))
-            .collect();
+        })?;
+        let max_id = max_id
+            .max(recovery.max_id)
+            .max(moved.iter().copied().max().unwrap_or(0));
         // Moves whose journal records are gone need no remembering.
         let below = journal.oldest_id().unwrap_or(max_id + 1);
         opened
@@ -157,7 +147,7 @@ impl EmbeddedSpool {
             queues,
             reader: Mutex::new(opened.reader),
             commits: AtomicU64::new(0),
-            stored_bytes: AtomicU64::new(stored_bytes + journal_bytes),
+            stored_bytes: AtomicU64::new(stored_bytes + recovery.bytes),
             max_bytes,
             closed: AtomicBool::new(false),
             path: opened.path,
@@ -178,7 +168,7 @@ impl EmbeddedSpool {
             journal,
             prune_moved: None,
             undone: Vec::new(),
-            fanout,
+            fanout: recovery.fanout,
             written: Vec::new(),
         };
         let thread = std::thread::Builder::new()

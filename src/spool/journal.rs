@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -311,20 +311,54 @@ pub(super) fn journalable(event: &EncodedEvent, deliveries: &[&NewDelivery]) -> 
 
 /// A journaled delivery found by recovery.
 #[derive(Debug)]
-pub(super) struct Recovered {
-    pub(super) id: DeliveryId,
-    pub(super) sink: Arc<str>,
+pub(super) struct Recovered<'a> {
+    pub(super) sink: &'a str,
     pub(super) priority: Priority,
     pub(super) key: Key,
     pub(super) loc: Loc,
 }
 
-/// What recovery found: the stored deliveries, the largest id seen, and the ids that the
-/// journal still lists but SQLite holds (their retirement was not yet written).
+/// What recovery found besides the deliveries: the largest id, the event bytes stored, and
+/// the records with more than one stored delivery (by segment and offset: how many).
 #[derive(Debug, Default)]
 pub(super) struct Recovery {
-    pub(super) deliveries: Vec<Recovered>,
     pub(super) max_id: DeliveryId,
+    pub(super) bytes: u64,
+    pub(super) fanout: HashMap<(u32, u32), u32>,
+}
+
+/// Reads a segment's records in order, calling `each(offset, body)` for every one that frames
+/// and checks, up to the first that does not; returns the file's length and where the
+/// records end.
+fn scan(path: &Path, mut each: impl FnMut(u32, &[u8])) -> io::Result<(u64, u64)> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    let mut frame = [0u8; FRAME];
+    let mut body = Vec::new();
+    let mut offset = 0u64;
+    let whole = |result: io::Result<()>| match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    };
+    while whole(reader.read_exact(&mut frame))? {
+        let (Some(n), Some(crc)) = (frame.get(..4), frame.get(4..)) else {
+            break;
+        };
+        let n = u32::from_le_bytes(n.try_into().unwrap_or_default()) as usize;
+        let crc = u32::from_le_bytes(crc.try_into().unwrap_or_default());
+        if n == 0 || n > MAX_BODY || offset + (FRAME + n) as u64 > len {
+            break;
+        }
+        body.resize(n, 0);
+        if !whole(reader.read_exact(&mut body))? || crc32fast::hash(&body) != crc {
+            break;
+        }
+        each(u32::try_from(offset).unwrap_or(u32::MAX), &body);
+        offset += (FRAME + n) as u64;
+    }
+    Ok((len, offset))
 }
 
 /// The writer's side of the journal: the segment being appended to and the live count of
@@ -367,12 +401,13 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl Journal {
-    /// Opens `dir` (creating it), recovers what its segments hold, except the ids in
-    /// `moved` (now stored in SQLite), and starts a new segment.
+    /// Opens `dir` (creating it), hands every delivery its segments still hold, except the
+    /// ids in `moved` (now stored in SQLite), to `each`, and starts a new segment.
     pub(super) fn open(
         dir: &Path,
         moved: &HashSet<DeliveryId>,
         segment_bytes: u64,
+        mut each: impl FnMut(Recovered<'_>),
     ) -> Result<(Self, Recovery), OpenError> {
         let failed = |path: &Path| {
             let path = path.to_owned();
@@ -404,85 +439,103 @@ impl Journal {
             }
         }
         seqs.sort_unstable();
-        let mut found: HashMap<DeliveryId, Recovered> = HashMap::new();
-        let mut sinks: HashSet<Arc<str>> = HashSet::new();
+        // Two passes, streaming: first the retired ids and each segment's id range, then the
+        // deliveries still stored, handed to `each` without being collected.
+        let mut gone: HashSet<DeliveryId> = HashSet::new();
         let mut segs: BTreeMap<u32, Seg> = BTreeMap::new();
+        let mut ranges: BTreeMap<u32, (DeliveryId, DeliveryId)> = BTreeMap::new();
+        let mut retired: BTreeMap<u32, (DeliveryId, DeliveryId)> = BTreeMap::new();
         let mut max_id = 0;
         for &seq in &seqs {
             let path = dir.join(segment_name(seq));
-            let bytes = fs::read(&path).map_err(failed(&path))?;
-            let seg = segs.entry(seq).or_default();
-            let mut offset = 0;
-            while let Some(body) = bytes.get(offset..).and_then(unframe) {
-                let len = FRAME + body.len();
-                match body.first() {
-                    Some(&PUT) => {
-                        let Some(put) = Put::parse(body) else { break };
-                        let loc = Loc {
-                            segment: seq,
-                            offset: u32::try_from(offset).unwrap_or(u32::MAX),
-                            len: u32::try_from(len).unwrap_or(u32::MAX),
-                            bytes: event_bytes(put.record.len() + put.data.map_or(0, <[u8]>::len)),
-                        };
-                        for (key, meta) in put.deliveries {
-                            max_id = max_id.max(meta.id);
-                            seg.first_id = Some(seg.first_id.map_or(meta.id, |f| f.min(meta.id)));
-                            let sink = match sinks.get(meta.sink) {
-                                Some(s) => s.clone(),
-                                None => {
-                                    let s: Arc<str> = Arc::from(meta.sink);
-                                    sinks.insert(s.clone());
-                                    s
-                                }
-                            };
-                            let priority = lanes::priority(usize::from(meta.lane));
-                            let (id, recovered) = (
-                                meta.id,
-                                Recovered {
-                                    id: meta.id,
-                                    sink,
-                                    priority,
-                                    key,
-                                    loc,
-                                },
-                            );
-                            found.insert(id, recovered);
-                        }
+            segs.insert(seq, Seg::default());
+            let widen = |r: &mut (DeliveryId, DeliveryId), id: DeliveryId| {
+                *r = (r.0.min(id), r.1.max(id));
+            };
+            let (len, end) = scan(&path, |_, body| match body.first() {
+                Some(&PUT) => {
+                    for (_, meta) in Put::parse(body).map(|p| p.deliveries).unwrap_or_default() {
+                        max_id = max_id.max(meta.id);
+                        widen(ranges.entry(seq).or_insert((meta.id, meta.id)), meta.id);
                     }
-                    Some(&GONE) => {
-                        let mut r = Reader(body.get(1..).unwrap_or_default());
-                        let n = r.u32().unwrap_or(0);
-                        for _ in 0..n {
-                            let Some(id) = r.u64() else { break };
-                            if let Some(gone) = found.remove(&id) {
-                                if gone.loc.segment != seq {
-                                    seg.refs.insert(gone.loc.segment);
-                                }
-                            }
-                        }
-                    }
-                    _ => break,
                 }
-                offset += len;
-            }
-            let rest = bytes.get(offset..).unwrap_or_default();
-            if rest.iter().any(|b| *b != 0) {
+                Some(&GONE) => {
+                    let mut r = Reader(body.get(1..).unwrap_or_default());
+                    for _ in 0..r.u32().unwrap_or(0) {
+                        let Some(id) = r.u64() else { break };
+                        gone.insert(id);
+                        widen(retired.entry(seq).or_insert((id, id)), id);
+                    }
+                }
+                _ => {}
+            })
+            .map_err(failed(&path))?;
+            if end < len {
                 tracing::warn!(
                     segment = %path.display(),
-                    offset,
-                    ignored = rest.len(),
+                    offset = end,
+                    ignored = len - end,
                     "Journal segment ends in bytes that are not a whole record (a write cut short); ignored"
                 );
             }
         }
-        for id in moved {
-            found.remove(id);
-        }
-        for d in found.values() {
-            if let Some(seg) = segs.get_mut(&d.loc.segment) {
-                seg.live += 1;
+        // A segment's acks may retire deliveries of every older segment whose ids they span.
+        for (seq, (low, high)) in &retired {
+            let older = ranges.range(..*seq);
+            let hit: Vec<u32> = older
+                .filter(|(_, (first, last))| first <= high && last >= low)
+                .map(|(s, _)| *s)
+                .collect();
+            if let Some(seg) = segs.get_mut(seq) {
+                seg.refs.extend(hit);
             }
         }
+        let mut recovery = Recovery {
+            max_id,
+            ..Recovery::default()
+        };
+        for &seq in &seqs {
+            let path = dir.join(segment_name(seq));
+            let Some(seg) = segs.get_mut(&seq) else {
+                continue;
+            };
+            seg.first_id = ranges.get(&seq).map(|(first, _)| *first);
+            scan(&path, |offset, body| {
+                if body.first() != Some(&PUT) {
+                    return;
+                }
+                let Some(put) = Put::parse(body) else { return };
+                let loc = Loc {
+                    segment: seq,
+                    offset,
+                    len: u32::try_from(FRAME + body.len()).unwrap_or(u32::MAX),
+                    bytes: event_bytes(put.record.len() + put.data.map_or(0, <[u8]>::len)),
+                };
+                let mut live = 0;
+                for (key, meta) in &put.deliveries {
+                    if gone.contains(&meta.id) || moved.contains(&meta.id) {
+                        continue;
+                    }
+                    live += 1;
+                    let priority = lanes::priority(usize::from(meta.lane));
+                    each(Recovered {
+                        sink: meta.sink,
+                        priority,
+                        key: *key,
+                        loc,
+                    });
+                }
+                if live > 0 {
+                    seg.live += u64::from(live);
+                    recovery.bytes += u64::from(loc.bytes);
+                    if live > 1 {
+                        recovery.fanout.insert((seq, offset), live);
+                    }
+                }
+            })
+            .map_err(failed(&path))?;
+        }
+        drop(gone);
         let active_seq = seqs.last().map_or(1, |s| s.saturating_add(1));
         let path = dir.join(segment_name(active_seq));
         let active = OpenOptions::new()
@@ -492,8 +545,6 @@ impl Journal {
             .map_err(failed(&path))?;
         sync_dir(dir).map_err(failed(dir))?;
         segs.insert(active_seq, Seg::default());
-        let mut deliveries: Vec<Recovered> = found.into_values().collect();
-        deliveries.sort_unstable_by_key(|d| d.id);
         let mut journal = Self {
             dir: dir.to_owned(),
             active,
@@ -507,7 +558,7 @@ impl Journal {
             _lock: lock,
         };
         journal.sweep();
-        Ok((journal, Recovery { deliveries, max_id }))
+        Ok((journal, recovery))
     }
 
     /// Appends a put record for one event and its deliveries (already given ids); returns
