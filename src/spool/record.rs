@@ -15,7 +15,7 @@ use crate::event::{Event, ExtensionValue};
 ///
 /// `data` is kept out of the JSON text and stored beside it as a raw BLOB, so payloads are
 /// neither escaped nor base64-inflated on disk.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(tag = "v")]
 pub(super) enum EventRecord {
     /// The first record version; mirrors [`Event`] field for field.
@@ -25,31 +25,78 @@ pub(super) enum EventRecord {
         id: String,
         source: String,
         ty: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         datacontenttype: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         dataschema: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         subject: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         time: Option<String>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(default)]
         extensions: Vec<(String, ExtensionRecord)>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         data_version: Option<String>,
-        /// Filled from the `data` column, never from the JSON text.
-        #[serde(skip)]
-        data: Option<Bytes>,
     },
 }
 
 /// An extension attribute value; JSON's own types tell the variants apart.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(super) enum ExtensionRecord {
     Bool(bool),
     Integer(i64),
     String(String),
+}
+
+/// The current record version as [`EncodedEvent::encode`] writes it, borrowing every field
+/// from the event (no copies on the accept path); it reads back as [`EventRecord::V1`].
+#[derive(Serialize)]
+#[serde(tag = "v")]
+enum RecordOut<'a> {
+    #[serde(rename = "1")]
+    V1 {
+        specversion: &'a str,
+        id: &'a str,
+        source: &'a str,
+        ty: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        datacontenttype: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dataschema: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subject: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        time: Option<&'a str>,
+        #[serde(skip_serializing_if = "Extensions::is_empty")]
+        extensions: Extensions<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data_version: Option<&'a str>,
+    },
+}
+
+/// An event's extensions, written as `[name, value]` pairs.
+struct Extensions<'a>(&'a [(String, ExtensionValue)]);
+
+impl Extensions<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Extensions<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for (name, value) in self.0 {
+            match value {
+                ExtensionValue::String(s) => seq.serialize_element(&(name, s))?,
+                ExtensionValue::Integer(i) => seq.serialize_element(&(name, i))?,
+                ExtensionValue::Bool(b) => seq.serialize_element(&(name, b))?,
+            }
+        }
+        seq.end()
+    }
 }
 
 /// An event encoded for the `events` table: the record's JSON text and the raw payload.
@@ -62,22 +109,17 @@ pub(super) struct EncodedEvent {
 impl EncodedEvent {
     /// Encodes an event in the current record version.
     pub(super) fn encode(event: &Event) -> Result<Self, serde_json::Error> {
-        let record = EventRecord::V1 {
-            specversion: event.specversion.clone(),
-            id: event.id.clone(),
-            source: event.source.clone(),
-            ty: event.ty.clone(),
-            datacontenttype: event.datacontenttype.clone(),
-            dataschema: event.dataschema.clone(),
-            subject: event.subject.clone(),
-            time: event.time.clone(),
-            extensions: event
-                .extensions
-                .iter()
-                .map(|(name, value)| (name.clone(), ExtensionRecord::from(value)))
-                .collect(),
-            data_version: event.data_version.clone(),
-            data: None,
+        let record = RecordOut::V1 {
+            specversion: &event.specversion,
+            id: &event.id,
+            source: &event.source,
+            ty: &event.ty,
+            datacontenttype: event.datacontenttype.as_deref(),
+            dataschema: event.dataschema.as_deref(),
+            subject: event.subject.as_deref(),
+            time: event.time.as_deref(),
+            extensions: Extensions(&event.extensions),
+            data_version: event.data_version.as_deref(),
         };
         Ok(Self {
             record: serde_json::to_vec(&record)?,
@@ -107,7 +149,6 @@ pub(super) fn decode_event(
         time,
         extensions,
         data_version,
-        data: _,
     } = serde_json::from_slice(record)?;
     Ok(Event {
         specversion,
@@ -125,16 +166,6 @@ pub(super) fn decode_event(
         data_version,
         data: data.map(Bytes::from),
     })
-}
-
-impl From<&ExtensionValue> for ExtensionRecord {
-    fn from(value: &ExtensionValue) -> Self {
-        match value {
-            ExtensionValue::String(s) => Self::String(s.clone()),
-            ExtensionValue::Integer(i) => Self::Integer(*i),
-            ExtensionValue::Bool(b) => Self::Bool(*b),
-        }
-    }
 }
 
 impl From<ExtensionRecord> for ExtensionValue {
@@ -168,4 +199,43 @@ pub(super) fn from_millis(ms: i64) -> SystemTime {
 /// A time rounded to the millisecond, as it reads back from disk.
 pub(super) fn round_millis(t: SystemTime) -> SystemTime {
     from_millis(to_millis(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_reads_back_as_the_event_it_was_written_from() {
+        let mut event = Event {
+            specversion: "1.0".into(),
+            id: "e\"1".into(),
+            source: "/s".into(),
+            ty: "T".into(),
+            datacontenttype: Some("application/json".into()),
+            dataschema: None,
+            subject: Some("/a/b".into()),
+            time: None,
+            extensions: vec![
+                ("traceparent".into(), ExtensionValue::String("00-x".into())),
+                ("n".into(), ExtensionValue::Integer(-3)),
+                ("b".into(), ExtensionValue::Bool(true)),
+            ],
+            data_version: Some("2".into()),
+            data: Some(Bytes::from_static(b"{}")),
+        };
+        let encoded = EncodedEvent::encode(&event).unwrap();
+        let text = std::str::from_utf8(&encoded.record).unwrap();
+        assert!(text.starts_with(r#"{"v":"1","#), "{text}");
+        assert!(
+            !text.contains("dataschema"),
+            "absent attributes are left out: {text}"
+        );
+        let back = decode_event(&encoded.record, Some(b"{}".to_vec())).unwrap();
+        assert_eq!(back, event);
+        event.extensions.clear();
+        let encoded = EncodedEvent::encode(&event).unwrap();
+        let back = decode_event(&encoded.record, Some(b"{}".to_vec())).unwrap();
+        assert_eq!(back, event);
+    }
 }

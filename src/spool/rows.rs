@@ -43,6 +43,9 @@ pub(super) fn encode_put(
     deliveries: Vec<NewDelivery>,
     window: Option<Duration>,
 ) -> Result<PutBatch, SpoolError> {
+    // The deliveries of one event come together: only a repeat after another event needs
+    // the map (so a one-event put allocates none).
+    let mut last: Option<(*const Event, usize)> = None;
     let mut index: HashMap<*const Event, usize> = HashMap::new();
     let mut batch = PutBatch {
         events: Vec::new(),
@@ -50,8 +53,13 @@ pub(super) fn encode_put(
         unique: window.map(|w| (w, Vec::new())),
     };
     for delivery in deliveries {
-        let slot = match index.get(&Arc::as_ptr(&delivery.event)) {
-            Some(&slot) => slot,
+        let ptr = Arc::as_ptr(&delivery.event);
+        let known = match last {
+            Some((p, slot)) if p == ptr => Some(slot),
+            _ => index.get(&ptr).copied(),
+        };
+        let slot = match known {
+            Some(slot) => slot,
             None => {
                 let encoded =
                     EncodedEvent::encode(&delivery.event).map_err(|e| storage_failed(&e))?;
@@ -60,10 +68,13 @@ pub(super) fn encode_put(
                     let ev = &delivery.event;
                     keys.push((ev.source.clone(), ev.id.clone()));
                 }
-                index.insert(Arc::as_ptr(&delivery.event), batch.events.len() - 1);
                 batch.events.len() - 1
             }
         };
+        if let Some((p, s)) = last.filter(|(p, _)| *p != ptr) {
+            index.insert(p, s);
+        }
+        last = Some((ptr, slot));
         if let Some((_, pending)) = batch.events.get_mut(slot) {
             *pending += 1;
         }

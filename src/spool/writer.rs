@@ -640,6 +640,9 @@ impl Writer {
     }
 
     fn publish(&self, effects: Vec<Effect>) {
+        // Each sink's waiters are woken once, after all of the group's changes are in.
+        let mut wake: Vec<Arc<super::cache::SinkQueue>> = Vec::new();
+        let mut last: Option<(Arc<str>, Arc<super::cache::SinkQueue>)> = None;
         for effect in effects {
             let sink = match &effect {
                 Effect::Stored(d) | Effect::Requeued(d) | Effect::Journaled(d, _) => d.sink.clone(),
@@ -648,7 +651,15 @@ impl Writer {
                 | Effect::Added { sink, .. }
                 | Effect::Purged { sink, .. } => sink.clone(),
             };
-            let queue = self.shared.queue(&sink);
+            // Effects of one sink come in runs: look its queue up once per run.
+            let queue = match &last {
+                Some((name, queue)) if *name == sink => queue.clone(),
+                _ => {
+                    let queue = self.shared.queue(&sink);
+                    last = Some((sink, queue.clone()));
+                    queue
+                }
+            };
             // Waiters are woken when something may have become leasable sooner: a removal
             // only does that when it releases an ordered successor.
             {
@@ -671,6 +682,11 @@ impl Writer {
                     }
                 }
             }
+            if !wake.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+                wake.push(queue);
+            }
+        }
+        for queue in wake {
             queue.added.notify_waiters();
         }
     }
