@@ -219,7 +219,7 @@ pub trait Spool: Send + Sync + 'static {
 pub enum SpoolHandle {
     /// In memory.
     Memory(MemorySpool),
-    /// A SQLite file on disk.
+    /// On disk: a journal and a SQLite file.
     Embedded(EmbeddedSpool),
     /// NATS JetStream, shared with other instances.
     Nats(NatsSpool),
@@ -237,7 +237,7 @@ impl SpoolHandle {
         }
     }
 
-    /// Opens the embedded backend on `<dir>/spool.db`.
+    /// Opens the embedded backend in `<dir>` (`journal/` and `spool.db`).
     pub fn open_embedded(dir: &Path) -> Result<Self, OpenError> {
         EmbeddedSpool::open(dir).map(Self::Embedded)
     }
