@@ -326,6 +326,16 @@ impl SinkState {
         index.range(from..).take(limit).copied().collect()
     }
 
+    /// The journaled deliveries whose records are in `segment`.
+    pub(super) fn journaled_in(&self, segment: u32) -> Vec<(Priority, Key, Loc)> {
+        let mut found = Vec::new();
+        for (l, index) in self.journal.iter().enumerate() {
+            let here = index.iter().filter(|(_, loc)| loc.segment == segment);
+            found.extend(here.map(|(key, loc)| (priority(l), *key, *loc)));
+        }
+        found
+    }
+
     /// Takes every journaled delivery that is not leased out of the index, for a purge.
     pub(super) fn unindex_unleased(&mut self) -> Vec<(Priority, Key, Loc)> {
         let mut taken = Vec::new();

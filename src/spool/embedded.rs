@@ -23,15 +23,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::cache::{SinkQueue, Take};
 use super::checkpoint::{self, Checkpoints};
+use super::db::Key;
 use super::db::{self, OpenError};
-use super::journal::{self, Journal, Segments};
+use super::journal::{self, Journal, Loc, Segments};
 use super::letters;
 use super::record::EncodedEvent;
 use super::rows::{encode_put, Forward};
 use super::writer::{Command, Writer};
 use super::{
-    DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, Delivery, NewDelivery, PurgeError,
-    Spool, SpoolError, DEFAULT_MAX_BYTES, MAX_QUERY_LIMIT,
+    DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, Delivery, NewDelivery, Priority,
+    PurgeError, Spool, SpoolError, DEFAULT_MAX_BYTES, MAX_QUERY_LIMIT,
 };
 
 /// Commands that may wait for the writer; past it callers wait to enqueue (backpressure).
@@ -170,6 +171,7 @@ impl EmbeddedSpool {
             undone: Vec::new(),
             fanout: recovery.fanout,
             written: Vec::new(),
+            emptied: None,
         };
         let thread = std::thread::Builder::new()
             .name("spool-writer".into())
@@ -293,6 +295,19 @@ impl Shared {
             return q.clone();
         }
         self.queues.entry(Arc::from(sink)).or_default().clone()
+    }
+
+    /// Every sink's journaled deliveries whose records are in `segment`.
+    pub(super) fn journaled_in(&self, segment: u32) -> Vec<(Arc<str>, Priority, Key, Loc)> {
+        let mut found = Vec::new();
+        for queue in &self.queues {
+            let here = queue.value().lock().journaled_in(segment);
+            found.extend(
+                here.into_iter()
+                    .map(|(p, k, l)| (queue.key().clone(), p, k, l)),
+            );
+        }
+        found
     }
 
     /// Reads released deliveries and the next rows of each lane that ran dry into the sink's

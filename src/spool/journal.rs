@@ -12,7 +12,9 @@
 //! entry is then retired.
 //!
 //! In memory each journaled delivery costs one 32-byte index entry in its sink's lane (see
-//! `cache`). A segment file is deleted once none of its deliveries is stored any more.
+//! `cache`). A segment file is deleted once none of its deliveries is stored any more and its
+//! gone records retire nothing still on disk; a sparse old segment has its last deliveries
+//! moved into SQLite ([`Journal::sparse`]) so that it can go.
 //!
 //! Framing: `len: u32 | crc32(body): u32 | body`, little-endian. Bodies:
 //! - put: `1 | n: u16 | n × (id: u64, lane: u8, accepted_at: i64, not_before: i64,
@@ -40,6 +42,8 @@ use super::{Delivery, DeliveryId, NewDelivery, Priority};
 
 /// A segment is closed and a new one started once it holds this many bytes.
 pub(super) const SEGMENT_BYTES: u64 = 64 << 20;
+/// Segments kept on disk before a sparse one is emptied (see [`Journal::sparse`]).
+const KEPT_SEGMENTS: usize = 4;
 /// Bytes of a record's frame before its body.
 const FRAME: usize = 8;
 /// Largest body a record may have: larger lengths are read as a torn write.
@@ -389,6 +393,8 @@ pub(super) struct Journal {
 struct Seg {
     /// Deliveries put in it that are still stored.
     live: u64,
+    /// Deliveries put in it.
+    puts: u64,
     /// Older segments holding puts that its gone records retire: while one of them is on
     /// disk this file must stay, or recovery would bring those deliveries back.
     refs: BTreeSet<u32>,
@@ -457,6 +463,9 @@ impl Journal {
                     for (_, meta) in Put::parse(body).map(|p| p.deliveries).unwrap_or_default() {
                         max_id = max_id.max(meta.id);
                         widen(ranges.entry(seq).or_insert((meta.id, meta.id)), meta.id);
+                        if let Some(seg) = segs.get_mut(&seq) {
+                            seg.puts += 1;
+                        }
                     }
                 }
                 Some(&GONE) => {
@@ -596,6 +605,7 @@ impl Journal {
         self.active_len += u64::from(len);
         let seg = self.segs.entry(self.active_seq).or_default();
         seg.live += deliveries.len() as u64;
+        seg.puts += deliveries.len() as u64;
         if let Some((first, _)) = deliveries.first() {
             seg.first_id.get_or_insert(*first);
         }
@@ -774,6 +784,28 @@ impl Journal {
             }
             deleted.push(seq);
         }
+    }
+
+    /// A segment worth emptying by moving its few stored deliveries into the database: the
+    /// oldest one at most a quarter live, once more than [`KEPT_SEGMENTS`] segments are on
+    /// disk and at most a quarter of all they hold is live. A delivery that stays queued
+    /// (a sink whose breaker stays open, a trickle) would otherwise keep every later segment
+    /// on disk, since their acks retire deliveries around it.
+    pub(super) fn sparse(&self) -> Option<u32> {
+        if self.segs.len() <= KEPT_SEGMENTS {
+            return None;
+        }
+        let closed = self.segs.iter().filter(|(seq, _)| **seq != self.active_seq);
+        let (puts, live) = closed
+            .clone()
+            .fold((0, 0), |(p, l), (_, seg)| (p + seg.puts, l + seg.live));
+        if live.saturating_mul(4) > puts {
+            return None;
+        }
+        closed
+            .filter(|(_, seg)| seg.live > 0)
+            .find(|(_, seg)| seg.live.saturating_mul(4) <= seg.puts)
+            .map(|(seq, _)| *seq)
     }
 
     /// Every delivery id below this one that was ever journaled is in no segment on disk any

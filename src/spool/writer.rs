@@ -109,6 +109,8 @@ pub(super) struct Writer {
     pub(super) fanout: HashMap<(u32, u32), u32>,
     /// Records appended by the group being applied: where, and for how many deliveries.
     pub(super) written: Vec<(Loc, u32)>,
+    /// The last sparse journal segment whose deliveries were moved into the database.
+    pub(super) emptied: Option<u32>,
 }
 
 /// How a command of a group is applied.
@@ -201,6 +203,11 @@ impl Writer {
             let group = self.admit(group);
             if !group.is_empty() {
                 self.commit_group(group);
+            }
+            // Each sparse segment is tried once: one whose deliveries cannot be moved stays.
+            if let Some(segment) = self.journal.sparse().filter(|s| Some(*s) != self.emptied) {
+                self.emptied = Some(segment);
+                self.empty_segment(segment);
             }
         }
     }
@@ -449,6 +456,71 @@ impl Writer {
             }
         }
         Via::Journal(0)
+    }
+
+    /// Moves the stored deliveries of a sparse journal segment into the database, so that the
+    /// segment and the later ones it holds on disk can go. Leased ones move too: their ack or
+    /// nack then finds them in the database.
+    fn empty_segment(&mut self, segment: u32) {
+        let found = self.shared.journaled_in(segment);
+        let mut deliveries = Vec::with_capacity(found.len());
+        for (sink, _, key, loc) in &found {
+            match self.shared.segments.read(*loc, key.1, sink) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err(error) => {
+                    tracing::error!(%error, "Cannot move a journaled delivery into the database");
+                    return;
+                }
+            }
+        }
+        let added = match self.materialize_all(&deliveries) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(%error, "Cannot move journaled deliveries into the database");
+                return;
+            }
+        };
+        let mut freed = 0;
+        for (sink, priority, key, loc) in found {
+            if self
+                .shared
+                .queue(&sink)
+                .lock()
+                .unindex(priority, key)
+                .is_some()
+            {
+                freed += self.free(loc);
+                self.release(loc.segment);
+            }
+        }
+        let stored = &self.shared.stored_bytes;
+        stored.fetch_add(added, Ordering::Relaxed);
+        stored.fetch_sub(freed.min(stored.load(Ordering::Relaxed)), Ordering::Relaxed);
+        tracing::debug!(
+            segment,
+            moved = deliveries.len(),
+            "Emptied a sparse journal segment"
+        );
+    }
+
+    /// Copies deliveries into the database in one transaction; returns the event bytes added.
+    fn materialize_all(&mut self, deliveries: &[Delivery]) -> rusqlite::Result<u64> {
+        let tx = self.conn.transaction()?;
+        let mut apply = Apply {
+            tx: &tx,
+            next_id: self.next_id,
+            effects: Vec::new(),
+            bytes: 0,
+            freed: 0,
+            now: to_millis(SystemTime::now()),
+        };
+        for delivery in deliveries {
+            apply.materialize(delivery)?;
+        }
+        let bytes = apply.bytes;
+        tx.commit()?;
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(u64::try_from(bytes).unwrap_or(0))
     }
 
     /// Event bytes freed by retiring one journaled delivery: its event's, unless other

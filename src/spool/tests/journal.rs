@@ -190,3 +190,39 @@ async fn a_second_process_cannot_open_the_same_spool() {
     drop(spool);
     EmbeddedSpool::open(dir.path()).expect("free again once closed");
 }
+
+/// One delivery that stays queued while traffic goes by would keep every later segment on
+/// disk (their acks retire deliveries around it); it is moved into the database instead.
+#[tokio::test]
+async fn a_delivery_left_behind_does_not_hold_the_journal_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = small_segments(&dir);
+    spool
+        .put(vec![due(&event("stuck"), "parked")])
+        .await
+        .unwrap();
+    for round in 0..10 {
+        for i in 0..20 {
+            let ev = event(&format!("r{round}-{i}"));
+            spool.put(vec![due(&ev, "a")]).await.unwrap();
+        }
+        for d in lease(&spool, "a", 20).await {
+            spool.ack(&d).await.unwrap();
+        }
+        wait_depth(&spool, "a", 0).await;
+    }
+    let left = segments(&dir);
+    assert!(left.len() <= 6, "spent segments were kept: {left:?}");
+    assert_eq!(spool.depth("parked"), 1);
+    drop(spool);
+
+    let spool = small_segments(&dir);
+    assert_eq!((spool.depth("parked"), spool.depth("a")), (1, 0));
+    let d = lease(&spool, "parked", 10).await;
+    assert_eq!(d.len(), 1, "stored once");
+    assert_eq!(d[0].event.id, "stuck");
+    spool.ack(&d[0]).await.unwrap();
+    wait_depth(&spool, "parked", 0).await;
+    drop(spool);
+    assert_eq!(small_segments(&dir).depth("parked"), 0);
+}
