@@ -23,8 +23,8 @@
 //! - gone: `2 | n: u32 | n × id: u64`.
 //!
 //! Recovery reads the segments in order; a segment ends at its first record that does not
-//! frame or check (a write torn by a crash: it was never acknowledged), or at zeros. Writing
-//! always continues in a new segment.
+//! frame or check (a write torn by a crash: it was never acknowledged). Writing always
+//! continues in a new segment.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -316,9 +316,13 @@ pub(super) fn journalable(event: &EncodedEvent, deliveries: &[&NewDelivery]) -> 
 /// A journaled delivery found by recovery.
 #[derive(Debug)]
 pub(super) struct Recovered<'a> {
+    /// Its sink.
     pub(super) sink: &'a str,
+    /// Its lane.
     pub(super) priority: Priority,
+    /// Its lease position.
     pub(super) key: Key,
+    /// Where its record lies.
     pub(super) loc: Loc,
 }
 
@@ -326,8 +330,11 @@ pub(super) struct Recovered<'a> {
 /// the records with more than one stored delivery (by segment and offset: how many).
 #[derive(Debug, Default)]
 pub(super) struct Recovery {
+    /// The largest delivery id any segment holds.
     pub(super) max_id: DeliveryId,
+    /// Event bytes of the records with a stored delivery.
     pub(super) bytes: u64,
+    /// Records with more than one stored delivery: how many.
     pub(super) fanout: HashMap<(u32, u32), u32>,
 }
 
