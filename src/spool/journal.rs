@@ -37,7 +37,7 @@ use bytes::Bytes;
 
 use super::db::{Key, OpenError};
 use super::lanes;
-use super::record::{decode_event, from_millis, round_millis, to_millis, EncodedEvent};
+use super::record::{decode_event, from_millis, to_millis, EncodedEvent};
 use super::{Delivery, DeliveryId, NewDelivery, Priority};
 
 /// A segment is closed and a new one started once it holds this many bytes.
@@ -617,21 +617,8 @@ impl Journal {
             seg.first_id.get_or_insert(*first);
         }
         let stored = deliveries.iter().map(|(id, new)| {
-            let delivery = Delivery {
-                id: *id,
-                event: new.event.clone(),
-                route: new.route.clone(),
-                sink: new.sink.clone(),
-                attempts: 0,
-                accepted_at: round_millis(new.accepted_at),
-                not_before: round_millis(new.not_before),
-                last_outcome: None,
-                last_status: None,
-                last_attempt_at: None,
-                priority: new.priority,
-                ordering_key: None,
-            };
-            (delivery, loc)
+            // Journaled deliveries carry no ordering key (see `journalable`).
+            (Delivery::stored(*id, new), loc)
         });
         Ok(stored.collect())
     }

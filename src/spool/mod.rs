@@ -97,6 +97,27 @@ pub struct Delivery {
     pub ordering_key: Option<Arc<str>>,
 }
 
+impl Delivery {
+    /// A delivery as a backend stores it: its new id, no attempts yet, and its times as they
+    /// read back from disk (whole milliseconds).
+    pub(crate) fn stored(id: DeliveryId, new: &NewDelivery) -> Self {
+        Self {
+            id,
+            event: new.event.clone(),
+            route: new.route.clone(),
+            sink: new.sink.clone(),
+            attempts: 0,
+            accepted_at: record::round_millis(new.accepted_at),
+            not_before: record::round_millis(new.not_before),
+            last_outcome: None,
+            last_status: None,
+            last_attempt_at: None,
+            priority: new.priority,
+            ordering_key: new.ordering_key.clone(),
+        }
+    }
+}
+
 /// Why the spool could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {

@@ -153,7 +153,19 @@ fn removed(sink: &Arc<str>, id: DeliveryId, existed: bool) -> Effect {
     }
 }
 
-impl Apply<'_, '_> {
+impl<'t, 'c> Apply<'t, 'c> {
+    /// Changes made in `tx`, numbering new deliveries from `next_id`, at `now`.
+    pub(super) fn new(tx: &'t Transaction<'c>, next_id: u64, now: i64) -> Self {
+        Self {
+            tx,
+            next_id,
+            effects: Vec::new(),
+            bytes: 0,
+            freed: 0,
+            now,
+        }
+    }
+
     /// Stores a batch; returns how many of its events were dropped as duplicates.
     pub(super) fn put(&mut self, batch: &PutBatch) -> rusqlite::Result<u64> {
         let mut rows = Vec::with_capacity(batch.events.len());
@@ -258,20 +270,7 @@ impl Apply<'_, '_> {
     ) -> rusqlite::Result<Delivery> {
         let id = self.next_id;
         self.next_id += 1;
-        let delivery = Delivery {
-            id,
-            event: new.event.clone(),
-            route: new.route.clone(),
-            sink: new.sink.clone(),
-            attempts: 0,
-            accepted_at: round_millis(new.accepted_at),
-            not_before: round_millis(new.not_before),
-            last_outcome: None,
-            last_status: None,
-            last_attempt_at: None,
-            priority: new.priority,
-            ordering_key: new.ordering_key.clone(),
-        };
+        let delivery = Delivery::stored(id, new);
         stmt.execute(params![
             sql_id(id),
             event_row,

@@ -506,14 +506,7 @@ impl Writer {
     /// Copies deliveries into the database in one transaction; returns the event bytes added.
     fn materialize_all(&mut self, deliveries: &[Delivery]) -> rusqlite::Result<u64> {
         let tx = self.conn.transaction()?;
-        let mut apply = Apply {
-            tx: &tx,
-            next_id: self.next_id,
-            effects: Vec::new(),
-            bytes: 0,
-            freed: 0,
-            now: to_millis(SystemTime::now()),
-        };
+        let mut apply = Apply::new(&tx, self.next_id, to_millis(SystemTime::now()));
         for delivery in deliveries {
             apply.materialize(delivery)?;
         }
@@ -656,14 +649,7 @@ impl Writer {
     ) -> rusqlite::Result<(Vec<Effect>, Vec<u64>)> {
         let tx = self.conn.transaction()?;
         let now = to_millis(SystemTime::now());
-        let mut apply = Apply {
-            tx: &tx,
-            next_id: self.next_id,
-            effects: Vec::new(),
-            bytes: 0,
-            freed: 0,
-            now,
-        };
+        let mut apply = Apply::new(&tx, self.next_id, now);
         let mut counts = Vec::with_capacity(items.len());
         for (index, moved) in items {
             let command = group.get(*index).ok_or(rusqlite::Error::InvalidQuery)?;
