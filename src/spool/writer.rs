@@ -118,8 +118,8 @@ pub(super) struct Writer {
 enum Via {
     /// In the SQLite transaction.
     Sql,
-    /// In the journal only; the count its caller is told.
-    Journal(u64),
+    /// In the journal only (its caller, if any, is told 0).
+    Journal,
     /// A journaled delivery that is copied into SQLite first (nacked or dead-lettered).
     Moved(Loc),
 }
@@ -246,7 +246,7 @@ impl Writer {
             retired.iter().map(|r| (r.key.1, r.loc.segment)).collect();
         let undone = std::mem::take(&mut self.undone);
         gone.extend_from_slice(&undone);
-        let journaled = via.iter().any(|v| matches!(v, Via::Journal(_))) || !gone.is_empty();
+        let journaled = via.iter().any(|v| matches!(v, Via::Journal)) || !gone.is_empty();
         let mut results: Vec<Option<Result<u64, SpoolError>>> = Vec::with_capacity(group.len());
         results.resize_with(group.len(), || None);
         if journaled {
@@ -280,7 +280,7 @@ impl Writer {
                     }
                 }
                 for (v, result) in via.iter().zip(results.iter_mut()) {
-                    if matches!(v, Via::Journal(_)) {
+                    if matches!(v, Via::Journal) {
                         *result = Some(Err(clone_error(&failure)));
                     }
                 }
@@ -309,11 +309,6 @@ impl Writer {
                 *n += 1;
             }
         }
-        for (v, result) in via.iter().zip(results.iter_mut()) {
-            if let (Via::Journal(count), None) = (v, &result) {
-                *result = Some(Ok(*count));
-            }
-        }
         let stored = &self.shared.stored_bytes;
         stored.fetch_add(grown, Ordering::Relaxed);
         stored.fetch_sub(
@@ -331,7 +326,7 @@ impl Writer {
             .filter_map(|(i, v)| match v {
                 Via::Sql => Some((i, false)),
                 Via::Moved(_) => Some((i, true)),
-                Via::Journal(_) => None,
+                Via::Journal => None,
             })
             .collect();
         if !items.is_empty() || self.prune_moved.is_some() {
@@ -376,7 +371,7 @@ impl Writer {
                     id: *id,
                     existed: true,
                 });
-                Via::Journal(0)
+                Via::Journal
             }
             Command::Nack { delivery, key } => {
                 let loc = self
@@ -455,7 +450,7 @@ impl Writer {
                 }
             }
         }
-        Via::Journal(0)
+        Via::Journal
     }
 
     /// Moves the stored deliveries of a sparse journal segment into the database, so that the
