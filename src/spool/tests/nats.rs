@@ -27,12 +27,19 @@ fn spool(max_bytes: u64) -> NatsSpool {
     })
 }
 
+/// A spool on a fresh stream. Creating the streams is tried three times: with the other spool
+/// tests syncing to the same disk, JetStream may take longer than one request's timeout to
+/// create them. A missing server still fails the test.
 async fn connected(max_bytes: u64) -> NatsSpool {
     let spool = spool(max_bytes);
-    spool
-        .connect()
-        .await
-        .expect("a NATS server with JetStream listens on 127.0.0.1:4222");
+    let mut attempt = 1;
+    while let Err(error) = spool.connect().await {
+        assert!(
+            attempt < 3,
+            "a NATS server with JetStream listens on 127.0.0.1:4222: {error}"
+        );
+        attempt += 1;
+    }
     spool
 }
 
