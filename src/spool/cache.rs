@@ -22,10 +22,9 @@ use std::time::SystemTime;
 
 use tokio::sync::Notify;
 
-use super::db::{Key, LoadedRow};
+use super::db::{key_of, Key, LoadedRow};
 use super::journal::Loc;
 use super::lanes::{lane, priority, LanePicker, OrderIndex, LANES};
-use super::record::to_millis;
 use super::{Delivery, DeliveryId, Priority};
 
 /// Most deliveries kept ready per lane of a sink.
@@ -115,10 +114,6 @@ pub(super) struct SinkState {
     journal: [VecDeque<(Key, Loc)>; LANES],
 }
 
-fn key(delivery: &Delivery) -> Key {
-    (to_millis(delivery.not_before), delivery.id)
-}
-
 fn size(delivery: &Delivery) -> usize {
     ENTRY_OVERHEAD + delivery.event.data.as_ref().map_or(0, |d| d.len())
 }
@@ -144,7 +139,7 @@ impl Lane {
     }
 
     fn insert(&mut self, delivery: Delivery) {
-        let key = key(&delivery);
+        let key = key_of(&delivery);
         if matches!(self.horizon, Horizon::Through(h) if key > h) {
             return;
         }
@@ -283,7 +278,7 @@ impl SinkState {
 
     /// A delivery was committed to the journal.
     pub(super) fn journaled(&mut self, delivery: Delivery, loc: Loc) {
-        self.index(delivery.priority, key(&delivery), loc);
+        self.index(delivery.priority, key_of(&delivery), loc);
         self.stored(delivery);
     }
 

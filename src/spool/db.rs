@@ -359,6 +359,17 @@ pub(super) fn ordered(
 /// A position in a lane's lease order: (`not_before` in unix millis, delivery id).
 pub(super) type Key = (i64, DeliveryId);
 
+/// A delivery's position in its lane's lease order.
+pub(super) fn key_of(delivery: &Delivery) -> Key {
+    (super::record::to_millis(delivery.not_before), delivery.id)
+}
+
+/// Forgets moves of journaled deliveries below `below`, whose journal records are all gone.
+pub(super) fn prune_moved(conn: &Connection, below: DeliveryId) -> rusqlite::Result<usize> {
+    conn.prepare_cached("DELETE FROM journal_moved WHERE id < ?1")?
+        .execute([i64::try_from(below).unwrap_or(i64::MAX)])
+}
+
 /// Why a stored delivery could not be read back.
 pub(super) type RowError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -137,10 +137,7 @@ impl EmbeddedSpool {
             .max(moved.iter().copied().max().unwrap_or(0));
         // Moves whose journal records are gone need no remembering.
         let below = journal.oldest_id().unwrap_or(max_id + 1);
-        opened
-            .writer
-            .execute("DELETE FROM journal_moved WHERE id < ?1", [rows_id(below)])
-            .map_err(sqlite)?;
+        db::prune_moved(&opened.writer, below).map_err(sqlite)?;
         let checkpoints = Arc::new(Checkpoints::default());
         let mut conn = opened.writer;
         checkpoint::install(&mut conn, checkpoints.clone()).map_err(sqlite)?;
@@ -266,10 +263,6 @@ impl EmbeddedSpool {
     }
 }
 
-fn rows_id(id: u64) -> i64 {
-    i64::try_from(id).unwrap_or(i64::MAX)
-}
-
 impl Drop for EmbeddedSpool {
     fn drop(&mut self) {
         // Closing the channel lets the writer commit what is queued and then return.
@@ -391,13 +384,13 @@ impl Spool for EmbeddedSpool {
             id: delivery.id,
             sink: delivery.sink.clone(),
             priority: delivery.priority,
-            key: journal::key_of(delivery),
+            key: db::key_of(delivery),
         })
         .await
     }
 
     async fn nack(&self, mut delivery: Delivery, not_before: SystemTime) -> Result<(), SpoolError> {
-        let key = journal::key_of(&delivery);
+        let key = db::key_of(&delivery);
         delivery.not_before = not_before;
         self.send(Command::Nack {
             delivery: Box::new(delivery),

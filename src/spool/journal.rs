@@ -300,17 +300,19 @@ fn put_bytes32(buf: &mut Vec<u8>, b: &[u8]) -> Option<()> {
     Some(())
 }
 
-/// Whether a put's deliveries can be journaled: plain ones only, with names and sizes the
-/// record format holds.
-pub(super) fn journalable(event: &EncodedEvent, deliveries: &[&NewDelivery]) -> bool {
-    deliveries.len() <= usize::from(u16::MAX)
+/// Whether an event fits a put record, with `deliveries` deliveries.
+pub(super) fn fits_event(event: &EncodedEvent, deliveries: usize) -> bool {
+    deliveries <= usize::from(u16::MAX)
         && event.record.len() < MAX_BODY / 4
         && event.data.as_ref().is_none_or(|d| d.len() < MAX_BODY / 2)
-        && deliveries.iter().all(|d| {
-            d.ordering_key.is_none()
-                && d.route.len() <= usize::from(u16::MAX)
-                && d.sink.len() <= usize::from(u16::MAX)
-        })
+}
+
+/// Whether a delivery can be journaled: a plain one (no ordering key), with names the record
+/// format holds.
+pub(super) fn fits_delivery(delivery: &NewDelivery) -> bool {
+    delivery.ordering_key.is_none()
+        && delivery.route.len() <= usize::from(u16::MAX)
+        && delivery.sink.len() <= usize::from(u16::MAX)
 }
 
 /// A journaled delivery found by recovery.
@@ -811,11 +813,6 @@ impl Journal {
 
 fn event_bytes(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
-}
-
-/// A key as a delivery's lease position.
-pub(super) fn key_of(delivery: &Delivery) -> Key {
-    (to_millis(delivery.not_before), delivery.id)
 }
 
 #[cfg(test)]

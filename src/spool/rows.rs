@@ -319,9 +319,7 @@ impl<'t, 'c> Apply<'t, 'c> {
 
     /// Forgets moves of deliveries whose journal records are all deleted.
     pub(super) fn prune_moved(&self, below: DeliveryId) -> rusqlite::Result<usize> {
-        self.tx
-            .prepare_cached("DELETE FROM journal_moved WHERE id < ?1")?
-            .execute([sql_id(below)])
+        super::db::prune_moved(self.tx, below)
     }
 
     /// The delivery succeeded: delete it.

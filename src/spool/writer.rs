@@ -175,18 +175,16 @@ fn apply_one(
 }
 
 /// Whether a put goes to the journal: no duplicate suppression, and every event and delivery
-/// fits its record format.
+/// fits its record format. (`pending` is an event's number of deliveries.)
 fn journalable(batch: &PutBatch) -> bool {
     batch.unique.is_none()
-        && batch.events.iter().enumerate().all(|(slot, (event, _))| {
-            let deliveries: Vec<&NewDelivery> = batch
-                .deliveries
-                .iter()
-                .filter(|(s, _)| *s == slot)
-                .map(|(_, d)| d)
-                .collect();
-            journal::journalable(event, &deliveries)
+        && batch.events.iter().all(|(event, pending)| {
+            journal::fits_event(event, usize::try_from(*pending).unwrap_or(usize::MAX))
         })
+        && batch
+            .deliveries
+            .iter()
+            .all(|(_, d)| journal::fits_delivery(d))
 }
 
 impl Writer {
@@ -382,7 +380,7 @@ impl Writer {
                 loc.map_or(Via::Sql, Via::Moved)
             }
             Command::DeadLetter { delivery, .. } => {
-                let key = journal::key_of(delivery);
+                let key = super::db::key_of(delivery);
                 let loc = self
                     .shared
                     .queue(&delivery.sink)
@@ -420,15 +418,22 @@ impl Writer {
     fn journal_put(&mut self, batch: &PutBatch, effects: &mut Vec<Effect>) -> Via {
         let mark = effects.len();
         let written = self.written.len();
+        // The deliveries in event order (a stable sort keeps each event's in put order), then
+        // one record per event over its run.
+        let mut sorted: Vec<&(usize, NewDelivery)> = batch.deliveries.iter().collect();
+        sorted.sort_by_key(|(slot, _)| *slot);
+        let mut numbered: Vec<(DeliveryId, &NewDelivery)> = Vec::with_capacity(sorted.len());
+        for (_, new) in &sorted {
+            numbered.push((self.next_id, new));
+            self.next_id += 1;
+        }
+        let mut start = 0;
         for (slot, (event, _)) in batch.events.iter().enumerate() {
-            let mut deliveries = Vec::new();
-            for (s, new) in &batch.deliveries {
-                if *s == slot {
-                    deliveries.push((self.next_id, new));
-                    self.next_id += 1;
-                }
-            }
-            match self.journal.put(event, &deliveries) {
+            let run = sorted.get(start..).unwrap_or_default();
+            let end = start + run.iter().take_while(|(s, _)| *s == slot).count();
+            let deliveries = numbered.get(start..end).unwrap_or_default();
+            start = end;
+            match self.journal.put(event, deliveries) {
                 Ok(stored) => {
                     if let Some((_, loc)) = stored.first() {
                         self.written
@@ -601,9 +606,11 @@ impl Writer {
                     Some(Command::Nack { delivery: d, key }) => {
                         Some((d.sink.clone(), d.id, Some((d.priority, *key))))
                     }
-                    Some(Command::DeadLetter { delivery: d, .. }) => {
-                        Some((d.sink.clone(), d.id, Some((d.priority, journal::key_of(d)))))
-                    }
+                    Some(Command::DeadLetter { delivery: d, .. }) => Some((
+                        d.sink.clone(),
+                        d.id,
+                        Some((d.priority, super::db::key_of(d))),
+                    )),
                     _ => None,
                 };
                 if let Some((sink, id, position)) = failed {

@@ -228,3 +228,42 @@ async fn a_delivery_left_behind_does_not_hold_the_journal_on_disk() {
     drop(spool);
     assert_eq!(small_segments(&dir).depth("parked"), 0);
 }
+
+/// Deliveries of one event need not come together in a put: each event is still one record
+/// for all of its deliveries.
+#[tokio::test]
+async fn a_put_with_interleaved_fan_out_is_stored_per_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (event("one"), event("two"));
+    let bytes = {
+        let spool = open(&dir);
+        let put = vec![due(&one, "a"), due(&two, "a"), due(&one, "b")];
+        spool.put(put).await.unwrap();
+        spool.stored_bytes()
+    };
+    let single = {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(&dir);
+        spool.put(vec![due(&one, "a")]).await.unwrap();
+        spool.stored_bytes()
+    };
+    assert!(
+        bytes < 3 * single,
+        "each event counted once: {bytes} vs {single} per event"
+    );
+    let spool = open(&dir);
+    assert_eq!(spool.stored_bytes(), bytes, "the same after reopen");
+    let ids = |ds: Vec<crate::spool::Delivery>| -> Vec<String> {
+        ds.iter().map(|d| d.event.id.clone()).collect()
+    };
+    assert_eq!(ids(lease(&spool, "a", 10).await), ["one", "two"]);
+    let b = lease(&spool, "b", 10).await;
+    assert_eq!(ids(b.clone()), ["one"]);
+    spool.ack(&b[0]).await.unwrap();
+    wait_depth(&spool, "b", 0).await;
+    assert_eq!(
+        spool.stored_bytes(),
+        bytes,
+        "a's deliveries still hold both events"
+    );
+}
