@@ -93,7 +93,12 @@ impl Acceptor {
         let mut deliveries = Vec::new();
         // Routes matched, once per event, counted once the deliveries are stored.
         let mut routed: Vec<Arc<str>> = Vec::new();
-        for event in events {
+        // A backend that keeps events in memory for as long as they are queued gets data of
+        // their own: a binary-mode event's data is a slice of its connection's read buffer,
+        // and would keep all of it (several KiB per queued event). The others copy the event
+        // into their store, and a copy here would only cost time.
+        let own_data = self.spool.keeps_events();
+        for mut event in events {
             targets.clear();
             routes.targets(&event, &mut targets);
             if targets.is_empty() {
@@ -112,6 +117,9 @@ impl Acceptor {
                 true => event.subject.as_deref().map(Arc::from),
                 false => None,
             };
+            if own_data {
+                event.own_data();
+            }
             let event = Arc::new(event);
             deliveries.extend(targets.drain(..).map(|t| NewDelivery {
                 event: event.clone(),
@@ -139,5 +147,59 @@ impl Acceptor {
             self.counters.routed(route);
         }
         Ok(receipt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::spool::MemorySpool;
+
+    fn event(data: Bytes) -> Event {
+        Event {
+            specversion: "1.0".into(),
+            id: "1".into(),
+            source: "/tests".into(),
+            ty: "Test.Created".into(),
+            datacontenttype: Some("text/plain".into()),
+            dataschema: None,
+            subject: None,
+            time: None,
+            extensions: Vec::new(),
+            data_version: None,
+            data: Some(data),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_queued_in_memory_does_not_keep_the_buffer_its_data_came_from() {
+        let yaml = "sinks:\n  out:\n    log: {}\nroutes:\n  - name: all\n    match: { types: ['*'] }\n    to: [out]\n";
+        let config: Config = crate::config::load_str(
+            yaml,
+            std::path::Path::new("routes.yaml"),
+            &Default::default(),
+        )
+        .expect("a valid configuration");
+        let spool = Arc::new(SpoolHandle::Memory(MemorySpool::new()));
+        let acceptor = Acceptor::new(
+            Live::fixed(RouteTable::from_config(&config)),
+            spool.clone(),
+            Arc::new(Counters::default()),
+        );
+        // As a request body arrives: a slice of a larger read buffer.
+        let buffer = Bytes::from(vec![b'x'; 8192]);
+        let body = buffer.slice(100..300);
+        let receipt = acceptor.accept(vec![event(body)]).await.expect("accepted");
+        assert_eq!(receipt.deliveries, 1);
+        let leased = spool.lease("out", 1).await.expect("leased");
+        let data = leased[0].event.data.clone().expect("the data is kept");
+        assert_eq!(&data[..], &[b'x'; 200][..]);
+        assert!(
+            !buffer.as_ptr_range().contains(&data.as_ptr()),
+            "the queued event's data points into the request buffer"
+        );
     }
 }

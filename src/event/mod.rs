@@ -97,6 +97,14 @@ impl Event {
         }
     }
 
+    /// Gives `data` an allocation of its own, so that keeping the event does not keep alive
+    /// the larger buffer its bytes were cut from (a connection's read buffer, in binary mode).
+    pub fn own_data(&mut self) {
+        if let Some(data) = &mut self.data {
+            *data = Bytes::copy_from_slice(data);
+        }
+    }
+
     /// True when `datacontenttype` is absent or JSON-typed (`*/json`, `*/*+json`).
     pub fn data_is_json(&self) -> bool {
         self.datacontenttype

@@ -258,6 +258,12 @@ impl SpoolHandle {
         }
     }
 
+    /// True when queued events stay in this process's memory until delivered (the memory
+    /// spool); the other backends copy them into their store.
+    pub fn keeps_events(&self) -> bool {
+        matches!(self, Self::Memory(_))
+    }
+
     /// Opens the embedded backend in `<dir>` (`journal/` and `spool.db`).
     pub fn open_embedded(dir: &Path) -> Result<Self, OpenError> {
         EmbeddedSpool::open(dir).map(Self::Embedded)
