@@ -93,10 +93,10 @@ impl Acceptor {
         let mut deliveries = Vec::new();
         // Routes matched, once per event, counted once the deliveries are stored.
         let mut routed: Vec<Arc<str>> = Vec::new();
-        // A backend that keeps events in memory for as long as they are queued gets data of
-        // their own: a binary-mode event's data is a slice of its connection's read buffer,
-        // and would keep all of it (several KiB per queued event). The others copy the event
-        // into their store, and a copy here would only cost time.
+        // Events bound for a backend that keeps them in memory while they are queued get data
+        // of their own: a binary-mode event's data is a slice of its connection's read buffer,
+        // and would keep all of it alive (several KiB per queued event). The other backends
+        // copy the event into their store, and a copy here would only cost time.
         let own_data = self.spool.keeps_events();
         for mut event in events {
             targets.clear();
