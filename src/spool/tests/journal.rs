@@ -21,6 +21,14 @@ fn segments(dir: &tempfile::TempDir) -> Vec<PathBuf> {
     files
 }
 
+/// Puts `n` events, one per put, with ids `{prefix}0`…, each for `sink`.
+async fn put_each(spool: &EmbeddedSpool, prefix: &str, n: usize, sink: &str) {
+    for i in 0..n {
+        let ev = event(&format!("{prefix}{i}"));
+        spool.put(vec![due(&ev, sink)]).await.unwrap();
+    }
+}
+
 fn small_segments(dir: &tempfile::TempDir) -> EmbeddedSpool {
     EmbeddedSpool::open_with(dir.path(), DEFAULT_MAX_BYTES, 2048).expect("spool opens")
 }
@@ -30,12 +38,7 @@ async fn a_torn_tail_is_ignored_and_what_came_before_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     {
         let spool = open(&dir);
-        for i in 0..3 {
-            spool
-                .put(vec![due(&event(&format!("e{i}")), "a")])
-                .await
-                .unwrap();
-        }
+        put_each(&spool, "e", 3, "a").await;
     }
     // A crash in the middle of a write leaves part of a record at the end of the segment.
     let last = segments(&dir).pop().expect("a segment");
@@ -124,12 +127,7 @@ async fn a_dead_lettered_delivery_is_not_brought_back() {
 async fn spent_segments_are_deleted_and_live_ones_kept() {
     let dir = tempfile::tempdir().unwrap();
     let spool = small_segments(&dir);
-    for i in 0..40 {
-        spool
-            .put(vec![due(&event(&format!("e{i}")), "a")])
-            .await
-            .unwrap();
-    }
+    put_each(&spool, "e", 40, "a").await;
     spool.put(vec![due(&event("kept"), "b")]).await.unwrap();
     assert!(segments(&dir).len() >= 5, "{:?}", segments(&dir));
     let leased = lease(&spool, "a", 40).await;
@@ -204,10 +202,7 @@ async fn a_delivery_left_behind_does_not_hold_the_journal_on_disk() {
         .await
         .unwrap();
     for round in 0..10 {
-        for i in 0..20 {
-            let ev = event(&format!("r{round}-{i}"));
-            spool.put(vec![due(&ev, "a")]).await.unwrap();
-        }
+        put_each(&spool, &format!("r{round}-"), 20, "a").await;
         for d in lease(&spool, "a", 20).await {
             spool.ack(&d).await.unwrap();
         }
