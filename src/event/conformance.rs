@@ -11,9 +11,10 @@ use yaml_rust2::{Yaml, YamlLoader};
 use super::http::{decode_binary, decode_structured, encode_binary, encode_structured};
 use super::{percent, Event, ExtensionValue};
 
+/// The vectors, copied into the repository with their license (`tests/data/conformance`).
 const VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/conformance/cloudevents/yaml"
+    "/tests/data/conformance/cloudevents/yaml"
 );
 
 /// Cases in the vectors as copied (v1.yaml 2, v03.yaml 1, two minimum files of 6 each).

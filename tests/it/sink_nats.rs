@@ -1,4 +1,4 @@
-//! The `nats` sink against the real NATS server at 127.0.0.1:4222 (required), read back by a
+//! The `nats` sink against a real NATS server (required; see `support::nats_server`), read back by a
 //! plain subscriber and from a JetStream stream: structured CloudEvents JSON and `ce-` headers.
 
 use std::time::Duration;
@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::support::daemon::event;
-use crate::support::nats::{unique, Streams, URL};
+use crate::support::nats::{unique, url, Streams};
 use crate::support::TestApp;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -17,9 +17,10 @@ async fn start(subject: &str, jetstream: bool) -> TestApp {
     TestApp::start(&format!(
         r#"
 sinks:
-  bus: {{ nats: {{ url: "{URL}", subject: {subject}, jetstream: {jetstream}, timeout: 2s }} }}
+  bus: {{ nats: {{ url: "{url}", subject: {subject}, jetstream: {jetstream}, timeout: 2s }} }}
 routes: [{{ name: all, to: [bus] }}]
-"#
+"#,
+        url = url()
     ))
     .await
 }
@@ -51,9 +52,9 @@ fn assert_cloudevent(payload: &[u8], headers: Option<&HeaderMap>, id: &str) {
 #[tokio::test]
 async fn core_publish_reaches_a_subscriber() {
     let subject = format!("{}.events", unique("sy-it-core"));
-    let client = async_nats::connect(URL)
+    let client = async_nats::connect(url())
         .await
-        .expect("a NATS server listens on 127.0.0.1:4222");
+        .expect("the test NATS server answers");
     let mut subscriber = client.subscribe(subject.clone()).await.expect("subscribe");
     client.flush().await.expect("subscription registered");
     let app = start(&subject, false).await;

@@ -1,4 +1,4 @@
-//! The JetStream spool against the real NATS server at 127.0.0.1:4222 (required): two daemons
+//! The JetStream spool against a real NATS server (required; see `support::nats_server`): two daemons
 //! sharing one stream, an instance killed with deliveries in flight, retries and dead letters
 //! kept in JetStream, and ingress de-duplication through the stream's duplicate window.
 
@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::support::client::try_post;
 use crate::support::daemon::event;
-use crate::support::nats::{unique, Streams};
+use crate::support::nats::{unique, url, Streams};
 use crate::support::process::{free_port, Daemon};
 use crate::support::{request, wait_until, Respond, TestApp, TestSink};
 
@@ -27,7 +27,7 @@ fn instance_config(dir: &Path, n: u8, port: u16, stream: &str, sink: &TestSink) 
         r#"
 listen: 127.0.0.1:{port}
 admin_listen: 127.0.0.1:0
-spool: {{ backend: nats, path: "{dir}/spool-{n}", nats: {{ stream: {stream}, ack_wait: 1s }} }}
+spool: {{ backend: nats, path: "{dir}/spool-{n}", nats: {{ url: "{nats}", stream: {stream}, ack_wait: 1s }} }}
 sinks:
   hook:
     http: {{ url: "{url}", timeout: 5s, headers: {{ x-instance: "{n}" }} }}
@@ -36,6 +36,7 @@ routes: [{{ name: all, to: [hook] }}]
 "#,
         dir = dir.display(),
         url = sink.url(),
+        nats = url(),
     );
     std::fs::write(&path, yaml).expect("write config");
     path
@@ -202,11 +203,12 @@ async fn a_killed_instance_leaves_its_deliveries_to_the_other() {
 async fn in_process(stream: &str, sinks_and_more: &str) -> TestApp {
     TestApp::start(&format!(
         r#"
-spool: {{ backend: nats, nats: {{ stream: {stream}, ack_wait: 1s }} }}
+spool: {{ backend: nats, nats: {{ url: "{nats}", stream: {stream}, ack_wait: 1s }} }}
 admin: {{ token: {TOKEN} }}
 {sinks_and_more}
 routes: [{{ name: all, to: [hook] }}]
-"#
+"#,
+        nats = url()
     ))
     .await
 }
@@ -329,7 +331,8 @@ fn with_or_without_a(stream: &str, a: &TestSink, b: &TestSink, with_a: bool) -> 
         false => (String::new(), "b"),
     };
     format!(
-        "spool: {{ backend: nats, nats: {{ stream: {stream}, ack_wait: 1s }} }}\nadmin: {{ token: {TOKEN} }}\nsinks:\n{a_sink}  b: {{ http: {{ url: \"{}\" }} }}\nroutes: [{{ name: main, to: [{target}] }}]\n",
+        "spool: {{ backend: nats, nats: {{ url: \"{}\", stream: {stream}, ack_wait: 1s }} }}\nadmin: {{ token: {TOKEN} }}\nsinks:\n{a_sink}  b: {{ http: {{ url: \"{}\" }} }}\nroutes: [{{ name: main, to: [{target}] }}]\n",
+        url(),
         b.url()
     )
 }

@@ -1,5 +1,5 @@
-//! The queue contract against the JetStream backend on the NATS server at 127.0.0.1:4222
-//! (required: these tests fail when it is missing). Each test has its own stream prefix and
+//! The queue contract against the JetStream backend on a real NATS server (required: these
+//! tests fail when it is missing; see `nats_server`). Each test has its own stream prefix and
 //! deletes its streams at the end.
 //!
 //! Not run here: oldest-first leasing (JetStream hands out a lane's deliveries in stream
@@ -9,14 +9,24 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::nats_server::url;
 use super::{contract, contract_store, due, event, lanes, lease, wait_depth};
-use crate::config::{NatsSpoolConfig, SpoolBackend, SpoolConfig};
+use crate::config::{NatsAuth, NatsConnection, NatsSpoolConfig, SpoolBackend, SpoolConfig};
 use crate::spool::{NatsSpool, NewDelivery, Priority, Spool, SpoolError};
+
+/// The connection to the test server.
+fn test_server() -> NatsConnection {
+    NatsConnection {
+        urls: vec![url().to_owned()],
+        auth: NatsAuth::None,
+    }
+}
 
 fn spool(max_bytes: u64) -> NatsSpool {
     let nats = NatsSpoolConfig {
         stream: format!("sy-test-{:016x}", fastrand::u64(..)),
         ack_wait: Duration::from_secs(5),
+        connection: test_server(),
         ..NatsSpoolConfig::default()
     };
     NatsSpool::open(&SpoolConfig {
@@ -36,7 +46,8 @@ async fn connected(max_bytes: u64) -> NatsSpool {
     while let Err(error) = spool.connect().await {
         assert!(
             attempt < 3,
-            "a NATS server with JetStream listens on 127.0.0.1:4222: {error}"
+            "the test NATS server at {} answers: {error}",
+            url()
         );
         attempt += 1;
     }
@@ -100,6 +111,7 @@ async fn two_spools_on_one_stream_share_the_work() {
         max_bytes: 1 << 30,
         nats: Some(NatsSpoolConfig {
             stream: a_stream(&a),
+            connection: test_server(),
             ..NatsSpoolConfig::default()
         }),
     });
@@ -134,9 +146,9 @@ async fn an_unreachable_server_refuses_puts_as_full() {
         path: ".".into(),
         max_bytes: 1 << 30,
         nats: Some(NatsSpoolConfig {
-            connection: crate::config::NatsConnection {
+            connection: NatsConnection {
                 urls: vec!["nats://127.0.0.1:1".into()],
-                auth: crate::config::NatsAuth::None,
+                auth: NatsAuth::None,
             },
             ..NatsSpoolConfig::default()
         }),
@@ -148,9 +160,7 @@ async fn an_unreachable_server_refuses_puts_as_full() {
 
 /// The work stream's state, as JetStream reports it.
 async fn stream_state(spool: &NatsSpool) -> async_nats::jetstream::stream::State {
-    let client = async_nats::connect("127.0.0.1:4222")
-        .await
-        .expect("connect");
+    let client = async_nats::connect(url()).await.expect("connect");
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream(spool.stream_prefix()).await.expect("stream");
     stream.info().await.expect("stream info").state.clone()

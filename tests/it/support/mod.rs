@@ -3,6 +3,8 @@
 pub(crate) mod client;
 pub(crate) mod daemon;
 pub(crate) mod nats;
+#[allow(dead_code, unreachable_pub)]
+pub(crate) mod nats_server;
 pub(crate) mod process;
 pub(crate) mod sink;
 pub(crate) mod wait;

@@ -1,16 +1,17 @@
-//! The NATS server with JetStream at 127.0.0.1:4222 that the NATS tests require (they fail,
-//! never skip, when it is missing), and per-test streams that are deleted afterwards.
+//! The NATS server with JetStream that the NATS tests require (see `nats_server`: the one
+//! `SWITCHYARD_TEST_NATS_URL` names, or a `nats-server` this process starts; the tests fail,
+//! never skip, without either), and per-test streams that are deleted afterwards.
 
 use async_nats::jetstream::{self, stream, Context};
 
-/// Where the test server listens.
-pub(crate) const URL: &str = "nats://127.0.0.1:4222";
+pub(crate) use super::nats_server::url;
 
 /// A JetStream context on the test server.
 pub(crate) async fn jetstream() -> Context {
-    let client = async_nats::connect(URL)
+    let url = url();
+    let client = async_nats::connect(url)
         .await
-        .expect("a NATS server with JetStream listens on 127.0.0.1:4222");
+        .unwrap_or_else(|e| panic!("the test NATS server at {url} answers: {e}"));
     jetstream::new(client)
 }
 
