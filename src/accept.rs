@@ -44,6 +44,14 @@ pub enum AcceptError {
         /// Suggested wait.
         retry_after: Duration,
     },
+    /// The spool's store cannot be reached; the sender should retry after the given time.
+    #[error("{store} unreachable; retry after {}s", retry_after.as_secs())]
+    Unreachable {
+        /// What cannot be reached, e.g. "NATS".
+        store: &'static str,
+        /// Suggested wait.
+        retry_after: Duration,
+    },
     /// The spool is closed (shutting down).
     #[error("not accepting events: shutting down")]
     Closed,
@@ -53,6 +61,9 @@ impl From<SpoolError> for AcceptError {
     fn from(e: SpoolError) -> Self {
         match e {
             SpoolError::Full { retry_after } => Self::Full { retry_after },
+            SpoolError::Unreachable { store, retry_after } => {
+                Self::Unreachable { store, retry_after }
+            }
             SpoolError::Closed => Self::Closed,
         }
     }

@@ -93,7 +93,8 @@ impl IngressError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             Self::Accept {
-                source: AcceptError::Full { retry_after },
+                source:
+                    AcceptError::Full { retry_after } | AcceptError::Unreachable { retry_after, .. },
                 ..
             } => Some(whole_seconds(*retry_after)),
             Self::Accept {
@@ -132,6 +133,10 @@ impl IngressError {
                 source: AcceptError::Full { .. },
                 events,
             } => tracing::warn!(events, "Spool full; refusing events."),
+            Self::Accept {
+                source: AcceptError::Unreachable { store, .. },
+                events,
+            } => tracing::warn!(events, "{store} unreachable; refusing events."),
             // Client errors (and shutdown refusals) are the client's business.
             _ => {
                 tracing::debug!(status = self.status().as_u16(), error = %self, "Request refused.")

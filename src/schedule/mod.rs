@@ -149,9 +149,10 @@ impl Runner {
                     return Flow::Continue;
                 }
                 Err(AcceptError::Closed) => return Flow::Stop,
-                Err(AcceptError::Full { retry_after }) => {
-                    retry_after.clamp(FULL_WAIT.0, FULL_WAIT.1)
-                }
+                Err(
+                    AcceptError::Full { retry_after }
+                    | AcceptError::Unreachable { retry_after, .. },
+                ) => retry_after.clamp(FULL_WAIT.0, FULL_WAIT.1),
             };
             if attempt == FULL_ATTEMPTS {
                 break;

@@ -127,6 +127,15 @@ pub enum SpoolError {
         /// Suggested wait before trying again.
         retry_after: Duration,
     },
+    /// The spool's store cannot be reached (a NATS server down or cut off); the caller
+    /// should try again after the given time.
+    #[error("{store} unreachable")]
+    Unreachable {
+        /// What cannot be reached, e.g. "NATS".
+        store: &'static str,
+        /// Suggested wait before trying again.
+        retry_after: Duration,
+    },
     /// The spool is shutting down.
     #[error("spool is closed")]
     Closed,

@@ -758,6 +758,10 @@ fn clone_error(error: &SpoolError) -> SpoolError {
         SpoolError::Full { retry_after } => SpoolError::Full {
             retry_after: *retry_after,
         },
+        SpoolError::Unreachable { store, retry_after } => SpoolError::Unreachable {
+            store,
+            retry_after: *retry_after,
+        },
         SpoolError::Closed => SpoolError::Closed,
     }
 }

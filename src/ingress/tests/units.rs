@@ -151,6 +151,22 @@ async fn a_full_spool_is_503_with_retry_after() {
 }
 
 #[tokio::test]
+async fn an_unreachable_store_is_503_with_retry_after_and_says_so() {
+    let unreachable = IngressError::Accept {
+        source: AcceptError::Unreachable {
+            store: "NATS",
+            retry_after: Duration::from_secs(2),
+        },
+        events: 3,
+    };
+    assert_eq!(unreachable.rejected_events(), 3);
+    let (status, headers, body) = error_reply(unreachable).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "2");
+    assert_eq!(body["error"]["message"], "NATS unreachable; retry after 2s");
+}
+
+#[tokio::test]
 async fn client_errors_carry_no_retry_after() {
     let (status, headers, _) = error_reply(IngressError::MissingCredential).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);

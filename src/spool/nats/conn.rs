@@ -2,10 +2,12 @@
 //! letters), the names of subjects and consumers, and one durable pull consumer per
 //! (sink, lane).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream, Context};
-use async_nats::{ConnectOptions, ServerAddr};
+use async_nats::{ConnectOptions, Event, ServerAddr};
+use tokio::sync::watch;
 
 use super::record::{sink_of, token};
 use crate::config::{NatsAuth, NatsConnection, NatsSpoolConfig};
@@ -14,6 +16,9 @@ use crate::spool::Priority;
 /// How long a JetStream request (a publish acknowledgement included) may take; past it the
 /// spool reports itself full so that senders retry.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long JetStream may take to answer a pull request beyond its own expiry; past it the
+/// request is taken as lost with a connection.
+pub(super) const PULL_MARGIN: Duration = REQUEST_TIMEOUT;
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -38,6 +43,15 @@ pub(crate) enum NatsError {
         #[source]
         source: async_nats::Error,
     },
+    /// A pull request got no answer in time (lost with a connection, most likely).
+    #[error("no answer from JetStream to a pull request within {0:?}")]
+    PullTimedOut(Duration),
+    /// The client is not connected now (it is reconnecting).
+    #[error("not connected to NATS; reconnecting")]
+    NotConnected,
+    /// The connection a pull request was sent on was lost before the request ended.
+    #[error("the NATS connection was lost during a pull request")]
+    PullCut,
     /// A consumer could not be created.
     #[error("cannot set up JetStream consumer {consumer}")]
     Consumer {
@@ -49,15 +63,35 @@ pub(crate) enum NatsError {
     },
 }
 
-/// Connects a client with the configured servers and credentials.
-pub(crate) async fn client(c: &NatsConnection) -> Result<async_nats::Client, NatsError> {
+/// Connects a client with the configured servers and credentials. The client reconnects by
+/// itself whenever its connection is lost, for as long as it takes; each loss bumps `lost`
+/// (so that pull requests sent on the old connection end at once) and is logged, as is
+/// every connection made.
+pub(crate) async fn client(
+    c: &NatsConnection,
+    lost: Arc<watch::Sender<u64>>,
+) -> Result<async_nats::Client, NatsError> {
     let addrs = c
         .urls
         .iter()
         .map(|u| u.parse::<ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| NatsError::Address(e.into()))?;
-    let options = ConnectOptions::new().connection_timeout(CONNECT_TIMEOUT);
+    let options = ConnectOptions::new()
+        .connection_timeout(CONNECT_TIMEOUT)
+        .event_callback(move |event| {
+            let lost = lost.clone();
+            async move {
+                match event {
+                    Event::Disconnected => {
+                        lost.send_modify(|n| *n += 1);
+                        tracing::warn!("NATS connection lost; reconnecting");
+                    }
+                    Event::Connected => tracing::info!("Connected to NATS"),
+                    other => tracing::debug!(event = %other, "NATS client event"),
+                }
+            }
+        });
     let options = match &c.auth {
         NatsAuth::None => options,
         NatsAuth::UserPassword { user, password } => {

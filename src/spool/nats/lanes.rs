@@ -17,6 +17,12 @@
 //! this way also wakes the lease for a retry or redelivery coming due, which a wake-up on
 //! new publishes alone would miss.
 //!
+//! A pull request or its answer lost with a connection (a server restart, a network cut)
+//! would leave the request waiting forever: a request ends when the client reports its
+//! connection lost, and at the latest by its deadline, its expiry (none for a request that
+//! does not wait) plus [`PULL_MARGIN`]. It ends with what it has, or with an error when that
+//! is nothing.
+//!
 //! A lease cancelled mid-way (a batch linger, shutdown) gives what it had fetched back to
 //! JetStream for redelivery at once; its no-wait requests run as tasks of their own, so
 //! that one cut short gives back what it brings as well.
@@ -27,8 +33,9 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
+use super::conn::{NatsError, PULL_MARGIN};
 use super::unavailable;
 use crate::spool::lanes::{LanePicker, LANES};
 use crate::spool::SpoolError;
@@ -41,15 +48,30 @@ const LONG_POLL: Duration = Duration::from_secs(5);
 pub(super) struct SinkLanes {
     consumers: [PullConsumer; LANES],
     picker: Mutex<LanePicker>,
+    /// Changes each time the client loses its connection.
+    lost: watch::Receiver<u64>,
 }
 
 impl SinkLanes {
     /// The lanes of one sink, by lane index.
-    pub(super) fn new(consumers: [PullConsumer; LANES]) -> Self {
+    pub(super) fn new(consumers: [PullConsumer; LANES], lost: watch::Receiver<u64>) -> Self {
         Self {
             consumers,
             picker: Mutex::new(LanePicker::default()),
+            lost,
         }
+    }
+
+    /// A pull on `lane`; see [`fetch`].
+    async fn fetch(
+        &self,
+        lane: usize,
+        max: usize,
+        wait: Option<Duration>,
+    ) -> Result<Vec<Message>, SpoolError> {
+        let mut lost = self.lost.clone();
+        lost.borrow_and_update();
+        fetch(&self.consumers[lane], max, wait, lost).await
     }
 
     fn picker(&self) -> MutexGuard<'_, LanePicker> {
@@ -116,7 +138,7 @@ impl SinkLanes {
         let (tx, rx) = oneshot::channel();
         let lanes = self.clone();
         tokio::spawn(async move {
-            let fetched = fetch(&lanes.consumers[lane], max, None).await;
+            let fetched = lanes.fetch(lane, max, None).await;
             if let Err(Ok(messages)) = tx.send(fetched) {
                 give_back(messages).await;
             }
@@ -126,8 +148,8 @@ impl SinkLanes {
 
     /// Waits up to [`LONG_POLL`] for a message on any lane and takes the first to come.
     async fn wait_any(&self, taken: &mut Taken) -> Result<(), SpoolError> {
-        let polls = self.consumers.iter().enumerate().map(|(lane, consumer)| {
-            Box::pin(async move { (lane, fetch(consumer, 1, Some(LONG_POLL)).await) })
+        let polls = (0..LANES).map(|lane| {
+            Box::pin(async move { (lane, self.fetch(lane, 1, Some(LONG_POLL)).await) })
         });
         let ((lane, got), _, _others) = futures_util::future::select_all(polls).await;
         let got = got?;
@@ -170,29 +192,56 @@ async fn give_back(messages: Vec<Message>) {
 }
 
 /// Fetches what is waiting, up to `max`; with `wait`, holds the request open until at
-/// least one message comes or `wait` passes.
+/// least one message comes or `wait` passes. Ends by its deadline (see the module doc): with
+/// what came by then, or with an error when nothing did; so does a failure part-way and a
+/// change of `lost` (the connection it was sent on is gone).
 async fn fetch(
     consumer: &PullConsumer,
     max: usize,
     wait: Option<Duration>,
+    mut lost: watch::Receiver<u64>,
 ) -> Result<Vec<Message>, SpoolError> {
-    let mut batch = match wait {
-        Some(wait) => {
-            consumer
-                .batch()
-                .max_messages(1)
-                .expires(wait)
-                .messages()
-                .await
+    let limit = wait.unwrap_or_default() + PULL_MARGIN;
+    let deadline = tokio::time::Instant::now() + limit;
+    let timed_out = || unavailable(&NatsError::PullTimedOut(limit));
+    let request = async {
+        match wait {
+            Some(wait) => {
+                consumer
+                    .batch()
+                    .max_messages(1)
+                    .expires(wait)
+                    .messages()
+                    .await
+            }
+            None => consumer.fetch().max_messages(max).messages().await,
         }
-        None => consumer.fetch().max_messages(max).messages().await,
-    }
-    .map_err(|e| unavailable(&e))?;
+    };
+    let mut batch = tokio::time::timeout_at(deadline, request)
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| unavailable(&e))?;
     let mut out = Vec::new();
-    while let Some(message) = batch.next().await {
-        out.push(message.map_err(|e| unavailable(&*e))?);
+    loop {
+        let failed = tokio::select! {
+            next = batch.next() => match next {
+                Some(Ok(message)) => {
+                    out.push(message);
+                    continue;
+                }
+                None => return Ok(out),
+                Some(Err(error)) => unavailable(&*error),
+            },
+            () = tokio::time::sleep_until(deadline) => timed_out(),
+            // A closed sender (the spool is going away) ends nothing.
+            Ok(()) = lost.changed() => unavailable(&NatsError::PullCut),
+        };
+        // What came is leased; the rest of the request is left to JetStream.
+        return match out.is_empty() {
+            true => Err(failed),
+            false => Ok(out),
+        };
     }
-    Ok(out)
 }
 
 /// How one lease spreads over the lanes. The picker counts a lease only for a message in

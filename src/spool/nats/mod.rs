@@ -40,8 +40,19 @@
 //! nothing behind (a dead letter is still recorded), and a failed attempt republishes its
 //! retry, which is stored anew and counted in the sink's depth again.
 //!
-//! Every NATS failure is reported as [`SpoolError::Full`], so ingress answers 503 with
-//! `Retry-After` and nothing accepted is lost.
+//! A stream that refuses a publish for want of room is reported as [`SpoolError::Full`];
+//! every other NATS failure (no connection, no answer in time, no JetStream) as
+//! [`SpoolError::Unreachable`]. Ingress answers both with 503 and `Retry-After`, and nothing
+//! accepted is lost.
+//!
+//! Outages: the client reconnects by itself, for as long as it takes, and everything here
+//! carries on over the new connection. Every pull request has a deadline, so a request or an
+//! answer lost with a connection (a server restart, a leader change, a network cut) ends the
+//! lease with an error rather than holding it forever; a failed lease drops the sink's
+//! consumers, which the next lease looks up (and creates, with the streams when those went
+//! too) again. A failed ack, retry or dead letter ends the keep-alive of its delivery and of
+//! every delivery leased before it, since their worker may have given up on them: JetStream
+//! redelivers whatever is not acked after `ack_wait`.
 //!
 //! Imports `event`, `config` and the rest of `spool`.
 
@@ -53,16 +64,18 @@ mod record;
 mod store;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use async_nats::connection::State;
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::message::{AckKind, Acker};
-use async_nats::jetstream::{self, stream, Context};
+use async_nats::jetstream::{self, stream, Context, ErrorCode};
 use async_nats::Subject;
 use dashmap::DashMap;
 use futures_util::StreamExt;
-use tokio::sync::OnceCell;
+use tokio::sync::{watch, OnceCell};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{Delivery, NewDelivery, Priority, PurgeError, SpoolError, FULL_RETRY_AFTER};
@@ -91,9 +104,13 @@ struct Inner {
     conn: OnceCell<Conn>,
     /// Each sink's lane consumers, created on first use.
     lanes: DashMap<String, Arc<SinkLanes>>,
-    /// Reply subjects of leased messages by delivery id, kept alive until acked.
-    leased: DashMap<u64, Subject>,
+    /// Leased messages by delivery id, kept alive until acked.
+    leased: DashMap<u64, Lease>,
+    /// Bumped by every failed settle; a lease taken before it is no longer kept alive.
+    epoch: AtomicU64,
     depths: Depths,
+    /// Bumped each time the client loses its connection.
+    lost: Arc<watch::Sender<u64>>,
     stop: CancellationToken,
 }
 
@@ -106,19 +123,56 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-/// A connected spool: the context and its two streams.
+/// A leased message: where its acks go, and when and in which epoch it was taken.
+struct Lease {
+    reply: Subject,
+    epoch: u64,
+    at: Instant,
+}
+
+/// A connected spool: the client, its context and the two streams.
 struct Conn {
+    client: async_nats::Client,
     js: Context,
     work: stream::Stream,
     dead: stream::Stream,
 }
 
-/// Logs a NATS failure and reports it as "full", so that senders retry later.
-fn unavailable(error: &dyn std::error::Error) -> SpoolError {
-    tracing::warn!(%error, "NATS is unavailable; refusing work for now");
-    SpoolError::Full {
+/// Logs a NATS failure and reports it as "full" when the stream refused for want of room,
+/// as "unreachable" otherwise, so that senders retry later.
+fn unavailable(error: &(dyn std::error::Error + 'static)) -> SpoolError {
+    if out_of_room(error) {
+        tracing::warn!(%error, "The JetStream stream is full; refusing work for now");
+        return SpoolError::Full {
+            retry_after: FULL_RETRY_AFTER,
+        };
+    }
+    tracing::warn!(%error, "NATS unreachable; refusing work for now");
+    SpoolError::Unreachable {
+        store: "NATS",
         retry_after: FULL_RETRY_AFTER,
     }
+}
+
+/// Whether JetStream answered that it has no room (the stream's `max_bytes`, or the
+/// server's or account's storage limits).
+fn out_of_room(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(answer) = error.downcast_ref::<jetstream::Error>() {
+            return matches!(
+                answer.error_code(),
+                ErrorCode::STREAM_STORE_FAILED
+                    | ErrorCode::INSUFFICIENT_RESOURCES
+                    | ErrorCode::STORAGE_RESOURCES_EXCEEDED
+                    | ErrorCode::MEMORY_RESOURCES_EXCEEDED
+                    | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED
+                    | ErrorCode::STREAM_MAX_STREAM_BYTES_EXCEEDED
+            );
+        }
+        next = error.source();
+    }
+    false
 }
 
 impl NatsSpool {
@@ -132,7 +186,9 @@ impl NatsSpool {
             conn: OnceCell::new(),
             lanes: DashMap::new(),
             leased: DashMap::new(),
+            epoch: AtomicU64::new(0),
             depths: Depths::default(),
+            lost: Arc::new(watch::Sender::new(0)),
             stop: stop.clone(),
         });
         Self {
@@ -157,6 +213,13 @@ impl NatsSpool {
         &self.inner.config.stream
     }
 
+    /// Whether the client is connected to a NATS server now. False before the first
+    /// connection and while the client reconnects (a server restart, a network cut); puts
+    /// are refused as unreachable meanwhile. For readiness checks.
+    pub fn is_connected(&self) -> bool {
+        self.inner.conn.get().is_some_and(Conn::connected)
+    }
+
     /// Connects now (otherwise the first operation does).
     pub async fn connect(&self) -> Result<(), SpoolError> {
         self.inner.conn().await.map(|_| ())
@@ -178,17 +241,29 @@ impl NatsSpool {
     }
 }
 
+impl Conn {
+    /// Whether the client is connected now.
+    fn connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+}
+
 impl Inner {
     async fn conn(self: &Arc<Self>) -> Result<&Conn, SpoolError> {
         self.conn
             .get_or_try_init(|| async {
-                let client = client(&self.config.connection).await?;
-                let js = context(client);
+                let client = client(&self.config.connection, self.lost.clone()).await?;
+                let js = context(client.clone());
                 let (work, dead) =
                     conn::streams(&js, &self.names, &self.config, self.max_bytes).await?;
                 tokio::spawn(keep_alive(Arc::downgrade(self), self.stop.clone()));
                 tokio::spawn(refresh_depths(Arc::downgrade(self), self.stop.clone()));
-                Ok::<_, NatsError>(Conn { js, work, dead })
+                Ok::<_, NatsError>(Conn {
+                    client,
+                    js,
+                    work,
+                    dead,
+                })
             })
             .await
             .map_err(|e| unavailable(&e))
@@ -200,29 +275,57 @@ impl Inner {
             return Ok(lanes.clone());
         }
         let conn = self.conn().await?;
-        let consumer = |priority| {
-            let ack_wait = self.config.ack_wait;
-            conn::consumer(&conn.work, &self.names, sink, priority, ack_wait)
+        let consumers = || async {
+            let consumer = |priority| {
+                let ack_wait = self.config.ack_wait;
+                conn::consumer(&conn.work, &self.names, sink, priority, ack_wait)
+            };
+            tokio::try_join!(
+                consumer(Priority::High),
+                consumer(Priority::Normal),
+                consumer(Priority::Low),
+            )
         };
-        let (high, normal, low) = tokio::try_join!(
-            consumer(Priority::High),
-            consumer(Priority::Normal),
-            consumer(Priority::Low),
-        )
-        .map_err(|e| unavailable(&e))?;
-        let lanes = Arc::new(SinkLanes::new([high, normal, low]));
+        let (high, normal, low) = match consumers().await {
+            Ok(consumers) => consumers,
+            Err(error) => {
+                // The streams may have gone with the server's store: set them up again.
+                tracing::debug!(%error, sink, "Setting up the streams again");
+                conn::streams(&conn.js, &self.names, &self.config, self.max_bytes)
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                consumers().await.map_err(|e| unavailable(&e))?
+            }
+        };
+        let lanes = Arc::new(SinkLanes::new([high, normal, low], self.lost.subscribe()));
         self.lanes.insert(sink.to_owned(), lanes.clone());
         Ok(lanes)
     }
 
     /// Acks a leased message; a delivery not leased here is ignored.
     async fn settle(self: &Arc<Self>, delivery: &Delivery) -> Result<(), SpoolError> {
-        let Some((_, reply)) = self.leased.remove(&delivery.id) else {
+        let Some((_, lease)) = self.leased.remove(&delivery.id) else {
             return Ok(());
         };
-        let conn = self.conn().await?;
-        let acker = Acker::new(conn.js.clone(), Some(reply));
-        acker.double_ack().await.map_err(|e| unavailable(&*e))
+        let acked = async {
+            let conn = self.conn().await?;
+            let acker = Acker::new(conn.js.clone(), Some(lease.reply));
+            acker.double_ack().await.map_err(|e| unavailable(&*e))
+        };
+        let acked = acked.await;
+        if acked.is_err() {
+            self.abandon(delivery.id);
+        }
+        acked
+    }
+
+    /// After a failed settle of `id`: stops keeping it and every earlier lease alive. Their
+    /// worker may have given up on them (it stops at the first failure of a batch), so they
+    /// are left to JetStream, which redelivers what is not acked after `ack_wait`; an ack
+    /// that does come still counts.
+    fn abandon(&self, id: u64) {
+        self.leased.remove(&id);
+        self.epoch.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Turns fetched messages into leases; messages not due yet go back with a delay.
@@ -252,7 +355,9 @@ impl Inner {
             match record.into_delivery(seq) {
                 Ok(d) => {
                     if let Some(reply) = reply {
-                        self.leased.insert(seq, reply);
+                        let epoch = self.epoch.load(Ordering::Relaxed);
+                        let at = Instant::now();
+                        self.leased.insert(seq, Lease { reply, epoch, at });
                     }
                     out.push(d);
                 }
@@ -277,8 +382,13 @@ impl Inner {
     }
 }
 
+/// How long a lease that is no longer kept alive (see [`Inner::abandon`]) is remembered for a
+/// late ack, in `ack_wait`s.
+const ABANDONED_KEPT: u32 = 20;
+
 /// Tells JetStream that leased deliveries are still in flight, so that a slow sink does not
-/// get them redelivered to another instance.
+/// get them redelivered to another instance. Leases taken before the last failed settle are
+/// not kept alive, and forgotten after [`ABANDONED_KEPT`] `ack_wait`s.
 async fn keep_alive(inner: Weak<Inner>, stop: CancellationToken) {
     let Some(period) = inner.upgrade().map(|i| i.config.ack_wait / 3) else {
         return;
@@ -292,7 +402,17 @@ async fn keep_alive(inner: Weak<Inner>, stop: CancellationToken) {
         let Some(conn) = inner.conn.get() else {
             continue;
         };
-        let replies: Vec<Subject> = inner.leased.iter().map(|r| r.value().clone()).collect();
+        let epoch = inner.epoch.load(Ordering::Relaxed);
+        let forget = inner.config.ack_wait * ABANDONED_KEPT;
+        inner
+            .leased
+            .retain(|_, lease| lease.epoch == epoch || lease.at.elapsed() < forget);
+        let replies: Vec<Subject> = inner
+            .leased
+            .iter()
+            .filter(|lease| lease.epoch == epoch)
+            .map(|lease| lease.reply.clone())
+            .collect();
         for reply in replies {
             let acker = Acker::new(conn.js.clone(), Some(reply));
             if let Err(error) = acker.ack_with(AckKind::Progress).await {
@@ -365,7 +485,18 @@ impl super::Spool for NatsSpool {
         let max = max.max(1);
         let lanes = self.inner.lanes(sink).await?;
         loop {
-            let leased = self.inner.take(lanes.messages(max).await?);
+            let messages = match lanes.messages(max).await {
+                Ok(messages) => messages,
+                Err(error) => {
+                    // The next lease looks the consumers up again: they may have to be
+                    // created anew after the server lost them. The caller backs off.
+                    self.inner
+                        .lanes
+                        .remove_if(sink, |_, l| Arc::ptr_eq(l, &lanes));
+                    return Err(error);
+                }
+            };
+            let leased = self.inner.take(messages);
             if !leased.is_empty() {
                 return Ok(leased);
             }
@@ -386,7 +517,10 @@ impl super::Spool for NatsSpool {
             .inner
             .names
             .work_subject(&delivery.sink, delivery.priority);
-        self.inner.publish(vec![(subject, publish)]).await?;
+        if let Err(refused) = self.inner.publish(vec![(subject, publish)]).await {
+            self.inner.abandon(delivery.id);
+            return Err(refused.into());
+        }
         self.inner.settle(&delivery).await
     }
 
@@ -396,7 +530,11 @@ impl super::Spool for NatsSpool {
         info: super::DeadLetter,
         forward: Option<NewDelivery>,
     ) -> Result<(), SpoolError> {
-        dead::dead_letter(&self.inner, delivery, &info, forward).await
+        let done = dead::dead_letter(&self.inner, delivery, &info, forward).await;
+        if done.is_err() {
+            self.inner.abandon(delivery.id);
+        }
+        done
     }
 
     async fn dead_letters(

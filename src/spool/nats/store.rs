@@ -8,12 +8,19 @@
 //! JetStream keeps a deleted message's id for its whole duplicate window, so deleting them
 //! would make the sender's retry of the request count as a duplicate and lose them; that
 //! retry stores only what is missing instead.
+//!
+//! While the client is not connected a request is refused before anything is sent: the
+//! client keeps what is sent meanwhile and sends it when it reconnects, which would store
+//! the deliveries of a request already answered 503. A publish sent just before a
+//! connection is found lost may still be stored that way (and be delivered although the
+//! sender was refused and retries).
 
 use std::future::IntoFuture;
 use std::sync::Arc;
 
 use async_nats::jetstream::message::PublishMessage as Publish;
 
+use super::conn::NatsError;
 use super::record::Record;
 use super::{unavailable, Inner};
 use crate::spool::{NewDelivery, SpoolError};
@@ -42,6 +49,11 @@ impl Inner {
             error,
         };
         let conn = self.conn().await.map_err(refused)?;
+        if !conn.connected() {
+            // The client would keep the publishes until it reconnects and store them then,
+            // long after the sender was told they were refused.
+            return Err(refused(unavailable(&NatsError::NotConnected)));
+        }
         let mut pending = Vec::with_capacity(records.len());
         let mut failed = None;
         for (subject, publish) in records {

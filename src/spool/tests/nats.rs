@@ -9,7 +9,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::nats_server::url;
+use super::nats_server::{url, NatsServer};
 use super::{contract, contract_store, due, event, lanes, lease, wait_depth};
 use crate::config::{NatsAuth, NatsConnection, NatsSpoolConfig, SpoolBackend, SpoolConfig};
 use crate::spool::{NatsSpool, NewDelivery, Priority, Spool, SpoolError};
@@ -140,7 +140,7 @@ fn a_stream(spool: &NatsSpool) -> String {
 }
 
 #[tokio::test]
-async fn an_unreachable_server_refuses_puts_as_full() {
+async fn an_unreachable_server_refuses_puts_as_unreachable() {
     let spool = NatsSpool::open(&SpoolConfig {
         backend: SpoolBackend::Nats,
         path: ".".into(),
@@ -154,15 +154,157 @@ async fn an_unreachable_server_refuses_puts_as_full() {
         }),
     });
     let put = spool.put(vec![due(&event("e1"), "a")]).await;
-    assert!(matches!(put, Err(SpoolError::Full { .. })), "{put:?}");
+    assert_unreachable(put);
+    assert!(!spool.is_connected());
     wait_depth(&spool, "a", 0).await;
+}
+
+/// Asserts that `result` is the refusal of an unreachable NATS, not of a full spool.
+#[track_caller]
+fn assert_unreachable<T: std::fmt::Debug>(result: Result<T, SpoolError>) {
+    match result {
+        Err(error @ SpoolError::Unreachable { store: "NATS", .. }) => {
+            assert_eq!(error.to_string(), "NATS unreachable");
+        }
+        other => panic!("expected NATS unreachable, got {other:?}"),
+    }
+}
+
+/// Waits (bounded) until `check` holds.
+async fn eventually(what: &str, limit: Duration, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_is_ridden_out() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = NatsServer::start(dir.path());
+    let spool = std::sync::Arc::new(NatsSpool::open(&SpoolConfig {
+        backend: SpoolBackend::Nats,
+        path: ".".into(),
+        max_bytes: 1 << 30,
+        nats: Some(NatsSpoolConfig {
+            stream: "sy-test-restart".into(),
+            ack_wait: Duration::from_secs(2),
+            connection: NatsConnection {
+                urls: vec![server.url()],
+                auth: NatsAuth::None,
+            },
+            ..NatsSpoolConfig::default()
+        }),
+    }));
+    spool
+        .connect()
+        .await
+        .expect("connected to the test's own server");
+    assert!(spool.is_connected());
+    let puts = ["acked", "ack-lost", "abandoned"].map(|id| due(&event(id), "a"));
+    spool.put(puts.into()).await.expect("stored");
+    let leased = lease(&*spool, "a", 3).await;
+    let [acked, ack_lost, _abandoned] = <[_; 3]>::try_from(leased).expect("all leased");
+    spool.ack(&acked).await.expect("acked");
+    // A lease waiting on an empty sink when the server goes.
+    let waiting = tokio::spawn({
+        let spool = spool.clone();
+        async move { spool.lease("b", 1).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    server.kill();
+    let cut = tokio::time::timeout(Duration::from_secs(3), waiting)
+        .await
+        .expect("a waiting lease ends when the connection is lost")
+        .expect("lease task");
+    assert_unreachable(cut);
+    eventually("disconnected", Duration::from_secs(5), || {
+        !spool.is_connected()
+    })
+    .await;
+    assert_unreachable(spool.put(vec![due(&event("refused"), "a")]).await);
+    // A worker stops settling a batch at its first failure: the rest of the batch
+    // ("abandoned") is never settled, and must not be kept alive for ever.
+    assert_unreachable(spool.ack(&ack_lost).await);
+
+    server.restart();
+    eventually("reconnected", Duration::from_secs(20), || {
+        spool.is_connected()
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Err(error) = spool.put(vec![due(&event("after"), "a")]).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "put after the restart: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The abandoned delivery comes back after `ack_wait`, as does the one whose ack was
+    // lost unless the client sent that ack after reconnecting; the refused put was never
+    // stored.
+    let mut ids = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !(ids.contains(&"abandoned".to_owned()) && ids.contains(&"after".to_owned())) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leased only {ids:?}"
+        );
+        let lease = tokio::time::timeout(Duration::from_secs(2), spool.lease("a", 10)).await;
+        let Ok(Ok(leased)) = lease else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        for d in leased {
+            spool.ack(&d).await.expect("acked after the restart");
+            ids.push(d.event.id.clone());
+        }
+    }
+    // Anything else would come within another `ack_wait`.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    while let Ok(Ok(leased)) =
+        tokio::time::timeout(Duration::from_millis(500), spool.lease("a", 10)).await
+    {
+        for d in leased {
+            spool.ack(&d).await.expect("acked after the restart");
+            ids.push(d.event.id.clone());
+        }
+    }
+    ids.sort_unstable();
+    ids.retain(|id| id != "ack-lost");
+    assert_eq!(
+        ids,
+        ["abandoned", "after"],
+        "each once, and not the refused one"
+    );
+    // Nothing is left to deliver or in flight. (The stream itself may still hold "acked":
+    // a SIGKILL can cost JetStream the removal of an acked message, though not the ack.)
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("sy-test-restart").await.expect("stream");
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer("sy-test-restart-a")
+        .await
+        .expect("consumer");
+    let info = consumer.info().await.expect("consumer info");
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "{info:?}");
 }
 
 /// The work stream's state, as JetStream reports it.
 async fn stream_state(spool: &NatsSpool) -> async_nats::jetstream::stream::State {
-    let client = async_nats::connect(url()).await.expect("connect");
+    stream_state_at(url(), spool.stream_prefix()).await
+}
+
+/// The state of `stream` on the server at `url`.
+async fn stream_state_at(url: &str, stream: &str) -> async_nats::jetstream::stream::State {
+    let client = async_nats::connect(url).await.expect("connect");
     let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream(spool.stream_prefix()).await.expect("stream");
+    let mut stream = js.get_stream(stream).await.expect("stream");
     stream.info().await.expect("stream info").state.clone()
 }
 
