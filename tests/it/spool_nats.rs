@@ -1,9 +1,12 @@
 //! The JetStream spool against a real NATS server (required; see `support::nats_server`): two daemons
 //! sharing one stream, an instance killed with deliveries in flight, retries and dead letters
-//! kept in JetStream, and ingress de-duplication through the stream's duplicate window.
+//! kept in JetStream, ingress de-duplication through the stream's duplicate window, and an
+//! instance riding out restarts of its NATS server.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +16,7 @@ use serde_json::Value;
 use crate::support::client::try_post;
 use crate::support::daemon::event;
 use crate::support::nats::{unique, url, Streams};
+use crate::support::nats_server::NatsServer;
 use crate::support::process::{free_port, Daemon};
 use crate::support::{request, wait_until, Respond, TestApp, TestSink};
 
@@ -367,4 +371,182 @@ async fn an_operator_purges_the_deliveries_of_a_removed_sink() {
     let (status, body) = admin(&app, Method::DELETE, &purge("b")).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     app.running.stop().await.expect("clean shutdown");
+}
+
+/// Posts small batches of fresh events to `port` every [`POST_EVERY`] until `stop`, each
+/// post on its own (at most [`POSTS_IN_FLIGHT`] at once, so one waiting for NATS holds up
+/// no other); the ids of every acknowledged batch (2xx) go to `acked`, and each 503 is
+/// counted in `refused`.
+async fn post_until(
+    port: u16,
+    stop: tokio_util::sync::CancellationToken,
+    acked: Arc<Mutex<Vec<String>>>,
+    refused: Arc<AtomicUsize>,
+) {
+    const PER_POST: usize = 5;
+    let url = Arc::new(format!("http://127.0.0.1:{port}/events"));
+    let slots = Arc::new(tokio::sync::Semaphore::new(POSTS_IN_FLIGHT));
+    let mut posts = tokio::task::JoinSet::new();
+    let mut next = 0;
+    let mut tick = tokio::time::interval(POST_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !stop.is_cancelled() {
+        tick.tick().await;
+        let slot = slots.clone().acquire_owned().await.expect("open semaphore");
+        let ids: Vec<String> = (next..next + PER_POST).map(|n| format!("r{n}")).collect();
+        next += PER_POST;
+        let (url, acked, refused) = (url.clone(), acked.clone(), refused.clone());
+        posts.spawn(async move {
+            let _slot = slot;
+            let events: Vec<Value> = ids.iter().map(|id| event(id, "T")).collect();
+            let body = Bytes::from(Value::Array(events).to_string());
+            let content_type = [("content-type", "application/cloudevents-batch+json")];
+            let post = try_post(&url, &content_type, body);
+            match tokio::time::timeout(Duration::from_secs(10), post).await {
+                Ok(Some(status)) if status.is_success() => {
+                    acked.lock().expect("acked ids").extend(ids);
+                }
+                Ok(Some(StatusCode::SERVICE_UNAVAILABLE)) => {
+                    refused.fetch_add(1, AtomicOrdering::Relaxed);
+                }
+                // Neither accepted nor refused: the events may or may not be stored.
+                _ => {}
+            }
+        });
+    }
+    while posts.join_next().await.is_some() {}
+}
+
+/// Most posts of [`post_until`] waiting for an answer at once.
+const POSTS_IN_FLIGHT: usize = 64;
+
+/// How often [`post_until`] posts (5 events each time: 100 events/s).
+const POST_EVERY: Duration = Duration::from_millis(50);
+
+/// The acknowledged ids not delivered yet.
+fn undelivered(acked: &[String], sink: &TestSink) -> Vec<String> {
+    let delivered: HashSet<String> = sink
+        .received()
+        .iter()
+        .filter_map(|r| r.header("ce-id").map(str::to_owned))
+        .collect();
+    acked
+        .iter()
+        .filter(|id| !delivered.contains(*id))
+        .cloned()
+        .collect()
+}
+
+/// Waits up to `limit` for every id of `acked` to reach `sink`; panics with `what`, the
+/// missing ids and the state of `consumer` on `nats` otherwise.
+async fn wait_delivered(
+    what: &str,
+    acked: &[String],
+    sink: &TestSink,
+    limit: Duration,
+    (nats, stream, consumer): (&str, &str, &str),
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let missing = undelivered(acked, sink);
+        if missing.is_empty() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let client = async_nats::connect(nats).await.expect("connect");
+            let js = async_nats::jetstream::new(client);
+            let stream = js.get_stream(stream).await.expect("stream");
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                stream.get_consumer(consumer).await.expect("consumer");
+            let info = consumer.info().await.expect("consumer info");
+            panic!(
+                "{what}: {} of {} acknowledged events not delivered within {limit:?}, e.g. \
+                 {:?}; the consumer has {} pending, {} in flight, {} pull requests waiting",
+                missing.len(),
+                acked.len(),
+                &missing[..missing.len().min(5)],
+                info.num_pending,
+                info.num_ack_pending,
+                info.num_waiting
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_resume_after_each_restart_of_the_nats_server() {
+    const CYCLES: usize = 5;
+    /// The spool's `ack_wait`: a delivery whose ack was lost comes back after it.
+    const ACK_WAIT: Duration = Duration::from_secs(2);
+    /// How long every acknowledged event may take to be delivered once NATS is back.
+    const RESUMED_WITHIN: Duration = Duration::from_secs(10);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = NatsServer::start(&dir.path().join("nats"));
+    let sink = TestSink::start().await;
+    let port = free_port();
+    let config = dir.path().join("routes.yaml");
+    let yaml = format!(
+        r#"
+listen: 127.0.0.1:{port}
+admin_listen: 127.0.0.1:0
+spool: {{ backend: nats, nats: {{ url: "{nats}", stream: sy-it-restart, ack_wait: {ack_wait}s }} }}
+sinks:
+  hook:
+    http: {{ url: "{url}", timeout: 5s }}
+    concurrency: 16
+routes: [{{ name: all, to: [hook] }}]
+"#,
+        nats = server.url(),
+        ack_wait = ACK_WAIT.as_secs(),
+        url = sink.url(),
+    );
+    std::fs::write(&config, yaml).expect("write config");
+    let daemon = Daemon::start(&config, port).await;
+    let nats = server.url();
+    let consumer = (nats.as_str(), "sy-it-restart", "sy-it-restart-hook");
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let poster = tokio::spawn(post_until(
+        port,
+        stop.clone(),
+        acked.clone(),
+        refused.clone(),
+    ));
+    let acked_now = || acked.lock().expect("acked ids").clone();
+    wait_until("events accepted", WAIT, || acked_now().len() >= 50).await;
+
+    for cycle in 1..=CYCLES {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let refused_before = refused.load(AtomicOrdering::Relaxed);
+        server.kill();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let acked_before_restart = acked_now().len();
+        server.restart();
+        assert!(
+            refused.load(AtomicOrdering::Relaxed) > refused_before,
+            "cycle {cycle}: ingress answered no 503 while NATS was down"
+        );
+        // Once events are accepted again, every one acknowledged so far (those of the last
+        // moments before the kill and the first after the restart too) is delivered.
+        wait_until("ingress accepting again", WAIT, || {
+            acked_now().len() > acked_before_restart + 20
+        })
+        .await;
+        let what = format!("after restart {cycle}");
+        wait_delivered(&what, &acked_now(), &sink, RESUMED_WITHIN, consumer).await;
+    }
+    stop.cancel();
+    poster.await.expect("poster");
+    let acked = acked_now();
+    wait_delivered("in the end", &acked, &sink, RESUMED_WITHIN, consumer).await;
+    eprintln!(
+        "{CYCLES} restarts of NATS: {} events acknowledged, {} requests refused, {} deliveries",
+        acked.len(),
+        refused.load(AtomicOrdering::Relaxed),
+        sink.count()
+    );
+    drop(daemon);
 }

@@ -16,9 +16,15 @@ use crate::spool::Priority;
 /// How long a JetStream request (a publish acknowledgement included) may take; past it the
 /// spool reports itself full so that senders retry.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long JetStream may take to answer a pull request beyond its own expiry; past it the
-/// request is taken as lost with a connection.
+/// How long JetStream may take to answer a pull request that does not wait; past it the
+/// request is taken as lost. Such a request is answered at once, but a server can lose one
+/// (a request or answer lost with a connection, or a race in some server versions).
+pub(super) const NO_WAIT_PULL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long JetStream may take to answer a waiting pull request beyond its expiry.
 pub(super) const PULL_MARGIN: Duration = REQUEST_TIMEOUT;
+/// Longest pause between attempts to reconnect, so that a server that is back is found
+/// within about this long.
+const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -79,6 +85,10 @@ pub(crate) async fn client(
         .map_err(|e| NatsError::Address(e.into()))?;
     let options = ConnectOptions::new()
         .connection_timeout(CONNECT_TIMEOUT)
+        .reconnect_delay_callback(|attempts| {
+            let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+            (Duration::from_millis(100) * attempts).min(RECONNECT_DELAY_MAX)
+        })
         .event_callback(move |event| {
             let lost = lost.clone();
             async move {

@@ -19,9 +19,9 @@
 //!
 //! A pull request or its answer lost with a connection (a server restart, a network cut)
 //! would leave the request waiting forever: a request ends when the client reports its
-//! connection lost, and at the latest by its deadline, its expiry (none for a request that
-//! does not wait) plus [`PULL_MARGIN`]. It ends with what it has, or with an error when that
-//! is nothing.
+//! connection lost, and at the latest by its deadline: its expiry plus [`PULL_MARGIN`], or
+//! [`NO_WAIT_PULL_TIMEOUT`] for a request that does not wait. It ends with what it has, or
+//! with an error when that is nothing.
 //!
 //! A lease cancelled mid-way (a batch linger, shutdown) gives what it had fetched back to
 //! JetStream for redelivery at once; its no-wait requests run as tasks of their own, so
@@ -35,7 +35,7 @@ use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt;
 use tokio::sync::{oneshot, watch};
 
-use super::conn::{NatsError, PULL_MARGIN};
+use super::conn::{NatsError, NO_WAIT_PULL_TIMEOUT, PULL_MARGIN};
 use super::unavailable;
 use crate::spool::lanes::{LanePicker, LANES};
 use crate::spool::SpoolError;
@@ -201,7 +201,7 @@ async fn fetch(
     wait: Option<Duration>,
     mut lost: watch::Receiver<u64>,
 ) -> Result<Vec<Message>, SpoolError> {
-    let limit = wait.unwrap_or_default() + PULL_MARGIN;
+    let limit = wait.map_or(NO_WAIT_PULL_TIMEOUT, |wait| wait + PULL_MARGIN);
     let deadline = tokio::time::Instant::now() + limit;
     let timed_out = || unavailable(&NatsError::PullTimedOut(limit));
     let request = async {

@@ -66,7 +66,7 @@ mod store;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_nats::connection::State;
 use async_nats::jetstream::message::PublishMessage as Publish;
@@ -76,6 +76,7 @@ use async_nats::Subject;
 use dashmap::DashMap;
 use futures_util::StreamExt;
 use tokio::sync::{watch, OnceCell};
+use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{Delivery, NewDelivery, Priority, PurgeError, SpoolError, FULL_RETRY_AFTER};
@@ -269,12 +270,22 @@ impl Inner {
             .map_err(|e| unavailable(&e))
     }
 
+    /// The connection, refused at once while the client is reconnecting: what is sent
+    /// meanwhile waits for the reconnection, past any request's timeout.
+    async fn live(self: &Arc<Self>) -> Result<&Conn, SpoolError> {
+        let conn = self.conn().await?;
+        match conn.connected() {
+            true => Ok(conn),
+            false => Err(unavailable(&NatsError::NotConnected)),
+        }
+    }
+
     /// The sink's lanes, with their consumers created when missing.
     async fn lanes(self: &Arc<Self>, sink: &str) -> Result<Arc<SinkLanes>, SpoolError> {
         if let Some(lanes) = self.lanes.get(sink) {
             return Ok(lanes.clone());
         }
-        let conn = self.conn().await?;
+        let conn = self.live().await?;
         let consumers = || async {
             let consumer = |priority| {
                 let ack_wait = self.config.ack_wait;

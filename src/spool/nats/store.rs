@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use async_nats::jetstream::message::PublishMessage as Publish;
 
-use super::conn::NatsError;
 use super::record::Record;
 use super::{unavailable, Inner};
 use crate::spool::{NewDelivery, SpoolError};
@@ -48,12 +47,9 @@ impl Inner {
             stored: Vec::new(),
             error,
         };
-        let conn = self.conn().await.map_err(refused)?;
-        if !conn.connected() {
-            // The client would keep the publishes until it reconnects and store them then,
-            // long after the sender was told they were refused.
-            return Err(refused(unavailable(&NatsError::NotConnected)));
-        }
+        // The client would keep publishes sent while it reconnects and store them then,
+        // long after the sender was told they were refused.
+        let conn = self.live().await.map_err(refused)?;
         let mut pending = Vec::with_capacity(records.len());
         let mut failed = None;
         for (subject, publish) in records {
