@@ -177,7 +177,8 @@ fn out_of_room(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 impl NatsSpool {
-    /// A spool that connects on first use; until NATS answers, puts are refused as full.
+    /// A spool that connects on first use; until NATS answers, puts are refused as
+    /// unreachable.
     pub fn new(config: &NatsSpoolConfig, max_bytes: u64) -> Self {
         let stop = CancellationToken::new();
         let inner = Arc::new(Inner {
