@@ -194,6 +194,9 @@ impl Switchyard {
             },
         ));
         tracing::info!(listen = %local_addr, admin = %admin_addr, routes = config.routes.len(), sinks = config.sinks.len(), "Switchyard started");
+        if !local_addr.ip().is_loopback() && config.ingress.auth.is_empty() {
+            tracing::warn!(listen = %local_addr, "Ingress accepts events from other hosts without credentials; set ingress.auth or listen on 127.0.0.1");
+        }
         Ok(Running {
             local_addr,
             admin_addr,
