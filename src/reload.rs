@@ -39,6 +39,9 @@ use crate::telemetry::{self, Counters};
 pub(crate) struct Reloader {
     /// The configuration file.
     pub(crate) path: PathBuf,
+    /// The bytes the running configuration was loaded from (a file event that leaves them
+    /// as they are is not reloaded).
+    pub(crate) loaded: Vec<u8>,
     /// Registered Rust handlers (kept across reloads).
     pub(crate) handlers: Handlers,
     /// The spool (kept).
@@ -102,24 +105,8 @@ impl Reloader {
     }
 
     /// Serves reload requests one at a time until shutdown.
-    ///
-    /// The file is read now, as the content the running configuration was loaded from (a
-    /// file event that leaves it as it is gets skipped), before the caller can change it.
-    pub(crate) fn run(
-        self,
-        requests: mpsc::Receiver<ReloadRequest>,
-        runs: Runs,
-    ) -> impl std::future::Future<Output = ()> {
-        let loaded = std::fs::read(&self.path).unwrap_or_default();
-        self.serve(requests, runs, loaded)
-    }
-
-    async fn serve(
-        self,
-        mut requests: mpsc::Receiver<ReloadRequest>,
-        mut runs: Runs,
-        mut loaded: Vec<u8>,
-    ) {
+    pub(crate) async fn run(mut self, mut requests: mpsc::Receiver<ReloadRequest>, mut runs: Runs) {
+        let mut loaded = std::mem::take(&mut self.loaded);
         loop {
             let request = tokio::select! {
                 () = self.shutdown.cancelled() => return,
@@ -137,7 +124,10 @@ impl Reloader {
                 continue;
             }
             let outcome = match bytes {
-                Ok(bytes) => self.reload(&mut runs, request.cause, bytes, &mut loaded).await,
+                Ok(bytes) => {
+                    self.reload(&mut runs, request.cause, bytes, &mut loaded)
+                        .await
+                }
                 Err(refused) => Err(refused),
             };
             telemetry::config_reloaded(outcome.is_ok());

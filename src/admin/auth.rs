@@ -171,10 +171,21 @@ mod tests {
                 .expect("request");
             local_host(&request)
         };
-        for host in ["localhost", "LOCALHOST:9090", "127.0.0.1:9090", "[::1]:9090", "10.0.0.7"] {
+        for host in [
+            "localhost",
+            "LOCALHOST:9090",
+            "127.0.0.1:9090",
+            "[::1]:9090",
+            "10.0.0.7",
+        ] {
             assert!(local(host), "{host}");
         }
-        for host in ["evil.example", "evil.example:9090", "127.0.0.1.nip.io:9090", "localhost.evil"] {
+        for host in [
+            "evil.example",
+            "evil.example:9090",
+            "127.0.0.1.nip.io:9090",
+            "localhost.evil",
+        ] {
             assert!(!local(host), "{host}");
         }
     }
@@ -183,13 +194,25 @@ mod tests {
     fn browsers_marks_of_another_site_are_recognised() {
         let host = ("host", "127.0.0.1:9090");
         assert!(!cross_site(&with(&[host])));
-        assert!(!cross_site(&with(&[host, ("sec-fetch-site", "same-origin")])));
+        assert!(!cross_site(&with(&[
+            host,
+            ("sec-fetch-site", "same-origin")
+        ])));
         assert!(!cross_site(&with(&[host, ("sec-fetch-site", "none")])));
-        assert!(!cross_site(&with(&[host, ("origin", "http://127.0.0.1:9090")])));
+        assert!(!cross_site(&with(&[
+            host,
+            ("origin", "http://127.0.0.1:9090")
+        ])));
         assert!(cross_site(&with(&[host, ("sec-fetch-site", "cross-site")])));
         assert!(cross_site(&with(&[host, ("sec-fetch-site", "same-site")])));
-        assert!(cross_site(&with(&[host, ("origin", "http://evil.example")])));
-        assert!(cross_site(&with(&[host, ("origin", "http://127.0.0.1:8080")])));
+        assert!(cross_site(&with(&[
+            host,
+            ("origin", "http://evil.example")
+        ])));
+        assert!(cross_site(&with(&[
+            host,
+            ("origin", "http://127.0.0.1:8080")
+        ])));
         assert!(cross_site(&with(&[host, ("origin", "null")])));
         assert!(changes_state(&Method::POST) && changes_state(&Method::DELETE));
         assert!(!changes_state(&Method::GET) && !changes_state(&Method::HEAD));

@@ -80,9 +80,9 @@ pub(super) fn read(rd: &mut Reader<'_>, top: &Obj<'_>) -> Option<AdminConfig> {
             rd.text(n).map(|t| Some(AdminToken(t)))
         })
     });
-    let open = section.as_ref().and_then(|o| {
-        rd.or(o.get("allow_unauthenticated"), false, Reader::boolean)
-    });
+    let open = section
+        .as_ref()
+        .and_then(|o| rd.or(o.get("allow_unauthenticated"), false, Reader::boolean));
     let config = AdminConfig {
         listen: listen?,
         token: token?,

@@ -109,6 +109,7 @@ pub fn watch_file(
     };
     let names = watched_names(path);
     let (tx, rx) = mpsc::channel::<()>(1);
+    let events = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         let relevant = matches!(
@@ -121,10 +122,13 @@ pub fn watch_file(
             .any(|name| names.iter().any(|n| n == name));
         if relevant {
             // One pending signal is enough; the debounce below reads the file once.
-            let _pending = tx.try_send(()).is_ok();
+            let _pending = events.try_send(()).is_ok();
         }
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    // A change made after the configuration was loaded but before the watch began shows up
+    // as a difference from the loaded bytes: look once now.
+    let _first_look = tx.try_send(()).is_ok();
     tokio::spawn(debounce(rx, trigger));
     Ok(watcher)
 }

@@ -1102,5 +1102,9 @@ fn a_token_or_an_explicit_opt_out_allows_a_non_loopback_admin_listen() {
 #[test]
 fn allow_unauthenticated_must_be_a_boolean() {
     let yaml = format!("{MINIMAL}admin: {{ allow_unauthenticated: maybe }}\n");
-    assert_error(&errors(&yaml), "admin.allow_unauthenticated", "true or false");
+    assert_error(
+        &errors(&yaml),
+        "admin.allow_unauthenticated",
+        "true or false",
+    );
 }
