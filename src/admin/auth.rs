@@ -61,24 +61,21 @@ pub(super) async fn refuse_browsers(
     next.run(request).await
 }
 
-/// The authority a request is addressed to: `Host`, or the URI's (HTTP/2).
-fn addressed_to(request: &Request) -> Option<Authority> {
-    match request.headers().get(header::HOST) {
-        Some(host) => host.to_str().ok()?.parse().ok(),
-        None => request.uri().authority().cloned(),
-    }
-}
-
-/// Whether the request names `localhost` or an IP address (any port), or nothing at all
-/// (a browser always sends `Host`).
+/// Whether the request is addressed (`Host`, or the URI's authority in HTTP/2) to `localhost`
+/// or an IP address, any port. A request naming nothing passes: browsers always name a host.
 fn local_host(request: &Request) -> bool {
-    let has_host = request.headers().contains_key(header::HOST);
-    let Some(authority) = addressed_to(request) else {
-        return !has_host && request.uri().authority().is_none();
+    let authority = match request.headers().get(header::HOST) {
+        Some(host) => host.to_str().ok().and_then(|h| h.parse::<Authority>().ok()),
+        None => match request.uri().authority() {
+            Some(authority) => Some(authority.clone()),
+            None => return true,
+        },
     };
-    let host = authority.host();
-    let ip = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || ip.parse::<IpAddr>().is_ok()
+    authority.is_some_and(|a| {
+        let host = a.host();
+        let ip = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost") || ip.parse::<IpAddr>().is_ok()
+    })
 }
 
 /// Methods that may change state (everything but GET, HEAD and OPTIONS).

@@ -158,3 +158,25 @@ async fn debounce(mut changes: mpsc::Receiver<()>, trigger: ReloadTrigger) {
         trigger.request_if_changed("file change");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_through_a_directory_link_also_watches_that_link() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plain = dir.path().join("plain.yaml");
+        std::fs::write(&plain, "sinks: {}\n").expect("write");
+        assert_eq!(watched_names(&plain), [OsString::from("plain.yaml")]);
+        let linked = dir.path().join("routes.yaml");
+        std::os::unix::fs::symlink("..data/routes.yaml", &linked).expect("link");
+        assert_eq!(
+            watched_names(&linked),
+            [OsString::from("routes.yaml"), OsString::from("..data")]
+        );
+        let absolute = dir.path().join("abs.yaml");
+        std::os::unix::fs::symlink(&plain, &absolute).expect("link");
+        assert_eq!(watched_names(&absolute), [OsString::from("abs.yaml")]);
+    }
+}
