@@ -31,6 +31,7 @@ pub struct Switchyard {
     handlers: Handlers,
     admin_listener: Option<TcpListener>,
     config_file: Option<PathBuf>,
+    config_source: Option<Vec<u8>>,
     watch: bool,
 }
 
@@ -68,6 +69,7 @@ impl Switchyard {
             handlers: Handlers::default(),
             admin_listener: None,
             config_file: None,
+            config_source: None,
             watch: false,
         }
     }
@@ -77,6 +79,13 @@ impl Switchyard {
     pub fn config_file(mut self, path: impl Into<PathBuf>, watch: bool) -> Self {
         self.config_file = Some(path.into());
         self.watch = watch;
+        self
+    }
+
+    /// The bytes the configuration was loaded from, when the caller read the file itself; a
+    /// file event that leaves the file so is not reloaded. Without it the file is read at start.
+    pub fn config_source(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.config_source = Some(bytes.into());
         self
     }
 
@@ -141,8 +150,14 @@ impl Switchyard {
         let shutdown = CancellationToken::new();
         let deliveries = TaskTracker::new();
         let stop_leasing = CancellationToken::new();
+        let loaded = match (self.config_source, &self.config_file) {
+            (Some(bytes), _) => bytes,
+            (None, Some(path)) => std::fs::read(path).unwrap_or_default(),
+            (None, None) => Vec::new(),
+        };
         let reloader = Reloader {
             path: self.config_file.clone().unwrap_or_default(),
+            loaded,
             handlers: self.handlers,
             spool: spool.clone(),
             counters: counters.clone(),
@@ -194,6 +209,9 @@ impl Switchyard {
             },
         ));
         tracing::info!(listen = %local_addr, admin = %admin_addr, routes = config.routes.len(), sinks = config.sinks.len(), "Switchyard started");
+        if !local_addr.ip().is_loopback() && config.ingress.auth.is_empty() {
+            tracing::warn!(listen = %local_addr, "Ingress accepts events from other hosts without credentials; set ingress.auth or listen on 127.0.0.1");
+        }
         Ok(Running {
             local_addr,
             admin_addr,

@@ -164,8 +164,19 @@ fn main() -> ExitCode {
 
 /// Loads a configuration, printing every error; `None` means exit 64.
 fn load_config(path: &Path) -> Option<config::Config> {
-    match config::load(path) {
-        Ok(c) => Some(c),
+    load_config_source(path).map(|(config, _)| config)
+}
+
+/// Loads the configuration and returns the text it was read from.
+fn load_config_source(path: &Path) -> Option<(config::Config, String)> {
+    let loaded = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+        .and_then(|text| config::load_text(&text, path).map(|config| (config, text)));
+    match loaded {
+        Ok(loaded) => Some(loaded),
         Err(e @ ConfigError::Invalid(_)) => {
             eprintln!("{}: {e}", path.display());
             None
@@ -229,7 +240,7 @@ fn memchr_str(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 fn serve(path: &Path, watch: bool) -> anyhow::Result<ExitCode> {
-    let Some(config) = load_config(path) else {
+    let Some((config, text)) = load_config_source(path) else {
         return Ok(ExitCode::from(EXIT_CONFIG));
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -239,6 +250,7 @@ fn serve(path: &Path, watch: bool) -> anyhow::Result<ExitCode> {
         let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let running = Switchyard::new(config)
             .config_file(path, watch)
+            .config_source(text)
             .start()
             .await
             .context("cannot start switchyard")?;

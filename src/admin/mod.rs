@@ -7,7 +7,9 @@
 //! - `api`: `GET /metrics`, `GET /api/v1/routes`, `GET /api/v1/sinks`,
 //!   `DELETE /api/v1/sinks/{name}/deliveries` (orphaned deliveries), `POST /api/v1/reload`.
 //! - `dead_letters`: list, show, replay and purge dead letters under `/api/v1/dead-letters`.
-//! - `auth`: with `admin.token` set, everything but the probes needs `Authorization: Bearer`.
+//! - `auth`: with `admin.token` set, everything but the probes needs `Authorization: Bearer`;
+//!   without it, only requests addressed to `localhost` or an IP address are served; requests
+//!   that change something are refused when a browser sent them from another site.
 
 mod api;
 mod auth;
@@ -69,6 +71,10 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::refuse_browsers,
         ));
     Router::new()
         .route("/healthz", get(probes::healthz))

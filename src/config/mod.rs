@@ -39,6 +39,7 @@ pub use nats::{
 };
 pub use reload::{
     reload_channel, watch_file, ReloadFailed, ReloadRequest, ReloadSummary, ReloadTrigger,
+    RELOAD_SETTLE,
 };
 pub use schedules::{parse_cron, CronError, ScheduleConfig, ScheduledEvent};
 pub use telemetry::{TelemetryConfig, DEFAULT_SERVICE_NAME};
@@ -426,6 +427,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         source,
     })?;
     load_str(&text, path, &env::process_env())
+}
+
+/// Loads and validates configuration text read from `origin` (with `${VAR}` and `SWITCHYARD_*`
+/// from the environment), for a caller that has read the file itself.
+pub fn load_text(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    load_str(text, origin, &env::process_env())
 }
 
 /// Loads and validates configuration text; `origin` names it in errors, `vars` is the environment.

@@ -23,6 +23,7 @@ impl Config {
             ),
             format!("shutdown_grace  {}", format_duration(self.shutdown_grace)),
             format!("ingress         {}", self.ingress_line()),
+            format!("admin           {}", self.admin_line()),
             String::new(),
             format!("routes ({}):", self.routes.len()),
         ];
@@ -46,6 +47,15 @@ impl Config {
         }
         lines.push(String::new());
         lines.join("\n")
+    }
+
+    fn admin_line(&self) -> String {
+        let guard = match (&self.admin.token, self.admin.allow_unauthenticated) {
+            (Some(_), _) => "token required",
+            (None, true) => "no token (allow_unauthenticated)",
+            (None, false) => "no token (loopback only)",
+        };
+        format!("{}; {guard}", self.admin.listen)
     }
 
     fn ingress_line(&self) -> String {

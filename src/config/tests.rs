@@ -285,6 +285,10 @@ fn the_summary_lists_routes_and_sinks_without_secrets() {
     }
     let default = load_ok(MINIMAL).summary();
     assert!(default.contains("horizon 1d 0h"), "{default}");
+    assert!(
+        default.contains("admin           127.0.0.1:9090; no token (loopback only)"),
+        "{default}"
+    );
 }
 
 #[test]
@@ -1044,4 +1048,63 @@ routes: [ { name: r, to: [bus] } ]
     assert_error(&errors, "spool.nats.password", "required with user");
     assert_error(&errors, "spool.nats.replicas", "");
     assert_error(&errors, "sinks.bus.nats.subject", "without wildcards");
+}
+
+// === Admin exposure ===
+
+#[test]
+fn a_non_loopback_admin_listen_without_a_token_is_an_error_naming_the_fix() {
+    for addr in ["0.0.0.0:9090", "[::]:9090", "10.1.2.3:9090"] {
+        let yaml = format!("{MINIMAL}admin_listen: \"{addr}\"\n");
+        let errors = errors(&yaml);
+        assert_error(&errors, "admin_listen", "admin.token is not set");
+        assert_error(&errors, "admin_listen", "allow_unauthenticated: true");
+        assert_error(&errors, "admin_listen", "127.0.0.1");
+    }
+}
+
+#[test]
+fn the_overlay_counts_like_the_file_for_the_admin_address_and_token() {
+    let exposed = errors_with(MINIMAL, &[("SWITCHYARD_ADMIN_LISTEN", "0.0.0.0:9090")]);
+    assert_error(&exposed, "admin_listen", "admin.token is not set");
+    let guarded = load_with(
+        MINIMAL,
+        &[
+            ("SWITCHYARD_ADMIN_LISTEN", "0.0.0.0:9090"),
+            ("SWITCHYARD_ADMIN__TOKEN", "s3cret"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(guarded.admin.token, Some(AdminToken::new("s3cret")));
+}
+
+#[test]
+fn a_token_or_an_explicit_opt_out_allows_a_non_loopback_admin_listen() {
+    let with_token = format!("{MINIMAL}admin_listen: 0.0.0.0:9090\nadmin: {{ token: t }}\n");
+    assert!(load_ok(&with_token).admin.token.is_some());
+    let opted_out =
+        format!("{MINIMAL}admin_listen: 0.0.0.0:9090\nadmin: {{ allow_unauthenticated: true }}\n");
+    let config = load_ok(&opted_out);
+    assert!(config.admin.allow_unauthenticated && config.admin.token.is_none());
+    assert!(
+        config
+            .summary()
+            .contains("0.0.0.0:9090; no token (allow_unauthenticated)"),
+        "{}",
+        config.summary()
+    );
+    for loopback in ["127.0.0.1:9090", "127.0.0.2:9090", "[::1]:9090"] {
+        let yaml = format!("{MINIMAL}admin_listen: \"{loopback}\"\n");
+        assert!(!load_ok(&yaml).admin.allow_unauthenticated, "{loopback}");
+    }
+}
+
+#[test]
+fn allow_unauthenticated_must_be_a_boolean() {
+    let yaml = format!("{MINIMAL}admin: {{ allow_unauthenticated: maybe }}\n");
+    assert_error(
+        &errors(&yaml),
+        "admin.allow_unauthenticated",
+        "true or false",
+    );
 }

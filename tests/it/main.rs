@@ -3,6 +3,7 @@
 mod support;
 
 mod admin;
+mod admin_guard;
 mod backpressure;
 mod cli;
 mod dead_letters;
