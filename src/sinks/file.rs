@@ -1,5 +1,9 @@
 //! The `file` sink: appends each event as one structured-mode JSON line.
 //!
+//! Whatever `data` holds, an event is exactly one line: JSON data is embedded (compacted
+//! when it spans lines), text becomes a JSON string, anything else (binary, invalid UTF-8,
+//! malformed JSON) `data_base64`; serde_json escapes every control character in strings.
+//!
 //! Concurrent attempts share one write and one `fdatasync` (group commit): each attempt
 //! queues its line, then takes the file lock; whoever holds the lock writes every queued
 //! line, syncs once and answers all of them. An attempt whose line a previous holder
@@ -126,9 +130,23 @@ impl FileSink {
     async fn deliver_batch_lines(&self, batch: &[Attempt<'_>]) -> Result<(), SinkError> {
         let mut lines = Vec::new();
         for attempt in batch {
-            lines.extend(encode_structured(attempt.event));
+            lines.extend(one_line(encode_structured(attempt.event)));
             lines.push(b'\n');
         }
         self.append(lines).await
     }
+}
+
+/// Removes the line breaks of a structured-mode JSON object so it fills one line.
+///
+/// serde_json escapes control characters in every string it writes, so a `\n` or `\r` byte
+/// can only come from whitespace inside JSON `data`, embedded as received. Valid JSON holds
+/// no raw line break inside a string, and a structural character always separates two
+/// tokens, so dropping these bytes keeps the same JSON value. Most lines have none and are
+/// kept as they are.
+fn one_line(mut json: Vec<u8>) -> Vec<u8> {
+    if json.iter().any(|&b| b == b'\n' || b == b'\r') {
+        json.retain(|&b| b != b'\n' && b != b'\r');
+    }
+    json
 }

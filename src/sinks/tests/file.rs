@@ -64,3 +64,77 @@ async fn unwritable_path_is_retryable() {
     let error = sink.deliver(attempt(&event("x"))).await.unwrap_err();
     assert!(error.retryable);
 }
+
+/// An event carrying `data` under `content_type`.
+fn with_data(id: &str, content_type: Option<&str>, data: &[u8]) -> crate::event::Event {
+    let mut event = event(id);
+    event.datacontenttype = content_type.map(str::to_owned);
+    event.data = Some(bytes::Bytes::copy_from_slice(data));
+    event
+}
+
+/// JSON `data` nested `depth` deep, pretty-printed over many lines.
+fn nested_pretty(depth: usize) -> Vec<u8> {
+    let mut value = serde_json::json!({"leaf": "x\ny", "n": [1, 2, 3]});
+    for level in 0..depth {
+        value = serde_json::json!({ format!("k{level}"): value, "pad": "z".repeat(200) });
+    }
+    serde_json::to_vec_pretty(&value).unwrap()
+}
+
+#[tokio::test]
+async fn every_event_is_one_line_whatever_its_data() {
+    let forged = b"{\"a\":\n{\"forged\":1}\n,\r\n\"b\":2}".as_slice();
+    let pretty = serde_json::to_vec_pretty(&serde_json::json!({"x": [1, {"y": "z"}]})).unwrap();
+    let events = vec![
+        with_data("pretty", Some("application/json"), &pretty),
+        with_data("forged-ws", None, forged),
+        with_data(
+            "in-string",
+            Some("application/json"),
+            br#"{"s":"\n{\"forged\":1}\n"}"#,
+        ),
+        with_data("text", Some("text/plain"), b"line\n{\"forged\":1}\r\n"),
+        with_data(
+            "binary",
+            Some("application/octet-stream"),
+            b"\x00\n{\"forged\":1}\n\xff",
+        ),
+        with_data("bad-utf8", Some("application/json"), b"\"\xff\n\""),
+        with_data("bad-json", Some("application/json"), b"{\n\"forged\":1}\n}"),
+        with_data("huge", Some("application/json"), &nested_pretty(100)),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let sink = FileSink::new(path.clone());
+    let attempts: Vec<_> = events.iter().map(attempt).collect();
+    sink.deliver_batch(&attempts[..4]).await.unwrap();
+    for one in &attempts[4..] {
+        sink.deliver(*one).await.unwrap();
+    }
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), events.len(), "{text}");
+    for (line, sent) in lines.iter().zip(&events) {
+        serde_json::from_str::<serde_json::Value>(line).expect("each line is JSON");
+        let read = crate::event::http::decode_structured(line.as_bytes()).unwrap();
+        assert_same_event(&read, sent);
+    }
+}
+
+/// Equal events, JSON data compared as JSON values (whitespace aside), other data by bytes.
+fn assert_same_event(read: &crate::event::Event, sent: &crate::event::Event) {
+    let data = |e: &crate::event::Event| e.data.clone().unwrap_or_default();
+    let as_json = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).ok();
+    match (as_json(&data(read)), as_json(&data(sent))) {
+        (Some(a), Some(b)) if sent.data_is_json() => assert_eq!(a, b, "{}", sent.id),
+        _ => assert_eq!(data(read), data(sent), "{}", sent.id),
+    }
+    let without_data = |e: &crate::event::Event| crate::event::Event {
+        data: None,
+        data_version: None,
+        ..e.clone()
+    };
+    assert_eq!(without_data(read), without_data(sent));
+}
