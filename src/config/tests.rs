@@ -572,7 +572,7 @@ sinks:
         "sinks.kind.log",
         "expected a mapping, found the number 3",
     );
-    assert_eq!(errors.len(), 14, "{errors:#?}");
+    assert_eq!(errors.len(), 18, "{errors:#?}");
 }
 
 #[test]
