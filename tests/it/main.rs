@@ -9,6 +9,7 @@ mod dead_letters;
 mod delivery;
 mod delivery_control;
 mod durability_kill9;
+mod hostile_events;
 mod ingress;
 mod otlp;
 mod priority;
