@@ -73,6 +73,12 @@ fn with_data(id: &str, content_type: Option<&str>, data: &[u8]) -> crate::event:
     event
 }
 
+/// The event in CloudEvents 0.3.
+fn v03(mut event: crate::event::Event) -> crate::event::Event {
+    event.specversion = "0.3".into();
+    event
+}
+
 /// JSON `data` nested `depth` deep, pretty-printed over many lines.
 fn nested_pretty(depth: usize) -> Vec<u8> {
     let mut value = serde_json::json!({"leaf": "x\ny", "n": [1, 2, 3]});
@@ -103,6 +109,9 @@ async fn every_event_is_one_line_whatever_its_data() {
         with_data("bad-utf8", Some("application/json"), b"\"\xff\n\""),
         with_data("bad-json", Some("application/json"), b"{\n\"forged\":1}\n}"),
         with_data("huge", Some("application/json"), &nested_pretty(100)),
+        with_data("lone", None, br#"{"s":"\ud800\n\\ud800 \uD83D\uDE00"}"#),
+        v03(with_data("lone-0.3", None, b"[\"\\uDC00\",\n1]")),
+        with_data("pair", None, br#"{"s":"\\ud800 \uD83D\uDE00"}"#),
     ];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
@@ -116,6 +125,19 @@ async fn every_event_is_one_line_whatever_its_data() {
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), events.len(), "{text}");
+    // A lone surrogate escape sends the data as Base64; a valid pair keeps it embedded.
+    let data_member = |id: &str| {
+        let line = lines
+            .iter()
+            .find(|l| l.contains(&format!("\"id\":\"{id}\"")))
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_str(line).unwrap();
+        let names = ["data", "data_base64", "datacontentencoding"];
+        names.map(|name| json.get(name).is_some())
+    };
+    assert_eq!(data_member("lone"), [false, true, false]);
+    assert_eq!(data_member("lone-0.3"), [true, false, true]);
+    assert_eq!(data_member("pair"), [true, false, false]);
     for (line, sent) in lines.iter().zip(&events) {
         serde_json::from_str::<serde_json::Value>(line).expect("each line is JSON");
         let read = crate::event::http::decode_structured(line.as_bytes()).unwrap();
