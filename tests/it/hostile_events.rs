@@ -19,8 +19,11 @@ const FORGED: &str = "2026-12-06T00:00:00Z INFO forged";
 /// A secret in the daemon's environment that no sink's process may see.
 const SECRET: (&str, &str) = ("DATABASE_PASSWORD", "hunter2-secret");
 
-/// The requests of one run: (headers, body).
-fn hostile_requests() -> Vec<(Vec<(&'static str, String)>, Vec<u8>)> {
+/// One request: its headers and body.
+type Request = (Vec<(&'static str, String)>, Vec<u8>);
+
+/// The requests of one run.
+fn hostile_requests() -> Vec<Request> {
     let id = format!("s-1\n{FORGED}");
     let attributes = json!({
         "specversion": "1.0",
@@ -138,17 +141,16 @@ fn env_files(dir: &Path) -> Vec<BTreeMap<String, String>> {
 
 fn assert_one_json_line_per_event(dir: &Path) {
     let text = std::fs::read_to_string(dir.join("events.jsonl")).expect("the file sink wrote");
-    let ids: Vec<String> = text
+    let mut ids: Vec<String> = text
         .lines()
         .map(|line| {
             let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
             value["id"].as_str().expect("an id").to_owned()
         })
         .collect();
-    let mut sorted = ids.clone();
-    sorted.sort();
+    ids.sort();
     assert_eq!(
-        sorted,
+        ids,
         [
             format!("b-1\n{FORGED}"),
             format!("s-1\n{FORGED}"),
