@@ -160,3 +160,58 @@ fn assert_same_event(read: &crate::event::Event, sent: &crate::event::Event) {
     };
     assert_eq!(without_data(read), without_data(sent));
 }
+
+/// `base` with a few bytes replaced or inserted, drawn mostly from JSON's special bytes.
+fn mutated(base: &[u8], rng: &mut fastrand::Rng) -> Vec<u8> {
+    const SPECIAL: &[u8] = b"\n\r\t \"\\u{}[],:dD8F0a\x00\x1b\xff\xc3";
+    let mut body = base.to_vec();
+    for _ in 0..rng.usize(1..4) {
+        let byte = if rng.bool() {
+            SPECIAL[rng.usize(..SPECIAL.len())]
+        } else {
+            rng.u8(..)
+        };
+        let at = rng.usize(..body.len());
+        if rng.bool() {
+            body[at] = byte;
+        } else {
+            body.insert(at, byte);
+        }
+    }
+    body
+}
+
+#[tokio::test]
+async fn mutated_events_still_make_one_json_line_each() {
+    let base = serde_json::to_vec_pretty(&serde_json::json!({
+        "specversion": "1.0", "id": "m", "source": "/s", "type": "T",
+        "datacontenttype": "application/json",
+        "data": {"text": "a\nb \u{e9} \u{1f600}", "list": [1, 2.5, null, true], "nested": {"k": "\\u"}}
+    }))
+    .unwrap();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let events: Vec<_> = (0..3000)
+        .filter_map(|_| crate::event::http::decode_structured(&mutated(&base, &mut rng)).ok())
+        .collect();
+    assert!(
+        events.len() > 100,
+        "too few mutants decode: {}",
+        events.len()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let attempts: Vec<_> = events.iter().map(attempt).collect();
+    FileSink::new(path.clone())
+        .deliver_batch(&attempts)
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), events.len());
+    for (line, sent) in lines.iter().zip(&events) {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let read = crate::event::http::decode_structured(line.as_bytes()).unwrap();
+        assert_same_event(&read, sent);
+    }
+}
