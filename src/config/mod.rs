@@ -223,6 +223,9 @@ pub struct ExecSinkConfig {
     pub command: Vec<String>,
     /// Time after which the process is killed and the attempt fails.
     pub timeout: Duration,
+    /// Variables passed through from the daemon's environment; the process gets no others
+    /// besides the `SWITCHYARD_*` event variables.
+    pub env: Vec<String>,
 }
 
 /// Settings of a `handler` sink.

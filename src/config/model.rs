@@ -110,9 +110,10 @@ pub(super) const FILE: Shape = Shape {
     later: "",
 };
 
-/// `exec:` — `command` (program and arguments, required) and `timeout` (default 30s).
+/// `exec:` — `command` (program and arguments, required), `timeout` (default 30s) and `env`
+/// (variables passed through from the daemon's environment, default PATH, HOME and LANG).
 pub(super) const EXEC: Shape = Shape {
-    keys: "command timeout",
+    keys: "command timeout env",
     later: "",
 };
 

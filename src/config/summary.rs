@@ -233,8 +233,13 @@ fn target(kind: &SinkKind) -> String {
         SinkKind::Exec(exec) => {
             let program = exec.command.first().map_or("", String::as_str);
             let args = exec.command.len().saturating_sub(1);
+            let env = if exec.env.is_empty() {
+                "none".to_owned()
+            } else {
+                exec.env.join(" ")
+            };
             format!(
-                "{program} (+{args} args, timeout {})",
+                "{program} (+{args} args, timeout {}, env {env})",
                 format_duration(exec.timeout)
             )
         }

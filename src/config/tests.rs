@@ -220,6 +220,11 @@ fn a_full_configuration_reads_every_key() {
         (exec.command.clone(), exec.timeout),
         (vec!["./notify.sh".into(), "-q".into()], secs(10))
     );
+    assert_eq!(
+        exec.env,
+        ["PATH", "HOME", "LANG"],
+        "the default pass-through"
+    );
     assert!(
         matches!(&config.sinks["quiet"].kind, SinkKind::Log(l) if l.level == tracing::Level::DEBUG)
     );
@@ -520,6 +525,7 @@ sinks:
   nofile: { file: {} }
   noprog: { exec: { command: [] } }
   blank: { exec: { command: ['./x', ''] } }
+  nul: { exec: { command: [\"./x\\0\"], env: [PATH, 'A=B', '', 3] } }
   anon: { handler: { name: '' } }
   kind: { log: 3 }
 ",
@@ -556,13 +562,21 @@ sinks:
     assert_error(&errors, "sinks.nofile.file.path", "required");
     assert_error(&errors, "sinks.noprog.exec.command", "must name a program");
     assert_error(&errors, "sinks.blank.exec.command[1]", "must not be empty");
+    assert_error(
+        &errors,
+        "sinks.nul.exec.command[0]",
+        "must not contain a NUL",
+    );
+    assert_error(&errors, "sinks.nul.exec.env[1]", "must be a variable name");
+    assert_error(&errors, "sinks.nul.exec.env[2]", "must not be empty");
+    assert_error(&errors, "sinks.nul.exec.env[3]", "expected a string");
     assert_error(&errors, "sinks.anon.handler.name", "must not be empty");
     assert_error(
         &errors,
         "sinks.kind.log",
         "expected a mapping, found the number 3",
     );
-    assert_eq!(errors.len(), 14, "{errors:#?}");
+    assert_eq!(errors.len(), 18, "{errors:#?}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod delivery;
 mod delivery_control;
 mod durability_kill9;
 mod hostile;
+mod hostile_events;
 mod ingress;
 mod otlp;
 mod priority;
