@@ -14,7 +14,6 @@ mod auth;
 mod dead_letters;
 mod probes;
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Live, ReloadTrigger};
+use crate::server::{Server, ADMIN_MAX_CONNECTIONS};
 use crate::spool::{Spool, SpoolHandle};
 use crate::telemetry::{self, Counters};
 
@@ -103,13 +103,17 @@ impl AdminServer {
 
 async fn run(listener: TcpListener, state: AdminState, stop: CancellationToken) {
     let upkeep = upkeep(state.clone(), stop.clone());
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .into_future();
-    let (served, ()) = tokio::join!(server, upkeep);
-    if let Err(error) = served {
-        tracing::error!(%error, "Admin server failed; health, metrics and the admin API are unavailable");
+    // The same client timeouts as ingress; a small fixed cap, as few clients need it.
+    let config = state.config.clone();
+    let server = Server {
+        listener,
+        router: router(state),
+        name: "admin",
+        max_connections: ADMIN_MAX_CONNECTIONS,
+        limits: move || config.get().ingress.connections,
     }
+    .run(stop);
+    tokio::join!(server, upkeep);
 }
 
 async fn upkeep(state: AdminState, stop: CancellationToken) {
