@@ -5,6 +5,7 @@ mod support;
 mod admin;
 mod backpressure;
 mod cli;
+mod connections;
 mod dead_letters;
 mod delivery;
 mod delivery_control;
