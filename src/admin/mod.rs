@@ -33,6 +33,9 @@ use crate::telemetry::{self, Counters};
 /// stays bounded even when nothing scrapes `/metrics`.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// How long stopping waits for admin requests in flight.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
 /// What the admin handlers share.
 #[derive(Debug, Clone)]
 pub(crate) struct AdminState {
@@ -92,10 +95,19 @@ impl AdminServer {
         Self { stop, task }
     }
 
-    /// Stops serving and waits for requests in flight to finish.
-    pub(crate) async fn stop(self) {
+    /// Stops serving and waits for requests in flight to finish, for [`STOP_WAIT`] at most:
+    /// a client that does not read its answer must not hold the process up.
+    pub(crate) async fn stop(mut self) {
         self.stop.cancel();
-        if let Err(error) = self.task.await {
+        let finished = match tokio::time::timeout(STOP_WAIT, &mut self.task).await {
+            Ok(finished) => finished,
+            Err(_elapsed) => {
+                tracing::warn!(wait = ?STOP_WAIT, "Admin requests still in flight; closing");
+                self.task.abort();
+                return;
+            }
+        };
+        if let Err(error) = finished {
             tracing::error!(%error, "Admin server task ended abnormally");
         }
     }
