@@ -79,7 +79,7 @@ async fn assert_all_closed(clients: Vec<TcpStream>, since: Instant, at_least: Du
 async fn silent_and_half_header_clients_are_closed_after_the_header_timeout() {
     let sink = TestSink::start().await;
     let app = TestApp::start(&format!(
-        "ingress: {{ header_timeout: 1s }}\nsinks: {{ conn-a: {{ http: {{ url: \"{}\" }} }} }}\nroutes: [{{ name: conn-a, to: [conn-a] }}]\n",
+        "ingress: {{ header_timeout: 2s }}\nsinks: {{ conn-a: {{ http: {{ url: \"{}\" }} }} }}\nroutes: [{{ name: conn-a, to: [conn-a] }}]\n",
         sink.url()
     ))
     .await;
@@ -89,9 +89,9 @@ async fn silent_and_half_header_clients_are_closed_after_the_header_timeout() {
     // A client that sends its request is served while the others hold their connections.
     let reply = app.send(event("conn-a-1", "T")).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
-    assert!(opened.elapsed() < Duration::from_millis(900));
+    assert!(opened.elapsed() < Duration::from_millis(1800));
 
-    assert_all_closed(clients, opened, Duration::from_millis(900)).await;
+    assert_all_closed(clients, opened, Duration::from_millis(1800)).await;
     wait_until("the served event delivered", WAIT, || sink.count() == 1).await;
 }
 
@@ -205,6 +205,22 @@ fn open_fds(pid: u32) -> usize {
         .count()
 }
 
+/// The descriptor count once it has held still for half a second: the start-up probe's
+/// connection has closed and the background threads (the file watcher) have opened theirs.
+async fn settled_fds(pid: u32) -> usize {
+    let deadline = Instant::now() + WAIT;
+    let (mut last, mut since) = (open_fds(pid), Instant::now());
+    while since.elapsed() < Duration::from_millis(500) {
+        assert!(Instant::now() < deadline, "descriptor count never settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = open_fds(pid);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    last
+}
+
 #[tokio::test]
 async fn past_max_connections_clients_wait_in_the_backlog_and_are_served_when_slots_free() {
     const CAP: usize = 4;
@@ -223,9 +239,7 @@ async fn past_max_connections_clients_wait_in_the_backlog_and_are_served_when_sl
     .expect("write config");
     let daemon = Daemon::start(&config, port).await;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    // The start-up probe's connection closes on its own; wait until its descriptor is gone.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let baseline = open_fds(daemon.pid());
+    let baseline = settled_fds(daemon.pid()).await;
 
     let held = silent_clients(addr, CAP).await;
     wait_until("the held connections accepted", WAIT, || {
