@@ -288,3 +288,30 @@ async fn past_max_connections_clients_wait_in_the_backlog_and_are_served_when_sl
         "{most} descriptors open, cap {CAP} over {baseline}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_applies_new_timeouts_to_new_connections() {
+    let config = |timeout: &str| {
+        format!("ingress: {{ header_timeout: {timeout} }}\nsinks: {{ conn-r: {{ log: {{}} }} }}\nroutes: [{{ name: conn-r, to: [conn-r] }}]\n")
+    };
+    let app = TestApp::start_file(&config("60s"), false).await;
+    let addr = app.running.local_addr();
+    let before = silent_clients(addr, 2).await;
+
+    app.rewrite(&config("1s"));
+    let trigger = app.running.reload_trigger().expect("reloadable");
+    trigger.reload("test").await.expect("reloaded");
+    let opened = Instant::now();
+    let after = silent_clients(addr, 2).await;
+    assert_all_closed(after, opened, Duration::from_millis(900)).await;
+
+    // Connections opened before the reload keep the timeout they started with.
+    let mut buf = [0u8; 16];
+    for mut client in before {
+        let read = tokio::time::timeout(Duration::from_millis(200), client.read(&mut buf)).await;
+        assert!(
+            read.is_err(),
+            "a connection from before the reload was closed"
+        );
+    }
+}
