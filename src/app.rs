@@ -4,7 +4,6 @@
 //! Shutdown: stop accepting and finish in-flight requests; stop leasing; let in-flight
 //! deliveries finish within the grace period; name what is still running; return.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,10 +15,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::accept::Acceptor;
 use crate::admin::{AdminServer, AdminState};
-use crate::config::{live, reload_channel, watch_file, Config, ReloadTrigger};
+use crate::config::{live, reload_channel, watch_file, Config, IngressConfig, Live, ReloadTrigger};
 use crate::ingress::{self, IngressState};
 use crate::reload::{Generation, Reloader};
 use crate::routing::RouteTable;
+use crate::server::Server;
 use crate::sinks::{self, Handler, Handlers};
 use crate::spool::{Spool, SpoolHandle};
 use crate::telemetry::{Counters, SpanExport};
@@ -143,7 +143,7 @@ impl Switchyard {
             .dedup_window(config.ingress.dedup_window);
         let state = IngressState {
             acceptor: acceptor.clone(),
-            config: live_ingress,
+            config: live_ingress.clone(),
             counters: counters.clone(),
         };
 
@@ -201,6 +201,8 @@ impl Switchyard {
             ServeParts {
                 listener,
                 router: ingress::router(state),
+                limits: live_ingress,
+                max_connections: config.ingress.connections.max_connections,
                 shutdown: shutdown.clone(),
                 stop_leasing,
                 deliveries,
@@ -317,6 +319,10 @@ async fn serve_with_admin(
 struct ServeParts {
     listener: TcpListener,
     router: axum::Router,
+    /// Timeouts for new connections (a reload changes them).
+    limits: Live<IngressConfig>,
+    /// Fixed at start: a reload that changes it is logged and waits for a restart.
+    max_connections: usize,
     shutdown: CancellationToken,
     stop_leasing: CancellationToken,
     deliveries: TaskTracker,
@@ -328,9 +334,15 @@ struct ServeParts {
 async fn serve(parts: ServeParts) -> Result<(), RunError> {
     let shutdown = parts.shutdown.clone();
     let watcher = parts.watcher;
-    let server = axum::serve(parts.listener, parts.router)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let limits = parts.limits;
+    let server = Server {
+        listener: parts.listener,
+        router: parts.router,
+        name: "ingress",
+        max_connections: parts.max_connections,
+        limits: move || limits.get().connections,
+    }
+    .run(shutdown.clone());
     // Requests in flight get the grace period to finish; a client that never finishes
     // must not hold the process up.
     let overrun = async {
@@ -338,7 +350,7 @@ async fn serve(parts: ServeParts) -> Result<(), RunError> {
         tokio::time::sleep(parts.grace).await;
     };
     tokio::select! {
-        result = server => result.map_err(RunError::Serve)?,
+        () = server => {}
         () = overrun => tracing::warn!(grace = ?parts.grace, "Requests still in flight after the grace period; closing"),
     }
     drop(watcher);

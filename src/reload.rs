@@ -229,7 +229,8 @@ fn keeps_authentication(current: &Config, next: &Config) -> Result<(), String> {
     ))
 }
 
-/// Addresses and the spool are bound at start: a changed value waits for a restart.
+/// Addresses, the connection cap and the spool are set at start: a changed value waits for a
+/// restart.
 fn keep_restart_only_settings(current: &Config, next: &mut Config) {
     if next.listen != current.listen {
         tracing::warn!(old = %current.listen, new = %next.listen, "listen changes only on restart");
@@ -238,6 +239,15 @@ fn keep_restart_only_settings(current: &Config, next: &mut Config) {
     if next.admin.listen != current.admin.listen {
         tracing::warn!(old = %current.admin.listen, new = %next.admin.listen, "admin_listen changes only on restart");
         next.admin.listen = current.admin.listen;
+    }
+    let (old, new) = (&current.ingress.connections, &mut next.ingress.connections);
+    if new.max_connections != old.max_connections {
+        tracing::warn!(
+            old = old.max_connections,
+            new = new.max_connections,
+            "ingress.max_connections changes only on restart"
+        );
+        new.max_connections = old.max_connections;
     }
     if next.spool != current.spool {
         tracing::warn!("spool settings change only on restart");

@@ -109,6 +109,31 @@ pub struct IngressConfig {
     pub allowed_rate: Option<u32>,
     /// A repeat of the same (`source`, `id`) within this window is acknowledged and dropped.
     pub dedup_window: Option<Duration>,
+    /// How long a client may hold a connection without making progress, and how many it may hold.
+    pub connections: ConnectionLimits,
+}
+
+/// What a client may hold of an HTTP server: time to send a request, and connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Time to send a request's headers; also how long an idle connection waits for its
+    /// next request before it is closed.
+    pub header_timeout: Duration,
+    /// Time to send a request's body, counted from the end of its headers (408 past it).
+    pub body_timeout: Duration,
+    /// Most connections open at once; past it new connections wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    /// 10s for headers, 30s for a body, 1024 connections.
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
 }
 
 /// One accepted ingress credential.

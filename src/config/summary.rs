@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::units::format_duration;
 use super::DeliveryOrder;
 use super::{
-    AuthRule, Config, HttpFormat, MatchConfig, RouteConfig, SinkConfig, SinkKind, SpoolBackend,
+    AuthRule, Config, ConnectionLimits, HttpFormat, MatchConfig, RouteConfig, SinkConfig, SinkKind,
+    SpoolBackend,
 };
 
 impl Config {
@@ -24,6 +25,10 @@ impl Config {
             format!("shutdown_grace  {}", format_duration(self.shutdown_grace)),
             format!("ingress         {}", self.ingress_line()),
             format!("admin           {}", self.admin_line()),
+            format!(
+                "connections     {}",
+                connections_line(self.ingress.connections)
+            ),
             String::new(),
             format!("routes ({}):", self.routes.len()),
         ];
@@ -78,6 +83,15 @@ impl Config {
             ingress.allowed_origins.join(", "),
         )
     }
+}
+
+fn connections_line(limits: ConnectionLimits) -> String {
+    format!(
+        "at most {}; headers within {}; body within {}",
+        limits.max_connections,
+        format_duration(limits.header_timeout),
+        format_duration(limits.body_timeout),
+    )
 }
 
 fn backend(backend: SpoolBackend) -> &'static str {

@@ -499,6 +499,44 @@ fn sizes_accept_numbers_and_units() {
 }
 
 #[test]
+fn connection_limits_are_read_with_their_defaults() {
+    let defaults = load_ok("sinks: {}").ingress.connections;
+    assert_eq!(defaults.header_timeout, secs(10));
+    assert_eq!(defaults.body_timeout, secs(30));
+    assert_eq!(defaults.max_connections, 1024);
+    let config = load_ok("ingress: { header_timeout: 2s, body_timeout: 1m, max_connections: 16 }");
+    let limits = config.ingress.connections;
+    assert_eq!(limits.header_timeout, secs(2));
+    assert_eq!(limits.body_timeout, secs(60));
+    assert_eq!(limits.max_connections, 16);
+    let summary = config.summary();
+    assert!(
+        summary.contains("connections     at most 16; headers within 2s; body within 1m"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn connection_limits_report_every_bad_value() {
+    let zero = errors("ingress: { header_timeout: 0s, body_timeout: 5, max_connections: 0 }");
+    assert_error(&zero, "ingress.header_timeout", "longer than zero");
+    assert_error(&zero, "ingress.body_timeout", "unit");
+    assert_error(&zero, "ingress.max_connections", "1..=1048576");
+    let wrong = errors("ingress: { header_timeout: 2d, body_timeout: -1s, max_connections: x }");
+    assert_error(&wrong, "ingress.header_timeout", "at most 24h");
+    assert_error(&wrong, "ingress.body_timeout", "duration");
+    assert_error(&wrong, "ingress.max_connections", "integer");
+    let env = errors_with(
+        "sinks: {}",
+        &[("SWITCHYARD_INGRESS__MAX_CONNECTIONS", "-3")],
+    );
+    assert_error(&env, "ingress.max_connections", "integer");
+    let env = load_with("sinks: {}", &[("SWITCHYARD_INGRESS__BODY_TIMEOUT", "5s")])
+        .expect("valid override");
+    assert_eq!(env.ingress.connections.body_timeout, secs(5));
+}
+
+#[test]
 fn spool_max_bytes_and_dedup_window_are_read() {
     let config = load_ok("spool: { max_bytes: 64KiB }\ningress: { dedup_window: 10m }");
     assert_eq!(config.spool.max_bytes, 64 * 1024);

@@ -6,6 +6,7 @@ mod admin;
 mod admin_guard;
 mod backpressure;
 mod cli;
+mod connections;
 mod dead_letters;
 mod delivery;
 mod delivery_control;
