@@ -44,7 +44,7 @@ listen: 127.0.0.1:{port}
 admin_listen: 127.0.0.1:{admin_port}
 admin: {{ token: {ADMIN_TOKEN} }}
 spool: {{ path: "{dir}/spool" }}
-ingress: {{ auth: [{{ bearer: {TOKEN} }}] }}
+ingress: {{ auth: [{{ bearer: {TOKEN} }}], header_timeout: 2s, body_timeout: 2s }}
 sinks:
   archive: {{ file: {{ path: "{dir}/events.jsonl" }} }}
   console: {{ log: {{ level: debug }} }}
@@ -483,6 +483,70 @@ async fn hostile_input_gets_a_clear_answer_and_loses_nothing_accepted() {
         );
         assert!(!answer.body.is_empty(), "no message: {answer:?}");
     }
+    t.still_serves(next()).await;
+
+    // Data that would spread over several lines if written as received.
+    let pretty = "{\n  \"order\": {\"total\": 150},\n{\"forged\":1}\n  \"note\": \"a\\nb\"\n}";
+    let head = binary_head("pretty-1", "", pretty.len());
+    let answer = t.raw(&head, pretty.as_bytes()).await;
+    assert!(answer.is_success() || answer.status == 400, "{answer:?}");
+    if answer.is_success() {
+        t.accepted.insert("pretty-1".to_owned());
+    }
+    let pretty = "{\n  \"order\": {\"total\": 150},\n  \"note\": \"a\\nb\"\n}";
+    let json = format!(
+        r#"{{"specversion":"1.0","id":"pretty-2","source":"/s","type":"T","data":{pretty}}}"#
+    );
+    assert!(t.structured(&json).await.is_success(), "pretty structured");
+    let bytes = b"\x00\n{\"forged\":1}\n\xff";
+    let head = binary_head("bytes-1", "", bytes.len())
+        .replace("application/json", "application/octet-stream");
+    assert!(
+        t.raw(&head, bytes).await.is_success(),
+        "binary data with newlines"
+    );
+    t.accepted.insert("bytes-1".to_owned());
+
+    // Slow and idle clients: silent, half-sent headers, a stalled body. They are cut off
+    // after the configured 2 s while everyone else is served.
+    let mut slow = Vec::new();
+    for i in 0..50 {
+        let mut stream = TcpStream::connect(("127.0.0.1", t.port))
+            .await
+            .expect("connect");
+        if i % 2 == 0 {
+            let partial = format!("POST /events HTTP/1.1\r\nHost: x\r\nce-id: slow-{i}\r\n");
+            stream
+                .write_all(partial.as_bytes())
+                .await
+                .expect("partial headers");
+        }
+        slow.push(stream);
+    }
+    let stalled_head = binary_head("stalled", "Connection: close\r\n", 100);
+    let mut stalled = TcpStream::connect(("127.0.0.1", t.port))
+        .await
+        .expect("connect");
+    stalled
+        .write_all(format!("{stalled_head}\r\n{{\"a\":").as_bytes())
+        .await
+        .expect("stalled body");
+    t.still_serves(next()).await;
+    for mut stream in slow {
+        let mut buf = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(8), stream.read_to_end(&mut buf)).await;
+        assert!(
+            closed.is_ok(),
+            "a silent or half-sent client was not closed"
+        );
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(8), stalled.read_to_end(&mut answer))
+        .await
+        .expect("a stalled body is cut off")
+        .expect("read");
+    parse(&answer).expect(408, "");
     t.still_serves(next()).await;
 
     // Nothing accepted is lost: every accepted id is archived, one JSON line each.
