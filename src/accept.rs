@@ -135,18 +135,49 @@ impl Acceptor {
             }));
         }
         receipt.deliveries = deliveries.len();
-        if !deliveries.is_empty() {
-            receipt.duplicates = match self.dedup_window {
-                Some(window) => self.spool.put_unique(deliveries, window).await?,
-                None => self.spool.put(deliveries).await.map(|()| 0)?,
-            };
+        let counted = Counted {
+            counters: self.counters.clone(),
+            events: receipt.events,
+            unrouted: receipt.unrouted,
+            routed,
+        };
+        if deliveries.is_empty() {
+            counted.count();
+            return Ok(receipt);
         }
-        Counters::add(&self.counters.events_received, receipt.events as u64);
-        self.counters.unrouted(receipt.unrouted as u64);
-        for route in &routed {
+        let (spool, window) = (self.spool.clone(), self.dedup_window);
+        // Stored and counted in a task of its own, so that the count is taken where the spool
+        // confirms the store even when this future is dropped meanwhile (its client hung up):
+        // the spool finishes such a store, and its events are routed like any other.
+        let stored = tokio::spawn(async move {
+            let duplicates = match window {
+                Some(window) => spool.put_unique(deliveries, window).await?,
+                None => spool.put(deliveries).await.map(|()| 0)?,
+            };
+            counted.count();
+            Ok::<_, SpoolError>(duplicates)
+        });
+        receipt.duplicates = stored.await.map_err(|_| AcceptError::Closed)??;
+        Ok(receipt)
+    }
+}
+
+/// What one request adds to the counters once its deliveries are stored.
+struct Counted {
+    counters: Arc<Counters>,
+    events: usize,
+    unrouted: usize,
+    /// Routes matched, once per event.
+    routed: Vec<Arc<str>>,
+}
+
+impl Counted {
+    fn count(self) {
+        Counters::add(&self.counters.events_received, self.events as u64);
+        self.counters.unrouted(self.unrouted as u64);
+        for route in &self.routed {
             self.counters.routed(route);
         }
-        Ok(receipt)
     }
 }
 
