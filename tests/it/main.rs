@@ -10,6 +10,7 @@ mod delivery;
 mod delivery_control;
 mod durability_kill9;
 mod ingress;
+mod leases;
 mod otlp;
 mod priority;
 mod reload;
