@@ -13,6 +13,7 @@ mod ingress;
 mod leases;
 mod otlp;
 mod priority;
+mod readiness;
 mod reload;
 mod schedules;
 mod sink_nats;
