@@ -1,5 +1,5 @@
 //! Readiness and counters tell the truth: `/readyz` fails with the reason while the spool
-//! refuses puts and recovers when it drains; events stored for clients that hung up are
+//! refuses puts or NATS is unreachable, and recovers after; events stored for clients that hung up are
 //! counted as routed; the spool's disk gauges are exported.
 
 use std::time::Duration;
@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
+use crate::support::nats_server::NatsServer;
 use crate::support::{wait_until, Respond, TestApp, TestSink};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -153,4 +154,48 @@ async fn the_spool_disk_gauges_are_exported() {
     assert!(used > 0.0 && used <= 1.0, "used ratio {used}");
     let free = sample(&metrics, "switchyard_spool_disk_free_bytes", &[]);
     assert!(free.is_some_and(|f| f > 0.0), "free bytes {free:?}");
+}
+
+/// Polls `/readyz` until it answers `status`; returns its body.
+async fn ready_becomes(app: &TestApp, status: u16, within: Duration) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let reply = app.admin_get("/readyz", None).await;
+        if reply.status.as_u16() == status {
+            return reply.json();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz stayed {} ({}) instead of {status}",
+            reply.status,
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn readiness_fails_while_nats_is_unreachable_and_recovers_when_it_returns() {
+    let store = tempfile::tempdir().expect("temp dir");
+    let mut server = NatsServer::start(store.path());
+    // The server and its store are this test's own: nothing to clean up on a shared one.
+    let stream = crate::support::nats::unique("sy-it-ready");
+    let app = TestApp::start(&format!(
+        r#"
+spool: {{ backend: nats, nats: {{ url: "{}", stream: {stream} }} }}
+sinks: {{ nr-log: {{ log: {{}} }} }}
+routes: [{{ name: nr, to: [nr-log] }}]
+"#,
+        server.url()
+    ))
+    .await;
+    ready_becomes(&app, 200, WAIT).await;
+
+    server.kill();
+    let down = ready_becomes(&app, 503, WAIT).await;
+    let reason = down["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains("NATS is unreachable"), "{reason}");
+
+    server.restart();
+    ready_becomes(&app, 200, Duration::from_secs(30)).await;
 }
