@@ -29,7 +29,10 @@ pub(super) async fn readyz(State(state): State<AdminState>) -> Response {
     let reason = if state.stopping.is_cancelled() {
         Some("shutting down".to_owned())
     } else {
-        probe_spool(&state).await.and_then(|()| workers(&state)).err()
+        probe_spool(&state)
+            .await
+            .and_then(|()| workers(&state))
+            .err()
     };
     match reason {
         None => Json(json!({ "status": "ready" })).into_response(),

@@ -51,7 +51,13 @@ async fn reloads_strand_nothing(backend: &str) {
     for round in 0..8u32 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         app.rewrite(&config(&sink, backend, 2 + round % 3));
-        let reply = request(Method::POST, &format!("{}/api/v1/reload", app.admin), &[], "").await;
+        let reply = request(
+            Method::POST,
+            &format!("{}/api/v1/reload", app.admin),
+            &[],
+            "",
+        )
+        .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     }
     assert!(

@@ -61,7 +61,10 @@ routes: [{{ name: rd, to: [rd-hook] }}]
     }
     let full = app.admin_get("/readyz", None).await;
     assert_eq!(full.status.as_u16(), 503, "{}", full.text());
-    let reason = full.json()["reason"].as_str().unwrap_or_default().to_owned();
+    let reason = full.json()["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(reason.contains("spool is full"), "{reason}");
 
     sink.set_default(Respond::status(200));
@@ -147,7 +150,9 @@ routes: [{{ name: hu-route, to: [hu-hook] }}]
 
 #[tokio::test]
 async fn the_spool_disk_gauges_are_exported() {
-    let app = TestApp::start("sinks: { dg-log: { log: {} } }\nroutes: [{ name: dg, to: [dg-log] }]\n").await;
+    let app =
+        TestApp::start("sinks: { dg-log: { log: {} } }\nroutes: [{ name: dg, to: [dg-log] }]\n")
+            .await;
     let metrics = app.admin_get("/metrics", None).await.text();
     let used = sample(&metrics, "switchyard_spool_disk_used_ratio", &[]);
     let used = used.unwrap_or_else(|| panic!("no disk gauge:\n{metrics}"));

@@ -221,7 +221,11 @@ async fn a_worker_that_stops_untold_is_reported_and_a_told_one_is_not() {
     stop.cancel();
     tracker.close();
     tracker.wait().await;
-    assert_eq!(stats.worker_stopped(), None, "stopping when told is no failure");
+    assert_eq!(
+        stats.worker_stopped(),
+        None,
+        "stopping when told is no failure"
+    );
 
     let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
     start(&ctx, &stop, &tracker);

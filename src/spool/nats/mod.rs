@@ -378,10 +378,9 @@ impl super::Spool for NatsSpool {
         let Some((_, reply)) = self.inner.leased.remove(&delivery.id) else {
             return;
         };
-        let (Some(conn), Ok(runtime)) = (
-            self.inner.conn.get(),
-            tokio::runtime::Handle::try_current(),
-        ) else {
+        let (Some(conn), Ok(runtime)) =
+            (self.inner.conn.get(), tokio::runtime::Handle::try_current())
+        else {
             // Without a connection or a runtime the lease ends with `ack_wait`, unrenewed.
             return;
         };
