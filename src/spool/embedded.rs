@@ -8,7 +8,7 @@
 //! per-sink cache ([`super::cache`]) filled by those commits, falling back to the journal's
 //! index and a read connection when the cache runs dry. Leases live in memory only: after a
 //! restart every stored delivery is leasable again (at-least-once), with its persisted
-//! attempts and `not_before`.
+//! attempts and `not_before`; a released lease goes back into the cache at once.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -63,8 +63,8 @@ pub struct EmbeddedSpool {
     checkpointer: Option<JoinHandle<()>>,
     /// Puts refused under `max_bytes` (readiness).
     refusals: Refusals,
-    /// One more than the commit count when a put last failed in storage; 0 when none has
-    /// since a commit succeeded.
+    /// One more than the commit count after a put last failed in storage; 0 when the last
+    /// put was stored.
     storage_failed_at: AtomicU64,
 }
 
@@ -238,7 +238,6 @@ impl EmbeddedSpool {
         }
         let batch = encode_put(deliveries, window)?;
         let bytes = batch.bytes();
-        let commits = self.commits();
         let answer = self.ask(|reply| Command::Put { batch, reply }).await;
         match &answer {
             Ok(_) => {
@@ -249,7 +248,9 @@ impl EmbeddedSpool {
                 if self.stored_bytes().saturating_add(bytes) > self.shared.max_bytes {
                     self.refusals.refused(bytes);
                 } else {
-                    self.storage_failed_at.store(commits + 1, Ordering::Relaxed);
+                    // Healthy again after the next commit that succeeds.
+                    let after = self.commits() + 1;
+                    self.storage_failed_at.store(after, Ordering::Relaxed);
                 }
             }
             Err(SpoolError::Closed) => {}

@@ -2,7 +2,8 @@
 //! dead-lettered.
 //!
 //! Imports `event`, `config` and `telemetry`; never routing, dispatch or sinks. The accept
-//! side calls [`Spool::put`]; the delivery side leases, acks, nacks and dead-letters.
+//! side calls [`Spool::put`]; the delivery side leases, acks, nacks and dead-letters, and
+//! releases what it leased and will not attempt.
 //! Persisted times are wall-clock ([`SystemTime`]) so that they mean the same after a restart.
 
 mod cache;
