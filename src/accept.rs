@@ -145,21 +145,36 @@ impl Acceptor {
             counted.count();
             return Ok(receipt);
         }
-        let (spool, window) = (self.spool.clone(), self.dedup_window);
-        // Stored and counted in a task of its own, so that the count is taken where the spool
-        // confirms the store even when this future is dropped meanwhile (its client hung up):
-        // the spool finishes such a store, and its events are routed like any other.
-        let stored = tokio::spawn(async move {
-            let duplicates = match window {
-                Some(window) => spool.put_unique(deliveries, window).await?,
-                None => spool.put(deliveries).await.map(|()| 0)?,
-            };
-            counted.count();
-            Ok::<_, SpoolError>(duplicates)
-        });
-        receipt.duplicates = stored.await.map_err(|_| AcceptError::Closed)??;
+        let store = store_and_count(self.spool.clone(), deliveries, self.dedup_window, counted);
+        receipt.duplicates = if self.spool.stores_in_one_poll() {
+            // Nothing can drop this future between the store and the count.
+            store.await?
+        } else {
+            // In a task of its own, so that the count is taken where the spool confirms the
+            // store even when this future is dropped meanwhile (its client hung up): the
+            // spool finishes such a store, and its events are routed like any other.
+            tokio::spawn(store)
+                .await
+                .map_err(|_| AcceptError::Closed)??
+        };
         Ok(receipt)
     }
+}
+
+/// Stores the deliveries and counts the request once they are stored; returns how many
+/// events were dropped as duplicates.
+async fn store_and_count(
+    spool: Arc<SpoolHandle>,
+    deliveries: Vec<NewDelivery>,
+    window: Option<Duration>,
+    counted: Counted,
+) -> Result<usize, SpoolError> {
+    let duplicates = match window {
+        Some(window) => spool.put_unique(deliveries, window).await?,
+        None => spool.put(deliveries).await.map(|()| 0)?,
+    };
+    counted.count();
+    Ok(duplicates)
 }
 
 /// What one request adds to the counters once its deliveries are stored.

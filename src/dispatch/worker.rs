@@ -64,7 +64,7 @@ impl Drop for Watch<'_> {
         }
         let reason = match std::thread::panicking() {
             true => "its delivery worker panicked",
-            false => "its delivery worker stopped: the spool refused to lease",
+            false => "its delivery worker stopped: the spool closed",
         };
         tracing::error!(sink = %self.stats.name(), reason, "Sink worker stopped unexpectedly");
         self.stats.set_worker_stopped(Some(reason));

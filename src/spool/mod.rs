@@ -317,6 +317,12 @@ impl SpoolHandle {
         }
     }
 
+    /// True when a put finishes within its first poll (the memory spool): a caller is never
+    /// dropped while such a put is part-way.
+    pub fn stores_in_one_poll(&self) -> bool {
+        matches!(self, Self::Memory(_))
+    }
+
     /// Opens the embedded backend in `<dir>` (`journal/` and `spool.db`).
     pub fn open_embedded(dir: &Path) -> Result<Self, OpenError> {
         EmbeddedSpool::open(dir).map(Self::Embedded)
