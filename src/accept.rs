@@ -10,7 +10,7 @@ use crate::config::{DeliveryOrder, Live};
 use crate::event::Event;
 use crate::routing::{RouteTable, Target};
 use crate::spool::{NewDelivery, Spool, SpoolError, SpoolHandle};
-use crate::telemetry::Counters;
+use crate::telemetry::{Counters, Format};
 
 /// Routes events and stores their deliveries.
 #[derive(Debug, Clone)]
@@ -80,8 +80,18 @@ impl Acceptor {
     ///
     /// Every backend stores a put all or nothing even when the caller (an HTTP request whose
     /// client hung up) is dropped part-way, so an event is never stored without all of its
-    /// deliveries.
+    /// deliveries; its events are counted all the same.
     pub async fn accept(&self, events: Vec<Event>) -> Result<Receipt, AcceptError> {
+        self.accept_from(events, None).await
+    }
+
+    /// [`Acceptor::accept`] for events that came in over ingress in `format`: they are also
+    /// counted as accepted in that format once stored.
+    pub async fn accept_from(
+        &self,
+        events: Vec<Event>,
+        format: Option<Format>,
+    ) -> Result<Receipt, AcceptError> {
         let now = SystemTime::now();
         let mut receipt = Receipt {
             events: events.len(),
@@ -137,6 +147,7 @@ impl Acceptor {
         receipt.deliveries = deliveries.len();
         let counted = Counted {
             counters: self.counters.clone(),
+            format,
             events: receipt.events,
             unrouted: receipt.unrouted,
             routed,
@@ -180,6 +191,8 @@ async fn store_and_count(
 /// What one request adds to the counters once its deliveries are stored.
 struct Counted {
     counters: Arc<Counters>,
+    /// The ingress format, for `switchyard_events_received_total`.
+    format: Option<Format>,
     events: usize,
     unrouted: usize,
     /// Routes matched, once per event.
@@ -189,6 +202,9 @@ struct Counted {
 impl Counted {
     fn count(self) {
         Counters::add(&self.counters.events_received, self.events as u64);
+        if let Some(format) = self.format {
+            self.counters.received(format, true, self.events as u64);
+        }
         self.counters.unrouted(self.unrouted as u64);
         for route in &self.routed {
             self.counters.routed(route);
