@@ -119,13 +119,12 @@ async fn try_publish(
     let count = events.len();
     state
         .acceptor
-        .accept(events)
+        .accept_from(events, Some(mode.format()))
         .await
         .map_err(|source| IngressError::Accept {
             source,
             events: count,
         })?;
-    state.counters.received(mode.format(), true, count as u64);
     Ok(authorized.mark(accepted(endpoint)))
 }
 
