@@ -10,7 +10,7 @@ use crate::config::{DeliveryOrder, Live};
 use crate::event::Event;
 use crate::routing::{RouteTable, Target};
 use crate::spool::{NewDelivery, Spool, SpoolError, SpoolHandle};
-use crate::telemetry::Counters;
+use crate::telemetry::{Counters, Format};
 
 /// Routes events and stores their deliveries.
 #[derive(Debug, Clone)]
@@ -91,8 +91,18 @@ impl Acceptor {
     ///
     /// Every backend stores a put all or nothing even when the caller (an HTTP request whose
     /// client hung up) is dropped part-way, so an event is never stored without all of its
-    /// deliveries.
+    /// deliveries; its events are counted all the same.
     pub async fn accept(&self, events: Vec<Event>) -> Result<Receipt, AcceptError> {
+        self.accept_from(events, None).await
+    }
+
+    /// [`Acceptor::accept`] for events that came in over ingress in `format`: they are also
+    /// counted as accepted in that format once stored.
+    pub async fn accept_from(
+        &self,
+        events: Vec<Event>,
+        format: Option<Format>,
+    ) -> Result<Receipt, AcceptError> {
         let now = SystemTime::now();
         let mut receipt = Receipt {
             events: events.len(),
@@ -146,18 +156,70 @@ impl Acceptor {
             }));
         }
         receipt.deliveries = deliveries.len();
-        if !deliveries.is_empty() {
-            receipt.duplicates = match self.dedup_window {
-                Some(window) => self.spool.put_unique(deliveries, window).await?,
-                None => self.spool.put(deliveries).await.map(|()| 0)?,
-            };
+        let counted = Counted {
+            counters: self.counters.clone(),
+            format,
+            events: receipt.events,
+            unrouted: receipt.unrouted,
+            routed,
+        };
+        if deliveries.is_empty() {
+            counted.count();
+            return Ok(receipt);
         }
-        Counters::add(&self.counters.events_received, receipt.events as u64);
-        self.counters.unrouted(receipt.unrouted as u64);
-        for route in &routed {
+        let store = store_and_count(self.spool.clone(), deliveries, self.dedup_window, counted);
+        receipt.duplicates = if self.spool.stores_in_one_poll() {
+            // Nothing can drop this future between the store and the count.
+            store.await?
+        } else {
+            // In a task of its own, so that the count is taken where the spool confirms the
+            // store even when this future is dropped meanwhile (its client hung up): the
+            // spool finishes such a store, and its events are routed like any other.
+            tokio::spawn(store)
+                .await
+                .map_err(|_| AcceptError::Closed)??
+        };
+        Ok(receipt)
+    }
+}
+
+/// Stores the deliveries and counts the request once they are stored; returns how many
+/// events were dropped as duplicates.
+async fn store_and_count(
+    spool: Arc<SpoolHandle>,
+    deliveries: Vec<NewDelivery>,
+    window: Option<Duration>,
+    counted: Counted,
+) -> Result<usize, SpoolError> {
+    let duplicates = match window {
+        Some(window) => spool.put_unique(deliveries, window).await?,
+        None => spool.put(deliveries).await.map(|()| 0)?,
+    };
+    counted.count();
+    Ok(duplicates)
+}
+
+/// What one request adds to the counters once its deliveries are stored.
+struct Counted {
+    counters: Arc<Counters>,
+    /// The ingress format, for `switchyard_events_received_total`.
+    format: Option<Format>,
+    events: usize,
+    unrouted: usize,
+    /// Routes matched, once per event.
+    routed: Vec<Arc<str>>,
+}
+
+impl Counted {
+    fn count(self) {
+        Counters::add(&self.counters.events_received, self.events as u64);
+        if let Some(format) = self.format {
+            self.counters.received(format, true, self.events as u64);
+        }
+        self.counters.unrouted(self.unrouted as u64);
+        for route in &self.routed {
             self.counters.routed(route);
         }
-        Ok(receipt)
     }
 }
 

@@ -4,7 +4,6 @@
 //! Shutdown: stop accepting and finish in-flight requests; stop leasing; let in-flight
 //! deliveries finish within the grace period; name what is still running; return.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,10 +15,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::accept::Acceptor;
 use crate::admin::{AdminServer, AdminState};
-use crate::config::{live, reload_channel, watch_file, Config, ReloadTrigger};
+use crate::config::{live, reload_channel, watch_file, Config, IngressConfig, Live, ReloadTrigger};
 use crate::ingress::{self, IngressState};
 use crate::reload::{Generation, Reloader};
 use crate::routing::RouteTable;
+use crate::server::Server;
 use crate::sinks::{self, Handler, Handlers};
 use crate::spool::{Spool, SpoolHandle};
 use crate::telemetry::{Counters, SpanExport};
@@ -31,6 +31,7 @@ pub struct Switchyard {
     handlers: Handlers,
     admin_listener: Option<TcpListener>,
     config_file: Option<PathBuf>,
+    config_source: Option<Vec<u8>>,
     watch: bool,
 }
 
@@ -68,6 +69,7 @@ impl Switchyard {
             handlers: Handlers::default(),
             admin_listener: None,
             config_file: None,
+            config_source: None,
             watch: false,
         }
     }
@@ -77,6 +79,13 @@ impl Switchyard {
     pub fn config_file(mut self, path: impl Into<PathBuf>, watch: bool) -> Self {
         self.config_file = Some(path.into());
         self.watch = watch;
+        self
+    }
+
+    /// The bytes the configuration was loaded from, when the caller read the file itself; a
+    /// file event that leaves the file so is not reloaded. Without it the file is read at start.
+    pub fn config_source(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.config_source = Some(bytes.into());
         self
     }
 
@@ -134,15 +143,21 @@ impl Switchyard {
             .dedup_window(config.ingress.dedup_window);
         let state = IngressState {
             acceptor: acceptor.clone(),
-            config: live_ingress,
+            config: live_ingress.clone(),
             counters: counters.clone(),
         };
 
         let shutdown = CancellationToken::new();
         let deliveries = TaskTracker::new();
         let stop_leasing = CancellationToken::new();
+        let loaded = match (self.config_source, &self.config_file) {
+            (Some(bytes), _) => bytes,
+            (None, Some(path)) => std::fs::read(path).unwrap_or_default(),
+            (None, None) => Vec::new(),
+        };
         let reloader = Reloader {
             path: self.config_file.clone().unwrap_or_default(),
+            loaded,
             handlers: self.handlers,
             spool: spool.clone(),
             counters: counters.clone(),
@@ -186,6 +201,8 @@ impl Switchyard {
             ServeParts {
                 listener,
                 router: ingress::router(state),
+                limits: live_ingress,
+                max_connections: config.ingress.connections.max_connections,
                 shutdown: shutdown.clone(),
                 stop_leasing,
                 deliveries,
@@ -194,6 +211,9 @@ impl Switchyard {
             },
         ));
         tracing::info!(listen = %local_addr, admin = %admin_addr, routes = config.routes.len(), sinks = config.sinks.len(), "Switchyard started");
+        if !local_addr.ip().is_loopback() && config.ingress.auth.is_empty() {
+            tracing::warn!(listen = %local_addr, "Ingress accepts events from other hosts without credentials; set ingress.auth or listen on 127.0.0.1");
+        }
         Ok(Running {
             local_addr,
             admin_addr,
@@ -299,6 +319,10 @@ async fn serve_with_admin(
 struct ServeParts {
     listener: TcpListener,
     router: axum::Router,
+    /// Timeouts for new connections (a reload changes them).
+    limits: Live<IngressConfig>,
+    /// Fixed at start: a reload that changes it is logged and waits for a restart.
+    max_connections: usize,
     shutdown: CancellationToken,
     stop_leasing: CancellationToken,
     deliveries: TaskTracker,
@@ -310,9 +334,15 @@ struct ServeParts {
 async fn serve(parts: ServeParts) -> Result<(), RunError> {
     let shutdown = parts.shutdown.clone();
     let watcher = parts.watcher;
-    let server = axum::serve(parts.listener, parts.router)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let limits = parts.limits;
+    let server = Server {
+        listener: parts.listener,
+        router: parts.router,
+        name: "ingress",
+        max_connections: parts.max_connections,
+        limits: move || limits.get().connections,
+    }
+    .run(shutdown.clone());
     // Requests in flight get the grace period to finish; a client that never finishes
     // must not hold the process up.
     let overrun = async {
@@ -320,7 +350,7 @@ async fn serve(parts: ServeParts) -> Result<(), RunError> {
         tokio::time::sleep(parts.grace).await;
     };
     tokio::select! {
-        result = server => result.map_err(RunError::Serve)?,
+        () = server => {}
         () = overrun => tracing::warn!(grace = ?parts.grace, "Requests still in flight after the grace period; closing"),
     }
     drop(watcher);

@@ -164,8 +164,19 @@ fn main() -> ExitCode {
 
 /// Loads a configuration, printing every error; `None` means exit 64.
 fn load_config(path: &Path) -> Option<config::Config> {
-    match config::load(path) {
-        Ok(c) => Some(c),
+    load_config_source(path).map(|(config, _)| config)
+}
+
+/// Loads the configuration and returns the text it was read from.
+fn load_config_source(path: &Path) -> Option<(config::Config, String)> {
+    let loaded = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+        .and_then(|text| config::load_text(&text, path).map(|config| (config, text)));
+    match loaded {
+        Ok(loaded) => Some(loaded),
         Err(e @ ConfigError::Invalid(_)) => {
             eprintln!("{}: {e}", path.display());
             None
@@ -229,9 +240,10 @@ fn memchr_str(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 fn serve(path: &Path, watch: bool) -> anyhow::Result<ExitCode> {
-    let Some(config) = load_config(path) else {
+    let Some((config, text)) = load_config_source(path) else {
         return Ok(ExitCode::from(EXIT_CONFIG));
     };
+    raise_open_file_limit(switchyard::open_files_wanted(&config));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         // Listen for SIGHUP before the daemon is reachable, so no hangup can hit the
@@ -239,6 +251,7 @@ fn serve(path: &Path, watch: bool) -> anyhow::Result<ExitCode> {
         let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let running = Switchyard::new(config)
             .config_file(path, watch)
+            .config_source(text)
             .start()
             .await
             .context("cannot start switchyard")?;
@@ -263,6 +276,31 @@ fn serve(path: &Path, watch: bool) -> anyhow::Result<ExitCode> {
             .context("switchyard stopped with an error")?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Raises the soft limit on open files to the hard limit (the soft default, often 1024, is
+/// below what the connection caps allow), and warns when even that is short of `wanted`: past
+/// the limit, spool files, sink sockets and exec pipes fail to open.
+fn raise_open_file_limit(wanted: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    let before = limit.current;
+    // The soft limit is never above the hard one; `None` is unlimited.
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(error) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(%error, "Cannot raise the open-file limit");
+            limit.current = before;
+        }
+    }
+    if let Some(allowed) = limit.current.filter(|&n| n < wanted) {
+        tracing::warn!(
+            allowed,
+            wanted,
+            "The open-file limit is below what the connection limits and sinks may use; \
+             raise it (ulimit -n, LimitNOFILE) or lower ingress.max_connections"
+        );
+    }
 }
 
 /// Requests a configuration reload on every SIGHUP.

@@ -10,6 +10,11 @@
 //! its leasing — what it has in flight finishes and is acked, and a lease is never handed to
 //! a second worker. Deliveries for a sink the new file removes stay in the spool (orphaned)
 //! until the sink returns.
+//!
+//! What is refused, besides an invalid file: a file caught while being written (read twice,
+//! [`config::RELOAD_SETTLE`] apart, with different bytes), and a file that removes the last
+//! ingress credential or the admin token — dropping authentication takes a restart, so an
+//! edit of a mounted file cannot open the daemon up.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +39,9 @@ use crate::telemetry::{self, Counters};
 pub(crate) struct Reloader {
     /// The configuration file.
     pub(crate) path: PathBuf,
+    /// The bytes the running configuration was loaded from (a file event that leaves them
+    /// as they are is not reloaded).
+    pub(crate) loaded: Vec<u8>,
     /// Registered Rust handlers (kept across reloads).
     pub(crate) handlers: Handlers,
     /// The spool (kept).
@@ -97,7 +105,8 @@ impl Reloader {
     }
 
     /// Serves reload requests one at a time until shutdown.
-    pub(crate) async fn run(self, mut requests: mpsc::Receiver<ReloadRequest>, mut runs: Runs) {
+    pub(crate) async fn run(mut self, mut requests: mpsc::Receiver<ReloadRequest>, mut runs: Runs) {
+        let mut loaded = std::mem::take(&mut self.loaded);
         loop {
             let request = tokio::select! {
                 () = self.shutdown.cancelled() => return,
@@ -106,7 +115,21 @@ impl Reloader {
                     None => return,
                 },
             };
-            let outcome = self.reload(&mut runs, request.cause).await;
+            let bytes = self
+                .read_settled()
+                .await
+                .map_err(|error| self.refused(request.cause, &error));
+            if request.if_changed && bytes.as_ref().is_ok_and(|b| *b == loaded) {
+                tracing::debug!(cause = request.cause, path = %self.path.display(), "Configuration file unchanged; not reloading");
+                continue;
+            }
+            let outcome = match bytes {
+                Ok(bytes) => {
+                    self.reload(&mut runs, request.cause, bytes, &mut loaded)
+                        .await
+                }
+                Err(refused) => Err(refused),
+            };
             telemetry::config_reloaded(outcome.is_ok());
             if let Some(reply) = request.reply {
                 // The asker may have given up waiting; the reload happened regardless.
@@ -115,21 +138,48 @@ impl Reloader {
         }
     }
 
+    /// Reads the file twice, [`config::RELOAD_SETTLE`] apart: different bytes mean it is
+    /// still being written, and half a file may well be a valid one (with fewer routes).
+    async fn read_settled(&self) -> Result<Vec<u8>, String> {
+        let read = || async {
+            tokio::fs::read(&self.path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", self.path.display()))
+        };
+        let first = read().await?;
+        tokio::time::sleep(config::RELOAD_SETTLE).await;
+        let second = read().await?;
+        if first != second {
+            return Err(format!(
+                "{} changed while it was being read (still being written?); reload again once it is complete",
+                self.path.display()
+            ));
+        }
+        Ok(second)
+    }
+
     async fn reload(
         &self,
         runs: &mut Runs,
         cause: &'static str,
+        bytes: Vec<u8>,
+        loaded: &mut Vec<u8>,
     ) -> Result<ReloadSummary, ReloadFailed> {
+        let Ok(text) = std::str::from_utf8(&bytes).map(str::to_owned) else {
+            let error = format!("{} is not UTF-8 text", self.path.display());
+            return Err(self.refused(cause, &error));
+        };
         let path = self.path.clone();
-        let loaded = tokio::task::spawn_blocking(move || config::load(&path))
+        let parsed = tokio::task::spawn_blocking(move || config::load_text(&text, &path))
             .await
             .map_err(|e| ReloadFailed(format!("reload task failed: {e}")))?;
-        let mut next = match loaded {
+        let mut next = match parsed {
             Ok(next) => next,
             Err(error) => return Err(self.refused(cause, &error)),
         };
-        let sinks = sinks::build(&next, &self.handlers).map_err(|e| self.refused(cause, &e))?;
         let current = self.config.subscribe().get();
+        keeps_authentication(&current, &next).map_err(|e| self.refused(cause, &e))?;
+        let sinks = sinks::build(&next, &self.handlers).map_err(|e| self.refused(cause, &e))?;
         keep_restart_only_settings(&current, &mut next);
         let next = Arc::new(next);
 
@@ -150,6 +200,7 @@ impl Reloader {
             sinks: next.sinks.len(),
         };
         tracing::info!(cause, path = %self.path.display(), routes = summary.routes, sinks = summary.sinks, "Configuration reloaded");
+        *loaded = bytes;
         Ok(summary)
     }
 
@@ -159,7 +210,27 @@ impl Reloader {
     }
 }
 
-/// Addresses and the spool are bound at start: a changed value waits for a restart.
+/// Refuses a configuration that drops the last ingress credential or the admin token:
+/// changing a credential is a reload, removing authentication is a restart.
+fn keeps_authentication(current: &Config, next: &Config) -> Result<(), String> {
+    let mut removed = Vec::new();
+    if !current.ingress.auth.is_empty() && next.ingress.auth.is_empty() {
+        removed.push("every ingress.auth credential (ingress would accept anyone)");
+    }
+    if current.admin.token.is_some() && next.admin.token.is_none() {
+        removed.push("admin.token (the admin API would need none)");
+    }
+    if removed.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the new configuration removes {}; removing authentication takes a restart, a reload only replaces credentials",
+        removed.join(" and ")
+    ))
+}
+
+/// Addresses, the connection cap and the spool are set at start: a changed value waits for a
+/// restart.
 fn keep_restart_only_settings(current: &Config, next: &mut Config) {
     if next.listen != current.listen {
         tracing::warn!(old = %current.listen, new = %next.listen, "listen changes only on restart");
@@ -168,6 +239,15 @@ fn keep_restart_only_settings(current: &Config, next: &mut Config) {
     if next.admin.listen != current.admin.listen {
         tracing::warn!(old = %current.admin.listen, new = %next.admin.listen, "admin_listen changes only on restart");
         next.admin.listen = current.admin.listen;
+    }
+    let (old, new) = (&current.ingress.connections, &mut next.ingress.connections);
+    if new.max_connections != old.max_connections {
+        tracing::warn!(
+            old = old.max_connections,
+            new = new.max_connections,
+            "ingress.max_connections changes only on restart"
+        );
+        new.max_connections = old.max_connections;
     }
     if next.spool != current.spool {
         tracing::warn!("spool settings change only on restart");

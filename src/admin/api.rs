@@ -21,6 +21,10 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Every metric in the Prometheus text format; spool depths are read at render time.
 pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
     state.refresh_depths();
+    // One statvfs call: cheap, and the figure is current at each scrape.
+    if let Some(disk) = state.spool.disk_usage() {
+        telemetry::spool_disk(disk.used_ratio(), disk.free_bytes);
+    }
     let text = telemetry::prometheus().render();
     let mut response = text.into_response();
     response.headers_mut().insert(

@@ -7,14 +7,15 @@
 //! - `api`: `GET /metrics`, `GET /api/v1/routes`, `GET /api/v1/sinks`,
 //!   `DELETE /api/v1/sinks/{name}/deliveries` (orphaned deliveries), `POST /api/v1/reload`.
 //! - `dead_letters`: list, show, replay and purge dead letters under `/api/v1/dead-letters`.
-//! - `auth`: with `admin.token` set, everything but the probes needs `Authorization: Bearer`.
+//! - `auth`: with `admin.token` set, everything but the probes needs `Authorization: Bearer`;
+//!   without it, only requests addressed to `localhost` or an IP address are served; requests
+//!   that change something are refused when a browser sent them from another site.
 
 mod api;
 mod auth;
 mod dead_letters;
 mod probes;
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,12 +27,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Live, ReloadTrigger};
+use crate::server::{Server, ADMIN_MAX_CONNECTIONS};
 use crate::spool::{Spool, SpoolHandle};
 use crate::telemetry::{self, Counters};
 
 /// How often spool-depth gauges are refreshed and histogram samples folded in, so memory
 /// stays bounded even when nothing scrapes `/metrics`.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// How long stopping waits for admin requests in flight.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// What the admin handlers share.
 #[derive(Debug, Clone)]
@@ -69,6 +74,10 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::refuse_browsers,
         ));
     Router::new()
         .route("/healthz", get(probes::healthz))
@@ -92,10 +101,19 @@ impl AdminServer {
         Self { stop, task }
     }
 
-    /// Stops serving and waits for requests in flight to finish.
-    pub(crate) async fn stop(self) {
+    /// Stops serving and waits for requests in flight to finish, for [`STOP_WAIT`] at most:
+    /// a client that does not read its answer must not hold the process up.
+    pub(crate) async fn stop(mut self) {
         self.stop.cancel();
-        if let Err(error) = self.task.await {
+        let finished = match tokio::time::timeout(STOP_WAIT, &mut self.task).await {
+            Ok(finished) => finished,
+            Err(_elapsed) => {
+                tracing::warn!(wait = ?STOP_WAIT, "Admin requests still in flight; closing");
+                self.task.abort();
+                return;
+            }
+        };
+        if let Err(error) = finished {
             tracing::error!(%error, "Admin server task ended abnormally");
         }
     }
@@ -103,13 +121,17 @@ impl AdminServer {
 
 async fn run(listener: TcpListener, state: AdminState, stop: CancellationToken) {
     let upkeep = upkeep(state.clone(), stop.clone());
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .into_future();
-    let (served, ()) = tokio::join!(server, upkeep);
-    if let Err(error) = served {
-        tracing::error!(%error, "Admin server failed; health, metrics and the admin API are unavailable");
+    // The same client timeouts as ingress; a small fixed cap, as few clients need it.
+    let config = state.config.clone();
+    let server = Server {
+        listener,
+        router: router(state),
+        name: "admin",
+        max_connections: ADMIN_MAX_CONNECTIONS,
+        limits: move || config.get().ingress.connections,
     }
+    .run(stop);
+    tokio::join!(server, upkeep);
 }
 
 async fn upkeep(state: AdminState, stop: CancellationToken) {

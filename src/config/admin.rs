@@ -1,6 +1,9 @@
-//! The admin server's settings: top-level `admin_listen` and `admin: { token }`.
+//! The admin server's settings: top-level `admin_listen` and
+//! `admin: { token, allow_unauthenticated }`.
 //!
-//! Imports nothing internal outside `config`.
+//! An admin API that anyone on the network can reach without a token is refused: it can
+//! replay, purge and read dead letters and reload the configuration. Imports nothing internal
+//! outside `config`.
 
 use std::net::SocketAddr;
 
@@ -8,9 +11,10 @@ use super::env::Obj;
 use super::model::{Reader, Shape};
 
 /// `admin:` — `token` (optional): when set, every admin endpoint except `/healthz` and
-/// `/readyz` requires `Authorization: Bearer <token>`.
+/// `/readyz` requires `Authorization: Bearer <token>`; `allow_unauthenticated` (default
+/// false): accept a non-loopback `admin_listen` without a token.
 const ADMIN: Shape = Shape {
-    keys: "token",
+    keys: "token allow_unauthenticated",
     later: "",
 };
 
@@ -25,6 +29,8 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token the admin API requires; `None` leaves it open.
     pub token: Option<AdminToken>,
+    /// Whether a non-loopback `listen` without a token was asked for explicitly.
+    pub allow_unauthenticated: bool,
 }
 
 impl Default for AdminConfig {
@@ -32,6 +38,7 @@ impl Default for AdminConfig {
         Self {
             listen: DEFAULT_ADMIN_LISTEN,
             token: None,
+            allow_unauthenticated: false,
         }
     }
 }
@@ -67,15 +74,32 @@ pub(super) fn read(rd: &mut Reader<'_>, top: &Obj<'_>) -> Option<AdminConfig> {
             str::parse::<SocketAddr>,
         )
     });
-    let token = rd.section(top, "admin", &ADMIN).and_then(|o| {
+    let section = rd.section(top, "admin", &ADMIN);
+    let token = section.as_ref().and_then(|o| {
         rd.or(o.get("token"), None, |rd, n| {
             rd.text(n).map(|t| Some(AdminToken(t)))
         })
     });
-    Some(AdminConfig {
+    let open = section
+        .as_ref()
+        .and_then(|o| rd.or(o.get("allow_unauthenticated"), false, Reader::boolean));
+    let config = AdminConfig {
         listen: listen?,
         token: token?,
-    })
+        allow_unauthenticated: open?,
+    };
+    if !config.listen.ip().is_loopback() && config.token.is_none() && !config.allow_unauthenticated
+    {
+        let message = format!(
+            "{} is reachable from other hosts but admin.token is not set, so anyone who can \
+             connect could read, replay and purge dead letters and reload the configuration; \
+             set admin.token (e.g. admin: {{ token: \"${{SWITCHYARD_ADMIN_TOKEN}}\" }}), listen \
+             on 127.0.0.1, or set admin.allow_unauthenticated: true",
+            config.listen
+        );
+        return rd.fail("admin_listen", message);
+    }
+    Some(config)
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ pub use nats::{
 };
 pub use reload::{
     reload_channel, watch_file, ReloadFailed, ReloadRequest, ReloadSummary, ReloadTrigger,
+    RELOAD_SETTLE,
 };
 pub use schedules::{parse_cron, CronError, ScheduleConfig, ScheduledEvent};
 pub use telemetry::{TelemetryConfig, DEFAULT_SERVICE_NAME};
@@ -108,6 +109,31 @@ pub struct IngressConfig {
     pub allowed_rate: Option<u32>,
     /// A repeat of the same (`source`, `id`) within this window is acknowledged and dropped.
     pub dedup_window: Option<Duration>,
+    /// How long a client may hold a connection without making progress, and how many it may hold.
+    pub connections: ConnectionLimits,
+}
+
+/// What a client may hold of an HTTP server: time to send a request, and connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Time to send a request's headers; also how long an idle connection waits for its
+    /// next request before it is closed.
+    pub header_timeout: Duration,
+    /// Time to send a request's body, counted from the end of its headers (408 past it).
+    pub body_timeout: Duration,
+    /// Most connections open at once; past it new connections wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    /// 10s for headers, 30s for a body, 1024 connections.
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
 }
 
 /// One accepted ingress credential.
@@ -222,6 +248,9 @@ pub struct ExecSinkConfig {
     pub command: Vec<String>,
     /// Time after which the process is killed and the attempt fails.
     pub timeout: Duration,
+    /// Variables passed through from the daemon's environment; the process gets no others
+    /// besides the `SWITCHYARD_*` event variables.
+    pub env: Vec<String>,
 }
 
 /// Settings of a `handler` sink.
@@ -426,6 +455,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         source,
     })?;
     load_str(&text, path, &env::process_env())
+}
+
+/// Loads and validates configuration text read from `origin` (with `${VAR}` and `SWITCHYARD_*`
+/// from the environment), for a caller that has read the file itself.
+pub fn load_text(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    load_str(text, origin, &env::process_env())
 }
 
 /// Loads and validates configuration text; `origin` names it in errors, `vars` is the environment.

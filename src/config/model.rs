@@ -63,10 +63,12 @@ pub(super) const SPOOL: Shape = Shape {
 /// `max_batch_events` (1..=5000, default 5000), `auth` (a list of credentials of which a request
 /// presents one), `allowed_origins` and `allowed_rate` (requests per minute), both granted by
 /// the CloudEvents `OPTIONS` handshake, and `dedup_window` (a duration: a repeat of the same
-/// `source` and `id` within it is acknowledged and dropped; off when absent).
+/// `source` and `id` within it is acknowledged and dropped; off when absent), and the limits
+/// on what one client may hold: `header_timeout` (default 10s; also closes idle connections),
+/// `body_timeout` (default 30s) and `max_connections` (default 1024).
 pub(super) const INGRESS: Shape = Shape {
     keys: "max_event_bytes max_request_bytes max_batch_events auth allowed_origins allowed_rate \
-           dedup_window",
+           dedup_window header_timeout body_timeout max_connections",
     later: "",
 };
 
@@ -110,9 +112,10 @@ pub(super) const FILE: Shape = Shape {
     later: "",
 };
 
-/// `exec:` — `command` (program and arguments, required) and `timeout` (default 30s).
+/// `exec:` — `command` (program and arguments, required), `timeout` (default 30s) and `env`
+/// (variables passed through from the daemon's environment, default PATH, HOME and LANG).
 pub(super) const EXEC: Shape = Shape {
-    keys: "command timeout",
+    keys: "command timeout env",
     later: "",
 };
 

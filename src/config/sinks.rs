@@ -176,13 +176,37 @@ fn log_sink(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<LogSinkConfig> {
 
 fn exec_sink(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<ExecSinkConfig> {
     let command = rd.required(o, "command", |rd, n| {
-        rd.some(n, "must name a program", Reader::text)
+        rd.some(n, "must name a program", |rd, n| {
+            let text = rd.text(n)?;
+            if text.contains('\0') {
+                return rd.fail(&n.path, "must not contain a NUL character");
+            }
+            Some(text)
+        })
     });
     let timeout = rd.or(o.get("timeout"), DEFAULT_TIMEOUT, Reader::duration);
+    let env = rd.or(o.get("env"), default_exec_env(), |rd, n| {
+        rd.each(n, env_name)
+    });
     Some(ExecSinkConfig {
         command: command?,
         timeout: timeout?,
+        env: env?,
     })
+}
+
+/// The variables an `exec` sink passes through when `env` is not set.
+fn default_exec_env() -> Vec<String> {
+    ["PATH", "HOME", "LANG"].map(str::to_owned).to_vec()
+}
+
+/// An environment variable name: not empty, without `=` or NUL.
+fn env_name(rd: &mut Reader<'_>, node: &Node<'_>) -> Option<String> {
+    let name = rd.text(node)?;
+    if name.contains(['=', '\0']) {
+        return rd.fail(&node.path, "must be a variable name (no `=` or NUL)");
+    }
+    Some(name)
 }
 
 fn retry(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<RetryPolicy> {

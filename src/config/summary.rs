@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::units::format_duration;
 use super::DeliveryOrder;
 use super::{
-    AuthRule, Config, HttpFormat, MatchConfig, RouteConfig, SinkConfig, SinkKind, SpoolBackend,
+    AuthRule, Config, ConnectionLimits, HttpFormat, MatchConfig, RouteConfig, SinkConfig, SinkKind,
+    SpoolBackend,
 };
 
 impl Config {
@@ -23,6 +24,11 @@ impl Config {
             ),
             format!("shutdown_grace  {}", format_duration(self.shutdown_grace)),
             format!("ingress         {}", self.ingress_line()),
+            format!("admin           {}", self.admin_line()),
+            format!(
+                "connections     {}",
+                connections_line(self.ingress.connections)
+            ),
             String::new(),
             format!("routes ({}):", self.routes.len()),
         ];
@@ -48,6 +54,15 @@ impl Config {
         lines.join("\n")
     }
 
+    fn admin_line(&self) -> String {
+        let guard = match (&self.admin.token, self.admin.allow_unauthenticated) {
+            (Some(_), _) => "token required",
+            (None, true) => "no token (allow_unauthenticated)",
+            (None, false) => "no token (loopback only)",
+        };
+        format!("{}; {guard}", self.admin.listen)
+    }
+
     fn ingress_line(&self) -> String {
         let ingress = &self.ingress;
         let auth = match ingress.auth.len() {
@@ -68,6 +83,15 @@ impl Config {
             ingress.allowed_origins.join(", "),
         )
     }
+}
+
+fn connections_line(limits: ConnectionLimits) -> String {
+    format!(
+        "at most {}; headers within {}; body within {}",
+        limits.max_connections,
+        format_duration(limits.header_timeout),
+        format_duration(limits.body_timeout),
+    )
 }
 
 fn backend(backend: SpoolBackend) -> &'static str {
@@ -223,8 +247,13 @@ fn target(kind: &SinkKind) -> String {
         SinkKind::Exec(exec) => {
             let program = exec.command.first().map_or("", String::as_str);
             let args = exec.command.len().saturating_sub(1);
+            let env = if exec.env.is_empty() {
+                "none".to_owned()
+            } else {
+                exec.env.join(" ")
+            };
             format!(
-                "{program} (+{args} args, timeout {})",
+                "{program} (+{args} args, timeout {}, env {env})",
                 format_duration(exec.timeout)
             )
         }

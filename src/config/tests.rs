@@ -220,6 +220,11 @@ fn a_full_configuration_reads_every_key() {
         (exec.command.clone(), exec.timeout),
         (vec!["./notify.sh".into(), "-q".into()], secs(10))
     );
+    assert_eq!(
+        exec.env,
+        ["PATH", "HOME", "LANG"],
+        "the default pass-through"
+    );
     assert!(
         matches!(&config.sinks["quiet"].kind, SinkKind::Log(l) if l.level == tracing::Level::DEBUG)
     );
@@ -285,6 +290,10 @@ fn the_summary_lists_routes_and_sinks_without_secrets() {
     }
     let default = load_ok(MINIMAL).summary();
     assert!(default.contains("horizon 1d 0h"), "{default}");
+    assert!(
+        default.contains("admin           127.0.0.1:9090; no token (loopback only)"),
+        "{default}"
+    );
 }
 
 #[test]
@@ -490,6 +499,44 @@ fn sizes_accept_numbers_and_units() {
 }
 
 #[test]
+fn connection_limits_are_read_with_their_defaults() {
+    let defaults = load_ok("sinks: {}").ingress.connections;
+    assert_eq!(defaults.header_timeout, secs(10));
+    assert_eq!(defaults.body_timeout, secs(30));
+    assert_eq!(defaults.max_connections, 1024);
+    let config = load_ok("ingress: { header_timeout: 2s, body_timeout: 1m, max_connections: 16 }");
+    let limits = config.ingress.connections;
+    assert_eq!(limits.header_timeout, secs(2));
+    assert_eq!(limits.body_timeout, secs(60));
+    assert_eq!(limits.max_connections, 16);
+    let summary = config.summary();
+    assert!(
+        summary.contains("connections     at most 16; headers within 2s; body within 1m"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn connection_limits_report_every_bad_value() {
+    let zero = errors("ingress: { header_timeout: 0s, body_timeout: 5, max_connections: 0 }");
+    assert_error(&zero, "ingress.header_timeout", "longer than zero");
+    assert_error(&zero, "ingress.body_timeout", "unit");
+    assert_error(&zero, "ingress.max_connections", "1..=1048576");
+    let wrong = errors("ingress: { header_timeout: 2d, body_timeout: -1s, max_connections: x }");
+    assert_error(&wrong, "ingress.header_timeout", "at most 24h");
+    assert_error(&wrong, "ingress.body_timeout", "duration");
+    assert_error(&wrong, "ingress.max_connections", "integer");
+    let env = errors_with(
+        "sinks: {}",
+        &[("SWITCHYARD_INGRESS__MAX_CONNECTIONS", "-3")],
+    );
+    assert_error(&env, "ingress.max_connections", "integer");
+    let env = load_with("sinks: {}", &[("SWITCHYARD_INGRESS__BODY_TIMEOUT", "5s")])
+        .expect("valid override");
+    assert_eq!(env.ingress.connections.body_timeout, secs(5));
+}
+
+#[test]
 fn spool_max_bytes_and_dedup_window_are_read() {
     let config = load_ok("spool: { max_bytes: 64KiB }\ningress: { dedup_window: 10m }");
     assert_eq!(config.spool.max_bytes, 64 * 1024);
@@ -516,6 +563,7 @@ sinks:
   nofile: { file: {} }
   noprog: { exec: { command: [] } }
   blank: { exec: { command: ['./x', ''] } }
+  nul: { exec: { command: [\"./x\\0\"], env: [PATH, 'A=B', '', 3] } }
   anon: { handler: { name: '' } }
   kind: { log: 3 }
 ",
@@ -552,13 +600,21 @@ sinks:
     assert_error(&errors, "sinks.nofile.file.path", "required");
     assert_error(&errors, "sinks.noprog.exec.command", "must name a program");
     assert_error(&errors, "sinks.blank.exec.command[1]", "must not be empty");
+    assert_error(
+        &errors,
+        "sinks.nul.exec.command[0]",
+        "must not contain a NUL",
+    );
+    assert_error(&errors, "sinks.nul.exec.env[1]", "must be a variable name");
+    assert_error(&errors, "sinks.nul.exec.env[2]", "must not be empty");
+    assert_error(&errors, "sinks.nul.exec.env[3]", "expected a string");
     assert_error(&errors, "sinks.anon.handler.name", "must not be empty");
     assert_error(
         &errors,
         "sinks.kind.log",
         "expected a mapping, found the number 3",
     );
-    assert_eq!(errors.len(), 14, "{errors:#?}");
+    assert_eq!(errors.len(), 18, "{errors:#?}");
 }
 
 #[test]
@@ -1044,4 +1100,63 @@ routes: [ { name: r, to: [bus] } ]
     assert_error(&errors, "spool.nats.password", "required with user");
     assert_error(&errors, "spool.nats.replicas", "");
     assert_error(&errors, "sinks.bus.nats.subject", "without wildcards");
+}
+
+// === Admin exposure ===
+
+#[test]
+fn a_non_loopback_admin_listen_without_a_token_is_an_error_naming_the_fix() {
+    for addr in ["0.0.0.0:9090", "[::]:9090", "10.1.2.3:9090"] {
+        let yaml = format!("{MINIMAL}admin_listen: \"{addr}\"\n");
+        let errors = errors(&yaml);
+        assert_error(&errors, "admin_listen", "admin.token is not set");
+        assert_error(&errors, "admin_listen", "allow_unauthenticated: true");
+        assert_error(&errors, "admin_listen", "127.0.0.1");
+    }
+}
+
+#[test]
+fn the_overlay_counts_like_the_file_for_the_admin_address_and_token() {
+    let exposed = errors_with(MINIMAL, &[("SWITCHYARD_ADMIN_LISTEN", "0.0.0.0:9090")]);
+    assert_error(&exposed, "admin_listen", "admin.token is not set");
+    let guarded = load_with(
+        MINIMAL,
+        &[
+            ("SWITCHYARD_ADMIN_LISTEN", "0.0.0.0:9090"),
+            ("SWITCHYARD_ADMIN__TOKEN", "s3cret"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(guarded.admin.token, Some(AdminToken::new("s3cret")));
+}
+
+#[test]
+fn a_token_or_an_explicit_opt_out_allows_a_non_loopback_admin_listen() {
+    let with_token = format!("{MINIMAL}admin_listen: 0.0.0.0:9090\nadmin: {{ token: t }}\n");
+    assert!(load_ok(&with_token).admin.token.is_some());
+    let opted_out =
+        format!("{MINIMAL}admin_listen: 0.0.0.0:9090\nadmin: {{ allow_unauthenticated: true }}\n");
+    let config = load_ok(&opted_out);
+    assert!(config.admin.allow_unauthenticated && config.admin.token.is_none());
+    assert!(
+        config
+            .summary()
+            .contains("0.0.0.0:9090; no token (allow_unauthenticated)"),
+        "{}",
+        config.summary()
+    );
+    for loopback in ["127.0.0.1:9090", "127.0.0.2:9090", "[::1]:9090"] {
+        let yaml = format!("{MINIMAL}admin_listen: \"{loopback}\"\n");
+        assert!(!load_ok(&yaml).admin.allow_unauthenticated, "{loopback}");
+    }
+}
+
+#[test]
+fn allow_unauthenticated_must_be_a_boolean() {
+    let yaml = format!("{MINIMAL}admin: {{ allow_unauthenticated: maybe }}\n");
+    assert_error(
+        &errors(&yaml),
+        "admin.allow_unauthenticated",
+        "true or false",
+    );
 }

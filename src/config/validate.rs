@@ -16,7 +16,9 @@ use super::routes;
 use super::schedules;
 use super::sinks;
 use super::telemetry;
-use super::{env, AuthRule, Config, ConfigError, IngressConfig, SpoolBackend, SpoolConfig};
+use super::{
+    env, AuthRule, Config, ConfigError, ConnectionLimits, IngressConfig, SpoolBackend, SpoolConfig,
+};
 
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const MIB: usize = 1 << 20;
@@ -146,6 +148,7 @@ fn ingress(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<IngressConfig> {
             window => Some(Some(window)),
         }
     });
+    let connections = connection_limits(rd, o);
     Some(IngressConfig {
         max_event_bytes: max_event_bytes?,
         max_request_bytes: max_request_bytes?,
@@ -154,6 +157,35 @@ fn ingress(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<IngressConfig> {
         allowed_origins: allowed_origins?,
         allowed_rate: allowed_rate?,
         dedup_window: dedup_window?,
+        connections: connections?,
+    })
+}
+
+/// The most connections `ingress.max_connections` accepts: far above any file-descriptor
+/// limit a process gets, so only a typo reaches it.
+const MAX_CONNECTIONS: u64 = 1 << 20;
+
+/// The longest `ingress.header_timeout` and `ingress.body_timeout`.
+const MAX_CLIENT_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+fn connection_limits(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<ConnectionLimits> {
+    let defaults = ConnectionLimits::default();
+    let positive = |rd: &mut Reader<'_>, n: &Node<'_>| match rd.duration(n)? {
+        zero if zero.is_zero() => rd.fail(&n.path, "must be longer than zero"),
+        long if long > MAX_CLIENT_TIMEOUT => rd.fail(&n.path, "must be at most 24h"),
+        duration => Some(duration),
+    };
+    let header_timeout = rd.or(o.get("header_timeout"), defaults.header_timeout, positive);
+    let body_timeout = rd.or(o.get("body_timeout"), defaults.body_timeout, positive);
+    let max_connections = rd.or(
+        o.get("max_connections"),
+        defaults.max_connections,
+        |rd, n| rd.integer(n, 1..=MAX_CONNECTIONS),
+    );
+    Some(ConnectionLimits {
+        header_timeout: header_timeout?,
+        body_timeout: body_timeout?,
+        max_connections: max_connections?,
     })
 }
 

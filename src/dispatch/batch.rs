@@ -4,17 +4,17 @@
 
 use std::collections::VecDeque;
 
+use super::lease::Held;
 use crate::config::BatchPolicy;
 use crate::event::Event;
-use crate::spool::Delivery;
 
 /// Takes the next batch from the front of `pending`; `size` is an event's encoded length.
 /// Empty only when `pending` is.
 pub(super) fn take(
-    pending: &mut VecDeque<Delivery>,
+    pending: &mut VecDeque<Held>,
     policy: &BatchPolicy,
     size: impl Fn(&Event) -> usize,
-) -> Vec<Delivery> {
+) -> Vec<Held> {
     let Some(first) = pending.pop_front() else {
         return Vec::new();
     };

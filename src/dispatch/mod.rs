@@ -10,6 +10,8 @@
 //! - [`breaker`]: the pure circuit breaker; `gate` shares it between a worker and its tasks.
 //! - [`rate`]: the pure token bucket behind `rate_limit`.
 //! - `batch`: grouping deliveries into one request.
+//! - `lease`: a leased delivery held until its attempt; dropped unattempted, it goes back to
+//!   the spool at once.
 //! - `dead_letter`: the dead-letter record.
 //!
 //! Time to live under an open breaker: the TTL runs from acceptance and is never extended,
@@ -24,6 +26,7 @@ pub mod breaker;
 mod dead_letter;
 mod deliver;
 mod gate;
+mod lease;
 pub mod rate;
 pub mod retry;
 mod worker;

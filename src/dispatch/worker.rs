@@ -6,7 +6,9 @@
 //! open the sink's deliveries stay in the spool, untouched. Deliveries leased but not yet
 //! sent (more than one probe's worth, or leased just before the breaker opened) wait in
 //! `pending`, in memory, without an attempt being counted; at most `concurrency ×
-//! batch.max_events` of them.
+//! batch.max_events` of them. Each is [`Held`]: when the worker stops, or a step is cancelled
+//! part-way (waiting for rate tokens, say), whatever it had not started goes back to the
+//! spool at once.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,11 +20,13 @@ use tokio_util::task::TaskTracker;
 
 use super::deliver::deliver_batch;
 use super::gate::{Admission, Gate};
+use super::lease::Held;
 use super::rate::RateLimiter;
 use super::{batch, DispatchContext};
 use crate::config::SinkConfig;
 use crate::sinks::Sink;
-use crate::spool::{Delivery, Spool, SpoolError};
+use crate::spool::{Spool, SpoolError};
+use crate::telemetry::SinkStats;
 
 /// Wait before leasing again after the spool refused a lease without saying how long.
 const LEASE_BACKOFF: Duration = Duration::from_secs(1);
@@ -43,13 +47,39 @@ struct Lane {
     permits: Arc<Semaphore>,
     gate: Arc<Gate>,
     limiter: Option<RateLimiter>,
-    pending: VecDeque<Delivery>,
+    pending: VecDeque<Held>,
+}
+
+/// Marks the sink's worker stopped (readiness fails) when it ends before it was told to:
+/// the spool closed under it, or it panicked.
+struct Watch<'a> {
+    stats: Arc<SinkStats>,
+    stop: &'a CancellationToken,
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        let reason = match std::thread::panicking() {
+            true => "its delivery worker panicked",
+            false => "its delivery worker stopped: the spool closed",
+        };
+        tracing::error!(sink = %self.stats.name(), reason, "Sink worker stopped unexpectedly");
+        self.stats.set_worker_stopped(Some(reason));
+    }
 }
 
 impl Worker {
     /// Runs until `stop` is cancelled or the spool closes.
     pub(super) async fn run(self, stop: CancellationToken) {
         let stats = self.ctx.counters.sink(&self.config.name);
+        stats.set_worker_stopped(None);
+        let _watch = Watch {
+            stats: stats.clone(),
+            stop: &stop,
+        };
         let mut lane = Lane {
             permits: Arc::new(Semaphore::new(self.config.concurrency.max(1))),
             gate: Arc::new(Gate::new(&self.config, stats)),
@@ -140,13 +170,14 @@ impl Worker {
 
     /// Leases up to `max` deliveries; with a `linger`, waits that long for a full batch.
     async fn lease(&self, stop: &CancellationToken, max: usize) -> Leased {
+        let spool = &self.ctx.spool;
         let first = tokio::select! {
             biased;
             () = stop.cancelled() => return Leased::Stop,
-            leased = self.ctx.spool.lease(&self.config.name, max) => leased,
+            leased = spool.lease(&self.config.name, max) => leased,
         };
         let mut leased = match first {
-            Ok(deliveries) => deliveries,
+            Ok(deliveries) => Held::all(spool, deliveries),
             Err(SpoolError::Closed) => return Leased::Stop,
             Err(error) => {
                 let wait = if let SpoolError::Full { retry_after } = &error {
@@ -165,10 +196,10 @@ impl Worker {
             let more = tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep_until(deadline) => break,
-                more = self.ctx.spool.lease(&self.config.name, max - leased.len()) => more,
+                more = spool.lease(&self.config.name, max - leased.len()) => more,
             };
             match more {
-                Ok(more) => leased.extend(more),
+                Ok(more) => leased.extend(Held::all(spool, more)),
                 Err(_) => break,
             }
         }
@@ -177,7 +208,7 @@ impl Worker {
 
     fn spawn(
         &self,
-        batch: Vec<Delivery>,
+        batch: Vec<Held>,
         permit: OwnedSemaphorePermit,
         admission: Admission,
         gate: &Arc<Gate>,
@@ -188,6 +219,8 @@ impl Worker {
         let gate = gate.clone();
         self.tracker.spawn(async move {
             let _permit = permit;
+            // Taken only once the task runs: a task dropped unstarted releases its batch.
+            let batch = batch.into_iter().map(Held::take).collect();
             match deliver_batch(&ctx, target.as_ref(), &config, batch).await {
                 Ok(step) => gate.report(admission, step.attempt),
                 Err(error) => {
@@ -201,7 +234,7 @@ impl Worker {
 
 /// The result of leasing.
 enum Leased {
-    Some(Vec<Delivery>),
+    Some(Vec<Held>),
     Stop,
     Again,
 }

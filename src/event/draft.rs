@@ -133,6 +133,9 @@ impl Draft {
                 return Err(self.error("time", "must be an RFC 3339 timestamp"));
             }
         }
+        if specversion == "1.0" {
+            self.check_characters(&id, &source, &ty)?;
+        }
         let dataschema = self.resolve_version_names(&specversion);
         self.check_duplicate_extensions()?;
         Ok(Event {
@@ -170,6 +173,24 @@ impl Draft {
         schema
     }
 
+    /// Checks the context attributes of a 1.0 event for characters the specification
+    /// disallows. Extensions are left as they came: the CloudEvents conformance vectors carry
+    /// a newline in one, and every writer escapes them (0.3 had no such rule at all).
+    fn check_characters(&self, id: &str, source: &str, ty: &str) -> Result<(), DecodeError> {
+        let optional = [
+            ("datacontenttype", &self.datacontenttype),
+            ("dataschema", &self.dataschema),
+            ("subject", &self.subject),
+        ];
+        let present = optional
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value.as_deref()?)));
+        [("id", id), ("source", source), ("type", ty)]
+            .into_iter()
+            .chain(present)
+            .try_for_each(|(name, value)| check_characters(self.prefix, name, value))
+    }
+
     fn check_duplicate_extensions(&self) -> Result<(), DecodeError> {
         let mut names: Vec<&str> = self.extensions.iter().map(|(n, _)| n.as_str()).collect();
         names.sort_unstable();
@@ -192,6 +213,31 @@ fn required(prefix: &str, name: &str, value: Option<String>) -> Result<String, D
         None => "missing required attribute",
     };
     Err(DecodeError::attribute(format!("{prefix}{name}"), message))
+}
+
+/// Checks a string value against the characters CloudEvents disallows: the control
+/// characters U+0000–U+001F and U+007F–U+009F, and Unicode noncharacters (surrogates cannot
+/// occur in a `str`). A newline or NUL in an id would otherwise reach headers, logs, files and
+/// program environments downstream.
+pub(crate) fn check_characters(prefix: &str, name: &str, value: &str) -> Result<(), DecodeError> {
+    // Printable ASCII, the common case, needs no per-character decoding.
+    if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Ok(());
+    }
+    let bad = value.chars().find(|&c| {
+        let n = u32::from(c);
+        c.is_control() || (0xFDD0..=0xFDEF).contains(&n) || n & 0xFFFE == 0xFFFE
+    });
+    match bad {
+        None => Ok(()),
+        Some(c) => Err(DecodeError::attribute(
+            format!("{prefix}{name}"),
+            format!(
+                "contains U+{:04X}, which CloudEvents does not allow in a string",
+                u32::from(c)
+            ),
+        )),
+    }
 }
 
 /// Checks an extension name: `[a-z0-9]+`, and not the reserved `data`.

@@ -7,6 +7,7 @@ use chrono::{SecondsFormat, Utc};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
+use super::draft::check_characters;
 use super::json::{self, ExtensionJson, BASE64};
 use super::{DecodeError, Event};
 
@@ -135,6 +136,15 @@ fn decode_event(text: &[u8]) -> Result<Event, DecodeError> {
     let source = optional(wire.topic, "topic")?
         .filter(|topic| !topic.is_empty())
         .unwrap_or_else(|| DEFAULT_SOURCE.to_owned());
+    // These become the attributes of a CloudEvents 1.0 event, so its character rules apply.
+    for (member, value) in [
+        ("id", &id),
+        ("eventType", &ty),
+        ("subject", &subject),
+        ("topic", &source),
+    ] {
+        check_characters("", member, value)?;
+    }
     let mut event = Event {
         specversion: "1.0".to_owned(),
         id,

@@ -148,6 +148,11 @@ fn rejects_bad_events_with_their_index() {
         (minimal(r#","metadataVersion":"2""#), "metadataVersion"),
         (minimal(r#","dataVersion":1"#), "dataVersion"),
         (minimal(r#","topic":["x"]"#), "topic"),
+        (minimal("").replace(r#""id":"1""#, r#""id":"a\nb""#), "id"),
+        (
+            minimal("").replace(r#""subject":"s""#, r#""subject":"\u0000""#),
+            "subject",
+        ),
         (minimal(r#","id":"again""#), "id"),
     ];
     for (bad, attribute) in cases {

@@ -18,13 +18,31 @@ pub(crate) fn encode(value: &str) -> Cow<'_, str> {
 }
 
 /// Decodes a `ce-` header value: undoes quoted-string syntax, then exactly one round of
-/// percent-decoding. `header` names the header in errors.
+/// percent-decoding. `header` names the header in errors. A `%` not followed by two hex
+/// digits is refused: a sender following the binding encodes `%` itself as `%25`.
 pub(crate) fn decode(header: &str, raw: &[u8]) -> Result<String, DecodeError> {
     let unquoted = unquote(header, raw)?;
+    check_escapes(header, &unquoted)?;
     percent_decode(&unquoted)
         .decode_utf8()
         .map(Cow::into_owned)
         .map_err(|_| DecodeError::attribute(header, "percent-decodes to invalid UTF-8"))
+}
+
+/// Checks that every `%` starts a `%XY` escape with two hex digits.
+fn check_escapes(header: &str, bytes: &[u8]) -> Result<(), DecodeError> {
+    let mut rest = bytes;
+    while let Some(at) = rest.iter().position(|&b| b == b'%') {
+        let escape = rest.get(at + 1..at + 3);
+        if !escape.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+            return Err(DecodeError::attribute(
+                header,
+                "malformed percent-encoding: `%` must be followed by two hex digits (send `%` as %25)",
+            ));
+        }
+        rest = &rest[at + 3..];
+    }
+    Ok(())
 }
 
 /// Undoes RFC 7230 `quoted-string` syntax (with `\` escapes) when the value is quoted.

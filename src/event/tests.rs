@@ -259,3 +259,42 @@ fn binary_encoding_percent_encodes_and_round_trips() {
     assert!(body.is_empty() && !out.contains_key("content-type") && !out.contains_key("ce-time"));
     assert_eq!(decode_binary(&out, body).unwrap(), bare);
 }
+
+#[test]
+fn binary_rejects_a_percent_sign_that_starts_no_escape() {
+    for bad in [&b"%ZZ"[..], b"%", b"50%", b"%4", b"a%g1"] {
+        let error = attribute_error(binary(&[("ce-subject", bad)], b""), "ce-subject");
+        assert!(error.to_string().contains("two hex digits"), "{error}");
+    }
+    let event = binary(&[("ce-subject", b"100%25%2f%2F")], b"").expect("valid escapes");
+    assert_eq!(event.subject.as_deref(), Some("100%//"));
+}
+
+#[test]
+fn context_attributes_of_a_1_0_event_refuse_control_characters_and_noncharacters() {
+    for (header, value) in [
+        ("ce-subject", &b"a%00b"[..]),
+        ("ce-subject", b"line%0Abreak"),
+        ("ce-subject", b"%1B%5B31m"),
+        ("ce-subject", b"c1%C2%85"),
+        ("ce-subject", b"%EF%BF%BE"),
+        ("ce-dataschema", b"https://x/%0D"),
+    ] {
+        let error = attribute_error(binary(&[(header, value)], b""), header);
+        assert!(error.to_string().contains("does not allow"), "{error}");
+    }
+    let mut pairs = REQUIRED.to_vec();
+    pairs[1] = ("ce-id", b"a%0Ab");
+    let error = attribute_error(decode_binary(&headers(&pairs), Bytes::new()), "ce-id");
+    assert!(error.to_string().contains("U+000A"), "{error}");
+    // Spaces and any other character are fine; extensions are carried as they came.
+    let event = binary(
+        &[
+            ("ce-subject", b"space%20and%20%E2%82%AC"),
+            ("ce-note", b"two%0Alines"),
+        ],
+        b"",
+    )
+    .expect("allowed characters");
+    assert_eq!(event.subject.as_deref(), Some("space and €"));
+}

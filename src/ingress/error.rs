@@ -47,6 +47,9 @@ pub(crate) enum IngressError {
         /// The content type received (`none` when absent).
         content_type: String,
     },
+    /// The body did not arrive within `ingress.body_timeout` of the headers.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
     /// The body could not be read (the client went away or sent a broken body).
     #[error("could not read the request body")]
     BodyRead(#[source] axum::Error),
@@ -72,6 +75,7 @@ impl IngressError {
             Self::MissingOrigin | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
             Self::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Decode(e) => match e.kind {
                 DecodeErrorKind::Invalid => StatusCode::BAD_REQUEST,
@@ -157,6 +161,7 @@ fn status_code_name(status: StatusCode) -> &'static str {
         StatusCode::BAD_REQUEST => "BadRequest",
         StatusCode::UNAUTHORIZED => "Unauthorized",
         StatusCode::FORBIDDEN => "Forbidden",
+        StatusCode::REQUEST_TIMEOUT => "RequestTimeout",
         StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
         StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
@@ -202,6 +207,12 @@ impl IntoResponse for IngressError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, Self::BodyTimeout(_)) {
+            // The rest of the body is not read: the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

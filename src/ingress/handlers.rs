@@ -14,6 +14,7 @@ use super::IngressState;
 use crate::config::IngressConfig;
 use crate::event::eventgrid::{self, EventGridBody};
 use crate::event::{http, DecodeError, Event, ExtensionValue};
+use crate::server::BodyError;
 use crate::telemetry::{Counters, Format};
 
 const BATCH: &str = "application/cloudevents-batch";
@@ -118,13 +119,12 @@ async fn try_publish(
     let count = events.len();
     state
         .acceptor
-        .accept(events)
+        .accept_from(events, Some(mode.format()))
         .await
         .map_err(|source| IngressError::Accept {
             source,
             events: count,
         })?;
-    state.counters.received(mode.format(), true, count as u64);
     Ok(authorized.mark(accepted(endpoint)))
 }
 
@@ -171,7 +171,8 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// Reads the whole body, up to `max_request_bytes` (413 past it).
+/// Reads the whole body, up to `max_request_bytes` (413 past it) and within `body_timeout`
+/// (408 past it; the server enforces the deadline).
 async fn read_body(body: Body, config: &IngressConfig) -> Result<Bytes, IngressError> {
     axum::body::to_bytes(body, config.max_request_bytes)
         .await
@@ -180,6 +181,8 @@ async fn read_body(body: Body, config: &IngressConfig) -> Result<Bytes, IngressE
                 .is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>());
             if limited {
                 too_large(config)
+            } else if let Some(timeout) = BodyError::timed_out(&e) {
+                IngressError::BodyTimeout(timeout)
             } else {
                 IngressError::BodyRead(e)
             }

@@ -1,5 +1,11 @@
 //! The `exec` sink: runs a command per event with the structured JSON event on stdin.
+//!
+//! The process gets a cleared environment: only the variables named in `exec.env` (taken
+//! from the daemon's environment when the sink is built) and the `SWITCHYARD_*` variables
+//! describing the attempt, so the daemon's secrets do not reach it.
 
+use std::ffi::OsString;
+use std::io::ErrorKind;
 use std::process::{ExitStatus, Stdio};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -13,10 +19,16 @@ use crate::event::http::encode_structured;
 /// Bytes of stdout and stderr kept (the last ones) for logs and error messages.
 const KEEP_OUTPUT: usize = 1024;
 
+/// The outcome of an event that no process can be started with (a NUL byte where the
+/// process would get an attribute): it is dead-lettered without a retry.
+pub(crate) const INVALID_INPUT: &str = "InvalidInput";
+
 /// Runs a command per event; exit status 0 confirms the delivery.
 #[derive(Debug)]
 pub(crate) struct ExecSink {
     config: ExecSinkConfig,
+    /// The `exec.env` variables that are set in the daemon's environment, with their values.
+    passed_env: Vec<(String, OsString)>,
 }
 
 /// What a finished process left behind.
@@ -27,7 +39,12 @@ struct Finished {
 
 impl ExecSink {
     pub(crate) fn new(config: ExecSinkConfig) -> Self {
-        Self { config }
+        let passed_env = config
+            .env
+            .iter()
+            .filter_map(|name| Some((name.clone(), std::env::var_os(name)?)))
+            .collect();
+        Self { config, passed_env }
     }
 
     fn command(&self, attempt: Attempt<'_>) -> Result<Command, SinkError> {
@@ -35,9 +52,15 @@ impl ExecSink {
             self.config.command.split_first().ok_or_else(|| {
                 SinkError::permanent(GENERIC_ERROR, "exec sink has an empty command")
             })?;
+        if attempt.event.id.contains('\0') {
+            let message = "event id contains a NUL byte, which SWITCHYARD_EVENT_ID cannot hold";
+            return Err(SinkError::permanent(INVALID_INPUT, message));
+        }
         let mut command = Command::new(program);
         command
             .args(args)
+            .env_clear()
+            .envs(self.passed_env.iter().map(|(name, value)| (name, value)))
             .env("SWITCHYARD_ROUTE", attempt.route)
             .env(
                 "SWITCHYARD_DELIVERY_COUNT",
@@ -55,7 +78,12 @@ impl ExecSink {
     async fn run(&self, attempt: Attempt<'_>) -> Result<(), SinkError> {
         let program = self.config.command.first().map_or("", String::as_str);
         let mut child = self.command(attempt)?.spawn().map_err(|e| {
-            SinkError::retryable(GENERIC_ERROR, format!("cannot start {program:?}: {e}"))
+            let message = format!("cannot start {program:?}: {e}");
+            match e.kind() {
+                // What the process would be given cannot be passed to it; no retry changes that.
+                ErrorKind::InvalidInput => SinkError::permanent(INVALID_INPUT, message),
+                _ => SinkError::retryable(GENERIC_ERROR, message),
+            }
         })?;
         let input = encode_structured(attempt.event);
         let finished = tokio::time::timeout(self.config.timeout, converse(&mut child, input)).await;

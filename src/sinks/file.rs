@@ -1,5 +1,10 @@
 //! The `file` sink: appends each event as one structured-mode JSON line.
 //!
+//! Whatever `data` holds, an event is exactly one line: JSON data is embedded (compacted
+//! when it spans lines), text becomes a JSON string, anything else (binary, invalid UTF-8,
+//! malformed JSON, JSON with a lone surrogate escape) `data_base64`; serde_json escapes
+//! every control character in strings.
+//!
 //! Concurrent attempts share one write and one `fdatasync` (group commit): each attempt
 //! queues its line, then takes the file lock; whoever holds the lock writes every queued
 //! line, syncs once and answers all of them. An attempt whose line a previous holder
@@ -11,10 +16,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use tokio::sync::oneshot;
 
 use super::{Attempt, BoxFuture, Sink, SinkError};
 use crate::event::http::encode_structured;
+use crate::event::Event;
 
 type Answer = oneshot::Sender<Result<(), String>>;
 
@@ -126,9 +133,65 @@ impl FileSink {
     async fn deliver_batch_lines(&self, batch: &[Attempt<'_>]) -> Result<(), SinkError> {
         let mut lines = Vec::new();
         for attempt in batch {
-            lines.extend(encode_structured(attempt.event));
+            lines.extend(line_of(attempt.event));
             lines.push(b'\n');
         }
         self.append(lines).await
     }
+}
+
+/// The event as one line of JSON (without its newline) that any JSON reader accepts.
+fn line_of(event: &Event) -> Vec<u8> {
+    let json = one_line(encode_structured(event));
+    if may_hold_surrogate_escape(&json)
+        && serde_json::from_slice::<serde_json::Value>(&json).is_err()
+    {
+        return with_base64_data(event);
+    }
+    json
+}
+
+/// Removes the line breaks of a structured-mode JSON object so it fills one line.
+///
+/// serde_json escapes control characters in every string it writes, so a `\n` or `\r` byte
+/// can only come from whitespace inside JSON `data`, embedded as received. Valid JSON holds
+/// no raw line break inside a string, and a structural character always separates two
+/// tokens, so dropping these bytes keeps the same JSON value. Most lines have none and are
+/// kept as they are.
+fn one_line(mut json: Vec<u8>) -> Vec<u8> {
+    if memchr::memchr2(b'\n', b'\r', &json).is_some() {
+        json.retain(|&b| b != b'\n' && b != b'\r');
+    }
+    json
+}
+
+/// True when `json` may hold a `\uD800`–`\uDFFF` escape (a `\\ud…` in a string's text also
+/// counts). serde_json writes none; JSON `data` embedded as received may hold a lone one,
+/// which strict readers (serde_json among them) refuse, so such a line is checked before it
+/// is written. Backslashes are rare in JSON, so this costs one fast scan of most lines.
+fn may_hold_surrogate_escape(json: &[u8]) -> bool {
+    memchr::memchr_iter(b'\\', json)
+        .any(|at| matches!(json.get(at + 1..at + 3), Some([b'u', b'd' | b'D'])))
+}
+
+/// The event with its data as Base64 (`data_base64`, or 0.3's `datacontentencoding`), for
+/// JSON data that some readers would refuse. Decoding the line gives back the same bytes.
+fn with_base64_data(event: &Event) -> Vec<u8> {
+    let data = event.data.as_deref().unwrap_or_default();
+    let bare = Event {
+        data: None,
+        ..event.clone()
+    };
+    let mut json = encode_structured(&bare);
+    // A structured-mode object always ends with its closing brace.
+    json.pop();
+    let member = if event.specversion == "0.3" {
+        ",\"datacontentencoding\":\"base64\",\"data\":\""
+    } else {
+        ",\"data_base64\":\""
+    };
+    json.extend_from_slice(member.as_bytes());
+    json.extend_from_slice(BASE64_STANDARD.encode(data).as_bytes());
+    json.extend_from_slice(b"\"}");
+    json
 }

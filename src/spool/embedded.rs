@@ -8,7 +8,7 @@
 //! per-sink cache ([`super::cache`]) filled by those commits, falling back to the journal's
 //! index and a read connection when the cache runs dry. Leases live in memory only: after a
 //! restart every stored delivery is leasable again (at-least-once), with its persisted
-//! attempts and `not_before`.
+//! attempts and `not_before`; a released lease goes back into the cache at once.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ use super::rows::{encode_put, Forward};
 use super::writer::{Command, Writer};
 use super::{
     DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, Delivery, NewDelivery, Priority,
-    PurgeError, Spool, SpoolError, DEFAULT_MAX_BYTES, MAX_QUERY_LIMIT,
+    PurgeError, Refusals, Spool, SpoolError, DEFAULT_MAX_BYTES, MAX_QUERY_LIMIT,
 };
 
 /// Commands that may wait for the writer; past it callers wait to enqueue (backpressure).
@@ -61,6 +61,11 @@ pub struct EmbeddedSpool {
     writer: Option<JoinHandle<()>>,
     checkpoints: Arc<Checkpoints>,
     checkpointer: Option<JoinHandle<()>>,
+    /// Puts refused under `max_bytes` (readiness).
+    refusals: Refusals,
+    /// One more than the commit count after a put last failed in storage; 0 when the last
+    /// put was stored.
+    storage_failed_at: AtomicU64,
 }
 
 /// State shared by the async side and the writer thread.
@@ -188,6 +193,8 @@ impl EmbeddedSpool {
             writer: Some(thread),
             checkpoints,
             checkpointer: Some(checkpointer),
+            refusals: Refusals::default(),
+            storage_failed_at: AtomicU64::new(0),
         })
     }
 
@@ -230,8 +237,49 @@ impl EmbeddedSpool {
             return Ok(0);
         }
         let batch = encode_put(deliveries, window)?;
-        let duplicates = self.ask(|reply| Command::Put { batch, reply }).await?;
-        Ok(usize::try_from(duplicates).unwrap_or(usize::MAX))
+        let bytes = batch.bytes();
+        let answer = self.ask(|reply| Command::Put { batch, reply }).await;
+        match &answer {
+            Ok(_) => {
+                self.refusals.taken();
+                self.storage_failed_at.store(0, Ordering::Relaxed);
+            }
+            Err(SpoolError::Full { .. }) => {
+                if self.stored_bytes().saturating_add(bytes) > self.shared.max_bytes {
+                    self.refusals.refused(bytes);
+                } else {
+                    // Healthy again after the next commit that succeeds.
+                    let after = self.commits() + 1;
+                    self.storage_failed_at.store(after, Ordering::Relaxed);
+                }
+            }
+            Err(SpoolError::Closed | SpoolError::Unreachable { .. }) => {}
+        }
+        Ok(usize::try_from(answer?).unwrap_or(usize::MAX))
+    }
+
+    /// Why the writer cannot store puts now, if it cannot.
+    fn writer_health(&self) -> Result<(), String> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err("spool is closed".to_owned());
+        }
+        let stopped = self.commands.as_ref().is_none_or(mpsc::Sender::is_closed)
+            || self.writer.as_ref().is_none_or(JoinHandle::is_finished);
+        if stopped {
+            return Err(format!(
+                "spool writer has stopped ({})",
+                self.shared.path.display()
+            ));
+        }
+        // A failed put counts until a later commit (of anything) succeeds.
+        let failed_at = self.storage_failed_at.load(Ordering::Relaxed);
+        if failed_at > 0 && self.commits() < failed_at {
+            return Err(format!(
+                "spool storage is failing ({}); puts are refused",
+                self.shared.path.display()
+            ));
+        }
+        Ok(())
     }
 
     /// Commits everything queued so far, then refuses further work; leases waiting now or
@@ -377,6 +425,20 @@ impl Spool for EmbeddedSpool {
                 }
             }
         }
+    }
+
+    /// Leases live in the sink's cache only (nothing on disk marks a delivery leased), so a
+    /// release is a change to the cache under its lock: no command for the writer.
+    fn release(&self, delivery: Delivery) {
+        let queue = self.shared.queue(&delivery.sink);
+        queue.lock().requeued(delivery);
+        queue.added.notify_waiters();
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.writer_health()?;
+        self.refusals
+            .check(self.stored_bytes(), self.shared.max_bytes)
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), SpoolError> {

@@ -2,13 +2,15 @@
 //! dead-lettered.
 //!
 //! Imports `event`, `config` and `telemetry`; never routing, dispatch or sinks. The accept
-//! side calls [`Spool::put`]; the delivery side leases, acks, nacks and dead-letters.
+//! side calls [`Spool::put`]; the delivery side leases, acks, nacks and dead-letters, and
+//! releases what it leased and will not attempt.
 //! Persisted times are wall-clock ([`SystemTime`]) so that they mean the same after a restart.
 
 mod cache;
 mod checkpoint;
 mod db;
 mod dead_letter;
+mod disk;
 mod embedded;
 mod journal;
 mod lanes;
@@ -35,6 +37,7 @@ pub use db::OpenError;
 pub use dead_letter::{
     DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, MAX_QUERY_LIMIT,
 };
+pub use disk::DiskUsage;
 pub use embedded::EmbeddedSpool;
 pub use memory::MemorySpool;
 pub use nats::NatsSpool;
@@ -155,6 +158,38 @@ pub enum PurgeError {
     Spool(#[from] SpoolError),
 }
 
+/// Remembers the last put refused for want of room under `max_bytes`, so that readiness can
+/// say the spool refuses puts until that put would fit again.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals {
+    /// Bytes of the last refused put; 0 when the last put was taken.
+    need: std::sync::atomic::AtomicU64,
+}
+
+impl Refusals {
+    /// A put of `bytes` was refused as full.
+    pub(crate) fn refused(&self, bytes: u64) {
+        self.need
+            .store(bytes.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A put was stored.
+    pub(crate) fn taken(&self) {
+        self.need.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Err while the last refused put would still not fit beside `stored` bytes.
+    pub(crate) fn check(&self, stored: u64, max: u64) -> Result<(), String> {
+        let need = self.need.load(std::sync::atomic::Ordering::Relaxed);
+        if need > 0 && stored.saturating_add(need) > max {
+            return Err(format!(
+                "spool is full: {stored} of {max} bytes (spool.max_bytes) stored; puts are refused"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The queue contract every backend keeps.
 pub trait Spool: Send + Sync + 'static {
     /// Stores all the deliveries or none of them; once it returns `Ok` they are kept until
@@ -176,6 +211,15 @@ pub trait Spool: Send + Sync + 'static {
         sink: &str,
         max: usize,
     ) -> impl Future<Output = Result<Vec<Delivery>, SpoolError>> + Send;
+
+    /// Hands back a leased delivery that was not attempted: it is leasable again at once, with
+    /// its attempt count, `not_before` and place in its ordered chain unchanged (unlike
+    /// [`Spool::nack`], nothing about it is recorded). Never waits, so that a guard's `Drop`
+    /// can call it; a backend that must talk to a server does so in the background.
+    fn release(&self, delivery: Delivery);
+
+    /// Whether the spool can take and hand out work now; `Err` says why not (readiness).
+    fn health(&self) -> Result<(), String>;
 
     /// The delivery succeeded: forget it.
     fn ack(&self, delivery: &Delivery) -> impl Future<Output = Result<(), SpoolError>> + Send;
@@ -273,6 +317,21 @@ impl SpoolHandle {
         matches!(self, Self::Memory(_))
     }
 
+    /// How full the filesystem holding the spool is; `None` for backends that keep nothing
+    /// on this machine's disk (memory, nats) or when the filesystem cannot be asked.
+    pub fn disk_usage(&self) -> Option<DiskUsage> {
+        match self {
+            Self::Embedded(s) => DiskUsage::of(s.path().parent()?),
+            Self::Memory(_) | Self::Nats(_) => None,
+        }
+    }
+
+    /// True when a put finishes within its first poll (the memory spool): a caller is never
+    /// dropped while such a put is part-way.
+    pub fn stores_in_one_poll(&self) -> bool {
+        matches!(self, Self::Memory(_))
+    }
+
     /// Opens the embedded backend in `<dir>` (`journal/` and `spool.db`).
     pub fn open_embedded(dir: &Path) -> Result<Self, OpenError> {
         EmbeddedSpool::open(dir).map(Self::Embedded)
@@ -354,6 +413,14 @@ impl Spool for SpoolHandle {
 
     async fn purge_sink(&self, sink: &str) -> Result<usize, PurgeError> {
         each_backend!(self, s => s.purge_sink(sink).await)
+    }
+
+    fn release(&self, delivery: Delivery) {
+        each_backend!(self, s => s.release(delivery));
+    }
+
+    fn health(&self) -> Result<(), String> {
+        each_backend!(self, s => s.health())
     }
 
     fn depth(&self, sink: &str) -> usize {

@@ -32,6 +32,10 @@ pub const DELIVERIES: &str = "switchyard_deliveries_total";
 pub const DELIVERY_DURATION: &str = "switchyard_delivery_duration_seconds";
 /// Deliveries stored for a sink (queued and in flight), by `sink`.
 pub const SPOOL_DEPTH: &str = "switchyard_spool_depth";
+/// Share of the filesystem holding `spool.path` in use, 0 to 1 (embedded spool).
+pub const SPOOL_DISK_USED_RATIO: &str = "switchyard_spool_disk_used_ratio";
+/// Bytes still free on the filesystem holding `spool.path` (embedded spool).
+pub const SPOOL_DISK_FREE_BYTES: &str = "switchyard_spool_disk_free_bytes";
 /// Deliveries dead-lettered, by `sink` and `reason` (Event Grid's `deadLetterReason`).
 pub const DEAD_LETTERS: &str = "switchyard_dead_letters_total";
 /// Configuration reloads, by `outcome` (`success` or `failure`).
@@ -84,6 +88,15 @@ fn describe() {
         "Time of one delivery attempt."
     );
     describe_gauge!(SPOOL_DEPTH, "Deliveries stored for a sink.");
+    describe_gauge!(
+        SPOOL_DISK_USED_RATIO,
+        "Share of the spool's filesystem in use."
+    );
+    describe_gauge!(
+        SPOOL_DISK_FREE_BYTES,
+        Unit::Bytes,
+        "Bytes free on the spool's filesystem."
+    );
     describe_counter!(DEAD_LETTERS, "Deliveries dead-lettered.");
     describe_counter!(CONFIG_RELOADS, "Configuration reloads.");
     describe_counter!(OTLP_SPANS_EXPORTED, "Spans the OTLP collector accepted.");
@@ -144,6 +157,12 @@ impl Received {
 pub fn config_reloaded(success: bool) {
     let outcome = if success { "success" } else { "failure" };
     metrics::counter!(CONFIG_RELOADS, "outcome" => outcome).increment(1);
+}
+
+/// Sets the spool-disk gauges: the share of the filesystem in use and the bytes still free.
+pub fn spool_disk(used_ratio: f64, free_bytes: u64) {
+    metrics::gauge!(SPOOL_DISK_USED_RATIO).set(used_ratio);
+    metrics::gauge!(SPOOL_DISK_FREE_BYTES).set(free_bytes as f64);
 }
 
 /// Counts `n` spans the OTLP collector accepted.
@@ -273,6 +292,8 @@ pub struct SinkStats {
     duration: Histogram,
     depth: Gauge,
     breaker: Mutex<Option<BreakerStatus>>,
+    /// Why the sink's delivery worker stopped without being told to; `None` while it runs.
+    worker_stopped: Mutex<Option<&'static str>>,
 }
 
 /// A sink's circuit breaker as last reported by the dispatcher.
@@ -317,8 +338,30 @@ impl SinkStats {
             duration: metrics::histogram!(DELIVERY_DURATION, "sink" => sink()),
             depth: metrics::gauge!(SPOOL_DEPTH, "sink" => sink()),
             breaker: Mutex::new(None),
+            worker_stopped: Mutex::new(None),
             name,
         }
+    }
+
+    /// The sink's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Records why the sink's worker stopped unexpectedly (`None`: it runs).
+    pub fn set_worker_stopped(&self, reason: Option<&'static str>) {
+        *self
+            .worker_stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    /// Why the sink's worker stopped unexpectedly; `None` while it runs (readiness).
+    pub fn worker_stopped(&self) -> Option<&'static str> {
+        *self
+            .worker_stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts an attempt; it counts as in flight until the guard is dropped.

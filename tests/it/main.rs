@@ -3,15 +3,21 @@
 mod support;
 
 mod admin;
+mod admin_guard;
 mod backpressure;
 mod cli;
+mod connections;
 mod dead_letters;
 mod delivery;
 mod delivery_control;
 mod durability_kill9;
+mod hostile;
+mod hostile_events;
 mod ingress;
+mod leases;
 mod otlp;
 mod priority;
+mod readiness;
 mod reload;
 mod schedules;
 mod sink_nats;

@@ -206,3 +206,57 @@ async fn expired_delivery_is_dead_lettered_without_an_attempt() {
     assert_eq!(receiver.hits(), 0);
     assert_eq!(ctx.spool.depth("api"), 0);
 }
+
+#[tokio::test]
+async fn a_worker_that_stops_untold_is_reported_and_a_told_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(|_| Reply::status(200)).await;
+    let mut ctx = context(config(vec![http_sink("api", &receiver, 1)]));
+    let embedded = crate::spool::EmbeddedSpool::open(dir.path()).unwrap();
+    ctx.spool = Arc::new(SpoolHandle::Embedded(embedded));
+    let stats = ctx.counters.sink("api");
+
+    let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
+    start(&ctx, &stop, &tracker);
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    assert_eq!(
+        stats.worker_stopped(),
+        None,
+        "stopping when told is no failure"
+    );
+
+    let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
+    start(&ctx, &stop, &tracker);
+    let SpoolHandle::Embedded(spool) = &*ctx.spool else {
+        unreachable!("the spool is embedded")
+    };
+    spool.close().await.unwrap();
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .expect("the worker ends when the spool closes");
+    let reason = stats.worker_stopped().expect("the stop is reported");
+    assert!(reason.contains("stopped"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_stopped_worker_hands_back_what_it_had_not_attempted() {
+    let receiver = Receiver::start(|_| Reply::status(200)).await;
+    let mut api = http_sink("api", &receiver, 4);
+    api.delivery.rate_limit = Some(crate::config::RateLimit::parse("2/s").unwrap());
+    let running = Running::start(config(vec![api]));
+    running.put("api", (0..6).map(|i| format!("ev-{i}"))).await;
+    wait_until("the first request", || receiver.hits() == 1).await;
+    // The worker now holds the rest, leased, waiting for rate tokens.
+    let spool = running.ctx.spool.clone();
+    running.shutdown().await;
+    let sent = receiver.hits();
+    let left = tokio::time::timeout(Duration::from_millis(200), spool.lease("api", 10))
+        .await
+        .expect("what the worker held is leasable at once")
+        .unwrap();
+    assert_eq!(left.len() + sent, 6);
+    assert!(left.iter().all(|d| d.attempts == 0), "no attempt counted");
+}

@@ -20,8 +20,8 @@ use super::handlers::{detect_mode, Mode};
 use super::{router, IngressState};
 use crate::accept::{AcceptError, Acceptor};
 use crate::config::{
-    AuthRule, Config, IngressConfig, Live, LogSinkConfig, MatchConfig, RetryPolicy, RouteConfig,
-    SinkConfig, SinkKind, SpoolBackend, SpoolConfig,
+    AuthRule, Config, ConnectionLimits, IngressConfig, Live, LogSinkConfig, MatchConfig,
+    RetryPolicy, RouteConfig, SinkConfig, SinkKind, SpoolBackend, SpoolConfig,
 };
 use crate::event::{DecodeError, DecodeErrorKind};
 use crate::routing::RouteTable;
@@ -39,6 +39,7 @@ fn ingress_config() -> IngressConfig {
         allowed_origins: vec!["eventgrid.azure.net".into()],
         allowed_rate: None,
         dedup_window: None,
+        connections: ConnectionLimits::default(),
     }
 }
 

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::support::event;
@@ -6,13 +7,23 @@ use crate::sinks::exec::ExecSink;
 use crate::sinks::{Attempt, Sink, SinkError};
 
 async fn run(script: &str, timeout: Duration) -> Result<(), SinkError> {
+    run_event(script, timeout, &[], &event("ev-9")).await
+}
+
+/// Runs `sh -c script` for `event`, passing the variables `env` through.
+async fn run_event(
+    script: &str,
+    timeout: Duration,
+    env: &[&str],
+    event: &crate::event::Event,
+) -> Result<(), SinkError> {
     let sink = ExecSink::new(ExecSinkConfig {
         command: vec!["sh".into(), "-c".into(), script.into()],
         timeout,
+        env: env.iter().map(|name| (*name).to_owned()).collect(),
     });
-    let event = event("ev-9");
     let attempt = Attempt {
-        event: &event,
+        event,
         route: "notify",
         delivery_count: 4,
     };
@@ -76,6 +87,7 @@ async fn missing_program_is_retryable() {
     let sink = ExecSink::new(ExecSinkConfig {
         command: vec!["/nonexistent/switchyard-test".into()],
         timeout: Duration::from_secs(1),
+        env: Vec::new(),
     });
     let event = event("ev");
     let attempt = Attempt {
@@ -84,4 +96,72 @@ async fn missing_program_is_retryable() {
         delivery_count: 0,
     };
     assert!(sink.deliver(attempt).await.unwrap_err().retryable);
+}
+
+/// The variables a process saw, written by `env` (dash adds `PWD` itself).
+fn seen_env(path: &std::path::Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .filter(|(name, _)| *name != "PWD")
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_process_gets_only_the_passed_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("env.txt");
+    let script = format!("exec env > '{}'", out.display());
+    // Cargo runs tests with CARGO_* variables set; only the named one may reach the process.
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+    let passed = ["PATH", "CARGO_PKG_NAME", "SWITCHYARD_UNSET_IN_TESTS"];
+    run_event(&script, Duration::from_secs(5), &passed, &event("ev-9"))
+        .await
+        .unwrap();
+
+    let mut expected: BTreeMap<String, String> = passed
+        .iter()
+        .filter_map(|name| Some(((*name).to_owned(), std::env::var(name).ok()?)))
+        .collect();
+    expected.extend([
+        ("SWITCHYARD_ROUTE".to_owned(), "notify".to_owned()),
+        ("SWITCHYARD_DELIVERY_COUNT".to_owned(), "4".to_owned()),
+        ("SWITCHYARD_EVENT_ID".to_owned(), "ev-9".to_owned()),
+    ]);
+    assert!(expected.contains_key("CARGO_PKG_NAME"));
+    assert_eq!(seen_env(&out), expected);
+}
+
+#[tokio::test]
+async fn an_empty_env_list_passes_only_the_event_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("env.txt");
+    let script = format!("/usr/bin/env > '{}'", out.display());
+    run_event(&script, Duration::from_secs(5), &[], &event("ev-9"))
+        .await
+        .unwrap();
+    let names: Vec<String> = seen_env(&out).into_keys().collect();
+    assert_eq!(
+        names,
+        [
+            "SWITCHYARD_DELIVERY_COUNT",
+            "SWITCHYARD_EVENT_ID",
+            "SWITCHYARD_ROUTE"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_event_id_with_a_nul_byte_is_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let script = format!("touch '{}'", ran.display());
+    let error = run_event(&script, Duration::from_secs(5), &[], &event("a\0b"))
+        .await
+        .unwrap_err();
+    assert_eq!((error.retryable, error.outcome), (false, "InvalidInput"));
+    assert!(error.message.contains("NUL"), "{}", error.message);
+    assert!(!ran.exists());
 }

@@ -14,8 +14,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use crate::config::{
-    Config, DeliveryPolicy, HttpFormat, HttpSinkConfig, IngressConfig, RetryPolicy, SinkConfig,
-    SinkKind, SpoolBackend, SpoolConfig,
+    Config, ConnectionLimits, DeliveryPolicy, HttpFormat, HttpSinkConfig, IngressConfig,
+    RetryPolicy, SinkConfig, SinkKind, SpoolBackend, SpoolConfig,
 };
 use crate::event::Event;
 
@@ -84,6 +84,7 @@ pub(crate) fn config(sinks: Vec<SinkConfig>) -> Config {
             allowed_origins: vec!["*".into()],
             allowed_rate: None,
             dedup_window: None,
+            connections: ConnectionLimits::default(),
         },
         sinks: sinks
             .into_iter()

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{
     DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, Delivery, NewDelivery, Priority,
-    PurgeError, Spool, SpoolError, DEFAULT_MAX_BYTES, FULL_RETRY_AFTER,
+    PurgeError, Refusals, Spool, SpoolError, DEFAULT_MAX_BYTES, FULL_RETRY_AFTER,
 };
 use crate::event::Event;
 use dashmap::DashMap;
@@ -34,6 +34,7 @@ pub struct MemorySpool {
     next_id: AtomicU64,
     max_bytes: u64,
     stored_bytes: AtomicU64,
+    refusals: Refusals,
     dead: Mutex<DeadStore>,
     /// (`source`, `id`) to the end of its window. Held across the store of a unique put,
     /// so two identical puts store once.
@@ -80,6 +81,7 @@ impl MemorySpool {
             next_id: AtomicU64::new(0),
             max_bytes,
             stored_bytes: AtomicU64::new(0),
+            refusals: Refusals::default(),
             dead: Mutex::default(),
             seen: Mutex::default(),
         }
@@ -95,15 +97,17 @@ impl MemorySpool {
         let bytes: u64 = deliveries.iter().map(|d| size(&d.event)).sum();
         let before = self.stored_bytes.fetch_add(bytes, Ordering::Relaxed);
         if before.saturating_add(bytes) > self.max_bytes {
-            self.release(bytes);
+            self.free(bytes);
+            self.refusals.refused(bytes);
             return Err(SpoolError::Full {
                 retry_after: FULL_RETRY_AFTER,
             });
         }
+        self.refusals.taken();
         Ok(())
     }
 
-    fn release(&self, bytes: u64) {
+    fn free(&self, bytes: u64) {
         let _previous = self
             .stored_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
@@ -114,7 +118,7 @@ impl MemorySpool {
     /// Forgets a leased delivery.
     fn remove(&self, delivery: &Delivery) {
         self.queue(&delivery.sink).remove(delivery.id);
-        self.release(size(&delivery.event));
+        self.free(size(&delivery.event));
     }
 
     /// Keeps the newest records only: an in-memory store has no disk to spill to.
@@ -218,7 +222,7 @@ impl Spool for MemorySpool {
         let reserved: u64 = deliveries.iter().map(|d| size(&d.event)).sum();
         let duplicates = Self::unseen(&mut seen, &mut deliveries, window);
         let kept: u64 = deliveries.iter().map(|d| size(&d.event)).sum();
-        self.release(reserved - kept);
+        self.free(reserved - kept);
         for d in deliveries {
             self.store(d);
         }
@@ -247,6 +251,14 @@ impl Spool for MemorySpool {
                 None => added.await,
             }
         }
+    }
+
+    fn release(&self, delivery: Delivery) {
+        self.queue(&delivery.sink).requeue(delivery);
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.refusals.check(self.stored_bytes(), self.max_bytes)
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), SpoolError> {
@@ -334,7 +346,7 @@ impl Spool for MemorySpool {
             return Ok(0);
         };
         let purged = queue.purge();
-        self.release(purged.iter().map(|d| size(&d.event)).sum());
+        self.free(purged.iter().map(|d| size(&d.event)).sum());
         Ok(purged.len())
     }
 

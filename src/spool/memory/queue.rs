@@ -77,7 +77,7 @@ impl SinkQueue {
         self.added.notify_one();
     }
 
-    /// Queues a nacked delivery again (it keeps its place in its chain).
+    /// Queues a nacked or released delivery again (it keeps its place in its chain).
     pub(super) fn requeue(&self, delivery: Delivery) {
         {
             let mut state = self.lock();

@@ -515,6 +515,36 @@ impl super::Spool for NatsSpool {
         }
     }
 
+    /// Naks the message with no delay, from a task: JetStream offers it again at once, and
+    /// its delivery count says nothing about attempts (the record carries those).
+    fn release(&self, delivery: Delivery) {
+        let Some((_, lease)) = self.inner.leased.remove(&delivery.id) else {
+            return;
+        };
+        let (Some(conn), Ok(runtime)) =
+            (self.inner.conn.get(), tokio::runtime::Handle::try_current())
+        else {
+            // Without a connection or a runtime the lease ends with `ack_wait`, unrenewed.
+            return;
+        };
+        let acker = Acker::new(conn.js.clone(), Some(lease.reply));
+        runtime.spawn(async move {
+            if let Err(error) = acker.ack_with(AckKind::Nak(None)).await {
+                tracing::debug!(%error, "Releasing a lease to JetStream failed");
+            }
+        });
+    }
+
+    fn health(&self) -> Result<(), String> {
+        let Some(conn) = self.inner.conn.get() else {
+            return Err("NATS is unreachable: not connected yet".to_owned());
+        };
+        match conn.js.client().connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(format!("NATS is unreachable: connection is {state}")),
+        }
+    }
+
     async fn ack(&self, delivery: &Delivery) -> Result<(), SpoolError> {
         self.inner.settle(delivery).await?;
         self.inner.depths.add(&delivery.sink, -1);

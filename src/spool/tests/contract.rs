@@ -114,3 +114,30 @@ pub(super) async fn lease_waits_for_future_not_before(spool: &impl Spool) {
     assert!(SystemTime::now() >= not_before - Duration::from_millis(1));
     assert_eq!(leased[0].event.id, "e1");
 }
+
+pub(super) async fn released_lease_is_leased_again_at_once_unchanged(spool: &impl Spool) {
+    let ev = event("e1");
+    spool.put(vec![due(&ev, "a")]).await.unwrap();
+    let mut d = lease(spool, "a", 1).await.remove(0);
+    d.attempts += 1;
+    d.last_outcome = Some("Busy".into());
+    spool.nack(d, SystemTime::now()).await.unwrap();
+    let leased = lease(spool, "a", 1).await.remove(0);
+    assert_eq!(leased.attempts, 1);
+
+    spool.release(leased.clone());
+    // Well within the lease timeout of any backend that has one (NATS: `ack_wait` is 5s).
+    let again = tokio::time::timeout(Duration::from_secs(2), spool.lease("a", 1))
+        .await
+        .expect("a released delivery is leasable again at once")
+        .expect("lease succeeds");
+    assert_eq!(again.len(), 1);
+    let again = &again[0];
+    assert_eq!((again.id, &*again.event), (leased.id, &*ev));
+    assert_eq!(again.attempts, 1, "a release counts no attempt");
+    assert_eq!(again.last_outcome.as_deref(), Some("Busy"));
+    assert_eq!(spool.depth("a"), 1, "a released delivery is still stored");
+
+    spool.ack(again).await.unwrap();
+    wait_depth(spool, "a", 0).await;
+}

@@ -160,3 +160,23 @@ async fn lanes_and_order_survive_reopen() {
     spool.ack(&leased[1]).await.unwrap();
     assert_eq!(ids(&lease(&spool, "a", 10).await), ["a2"]);
 }
+
+pub(super) async fn ordering_a_released_head_keeps_its_place_and_unblocks(spool: &impl Spool) {
+    let puts = vec![
+        lane("a1", Priority::Normal, Some("/a")),
+        lane("a2", Priority::Normal, Some("/a")),
+    ];
+    spool.put(puts).await.unwrap();
+    let first = lease(spool, "a", 10).await;
+    assert_eq!(ids(&first), ["a1"]);
+    spool.release(first[0].clone());
+    let again = lease(spool, "a", 10).await;
+    assert_eq!(
+        ids(&again),
+        ["a1"],
+        "the released head leads its chain again"
+    );
+    assert_eq!(again[0].attempts, 0);
+    spool.ack(&again[0]).await.unwrap();
+    assert_eq!(ids(&lease(spool, "a", 10).await), ["a2"]);
+}

@@ -127,6 +127,7 @@ contract_test!(nack_requeues_with_attempts_and_not_before);
 contract_test!(dead_letter_moves_to_forward_sink);
 contract_test!(lease_waits_for_put);
 contract_test!(lease_waits_for_future_not_before);
+contract_test!(released_lease_is_leased_again_at_once_unchanged);
 contract_test!(contract_store::dead_letters_are_kept_listed_and_filtered);
 contract_test!(contract_store::replay_requeues_with_fresh_attempts);
 contract_test!(contract_store::replay_by_filter_and_purge);
@@ -140,6 +141,7 @@ contract_test!(lanes::high_overtakes_a_low_backlog);
 contract_test!(lanes::ordering_blocks_a_successor_while_leased_or_nacked);
 contract_test!(lanes::ordering_releases_after_dead_letter);
 contract_test!(lanes::other_subjects_routes_and_unordered_go_in_parallel);
+contract_test!(lanes::ordering_a_released_head_keeps_its_place_and_unblocks);
 
 /// `max_bytes` refuses a put past the bound, harms nothing stored, and accepts again once
 /// deliveries drain.

@@ -71,6 +71,7 @@ nats_contract!(contract::nack_requeues_with_attempts_and_not_before);
 nats_contract!(contract::dead_letter_moves_to_forward_sink);
 nats_contract!(contract::lease_waits_for_put);
 nats_contract!(contract::lease_waits_for_future_not_before);
+nats_contract!(contract::released_lease_is_leased_again_at_once_unchanged);
 nats_contract!(contract_store::dead_letters_are_kept_listed_and_filtered);
 nats_contract!(contract_store::replay_requeues_with_fresh_attempts);
 nats_contract!(contract_store::replay_by_filter_and_purge);

@@ -44,6 +44,11 @@ impl Daemon {
         panic!("daemon did not listen on {port} within 10 s");
     }
 
+    /// The child's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, then reap.
     pub(crate) fn kill9(&mut self) {
         self.child.kill().expect("SIGKILL");
