@@ -29,6 +29,7 @@ use super::journal::{self, Journal, Loc, Segments};
 use super::letters;
 use super::record::EncodedEvent;
 use super::rows::{encode_put, Forward};
+use super::space::Space;
 use super::writer::{Command, Writer};
 use super::{
     DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, Delivery, NewDelivery, Priority,
@@ -138,6 +139,10 @@ impl EmbeddedSpool {
         // Moves whose journal records are gone need no remembering.
         let below = journal.oldest_id().unwrap_or(max_id + 1);
         db::prune_moved(&opened.writer, below).map_err(sqlite)?;
+        let space = Space::open(dir).map_err(|source| OpenError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
         let checkpoints = Arc::new(Checkpoints::default());
         let mut conn = opened.writer;
         checkpoint::install(&mut conn, checkpoints.clone()).map_err(sqlite)?;
@@ -169,6 +174,9 @@ impl EmbeddedSpool {
             fanout: recovery.fanout,
             written: Vec::new(),
             emptied: None,
+            space,
+            journal_bytes: recovery.bytes,
+            last_shrink: 0,
         };
         let thread = std::thread::Builder::new()
             .name("spool-writer".into())

@@ -17,6 +17,7 @@ mod memory;
 mod nats;
 mod record;
 mod rows;
+mod space;
 mod writer;
 
 #[cfg(test)]
