@@ -8,6 +8,7 @@ mod cli;
 mod dead_letters;
 mod delivery;
 mod delivery_control;
+mod disk_full;
 mod durability_kill9;
 mod ingress;
 mod otlp;

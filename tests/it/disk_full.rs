@@ -1,0 +1,207 @@
+//! A full disk is a state the daemon leaves by itself: with the spool on a small file system
+//! behind a failing sink, ingress fills it until it answers 503; the journal's file count
+//! stays bounded while it does; once the sink recovers every acknowledged event is delivered
+//! and ingress accepts again.
+//!
+//! Needs root (it mounts a tmpfs); without it the test fails, saying so.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::support::client::try_post;
+use crate::support::process::{free_port, Daemon};
+use crate::support::{Respond, TestSink};
+
+/// A tmpfs mounted on a temporary directory, unmounted when dropped (a panic included).
+pub(crate) struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`8m`); fails the test when that is not possible.
+    pub(crate) fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match mounted {
+            Ok(out) if out.status.success() => Self { dir },
+            Ok(out) => panic!(
+                "cannot mount a {size} tmpfs on {} — this test needs root to fill a small file system: {}",
+                dir.path().display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => panic!("cannot run mount (this test needs root and mount(8)): {e}"),
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        match Command::new("umount").arg(self.dir.path()).status() {
+            Ok(status) if status.success() => {}
+            _ => {
+                // Busy (a child still holds a file): detach it so it goes once released.
+                if let Err(e) = Command::new("umount").arg("-l").arg(self.dir.path()).status() {
+                    eprintln!("cannot unmount {}: {e}", self.dir.path().display());
+                }
+            }
+        }
+    }
+}
+
+fn journal_files(spool: &Path) -> usize {
+    std::fs::read_dir(spool.join("journal")).map_or(0, |d| d.count())
+}
+
+fn config(dir: &Path, spool: &Path, port: u16, sink: &TestSink) -> PathBuf {
+    let path = dir.join("routes.yaml");
+    let yaml = format!(
+        r#"
+listen: 127.0.0.1:{port}
+admin_listen: 127.0.0.1:0
+spool: {{ backend: embedded, path: "{}" }}
+sinks:
+  hook:
+    http: {{ url: "{}", timeout: 2s }}
+    concurrency: 16
+    retry: {{ schedule: [1s], max_attempts: 100, event_ttl: 1h }}
+routes: [{{ name: all, to: [hook] }}]
+"#,
+        spool.display(),
+        sink.url()
+    );
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
+/// A batch of `n` events with ids `{prefix}-{i}`, each with about 3 KB of data.
+fn batch(prefix: &str, n: usize) -> (Vec<String>, Bytes) {
+    let pad = "x".repeat(3000);
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    let events: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| {
+            serde_json::json!({
+                "specversion": "1.0", "id": id, "source": "/disk", "type": "T",
+                "data": {"pad": pad}
+            })
+        })
+        .collect();
+    (ids, Bytes::from(serde_json::Value::Array(events).to_string()))
+}
+
+const BATCH: [(&str, &str); 1] = [("content-type", "application/cloudevents-batch+json")];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_puts_then_drains_and_accepts_again() {
+    // Dropped last: the daemon is killed before the file system is unmounted.
+    let fs = Tmpfs::mount("8m");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spool = fs.path().join("spool");
+    let sink = TestSink::start().await;
+    sink.set_default(Respond::status(503));
+    let port = free_port();
+    let config = config(dir.path(), &spool, port, &sink);
+    let url = format!("http://127.0.0.1:{port}/events");
+    let daemon = Daemon::start(&config, port).await;
+
+    // Fill until ingress refuses, then keep pushing for a while against the full disk.
+    let started = Instant::now();
+    let mut acked: HashSet<String> = HashSet::new();
+    let mut first_refusal: Option<Instant> = None;
+    let (mut refused, mut most_files) = (0usize, 0usize);
+    for round in 0.. {
+        if first_refusal.is_some_and(|at| at.elapsed() > Duration::from_secs(3))
+            || started.elapsed() > Duration::from_secs(15)
+        {
+            break;
+        }
+        let (ids, body) = batch(&format!("b{round}"), 10);
+        match try_post(&url, &BATCH, body).await {
+            Some(status) if status.is_success() => acked.extend(ids),
+            Some(status) if status.as_u16() == 503 => {
+                refused += 1;
+                first_refusal.get_or_insert_with(Instant::now);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            other => panic!("unexpected answer while filling: {other:?}"),
+        }
+        most_files = most_files.max(journal_files(&spool));
+    }
+    assert!(
+        first_refusal.is_some(),
+        "ingress never answered 503 on an 8 MiB file system ({} events accepted)",
+        acked.len()
+    );
+    assert!(
+        acked.len() >= 300,
+        "too few events accepted to prove anything: {}",
+        acked.len()
+    );
+    assert!(
+        most_files <= 8,
+        "the journal directory held {most_files} files while the disk was full"
+    );
+
+    let filled = started.elapsed();
+    // The sink recovers: every acknowledged event arrives.
+    sink.set_default(Respond::status(200));
+    let recovered = Instant::now();
+    let delivered = || -> HashSet<String> {
+        sink.received()
+            .iter()
+            .filter(|r| (200..=204).contains(&r.status))
+            .filter_map(|r| r.header("ce-id").map(str::to_owned))
+            .collect()
+    };
+    // Checked every 250 ms: reading what the sink received copies all of it.
+    let mut missing = acked.len();
+    while recovered.elapsed() < Duration::from_secs(20) {
+        missing = acked.difference(&delivered()).count();
+        if missing == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        missing,
+        0,
+        "acknowledged events not delivered 20 s after the sink recovered (of {})",
+        acked.len()
+    );
+    let drained = recovered.elapsed();
+    // And ingress accepts again by itself.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = batch("after", 5);
+        let status = try_post(&url, &BATCH, body).await;
+        if status.is_some_and(|s| s.is_success()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ingress still refuses after the spool drained: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let files = journal_files(&spool);
+    eprintln!(
+        "disk full: {} events acknowledged, {refused} requests refused, at most {most_files} journal files, {files} at the end; filled in {filled:?} (first 503 after {:?}), drained in {drained:?}, accepting again after {:?}",
+        acked.len(),
+        first_refusal.map(|at| at.duration_since(started)),
+        recovered.elapsed()
+    );
+    eprintln!("sink requests: {}", sink.received().len());
+    assert!(files <= 4, "journal directory holds {files} files at the end");
+    drop(daemon);
+}
