@@ -483,6 +483,143 @@ fn record_after(path: &Path, from: u64) -> io::Result<Option<u64>> {
     Ok(next_record(&rest, skip).map(|at| start + at as u64))
 }
 
+/// One segment as [`inspect`] read it, records and damage, without changing it.
+#[derive(Debug)]
+pub(super) struct SegmentScan {
+    /// The segment file.
+    pub(super) path: PathBuf,
+    /// Its length.
+    pub(super) len: u64,
+    /// Records that frame, check and parse.
+    pub(super) records: u64,
+    /// The deliveries its put records hold.
+    pub(super) puts: Vec<DeliveryId>,
+    /// The deliveries its gone records retire.
+    pub(super) gone: Vec<DeliveryId>,
+    /// Byte ranges that do not read as records, in order.
+    pub(super) damage: Vec<BadRange>,
+}
+
+/// Bytes of a segment that do not read as records: from `offset` to `end`, where the next
+/// valid record starts (or the file ends).
+#[derive(Debug)]
+pub(super) struct BadRange {
+    /// First bad byte.
+    pub(super) offset: u64,
+    /// Where reading resumed.
+    pub(super) end: u64,
+    /// What the bytes held, read without their checksum when their frame's length fits.
+    pub(super) guess: Guess,
+}
+
+/// What a damaged record held, as far as can be told.
+#[derive(Debug)]
+pub(super) enum Guess {
+    /// A put of these deliveries.
+    Put(Vec<DeliveryId>),
+    /// Acks of these deliveries.
+    Gone(Vec<DeliveryId>),
+    /// Unknown: not one record whose length fits, or a body that does not parse.
+    Unknown,
+}
+
+/// Reads a damaged record without its checksum, when it is exactly one frame long.
+fn guess(bytes: &[u8]) -> Guess {
+    let Some(len) = bytes
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+    else {
+        return Guess::Unknown;
+    };
+    let body = match bytes.get(FRAME..) {
+        Some(body) if body.len() == len as usize => body,
+        _ => return Guess::Unknown,
+    };
+    match body.first() {
+        Some(&PUT) => Put::parse(body).map_or(Guess::Unknown, |p| {
+            Guess::Put(p.deliveries.iter().map(|(_, m)| m.id).collect())
+        }),
+        Some(&GONE) => gone_ids(body).map_or(Guess::Unknown, Guess::Gone),
+        _ => Guess::Unknown,
+    }
+}
+
+/// The segment files in `dir`, oldest first.
+pub(super) fn segment_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut seqs = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if let Some(seq) = segment_seq(&path) {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs.into_iter().map(|s| dir.join(segment_name(s))).collect())
+}
+
+/// Reads one segment through, resuming after every stretch of bytes that is not a record.
+pub(super) fn inspect(path: &Path) -> io::Result<SegmentScan> {
+    let buf = fs::read(path)?;
+    let mut scan = SegmentScan {
+        path: path.to_owned(),
+        len: buf.len() as u64,
+        records: 0,
+        puts: Vec::new(),
+        gone: Vec::new(),
+        damage: Vec::new(),
+    };
+    let mut at = 0usize;
+    while at < buf.len() {
+        let rest = buf.get(at..).unwrap_or_default();
+        if let Frame::Record { body, len } = decode_frame(rest) {
+            if is_record(body) {
+                scan.records += 1;
+                if let Some(put) = Put::parse(body).filter(|_| body.first() == Some(&PUT)) {
+                    scan.puts.extend(put.deliveries.iter().map(|(_, m)| m.id));
+                } else if let Some(ids) = gone_ids(body) {
+                    scan.gone.extend(ids);
+                }
+                at += len;
+                continue;
+            }
+        }
+        let end = next_record(&buf, at + 1).unwrap_or(buf.len());
+        scan.damage.push(BadRange {
+            offset: at as u64,
+            end: end as u64,
+            guess: guess(buf.get(at..end).unwrap_or_default()),
+        });
+        at = end;
+    }
+    Ok(scan)
+}
+
+/// Rewrites a segment with only the bytes outside `scan.damage` (every valid record, in
+/// order): a new file synced and renamed over the old one, the directory synced.
+pub(super) fn rewrite(scan: &SegmentScan) -> io::Result<()> {
+    let buf = fs::read(&scan.path)?;
+    let mut kept = Vec::with_capacity(buf.len());
+    let mut at = 0usize;
+    for bad in &scan.damage {
+        let offset = usize::try_from(bad.offset).unwrap_or(usize::MAX);
+        kept.extend_from_slice(buf.get(at..offset).unwrap_or_default());
+        at = usize::try_from(bad.end).unwrap_or(usize::MAX);
+    }
+    kept.extend_from_slice(buf.get(at..).unwrap_or_default());
+    let temp = scan.path.with_extension("log.repair");
+    {
+        let mut file = File::create(&temp)?;
+        io::Write::write_all(&mut file, &kept)?;
+        file.sync_all()?;
+    }
+    fs::rename(&temp, &scan.path)?;
+    match scan.path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
 /// The writer's side of the journal: the segment being appended to and the live count of
 /// every segment.
 #[derive(Debug)]
@@ -530,7 +667,7 @@ struct Seg {
     first_id: Option<DeliveryId>,
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -590,14 +727,11 @@ impl Journal {
                 fs::TryLockError::Error(e) => e,
             })
             .map_err(failed(&lock_path))?;
-        let mut seqs = Vec::new();
-        for entry in fs::read_dir(dir).map_err(failed(dir))? {
-            let path = entry.map_err(failed(dir))?.path();
-            if let Some(seq) = segment_seq(&path) {
-                seqs.push(seq);
-            }
-        }
-        seqs.sort_unstable();
+        let seqs: Vec<u32> = segment_files(dir)
+            .map_err(failed(dir))?
+            .iter()
+            .filter_map(|p| segment_seq(p))
+            .collect();
         // Two passes, streaming: first the retired ids and each segment's id range, then the
         // deliveries still stored, handed to `each` without being collected.
         let mut gone: HashSet<DeliveryId> = HashSet::new();
@@ -635,6 +769,9 @@ impl Journal {
                     let mut r = Reader(body.get(1..).unwrap_or_default());
                     for _ in 0..r.u32().unwrap_or(0) {
                         let Some(id) = r.u64() else { break };
+                        // An id a gone record names is never handed out again, even when
+                        // its put was set aside by a repair.
+                        max_id = max_id.max(id);
                         gone.insert(id);
                         widen(retired.entry(seq).or_insert((id, id)), id);
                     }

@@ -16,6 +16,7 @@ mod letters;
 mod memory;
 mod nats;
 mod record;
+mod repair;
 mod rows;
 mod space;
 mod writer;
@@ -39,6 +40,9 @@ pub use dead_letter::{
 pub use embedded::EmbeddedSpool;
 pub use memory::MemorySpool;
 pub use nats::NatsSpool;
+pub use repair::{
+    repair, verify, DatabaseState, MaintenanceError, Repair, SegmentState, Verification,
+};
 
 /// Default bound on stored event bytes (`spool.max_bytes`): 1 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
