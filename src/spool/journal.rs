@@ -555,7 +555,10 @@ pub(super) fn segment_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
         }
     }
     seqs.sort_unstable();
-    Ok(seqs.into_iter().map(|s| dir.join(segment_name(s))).collect())
+    Ok(seqs
+        .into_iter()
+        .map(|s| dir.join(segment_name(s)))
+        .collect())
 }
 
 /// Reads one segment through, resuming after every stretch of bytes that is not a record.
@@ -741,14 +744,13 @@ impl Journal {
         let mut max_id = 0;
         // The first bytes found that are not a record: (segment, offset).
         let mut torn: Option<(PathBuf, u64)> = None;
-        let damaged = |path: &Path, offset: u64, resumes: (PathBuf, u64)| {
-            OpenError::JournalDamaged {
+        let damaged =
+            |path: &Path, offset: u64, resumes: (PathBuf, u64)| OpenError::JournalDamaged {
                 path: path.to_owned(),
                 offset,
                 resumes_in: resumes.0,
                 resumes_at: resumes.1,
-            }
-        };
+            };
         for &seq in &seqs {
             let path = dir.join(segment_name(seq));
             segs.insert(seq, Seg::default());

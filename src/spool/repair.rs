@@ -94,7 +94,11 @@ impl Verification {
             .segments
             .iter()
             .any(|s| s.damage.iter().any(|(_, _, torn)| !torn));
-        journal || matches!(self.database, DatabaseState::Damaged(_) | DatabaseState::Unreadable(_))
+        journal
+            || matches!(
+                self.database,
+                DatabaseState::Damaged(_) | DatabaseState::Unreadable(_)
+            )
     }
 }
 
@@ -145,7 +149,7 @@ impl fmt::Display for Verification {
         if self.damaged() {
             write!(
                 f,
-                "damage: {} stored deliveries lost, {} acks lost (those deliveries would be delivered again)",
+                "damage: deliveries lost: {}; acks lost: {} (their deliveries would be delivered again)",
                 self.lost_deliveries, self.lost_acks
             )?;
             if self.uncounted > 0 {
@@ -181,7 +185,7 @@ impl fmt::Display for Repair {
         } else {
             write!(
                 f,
-                "repaired: {} deliveries lost, {} acks lost (those deliveries will be delivered again)",
+                "repaired: deliveries lost: {}; acks lost: {} (their deliveries will be delivered again)",
                 self.before.lost_deliveries, self.before.lost_acks
             )?;
             if self.before.uncounted > 0 {

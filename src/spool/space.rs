@@ -197,7 +197,9 @@ fn fill(file: &File, len: u64) -> io::Result<()> {
             let zeros = vec![0u8; 64 << 10];
             let mut at = 0u64;
             while at < len {
-                let n = zeros.len().min(usize::try_from(len - at).unwrap_or(usize::MAX));
+                let n = zeros
+                    .len()
+                    .min(usize::try_from(len - at).unwrap_or(usize::MAX));
                 file.write_all_at(zeros.get(..n).unwrap_or_default(), at)?;
                 at += n as u64;
             }

@@ -738,10 +738,13 @@ impl Writer {
         }
         self.last_shrink = now;
         self.freed = 0;
-        let shrunk = self.conn.execute_batch("PRAGMA incremental_vacuum").and_then(|()| {
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        });
+        let shrunk = self
+            .conn
+            .execute_batch("PRAGMA incremental_vacuum")
+            .and_then(|()| {
+                self.conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            });
         if let Err(error) = shrunk {
             tracing::debug!(%error, "Cannot shrink the spool database yet");
         }

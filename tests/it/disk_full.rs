@@ -51,7 +51,11 @@ impl Drop for Tmpfs {
             Ok(status) if status.success() => {}
             _ => {
                 // Busy (a child still holds a file): detach it so it goes once released.
-                if let Err(e) = Command::new("umount").arg("-l").arg(self.dir.path()).status() {
+                if let Err(e) = Command::new("umount")
+                    .arg("-l")
+                    .arg(self.dir.path())
+                    .status()
+                {
                     eprintln!("cannot unmount {}: {e}", self.dir.path().display());
                 }
             }
@@ -97,7 +101,10 @@ fn batch(prefix: &str, n: usize) -> (Vec<String>, Bytes) {
             })
         })
         .collect();
-    (ids, Bytes::from(serde_json::Value::Array(events).to_string()))
+    (
+        ids,
+        Bytes::from(serde_json::Value::Array(events).to_string()),
+    )
 }
 
 const BATCH: [(&str, &str); 1] = [("content-type", "application/cloudevents-batch+json")];
@@ -202,6 +209,9 @@ async fn a_full_disk_refuses_puts_then_drains_and_accepts_again() {
         recovered.elapsed()
     );
     eprintln!("sink requests: {}", sink.received().len());
-    assert!(files <= 4, "journal directory holds {files} files at the end");
+    assert!(
+        files <= 4,
+        "journal directory holds {files} files at the end"
+    );
     drop(daemon);
 }

@@ -18,4 +18,5 @@ mod schedules;
 mod sink_nats;
 mod sinks;
 mod spool_nats;
+mod spool_repair;
 mod telemetry;

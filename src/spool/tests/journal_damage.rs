@@ -81,7 +81,10 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 async fn put_each(spool: &EmbeddedSpool, n: usize) {
     for i in 0..n {
-        spool.put(vec![due(&event(&format!("e{i}")), "a")]).await.unwrap();
+        spool
+            .put(vec![due(&event(&format!("e{i}")), "a")])
+            .await
+            .unwrap();
     }
 }
 
@@ -155,7 +158,11 @@ async fn verify_changes_nothing_and_repair_keeps_every_valid_record() {
     let report = verification.to_string();
     assert!(verification.damaged(), "{report}");
     assert_eq!(
-        (verification.lost_deliveries, verification.lost_acks, verification.uncounted),
+        (
+            verification.lost_deliveries,
+            verification.lost_acks,
+            verification.uncounted
+        ),
         (1, 0, 0),
         "{report}"
     );
@@ -166,7 +173,10 @@ async fn verify_changes_nothing_and_repair_keeps_every_valid_record() {
     assert_eq!(repair.before.lost_deliveries, 1, "{repair}");
     assert!(!repair.quarantined.is_empty());
     for q in &repair.quarantined {
-        assert!(before.values().any(|b| *b == fs::read(q).unwrap()), "a copy of a segment as it was");
+        assert!(
+            before.values().any(|b| *b == fs::read(q).unwrap()),
+            "a copy of a segment as it was"
+        );
     }
     assert!(!spool::verify(dir.path()).unwrap().damaged(), "repaired");
 
@@ -178,7 +188,10 @@ async fn verify_changes_nothing_and_repair_keeps_every_valid_record() {
         .map(|d| d.event.id.clone())
         .collect();
     ids.sort();
-    let mut want: Vec<String> = (5..30).filter(|i| *i != 12).map(|i| format!("e{i}")).collect();
+    let mut want: Vec<String> = (5..30)
+        .filter(|i| *i != 12)
+        .map(|i| format!("e{i}"))
+        .collect();
     want.sort();
     assert_eq!(ids, want);
 }
