@@ -22,9 +22,12 @@
 //!   data: u32-prefixed when the flag is 1`;
 //! - gone: `2 | n: u32 | n × id: u64`.
 //!
-//! Recovery reads the segments in order; a segment ends at its first record that does not
-//! frame or check (a write torn by a crash: it was never acknowledged). Writing always
-//! continues in a new segment.
+//! Recovery reads the segments in order. A record that does not frame or check is a write
+//! torn by a crash (never acknowledged) only when no valid record follows it, in its segment
+//! or a later one: that tail is cut off. Anywhere else it is damage, and opening fails with
+//! the file and offset ([`OpenError::JournalDamaged`]); `spool verify` and `spool repair`
+//! ([`inspect`], [`rewrite`]) read past it. Writing continues in a new segment at start; a
+//! failed write cuts the active segment back to its last commit and keeps it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};

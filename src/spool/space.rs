@@ -20,7 +20,9 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Longest time a free-space reading is trusted while puts are admitted.
 const RECHECK: Duration = Duration::from_millis(100);
