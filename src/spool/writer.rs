@@ -211,6 +211,10 @@ impl Writer {
             if !group.is_empty() {
                 self.commit_group(group);
             }
+            if self.space.low() {
+                // Also when every put was refused: what drained must go back to the disk.
+                self.shrink();
+            }
             // Each sparse segment is tried once: one whose deliveries cannot be moved stays.
             if let Some(segment) = self.journal.sparse().filter(|s| Some(*s) != self.emptied) {
                 self.emptied = Some(segment);
@@ -717,7 +721,7 @@ impl Writer {
     /// made without incremental auto-vacuum, which reuse their free pages instead).
     fn vacuum(&mut self) {
         if self.space.low() {
-            self.shrink();
+            // `shrink` does it.
             return;
         }
         if self.freed < VACUUM_AFTER {
@@ -733,7 +737,7 @@ impl Writer {
     /// WAL, at most every [`SHRINK_EVERY_MS`], so that drained deliveries free the disk.
     fn shrink(&mut self) {
         let now = to_millis(SystemTime::now());
-        if self.freed == 0 || now.saturating_sub(self.last_shrink) < SHRINK_EVERY_MS {
+        if now.saturating_sub(self.last_shrink) < SHRINK_EVERY_MS {
             return;
         }
         self.last_shrink = now;

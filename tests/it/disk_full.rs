@@ -65,6 +65,27 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Every file under `dir` with its size, and the free space (`df`), for failure messages.
+fn listing(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let len = entry.metadata().map_or(0, |m| m.len());
+                out.push_str(&format!("{} {len}; ", path.display()));
+            }
+        }
+    }
+    if let Ok(df) = Command::new("df").arg("-B1").arg(dir).output() {
+        out.push_str(&String::from_utf8_lossy(&df.stdout));
+    }
+    out
+}
+
 fn journal_files(spool: &Path) -> usize {
     std::fs::read_dir(spool.join("journal")).map_or(0, |d| d.count())
 }
@@ -199,7 +220,8 @@ async fn a_full_disk_refuses_puts_then_drains_and_accepts_again() {
         }
         assert!(
             Instant::now() < deadline,
-            "ingress still refuses after the spool drained: {status:?}"
+            "ingress still refuses after the spool drained: {status:?}; on the file system: {}",
+            listing(fs.path())
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
