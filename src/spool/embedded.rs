@@ -177,6 +177,7 @@ impl EmbeddedSpool {
             space,
             journal_bytes: recovery.bytes,
             last_shrink: 0,
+            kept: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("spool-writer".into())
@@ -335,7 +336,12 @@ impl Shared {
             if !journaled.is_empty() {
                 // The lane's next rows are the first of both sources, merged.
                 let read = journaled.into_iter().map(|(key, loc)| {
-                    let delivery = self.segments.read(loc, key.1, sink);
+                    // The index holds its schedule: a retry kept in memory is due later
+                    // than its record says.
+                    let delivery = self.segments.read(loc, key.1, sink).map(|mut d| {
+                        d.not_before = super::record::from_millis(key.0);
+                        d
+                    });
                     (key, delivery.map_err(db::RowError::from))
                 });
                 rows.extend(read);

@@ -83,6 +83,12 @@ impl Space {
         self.low
     }
 
+    /// Whether the reserve was handed back (a write failed for lack of space, or it could not
+    /// be allocated): the disk may be full to the last block.
+    pub(super) fn reserve_spent(&self) -> bool {
+        !self.held
+    }
+
     /// Whether `bytes` more of puts may be stored while `journaled` event bytes sit in the
     /// journal (each may be copied into the database by a retry).
     pub(super) fn admits(&mut self, journaled: u64, bytes: u64) -> bool {

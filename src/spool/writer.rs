@@ -120,6 +120,9 @@ pub(super) struct Writer {
     pub(super) journal_bytes: u64,
     /// When the database was last shrunk for lack of space, in unix millis.
     pub(super) last_shrink: i64,
+    /// Retries of journaled deliveries kept in memory by the group being applied (see
+    /// [`Via::Kept`]), published whatever becomes of the group's writes.
+    pub(super) kept: Vec<Effect>,
 }
 
 /// How a command of a group is applied.
@@ -131,6 +134,10 @@ enum Via {
     Journal,
     /// A journaled delivery that is copied into SQLite first (nacked or dead-lettered).
     Moved(Loc),
+    /// A retry of a journaled delivery while the disk is full: copying its event into SQLite
+    /// would take space the acks need, so it stays in the journal and its new schedule and
+    /// attempt count are kept in memory (the count restarts if it is read back from disk).
+    Kept,
 }
 
 /// A journaled delivery retired by this group (acked or purged).
@@ -350,12 +357,14 @@ impl Writer {
             .filter_map(|(i, v)| match v {
                 Via::Sql => Some((i, false)),
                 Via::Moved(_) => Some((i, true)),
-                Via::Journal => None,
+                Via::Journal | Via::Kept => None,
             })
             .collect();
         if !items.is_empty() || self.prune_moved.is_some() {
             self.commit_sql(&group, &items, &via, &mut results);
         }
+        let kept = std::mem::take(&mut self.kept);
+        self.publish(kept);
         for ((command, result), purged) in group.into_iter().zip(results).zip(purged) {
             // A sink purge counts what it took from the journal too.
             let result = result.unwrap_or(Ok(0)).map(|n| n + purged);
@@ -398,12 +407,17 @@ impl Writer {
                 Via::Journal
             }
             Command::Nack { delivery, key } => {
-                let loc = self
-                    .shared
-                    .queue(&delivery.sink)
-                    .lock()
-                    .unindex(delivery.priority, *key);
-                loc.map_or(Via::Sql, Via::Moved)
+                let queue = self.shared.queue(&delivery.sink);
+                let mut state = queue.lock();
+                match state.unindex(delivery.priority, *key) {
+                    Some(loc) if self.space.reserve_spent() => {
+                        state.index(delivery.priority, super::db::key_of(delivery), loc);
+                        drop(state);
+                        self.kept.push(Effect::Requeued((**delivery).clone()));
+                        Via::Kept
+                    }
+                    loc => loc.map_or(Via::Sql, Via::Moved),
+                }
             }
             Command::DeadLetter { delivery, .. } => {
                 let key = super::db::key_of(delivery);

@@ -86,6 +86,17 @@ fn listing(dir: &Path) -> String {
     out
 }
 
+/// Writes zeros to `path` until the file system refuses more.
+fn fill(path: &Path) -> PathBuf {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("create filler");
+    for chunk in [64 << 10, 4 << 10, 512] {
+        let zeros = vec![0u8; chunk];
+        while file.write_all(&zeros).is_ok() {}
+    }
+    path.to_owned()
+}
+
 fn journal_files(spool: &Path) -> usize {
     std::fs::read_dir(spool.join("journal")).map_or(0, |d| d.count())
 }
@@ -183,8 +194,37 @@ async fn a_full_disk_refuses_puts_then_drains_and_accepts_again() {
         "the journal directory held {most_files} files while the disk was full"
     );
 
+    // Another program takes every block left: the spool's own writes now fail, and it hands
+    // its reserve back so that deliveries can still be acked.
+    let filler = fill(&fs.path().join("filler"));
+    let full_since = Instant::now();
+    let mut refused_when_full = 0;
+    for round in 0.. {
+        if full_since.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        // What still fits in blocks the spool's files already have is stored and answered.
+        let (ids, body) = batch(&format!("full{round}"), 10);
+        match try_post(&url, &BATCH, body).await {
+            Some(status) if status.is_success() => acked.extend(ids),
+            Some(status) if status.as_u16() == 503 => refused_when_full += 1,
+            other => panic!("unexpected answer on a full disk: {other:?}"),
+        }
+        most_files = most_files.max(journal_files(&spool));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        refused_when_full > 0,
+        "puts were not refused on a full disk"
+    );
+    let reserve = || std::fs::metadata(spool.join("reserve")).map_or(0, |m| m.len());
+    assert_eq!(
+        reserve(),
+        0,
+        "the reserve was handed back once writes failed"
+    );
     let filled = started.elapsed();
-    // The sink recovers: every acknowledged event arrives.
+    // The sink recovers: every acknowledged event arrives, the disk still full.
     sink.set_default(Respond::status(200));
     let recovered = Instant::now();
     let delivered = || -> HashSet<String> {
@@ -210,7 +250,8 @@ async fn a_full_disk_refuses_puts_then_drains_and_accepts_again() {
         acked.len()
     );
     let drained = recovered.elapsed();
-    // And ingress accepts again by itself.
+    // The other program's file goes; ingress accepts again by itself.
+    std::fs::remove_file(&filler).expect("remove the filler");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (_, body) = batch("after", 5);
@@ -225,6 +266,7 @@ async fn a_full_disk_refuses_puts_then_drains_and_accepts_again() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert!(reserve() > 0, "the reserve is allocated again");
     let files = journal_files(&spool);
     eprintln!(
         "disk full: {} events acknowledged, {refused} requests refused, at most {most_files} journal files, {files} at the end; filled in {filled:?} (first 503 after {:?}), drained in {drained:?}, accepting again after {:?}",
