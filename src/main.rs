@@ -77,6 +77,9 @@ enum Command {
     /// List, show, replay or purge a running daemon's dead letters.
     #[command(after_help = EXIT_CODES)]
     DeadLetter(ops::DeadLetterArgs),
+    /// Verify or repair the embedded spool on disk (while switchyard is stopped).
+    #[command(after_help = EXIT_CODES)]
+    Spool(ops::spool::SpoolArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -152,6 +155,10 @@ fn main() -> ExitCode {
         Command::Routes(args) => ops::routes(&args),
         Command::PurgeSink(args) => ops::purge_sink(&args),
         Command::DeadLetter(args) => ops::dead_letter(&args),
+        Command::Spool(args) => match load_config(args.config()) {
+            Some(loaded) => ops::spool::run(&args, &loaded),
+            None => Ok(ExitCode::from(EXIT_CONFIG)),
+        },
     };
     match result {
         Ok(code) => code,

@@ -7,6 +7,7 @@
 //! 64; a failed exchange or a non-2xx answer exits 1.
 
 mod dead_letters;
+pub(crate) mod spool;
 
 use std::process::ExitCode;
 use std::time::Duration;

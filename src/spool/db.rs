@@ -124,6 +124,22 @@ pub enum OpenError {
         /// The version in the file.
         found: i64,
     },
+    /// A journal record fails its check and valid records follow it: not a write cut short
+    /// by a crash, so what lies between cannot be read and would be lost silently.
+    #[error(
+        "journal segment {} is damaged at byte offset {offset}: the record there fails its check and valid records follow it ({} at byte offset {resumes_at}), so it is not a write cut short. `switchyard spool verify` shows the damage; `switchyard spool repair` sets aside what cannot be read",
+        path.display(), resumes_in.display()
+    )]
+    JournalDamaged {
+        /// The segment file.
+        path: PathBuf,
+        /// Where the bad record starts.
+        offset: u64,
+        /// The segment holding the next valid record.
+        resumes_in: PathBuf,
+        /// Where that record starts.
+        resumes_at: u64,
+    },
     /// The writer thread could not be started.
     #[error("cannot start the spool writer for {path}")]
     Thread {

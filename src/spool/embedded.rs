@@ -29,6 +29,7 @@ use super::journal::{self, Journal, Loc, Segments};
 use super::letters;
 use super::record::EncodedEvent;
 use super::rows::{encode_put, Forward};
+use super::space::Space;
 use super::writer::{Command, Writer};
 use super::{
     DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, Delivery, NewDelivery, Priority,
@@ -143,6 +144,10 @@ impl EmbeddedSpool {
         // Moves whose journal records are gone need no remembering.
         let below = journal.oldest_id().unwrap_or(max_id + 1);
         db::prune_moved(&opened.writer, below).map_err(sqlite)?;
+        let space = Space::open(dir).map_err(|source| OpenError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
         let checkpoints = Arc::new(Checkpoints::default());
         let mut conn = opened.writer;
         checkpoint::install(&mut conn, checkpoints.clone()).map_err(sqlite)?;
@@ -174,6 +179,10 @@ impl EmbeddedSpool {
             fanout: recovery.fanout,
             written: Vec::new(),
             emptied: None,
+            space,
+            journal_bytes: recovery.bytes,
+            last_shrink: 0,
+            kept: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("spool-writer".into())
@@ -375,7 +384,12 @@ impl Shared {
             if !journaled.is_empty() {
                 // The lane's next rows are the first of both sources, merged.
                 let read = journaled.into_iter().map(|(key, loc)| {
-                    let delivery = self.segments.read(loc, key.1, sink);
+                    // The index holds its schedule: a retry kept in memory is due later
+                    // than its record says.
+                    let delivery = self.segments.read(loc, key.1, sink).map(|mut d| {
+                        d.not_before = super::record::from_millis(key.0);
+                        d
+                    });
                     (key, delivery.map_err(db::RowError::from))
                 });
                 rows.extend(read);

@@ -22,9 +22,12 @@
 //!   data: u32-prefixed when the flag is 1`;
 //! - gone: `2 | n: u32 | n × id: u64`.
 //!
-//! Recovery reads the segments in order; a segment ends at its first record that does not
-//! frame or check (a write torn by a crash: it was never acknowledged). Writing always
-//! continues in a new segment.
+//! Recovery reads the segments in order. A record that does not frame or check is a write
+//! torn by a crash (never acknowledged) only when no valid record follows it, in its segment
+//! or a later one: that tail is cut off. Anywhere else it is damage, and opening fails with
+//! the file and offset ([`OpenError::JournalDamaged`]); `spool verify` and `spool repair`
+//! ([`inspect`], [`rewrite`]) read past it. Writing continues in a new segment at start; a
+//! failed write cuts the active segment back to its last commit and keeps it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -191,15 +194,100 @@ impl Segments {
     }
 }
 
+/// What the bytes at the start of a buffer hold, read as one journal record.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Frame<'a> {
+    /// A whole record that checks: its body, and its length with the frame.
+    Record {
+        /// The record's body.
+        body: &'a [u8],
+        /// Bytes of the frame and the body.
+        len: usize,
+    },
+    /// The buffer ends before the record it starts does.
+    Short {
+        /// Bytes the record needs, frame included, once its frame is whole.
+        needed: Option<usize>,
+    },
+    /// Not a record: a length out of range, or a body that fails its check.
+    Bad,
+}
+
+/// Decodes the record framed at the start of `buf`: `len: u32 | crc32(body): u32 | body`.
+/// Every reader of the journal (recovery, the lease path, `spool verify` and `repair`) goes
+/// through this one function.
+pub(super) fn decode_frame(buf: &[u8]) -> Frame<'_> {
+    let header = |range: std::ops::Range<usize>| {
+        buf.get(range)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+    };
+    let (Some(len), Some(crc)) = (header(0..4), header(4..8)) else {
+        return Frame::Short { needed: None };
+    };
+    let len = len as usize;
+    if len == 0 || len > MAX_BODY {
+        return Frame::Bad;
+    }
+    let Some(body) = buf.get(FRAME..FRAME + len) else {
+        return Frame::Short {
+            needed: Some(FRAME + len),
+        };
+    };
+    if crc32fast::hash(body) != crc {
+        return Frame::Bad;
+    }
+    Frame::Record {
+        body,
+        len: FRAME + len,
+    }
+}
+
 /// The body of a record inside its frame, when the frame is whole and checks.
 fn unframe(buf: &[u8]) -> Option<&[u8]> {
-    let len = u32::from_le_bytes(buf.get(0..4)?.try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(buf.get(4..8)?.try_into().ok()?);
-    if len == 0 || len > MAX_BODY {
-        return None;
+    match decode_frame(buf) {
+        Frame::Record { body, .. } => Some(body),
+        _ => None,
     }
-    let body = buf.get(FRAME..FRAME + len)?;
-    (crc32fast::hash(body) == crc).then_some(body)
+}
+
+/// Whether a body that checks is a record this journal writes (a put or a gone record that
+/// parses), which tells a real record from bytes that happen to check.
+fn is_record(body: &[u8]) -> bool {
+    match body.first() {
+        Some(&PUT) => Put::parse(body).is_some(),
+        Some(&GONE) => gone_ids(body).is_some(),
+        _ => false,
+    }
+}
+
+/// The ids a gone record retires.
+fn gone_ids(body: &[u8]) -> Option<Vec<DeliveryId>> {
+    let mut r = Reader(body.get(1..)?);
+    let n = r.u32()? as usize;
+    let ids = (0..n).map(|_| r.u64()).collect::<Option<Vec<_>>>()?;
+    r.0.is_empty().then_some(ids)
+}
+
+/// The offset, at or after `from`, of the first valid record in `buf`: where reading can
+/// resume after a record that does not frame or check. The length the damaged record's frame
+/// claims is tried first, then every offset.
+fn next_record(buf: &[u8], from: usize) -> Option<usize> {
+    let valid = |at: usize| match decode_frame(buf.get(at..).unwrap_or_default()) {
+        Frame::Record { body, .. } => is_record(body),
+        _ => false,
+    };
+    let claimed = from
+        .checked_sub(1)
+        .and_then(|bad| buf.get(bad..bad + 4))
+        .and_then(|b| b.try_into().ok())
+        .map(|b| u32::from_le_bytes(b) as usize + FRAME + from - 1);
+    if let Some(at) = claimed.filter(|at| *at > from && *at < buf.len()) {
+        if valid(at) {
+            return Some(at);
+        }
+    }
+    (from..buf.len()).find(|at| valid(*at))
 }
 
 /// One delivery as a put record lists it.
@@ -344,34 +432,198 @@ pub(super) struct Recovery {
 /// and checks, up to the first that does not; returns the file's length and where the
 /// records end.
 fn scan(path: &Path, mut each: impl FnMut(u32, &[u8])) -> io::Result<(u64, u64)> {
-    let file = File::open(path)?;
+    const CHUNK: usize = 1 << 20;
+    let mut file = File::open(path)?;
     let len = file.metadata()?.len();
-    let mut reader = io::BufReader::with_capacity(1 << 20, file);
-    let mut frame = [0u8; FRAME];
-    let mut body = Vec::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+    let mut pos = 0usize;
     let mut offset = 0u64;
-    let whole = |result: io::Result<()>| match result {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(e) => Err(e),
-    };
-    while whole(reader.read_exact(&mut frame))? {
-        let (Some(n), Some(crc)) = (frame.get(..4), frame.get(4..)) else {
-            break;
+    let mut eof = false;
+    loop {
+        let needed = match decode_frame(buf.get(pos..).unwrap_or_default()) {
+            Frame::Record { body, len: n } => {
+                each(u32::try_from(offset).unwrap_or(u32::MAX), body);
+                pos += n;
+                offset += n as u64;
+                continue;
+            }
+            Frame::Bad => break,
+            Frame::Short { .. } if eof => break,
+            // A length that runs past the end of the file is a torn write, not a reason to
+            // read on.
+            Frame::Short { needed: Some(n) } if offset + n as u64 > len => break,
+            Frame::Short { needed } => needed.unwrap_or(FRAME),
         };
-        let n = u32::from_le_bytes(n.try_into().unwrap_or_default()) as usize;
-        let crc = u32::from_le_bytes(crc.try_into().unwrap_or_default());
-        if n == 0 || n > MAX_BODY || offset + (FRAME + n) as u64 > len {
-            break;
+        buf.drain(..pos);
+        pos = 0;
+        let have = buf.len();
+        buf.resize(have + CHUNK.max(needed.saturating_sub(have)), 0);
+        let mut filled = have;
+        while filled < buf.len() {
+            let n = file.read(buf.get_mut(filled..).unwrap_or_default())?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            filled += n;
         }
-        body.resize(n, 0);
-        if !whole(reader.read_exact(&mut body))? || crc32fast::hash(&body) != crc {
-            break;
-        }
-        each(u32::try_from(offset).unwrap_or(u32::MAX), &body);
-        offset += (FRAME + n) as u64;
+        buf.truncate(filled);
     }
     Ok((len, offset))
+}
+
+/// Whether `path` holds a valid record at or after `from`.
+fn record_after(path: &Path, from: u64) -> io::Result<Option<u64>> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if from >= len {
+        return Ok(None);
+    }
+    let start = from.saturating_sub(1);
+    let mut rest = vec![0; usize::try_from(len - start).unwrap_or(usize::MAX)];
+    file.read_exact_at(&mut rest, start)?;
+    let skip = usize::try_from(from - start).unwrap_or(0);
+    Ok(next_record(&rest, skip).map(|at| start + at as u64))
+}
+
+/// One segment as [`inspect`] read it, records and damage, without changing it.
+#[derive(Debug)]
+pub(super) struct SegmentScan {
+    /// The segment file.
+    pub(super) path: PathBuf,
+    /// Its length.
+    pub(super) len: u64,
+    /// Records that frame, check and parse.
+    pub(super) records: u64,
+    /// The deliveries its put records hold.
+    pub(super) puts: Vec<DeliveryId>,
+    /// The deliveries its gone records retire.
+    pub(super) gone: Vec<DeliveryId>,
+    /// Byte ranges that do not read as records, in order.
+    pub(super) damage: Vec<BadRange>,
+}
+
+/// Bytes of a segment that do not read as records: from `offset` to `end`, where the next
+/// valid record starts (or the file ends).
+#[derive(Debug)]
+pub(super) struct BadRange {
+    /// First bad byte.
+    pub(super) offset: u64,
+    /// Where reading resumed.
+    pub(super) end: u64,
+    /// What the bytes held, read without their checksum when their frame's length fits.
+    pub(super) guess: Guess,
+}
+
+/// What a damaged record held, as far as can be told.
+#[derive(Debug)]
+pub(super) enum Guess {
+    /// A put of these deliveries.
+    Put(Vec<DeliveryId>),
+    /// Acks of these deliveries.
+    Gone(Vec<DeliveryId>),
+    /// Unknown: not one record whose length fits, or a body that does not parse.
+    Unknown,
+}
+
+/// Reads a damaged record without its checksum, when it is exactly one frame long.
+fn guess(bytes: &[u8]) -> Guess {
+    let Some(len) = bytes
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+    else {
+        return Guess::Unknown;
+    };
+    let body = match bytes.get(FRAME..) {
+        Some(body) if body.len() == len as usize => body,
+        _ => return Guess::Unknown,
+    };
+    match body.first() {
+        Some(&PUT) => Put::parse(body).map_or(Guess::Unknown, |p| {
+            Guess::Put(p.deliveries.iter().map(|(_, m)| m.id).collect())
+        }),
+        Some(&GONE) => gone_ids(body).map_or(Guess::Unknown, Guess::Gone),
+        _ => Guess::Unknown,
+    }
+}
+
+/// The segment files in `dir`, oldest first.
+pub(super) fn segment_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut seqs = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if let Some(seq) = segment_seq(&path) {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs
+        .into_iter()
+        .map(|s| dir.join(segment_name(s)))
+        .collect())
+}
+
+/// Reads one segment through, resuming after every stretch of bytes that is not a record.
+pub(super) fn inspect(path: &Path) -> io::Result<SegmentScan> {
+    let buf = fs::read(path)?;
+    let mut scan = SegmentScan {
+        path: path.to_owned(),
+        len: buf.len() as u64,
+        records: 0,
+        puts: Vec::new(),
+        gone: Vec::new(),
+        damage: Vec::new(),
+    };
+    let mut at = 0usize;
+    while at < buf.len() {
+        let rest = buf.get(at..).unwrap_or_default();
+        if let Frame::Record { body, len } = decode_frame(rest) {
+            if is_record(body) {
+                scan.records += 1;
+                if let Some(put) = Put::parse(body).filter(|_| body.first() == Some(&PUT)) {
+                    scan.puts.extend(put.deliveries.iter().map(|(_, m)| m.id));
+                } else if let Some(ids) = gone_ids(body) {
+                    scan.gone.extend(ids);
+                }
+                at += len;
+                continue;
+            }
+        }
+        let end = next_record(&buf, at + 1).unwrap_or(buf.len());
+        scan.damage.push(BadRange {
+            offset: at as u64,
+            end: end as u64,
+            guess: guess(buf.get(at..end).unwrap_or_default()),
+        });
+        at = end;
+    }
+    Ok(scan)
+}
+
+/// Rewrites a segment with only the bytes outside `scan.damage` (every valid record, in
+/// order): a new file synced and renamed over the old one, the directory synced.
+pub(super) fn rewrite(scan: &SegmentScan) -> io::Result<()> {
+    let buf = fs::read(&scan.path)?;
+    let mut kept = Vec::with_capacity(buf.len());
+    let mut at = 0usize;
+    for bad in &scan.damage {
+        let offset = usize::try_from(bad.offset).unwrap_or(usize::MAX);
+        kept.extend_from_slice(buf.get(at..offset).unwrap_or_default());
+        at = usize::try_from(bad.end).unwrap_or(usize::MAX);
+    }
+    kept.extend_from_slice(buf.get(at..).unwrap_or_default());
+    let temp = scan.path.with_extension("log.repair");
+    {
+        let mut file = File::create(&temp)?;
+        io::Write::write_all(&mut file, &kept)?;
+        file.sync_all()?;
+    }
+    fs::rename(&temp, &scan.path)?;
+    match scan.path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
 }
 
 /// The writer's side of the journal: the segment being appended to and the live count of
@@ -385,6 +637,16 @@ pub(super) struct Journal {
     active_len: u64,
     /// Bytes of the active segment written to its file.
     written: u64,
+    /// Bytes of the active segment as of the last commit: whole records, synced.
+    committed: u64,
+    /// A failed write dropped records appended since the last commit: that commit fails.
+    lost: bool,
+    /// The active segment may hold bytes past `committed` that could not be cut off yet:
+    /// nothing is written after them until they are.
+    uncut: bool,
+    /// Space is short: a segment whose deliveries are all gone is closed at once, even the
+    /// active one, so that its file can go.
+    pub(super) eager: bool,
     /// Bytes appended since the last commit, not yet written.
     buf: Vec<u8>,
     /// Segments whose buffered bytes are written but not yet synced (besides the active).
@@ -411,8 +673,33 @@ struct Seg {
     first_id: Option<DeliveryId>,
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Cuts the journal's torn tail — the bytes from `offset` in `path`, and every later segment
+/// (none holds a valid record) — so that records written from now on never follow bytes
+/// that do not read as one.
+fn cut_torn_tail(path: &Path, offset: u64, seqs: &[u32], dir: &Path) -> io::Result<()> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    let len = file.metadata()?.len();
+    tracing::warn!(
+        segment = %path.display(),
+        offset,
+        ignored = len.saturating_sub(offset),
+        "Journal ends in bytes that are not a whole record (a write cut short, never acknowledged); cut off"
+    );
+    file.set_len(offset)?;
+    file.sync_all()?;
+    let first = segment_seq(path).unwrap_or(u32::MAX);
+    for seq in seqs.iter().filter(|s| **s > first) {
+        let later = OpenOptions::new()
+            .write(true)
+            .open(dir.join(segment_name(*seq)))?;
+        later.set_len(0)?;
+        later.sync_all()?;
+    }
+    Ok(())
 }
 
 impl Journal {
@@ -446,14 +733,11 @@ impl Journal {
                 fs::TryLockError::Error(e) => e,
             })
             .map_err(failed(&lock_path))?;
-        let mut seqs = Vec::new();
-        for entry in fs::read_dir(dir).map_err(failed(dir))? {
-            let path = entry.map_err(failed(dir))?.path();
-            if let Some(seq) = segment_seq(&path) {
-                seqs.push(seq);
-            }
-        }
-        seqs.sort_unstable();
+        let seqs: Vec<u32> = segment_files(dir)
+            .map_err(failed(dir))?
+            .iter()
+            .filter_map(|p| segment_seq(p))
+            .collect();
         // Two passes, streaming: first the retired ids and each segment's id range, then the
         // deliveries still stored, handed to `each` without being collected.
         let mut gone: HashSet<DeliveryId> = HashSet::new();
@@ -461,6 +745,15 @@ impl Journal {
         let mut ranges: BTreeMap<u32, (DeliveryId, DeliveryId)> = BTreeMap::new();
         let mut retired: BTreeMap<u32, (DeliveryId, DeliveryId)> = BTreeMap::new();
         let mut max_id = 0;
+        // The first bytes found that are not a record: (segment, offset).
+        let mut torn: Option<(PathBuf, u64)> = None;
+        let damaged =
+            |path: &Path, offset: u64, resumes: (PathBuf, u64)| OpenError::JournalDamaged {
+                path: path.to_owned(),
+                offset,
+                resumes_in: resumes.0,
+                resumes_at: resumes.1,
+            };
         for &seq in &seqs {
             let path = dir.join(segment_name(seq));
             segs.insert(seq, Seg::default());
@@ -481,6 +774,9 @@ impl Journal {
                     let mut r = Reader(body.get(1..).unwrap_or_default());
                     for _ in 0..r.u32().unwrap_or(0) {
                         let Some(id) = r.u64() else { break };
+                        // An id a gone record names is never handed out again, even when
+                        // its put was set aside by a repair.
+                        max_id = max_id.max(id);
                         gone.insert(id);
                         widen(retired.entry(seq).or_insert((id, id)), id);
                     }
@@ -488,14 +784,27 @@ impl Journal {
                 _ => {}
             })
             .map_err(failed(&path))?;
-            if end < len {
-                tracing::warn!(
-                    segment = %path.display(),
-                    offset = end,
-                    ignored = len - end,
-                    "Journal segment ends in bytes that are not a whole record (a write cut short); ignored"
-                );
+            // Bytes that do not read as a record are a write cut short only when nothing
+            // valid follows them, in this segment or a later one.
+            if let Some((bad, offset)) = &torn {
+                let later = if end > 0 {
+                    Some(0)
+                } else {
+                    record_after(&path, 0).map_err(failed(&path))?
+                };
+                if let Some(at) = later {
+                    return Err(damaged(bad, *offset, (path, at)));
+                }
             }
+            if end < len {
+                if let Some(at) = record_after(&path, end + 1).map_err(failed(&path))? {
+                    return Err(damaged(&path, end, (path.clone(), at)));
+                }
+                torn.get_or_insert((path, end));
+            }
+        }
+        if let Some((path, offset)) = torn {
+            cut_torn_tail(&path, offset, &seqs, dir).map_err(failed(&path))?;
         }
         // A segment's acks may retire deliveries of every older segment whose ids they span.
         for (seq, (low, high)) in &retired {
@@ -569,6 +878,10 @@ impl Journal {
             active_seq,
             active_len: 0,
             written: 0,
+            committed: 0,
+            lost: false,
+            uncut: false,
+            eager: false,
             buf: Vec::new(),
             unsynced: Vec::new(),
             segs,
@@ -698,34 +1011,78 @@ impl Journal {
         u32::try_from(total).map_err(|_| too_large())
     }
 
-    /// Writes what is buffered to the active segment, keeping it for the next sync.
+    /// Writes what is buffered to the active segment, keeping it for the next sync. When the
+    /// write fails, what is buffered is dropped and the next commit fails.
     fn flush(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let result = self.active.write_all_at(&self.buf, self.written);
-        self.written += self.buf.len() as u64;
-        self.buf.clear();
-        result
+        let result = self
+            .cut()
+            .and_then(|()| self.active.write_all_at(&self.buf, self.written));
+        match result {
+            Ok(()) => {
+                self.written += self.buf.len() as u64;
+                self.buf.clear();
+                Ok(())
+            }
+            Err(error) => {
+                self.buf.clear();
+                self.lost = true;
+                self.back_to_committed();
+                Err(error)
+            }
+        }
     }
 
-    /// Writes everything appended since the last commit and makes it durable.
+    /// Cuts off bytes a failed write may have left past the last commit.
+    fn cut(&mut self) -> io::Result<()> {
+        if self.uncut {
+            self.active.set_len(self.committed)?;
+            self.uncut = false;
+        }
+        Ok(())
+    }
+
+    /// Forgets what was appended since the last commit, cutting the active segment back to
+    /// it (or marking it to be cut before the next write). The segment stays the active
+    /// one: a failed write never opens a new file.
+    fn back_to_committed(&mut self) {
+        self.written = self.committed;
+        self.active_len = self.committed;
+        self.uncut = true;
+        if let Err(error) = self.cut() {
+            tracing::warn!(%error, "Cannot cut a failed write off the journal yet; retried before the next write");
+        }
+    }
+
+    /// Writes everything appended since the last commit and makes it durable. When that
+    /// fails, the active segment is cut back to the last commit and stays the active one.
     pub(super) fn commit(&mut self) -> io::Result<()> {
         let result = self.flush().and_then(|()| {
+            if std::mem::take(&mut self.lost) {
+                return Err(io::Error::other("a failed write dropped journal records"));
+            }
             for file in self.unsynced.drain(..) {
                 file.sync_data()?;
             }
             self.active.sync_data()
         });
-        if result.is_err() {
-            // What reached the file is unknown: never append after it.
-            self.buf.clear();
-            self.unsynced.clear();
-            if let Err(error) = self.roll() {
-                tracing::error!(%error, "Cannot start a new journal segment");
+        match result {
+            Ok(()) => {
+                self.committed = self.written;
+                Ok(())
+            }
+            Err(error) => {
+                self.lost = false;
+                self.buf.clear();
+                // A segment closed by this group keeps what it wrote: its records are retired
+                // by the caller's next commit (see `Writer::undone`).
+                self.unsynced.clear();
+                self.back_to_committed();
+                Err(error)
             }
         }
-        result
     }
 
     /// Writes out the active segment and starts the next one.
@@ -743,6 +1100,8 @@ impl Journal {
         self.active_seq = seq;
         self.active_len = 0;
         self.written = 0;
+        self.committed = 0;
+        self.uncut = false;
         self.segs.insert(seq, Seg::default());
         Ok(())
     }
@@ -756,6 +1115,12 @@ impl Journal {
         seg.live = seg.live.saturating_sub(1);
         if seg.live > 0 {
             return Vec::new();
+        }
+        if segment == self.active_seq && self.eager && self.buf.is_empty() && self.active_len > 0 {
+            // Short of space: close the spent active segment so that it can be deleted.
+            if let Err(error) = self.roll() {
+                tracing::debug!(%error, "Cannot close the spent journal segment");
+            }
         }
         self.sweep()
     }
@@ -771,7 +1136,7 @@ impl Journal {
                     && seg.refs.iter().all(|r| !self.segs.contains_key(r))
             });
             let Some((&seq, _)) = spent else {
-                return deleted;
+                break;
             };
             self.segs.remove(&seq);
             let path = self.dir.join(segment_name(seq));
@@ -780,6 +1145,14 @@ impl Journal {
             }
             deleted.push(seq);
         }
+        if !deleted.is_empty() {
+            // The deletions are made durable, so that a crash cannot bring back a file whose
+            // retirements were already relied upon.
+            if let Err(error) = sync_dir(&self.dir) {
+                tracing::warn!(%error, dir = %self.dir.display(), "Cannot sync the journal directory");
+            }
+        }
+        deleted
     }
 
     /// A segment worth emptying by moving its few stored deliveries into the database: the

@@ -18,7 +18,9 @@ mod letters;
 mod memory;
 mod nats;
 mod record;
+mod repair;
 mod rows;
+mod space;
 mod writer;
 
 #[cfg(test)]
@@ -41,6 +43,9 @@ pub use disk::DiskUsage;
 pub use embedded::EmbeddedSpool;
 pub use memory::MemorySpool;
 pub use nats::NatsSpool;
+pub use repair::{
+    repair, verify, DatabaseState, MaintenanceError, Repair, SegmentState, Verification,
+};
 
 /// Default bound on stored event bytes (`spool.max_bytes`): 1 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;

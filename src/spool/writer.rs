@@ -23,6 +23,7 @@ use super::embedded::{storage_failed, Shared};
 use super::journal::{self, Journal, Loc};
 use super::record::to_millis;
 use super::rows::{Apply, Effect, Forward, PutBatch};
+use super::space::Space;
 use super::FULL_RETRY_AFTER;
 use super::{
     DeadLetter, DeadLetterId, DeadLetterQuery, Delivery, DeliveryId, NewDelivery, Priority,
@@ -37,6 +38,8 @@ const VACUUM_AFTER: u64 = 8 << 20;
 const PRUNE_EVERY_MS: i64 = 60_000;
 /// Most expired entries pruned in one transaction, so a prune never makes a commit slow.
 const PRUNE_ROWS: i64 = 10_000;
+/// While disk space is short, how often free pages and the WAL are handed back.
+const SHRINK_EVERY_MS: i64 = 1_000;
 
 /// A caller's answer: a count (duplicates dropped, records replayed or purged).
 pub(super) type Reply = oneshot::Sender<Result<u64, SpoolError>>;
@@ -111,6 +114,15 @@ pub(super) struct Writer {
     pub(super) written: Vec<(Loc, u32)>,
     /// The last sparse journal segment whose deliveries were moved into the database.
     pub(super) emptied: Option<u32>,
+    /// Free disk space: the admission mark and the reserve.
+    pub(super) space: Space,
+    /// Event bytes of the deliveries stored in the journal.
+    pub(super) journal_bytes: u64,
+    /// When the database was last shrunk for lack of space, in unix millis.
+    pub(super) last_shrink: i64,
+    /// Retries of journaled deliveries kept in memory by the group being applied (see
+    /// [`Via::Kept`]), published whatever becomes of the group's writes.
+    pub(super) kept: Vec<Effect>,
 }
 
 /// How a command of a group is applied.
@@ -122,6 +134,10 @@ enum Via {
     Journal,
     /// A journaled delivery that is copied into SQLite first (nacked or dead-lettered).
     Moved(Loc),
+    /// A retry of a journaled delivery while the disk is full: copying its event into SQLite
+    /// would take space the acks need, so it stays in the journal and its new schedule and
+    /// attempt count are kept in memory (the count restarts if it is read back from disk).
+    Kept,
 }
 
 /// A journaled delivery retired by this group (acked or purged).
@@ -202,6 +218,10 @@ impl Writer {
             if !group.is_empty() {
                 self.commit_group(group);
             }
+            if self.space.low() {
+                // Also when every put was refused: what drained must go back to the disk.
+                self.shrink();
+            }
             // Each sparse segment is tried once: one whose deliveries cannot be moved stays.
             if let Some(segment) = self.journal.sparse().filter(|s| Some(*s) != self.emptied) {
                 self.emptied = Some(segment);
@@ -210,16 +230,26 @@ impl Writer {
         }
     }
 
-    /// Refuses, with `Full`, every put that would carry the stored bytes past the bound.
-    /// Removals in the same group are not counted: the check errs on the safe side.
+    /// Refuses, with `Full`, every put that would carry the stored bytes past the bound,
+    /// and every put while the disk is short of space (see `space`). Removals in the same
+    /// group are not counted: the check errs on the safe side.
     fn admit(&mut self, group: Vec<Command>) -> Vec<Command> {
         let max = self.shared.max_bytes;
         let mut stored = self.shared.stored_bytes.load(Ordering::Relaxed);
+        let puts: u64 = group
+            .iter()
+            .map(|c| match c {
+                Command::Put { batch, .. } => batch.bytes(),
+                _ => 0,
+            })
+            .sum();
+        let room = puts == 0 || self.space.admits(self.journal_bytes, puts);
+        self.journal.eager = self.space.low();
         let mut admitted = Vec::with_capacity(group.len());
         for command in group {
             if let Command::Put { batch, .. } = &command {
                 let bytes = batch.bytes();
-                if stored.saturating_add(bytes) > max {
+                if !room || stored.saturating_add(bytes) > max {
                     let full = SpoolError::Full {
                         retry_after: FULL_RETRY_AFTER,
                     };
@@ -254,6 +284,8 @@ impl Writer {
                 .and_then(|()| self.journal.commit());
             if let Err(error) = written {
                 let failure = storage_failed(&error);
+                self.space.exhausted();
+                self.journal.eager = true;
                 // Nothing of the journal's part happened: index what it retired again, and
                 // retire what it stored (part of it may have reached the file) next time.
                 for effect in effects.drain(..) {
@@ -307,6 +339,7 @@ impl Writer {
                 *n += 1;
             }
         }
+        self.journal_bytes = (self.journal_bytes + grown).saturating_sub(freed_bytes);
         let stored = &self.shared.stored_bytes;
         stored.fetch_add(grown, Ordering::Relaxed);
         stored.fetch_sub(
@@ -324,12 +357,14 @@ impl Writer {
             .filter_map(|(i, v)| match v {
                 Via::Sql => Some((i, false)),
                 Via::Moved(_) => Some((i, true)),
-                Via::Journal => None,
+                Via::Journal | Via::Kept => None,
             })
             .collect();
         if !items.is_empty() || self.prune_moved.is_some() {
             self.commit_sql(&group, &items, &via, &mut results);
         }
+        let kept = std::mem::take(&mut self.kept);
+        self.publish(kept);
         for ((command, result), purged) in group.into_iter().zip(results).zip(purged) {
             // A sink purge counts what it took from the journal too.
             let result = result.unwrap_or(Ok(0)).map(|n| n + purged);
@@ -372,12 +407,17 @@ impl Writer {
                 Via::Journal
             }
             Command::Nack { delivery, key } => {
-                let loc = self
-                    .shared
-                    .queue(&delivery.sink)
-                    .lock()
-                    .unindex(delivery.priority, *key);
-                loc.map_or(Via::Sql, Via::Moved)
+                let queue = self.shared.queue(&delivery.sink);
+                let mut state = queue.lock();
+                match state.unindex(delivery.priority, *key) {
+                    Some(loc) if self.space.reserve_spent() => {
+                        state.index(delivery.priority, super::db::key_of(delivery), loc);
+                        drop(state);
+                        self.kept.push(Effect::Requeued((**delivery).clone()));
+                        Via::Kept
+                    }
+                    loc => loc.map_or(Via::Sql, Via::Moved),
+                }
             }
             Command::DeadLetter { delivery, .. } => {
                 let key = super::db::key_of(delivery);
@@ -493,6 +533,7 @@ impl Writer {
                 self.release(loc.segment);
             }
         }
+        self.journal_bytes = self.journal_bytes.saturating_sub(freed);
         let stored = &self.shared.stored_bytes;
         stored.fetch_add(added, Ordering::Relaxed);
         stored.fetch_sub(freed.min(stored.load(Ordering::Relaxed)), Ordering::Relaxed);
@@ -565,6 +606,8 @@ impl Writer {
             }
             Err(error) => {
                 tracing::error!(%error, commands = items.len(), "Spool group commit failed; retrying one by one");
+                self.space.exhausted();
+                self.journal.eager = true;
                 for item in items {
                     let result = self.commit_alone(group, *item, via);
                     if let Some(slot) = results.get_mut(item.0) {
@@ -580,6 +623,7 @@ impl Writer {
         for (index, _) in items {
             if let Some(Via::Moved(loc)) = via.get(*index) {
                 let freed = self.free(*loc);
+                self.journal_bytes = self.journal_bytes.saturating_sub(freed);
                 let stored = &self.shared.stored_bytes;
                 stored.fetch_sub(freed.min(stored.load(Ordering::Relaxed)), Ordering::Relaxed);
                 self.release(loc.segment);
@@ -690,12 +734,37 @@ impl Writer {
     /// Hands free pages back to the file system once enough was freed (a no-op for files
     /// made without incremental auto-vacuum, which reuse their free pages instead).
     fn vacuum(&mut self) {
+        if self.space.low() {
+            // `shrink` does it.
+            return;
+        }
         if self.freed < VACUUM_AFTER {
             return;
         }
         self.freed = 0;
         if let Err(error) = self.conn.execute_batch("PRAGMA incremental_vacuum") {
             tracing::warn!(%error, "Spool vacuum failed; free pages stay in the file");
+        }
+    }
+
+    /// While disk space is short: hands the database's free pages back and truncates its
+    /// WAL, at most every [`SHRINK_EVERY_MS`], so that drained deliveries free the disk.
+    fn shrink(&mut self) {
+        let now = to_millis(SystemTime::now());
+        if now.saturating_sub(self.last_shrink) < SHRINK_EVERY_MS {
+            return;
+        }
+        self.last_shrink = now;
+        self.freed = 0;
+        let shrunk = self
+            .conn
+            .execute_batch("PRAGMA incremental_vacuum")
+            .and_then(|()| {
+                self.conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            });
+        if let Err(error) = shrunk {
+            tracing::debug!(%error, "Cannot shrink the spool database yet");
         }
     }
 

@@ -68,6 +68,7 @@ async fn sender(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_event_survives_repeated_sigkill() {
+    let _heavy = crate::support::HEAVY.lock().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let sink = TestSink::start().await;
     sink.set_default(Respond::status(503));

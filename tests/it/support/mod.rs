@@ -13,3 +13,7 @@ pub(crate) use client::{post, request};
 pub(crate) use daemon::TestApp;
 pub(crate) use sink::{Respond, TestSink};
 pub(crate) use wait::wait_until;
+
+/// Held by the tests that load the machine most (kill -9 rounds, a full disk), so that they
+/// never run at the same time and starve each other.
+pub(crate) static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -27,7 +27,12 @@ impl Daemon {
             .arg(config)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // `TEST_DAEMON_LOG=1` shows the daemon's warnings and errors.
+            .stderr(if std::env::var_os("TEST_DAEMON_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("spawn daemon");
         let mut daemon = Self { child };
