@@ -16,6 +16,7 @@ mod contract_store;
 mod embedded;
 mod embedded_store;
 mod journal;
+mod journal_props;
 mod lanes;
 mod nats;
 
