@@ -10,6 +10,8 @@ mod checkpoint;
 mod db;
 mod dead_letter;
 mod embedded;
+#[doc(hidden)]
+pub mod fuzzing;
 mod journal;
 mod lanes;
 mod letters;
