@@ -29,8 +29,9 @@ enum Op {
         lane: usize,
         data: Option<Vec<u8>>,
     },
-    /// Retires a stored delivery (by index among those not yet retired).
-    Ack(usize),
+    /// Retires a stored delivery: one of the two newest when `recent` (so that older ones
+    /// are left behind while later segments empty), else any, by index among those stored.
+    Ack { recent: bool, pick: usize },
     /// Makes everything so far durable, as the writer does before answering.
     Commit,
 }
@@ -43,7 +44,7 @@ fn op() -> impl Strategy<Value = Op> {
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
         )
             .prop_map(|(sinks, lane, data)| Op::Put { sinks, lane, data }),
-        3 => any::<usize>().prop_map(Op::Ack),
+        3 => (any::<bool>(), any::<usize>()).prop_map(|(recent, pick)| Op::Ack { recent, pick }),
         2 => Just(Op::Commit),
     ]
 }
@@ -140,11 +141,16 @@ fn run(dir: &std::path::Path, ops: &[Op], crash: bool) -> BTreeMap<DeliveryId, P
                     stored.push(*id);
                 }
             }
-            Op::Ack(pick) => {
+            Op::Ack { recent, pick } => {
                 if stored.is_empty() {
                     continue;
                 }
-                let id = stored.remove(pick % stored.len());
+                let index = if *recent {
+                    stored.len() - 1 - pick % stored.len().min(2)
+                } else {
+                    pick % stored.len()
+                };
+                let id = stored.remove(index);
                 let put = puts.get_mut(&id).expect("a stored delivery was put");
                 journal.gone(&[(id, put.segment)]).expect("gone");
                 put.acked = Some(false);
@@ -171,7 +177,7 @@ fn recover(dir: &std::path::Path) -> Vec<(DeliveryId, String, Loc)> {
 }
 
 proptest! {
-    #![proptest_config(config(32))]
+    #![proptest_config(config(48))]
 
     /// After a clean stop, recovery gives back exactly the deliveries put and not acked,
     /// each once, with its event, sink and lane; a second recovery gives the same.
