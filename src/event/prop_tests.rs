@@ -152,6 +152,20 @@ fn binary_round_trip(event: &Event) -> Event {
     decode_binary(&headers, body).expect("binary mode decodes")
 }
 
+/// The event as JSON modes carry it: a JSON payload is embedded as a JSON value, without
+/// the whitespace around it.
+fn json_view(event: &Event) -> Event {
+    let mut event = event.clone();
+    if event.data_is_json() {
+        if let Some(data) = &event.data {
+            if let Ok(raw) = serde_json::from_slice::<&serde_json::value::RawValue>(data) {
+                event.data = Some(Bytes::copy_from_slice(raw.get().as_bytes()));
+            }
+        }
+    }
+    event
+}
+
 fn structured_round_trip(event: &Event) -> Event {
     decode_structured(&encode_structured(event)).expect("structured mode decodes")
 }
@@ -164,7 +178,7 @@ proptest! {
     #[test]
     fn binary_and_structured_mode_give_back_the_event(event in cloud_event(string_value())) {
         prop_assert_eq!(&binary_round_trip(&event), &event);
-        prop_assert_eq!(&structured_round_trip(&event), &event);
+        prop_assert_eq!(&structured_round_trip(&event), &json_view(&event));
     }
 
     /// Structured and batched mode keep an extension's JSON type; binary mode carries its
@@ -179,9 +193,10 @@ proptest! {
             .map(|mut e| { e.specversion.clone_from(&first); e })
             .collect();
         let batch = decode_batch(&encode_batch(&events), usize::MAX, usize::MAX);
-        prop_assert_eq!(batch.as_ref(), Ok(&events));
+        let expected: Vec<Event> = events.iter().map(json_view).collect();
+        prop_assert_eq!(batch.as_ref(), Ok(&expected));
         for event in &events {
-            prop_assert_eq!(&structured_round_trip(event), event);
+            prop_assert_eq!(&structured_round_trip(event), &json_view(event));
             let mut as_strings = event.clone();
             for (_, value) in &mut as_strings.extensions {
                 *value = ExtensionValue::String(value.to_canonical_string());

@@ -259,3 +259,17 @@ fn binary_encoding_percent_encodes_and_round_trips() {
     assert!(body.is_empty() && !out.contains_key("content-type") && !out.contains_key("ce-time"));
     assert_eq!(decode_binary(&out, body).unwrap(), bare);
 }
+
+/// Found by the round-trip checks of the fuzz targets: a `datacontenttype` with non-ASCII characters was sent as a
+/// `Content-Type` header that binary mode (switchyard's own, and others') refuses.
+#[test]
+fn binary_encoding_leaves_out_a_content_type_a_header_cannot_carry() {
+    let mut event = sample_event();
+    event.datacontenttype = Some("text/plain; name=caf\u{e9}".into());
+    let mut headers = HeaderMap::new();
+    let body = encode_binary(&event, &mut headers);
+    assert_eq!(headers.get("content-type"), None);
+    let back = decode_binary(&headers, body).expect("what was sent decodes");
+    assert_eq!(back.datacontenttype, None);
+    assert_eq!(back.data, event.data);
+}
