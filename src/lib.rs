@@ -13,6 +13,8 @@ mod app;
 pub mod config;
 pub mod dispatch;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingress;
 mod reload;
 pub mod routing;

@@ -99,6 +99,11 @@ impl<'a> Wire<'a> {
                 "metadataVersion" => &mut wire.metadata_version,
                 other => {
                     if let Some((ext, member)) = DEAD_LETTER_FIELDS.iter().find(|f| f.1 == other) {
+                        // Two would make an event with a repeated attribute, which no
+                        // CloudEvents encoding can carry.
+                        if wire.dead_letter.iter().any(|(_, m, _)| m == member) {
+                            return Err(DecodeError::attribute(other, "duplicate member"));
+                        }
                         wire.dead_letter.push((ext, member, raw));
                     }
                     continue;

@@ -262,3 +262,21 @@ fn encoding_cloudevents_drops_extensions_and_fills_defaults() {
     let value: serde_json::Value = serde_json::from_slice(&encode([&binary])).unwrap();
     assert_eq!(value[0]["data"], "/wA=");
 }
+
+/// Found by the round-trip checks of the fuzz targets: a repeated dead-letter member was read as two extensions of the same
+/// name, an event that structured mode (and so the NATS spool's record) cannot carry.
+#[test]
+fn a_repeated_dead_letter_member_is_rejected() {
+    let body = format!(
+        "[{}]",
+        minimal(r#","deliveryAttempts":1,"deliveryAttempts":2"#)
+    );
+    let error = decode(body.as_bytes(), 1 << 20, 100).expect_err("a repeated member");
+    assert_eq!(
+        error.attribute.as_deref(),
+        Some("deliveryAttempts"),
+        "{error}"
+    );
+    assert_eq!(error.index, Some(0), "{error}");
+    assert!(error.message.contains("duplicate"), "{error}");
+}

@@ -128,8 +128,11 @@ pub fn encode_binary(event: &Event, headers: &mut HeaderMap) -> Bytes {
         }
     }
     if let Some(content_type) = &event.datacontenttype {
+        // `from_str` also takes non-ASCII text, which a receiver reads as no text at all.
         if let Ok(value) = HeaderValue::from_str(content_type) {
-            headers.insert(CONTENT_TYPE, value);
+            if value.to_str().is_ok() {
+                headers.insert(CONTENT_TYPE, value);
+            }
         }
     }
     event.data.clone().unwrap_or_default()

@@ -7,7 +7,7 @@ mod draft;
 pub mod eventgrid;
 pub mod http;
 mod json;
-mod percent;
+pub(crate) mod percent;
 mod sdk;
 mod structured;
 
@@ -15,6 +15,8 @@ mod structured;
 mod conformance;
 #[cfg(test)]
 mod eventgrid_tests;
+#[cfg(test)]
+pub(crate) mod prop_tests;
 #[cfg(test)]
 mod sdk_tests;
 #[cfg(test)]

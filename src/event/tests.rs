@@ -298,3 +298,17 @@ fn context_attributes_of_a_1_0_event_refuse_control_characters_and_noncharacters
     .expect("allowed characters");
     assert_eq!(event.subject.as_deref(), Some("space and €"));
 }
+
+/// Found by the round-trip checks of the fuzz targets: a `datacontenttype` with non-ASCII characters was sent as a
+/// `Content-Type` header that binary mode (switchyard's own, and others') refuses.
+#[test]
+fn binary_encoding_leaves_out_a_content_type_a_header_cannot_carry() {
+    let mut event = sample_event();
+    event.datacontenttype = Some("text/plain; name=caf\u{e9}".into());
+    let mut headers = HeaderMap::new();
+    let body = encode_binary(&event, &mut headers);
+    assert_eq!(headers.get("content-type"), None);
+    let back = decode_binary(&headers, body).expect("what was sent decodes");
+    assert_eq!(back.datacontenttype, None);
+    assert_eq!(back.data, event.data);
+}

@@ -16,7 +16,7 @@
 //! | `handler` | a Rust [`Handler`] registered by the embedding program |
 //! | `nats` | a NATS subject (core NATS or JetStream), structured CloudEvents JSON |
 
-mod classify;
+pub(crate) mod classify;
 mod exec;
 mod file;
 mod handler;

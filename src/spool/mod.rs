@@ -12,6 +12,8 @@ mod db;
 mod dead_letter;
 mod disk;
 mod embedded;
+#[doc(hidden)]
+pub mod fuzzing;
 mod journal;
 mod lanes;
 mod letters;

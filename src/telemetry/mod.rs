@@ -7,7 +7,7 @@
 //! cached, so recording an event costs an atomic add, not a registry lookup or an allocation.
 
 mod logging;
-mod otlp;
+pub(crate) mod otlp;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -60,7 +60,7 @@ mod conn;
 mod dead;
 mod depth;
 mod lanes;
-mod record;
+pub(super) mod record;
 mod store;
 
 use std::collections::HashMap;

@@ -16,7 +16,7 @@ use crate::spool::{DeadLetter, DeadLetterId, DeadLetterRecord, Delivery, NewDeli
 /// raw JSON value cannot pass through.)
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(transparent)]
-pub(super) struct Record(RecordV1);
+pub(in crate::spool) struct Record(RecordV1);
 
 /// Version 1 of the record. Times are microseconds since the Unix epoch.
 #[derive(Debug, Serialize, Deserialize)]
@@ -53,7 +53,7 @@ struct DeadV1 {
 
 /// A stored record could not be read back.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum RecordError {
+pub(in crate::spool) enum RecordError {
     /// The JSON of the record is malformed.
     #[error("malformed spool record")]
     Json(#[from] serde_json::Error),
@@ -109,7 +109,7 @@ impl Record {
     }
 
     /// A delivery as it is after an attempt, due again at `not_before`.
-    pub(super) fn retry(d: &Delivery, not_before: SystemTime) -> Self {
+    pub(in crate::spool) fn retry(d: &Delivery, not_before: SystemTime) -> Self {
         Self(RecordV1 {
             v: 1,
             event: raw_event(&d.event),
@@ -142,18 +142,18 @@ impl Record {
     }
 
     /// The JSON bytes of the record.
-    pub(super) fn to_bytes(&self) -> bytes::Bytes {
+    pub(in crate::spool) fn to_bytes(&self) -> bytes::Bytes {
         // A record of strings, numbers and a raw JSON value always serializes.
         serde_json::to_vec(self).unwrap_or_default().into()
     }
 
     /// Reads a record back.
-    pub(super) fn parse(bytes: &[u8]) -> Result<Self, RecordError> {
+    pub(in crate::spool) fn parse(bytes: &[u8]) -> Result<Self, RecordError> {
         Ok(serde_json::from_slice(bytes)?)
     }
 
     /// The stored delivery, leased under `id`.
-    pub(super) fn into_delivery(self, id: u64) -> Result<Delivery, RecordError> {
+    pub(in crate::spool) fn into_delivery(self, id: u64) -> Result<Delivery, RecordError> {
         let Self(r) = self;
         Ok(Delivery {
             id,
@@ -172,7 +172,7 @@ impl Record {
     }
 
     /// The stored dead letter, under `id`.
-    pub(super) fn into_dead_letter(
+    pub(in crate::spool) fn into_dead_letter(
         self,
         id: DeadLetterId,
     ) -> Result<DeadLetterRecord, RecordError> {
@@ -207,7 +207,7 @@ impl Record {
 
 /// A sink name as one subject token and consumer-name suffix: letters, digits and `-` stay,
 /// every other byte becomes `_` and two hex digits, so distinct names stay distinct.
-pub(super) fn token(sink: &str) -> String {
+pub(in crate::spool) fn token(sink: &str) -> String {
     let mut out = String::with_capacity(sink.len());
     for b in sink.bytes() {
         if b.is_ascii_alphanumeric() || b == b'-' {
@@ -220,7 +220,7 @@ pub(super) fn token(sink: &str) -> String {
 }
 
 /// The sink name a [`token`] was made from.
-pub(super) fn sink_of(token: &str) -> Option<String> {
+pub(in crate::spool) fn sink_of(token: &str) -> Option<String> {
     let mut bytes = Vec::with_capacity(token.len());
     let mut rest = token.as_bytes();
     while let Some((&b, tail)) = rest.split_first() {

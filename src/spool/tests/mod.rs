@@ -17,6 +17,7 @@ mod embedded;
 mod embedded_store;
 mod journal;
 mod journal_damage;
+mod journal_props;
 mod lanes;
 mod nats;
 #[path = "../../../tests/it/support/nats_server.rs"]

@@ -7,7 +7,7 @@
 //! in a program that installed no subscriber) installs one holding only this layer.
 //! Imports nothing internal.
 
-mod context;
+pub(crate) mod context;
 mod encode;
 mod export;
 mod layer;
