@@ -257,4 +257,5 @@ fn batch_of(n: usize) -> String {
 
 mod handshake;
 mod publish;
+mod signed;
 mod units;
