@@ -1076,7 +1076,9 @@ fn signing_and_signed_credentials_are_read_and_never_shown() {
     let SinkKind::Http(hook) = &config.sinks["hook"].kind else {
         panic!("hook is an http sink")
     };
-    assert!(matches!(&hook.sign, Some(SignConfig::StandardWebhooks { secrets }) if secrets.len() == 1));
+    assert!(
+        matches!(&hook.sign, Some(SignConfig::StandardWebhooks { secrets }) if secrets.len() == 1)
+    );
     let SinkKind::Http(github) = &config.sinks["github"].kind else {
         panic!("github is an http sink")
     };
@@ -1085,7 +1087,10 @@ fn signing_and_signed_credentials_are_read_and_never_shown() {
     };
     assert_eq!(hmac.header.as_str(), "x-hub-signature-256");
     assert_eq!(hmac.secret.bytes(), b"gh-secret-value");
-    assert_eq!((hmac.prefix.as_str(), hmac.encoding), ("sha256=", DigestEncoding::Hex));
+    assert_eq!(
+        (hmac.prefix.as_str(), hmac.encoding),
+        ("sha256=", DigestEncoding::Hex)
+    );
 
     let summary = config.summary();
     let debug = format!("{config:?}");
@@ -1099,7 +1104,10 @@ fn signing_and_signed_credentials_are_read_and_never_shown() {
         "signed: standard_webhooks (1 secret(s))",
         "signed: hmac in x-hub-signature-256",
     ] {
-        assert!(summary.contains(expected), "`{expected}` missing from:\n{summary}");
+        assert!(
+            summary.contains(expected),
+            "`{expected}` missing from:\n{summary}"
+        );
     }
 }
 
@@ -1132,13 +1140,33 @@ sinks:
 routes: [ { name: all, to: [a] } ]
 "#;
     let errors = errors(yaml);
-    assert_error(&errors, "ingress.auth[0].standard_webhooks.secrets[0]", "whsec_");
-    assert_error(&errors, "ingress.auth[1].standard_webhooks.secrets", "at least one");
+    assert_error(
+        &errors,
+        "ingress.auth[0].standard_webhooks.secrets[0]",
+        "whsec_",
+    );
+    assert_error(
+        &errors,
+        "ingress.auth[1].standard_webhooks.secrets",
+        "at least one",
+    );
     assert_error(&errors, "ingress.auth[2].sas_token_key", "base64");
     assert_error(&errors, "ingress.auth[3]", "exactly one of");
-    assert_error(&errors, "sinks.a.http.sign.standard_webhooks.secrets[0]", "base64");
-    assert_error(&errors, "sinks.b.http.sign.hmac.header", "invalid header name");
+    assert_error(
+        &errors,
+        "sinks.a.http.sign.standard_webhooks.secrets[0]",
+        "base64",
+    );
+    assert_error(
+        &errors,
+        "sinks.b.http.sign.hmac.header",
+        "invalid header name",
+    );
     assert_error(&errors, "sinks.b.http.sign.hmac.encoding", "hex | base64");
-    assert_error(&errors, "sinks.c.http.sign", "exactly one of standard_webhooks, hmac");
+    assert_error(
+        &errors,
+        "sinks.c.http.sign",
+        "exactly one of standard_webhooks, hmac",
+    );
     assert_error(&errors, "sinks.d.http.sign.hmac.extra", "unknown key");
 }

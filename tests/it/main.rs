@@ -15,6 +15,7 @@ mod otlp;
 mod priority;
 mod reload;
 mod schedules;
+mod signatures;
 mod sink_nats;
 mod sinks;
 mod spool_nats;

@@ -57,7 +57,11 @@ fn secrets_must_be_whsec_base64_and_long_enough() {
 }
 
 fn sink_with(url: &axum::http::Uri, sign: SignConfig, batched: bool) -> HttpSink {
-    let mut config = http_config(url, HttpFormat::CloudEventsStructured, Duration::from_secs(5));
+    let mut config = http_config(
+        url,
+        HttpFormat::CloudEventsStructured,
+        Duration::from_secs(5),
+    );
     config.sign = Some(sign);
     HttpSink::new(Client::new(), "web", config, batched)
 }
@@ -69,7 +73,11 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
 #[tokio::test]
 async fn every_secret_signs_and_the_library_verifies_each() {
     let receiver = Receiver::start(|_| Reply::status(200)).await;
-    let sink = sink_with(&receiver.url, standard(&[OTHER_SECRET, VECTOR_SECRET]), false);
+    let sink = sink_with(
+        &receiver.url,
+        standard(&[OTHER_SECRET, VECTOR_SECRET]),
+        false,
+    );
     let event = event("ev-1");
     let attempt = Attempt {
         event: &event,
@@ -90,7 +98,10 @@ async fn every_secret_signs_and_the_library_verifies_each() {
         assert_eq!(signatures.len(), 2);
         assert!(signatures.iter().all(|s| s.starts_with("v1,")));
         let timestamp: u64 = header(headers, "webhook-timestamp").parse().unwrap();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert!(now.abs_diff(timestamp) <= 5);
         for secret in [VECTOR_SECRET, OTHER_SECRET] {
             standardwebhooks::Webhook::new(secret)
@@ -105,7 +116,10 @@ async fn every_secret_signs_and_the_library_verifies_each() {
             .is_err());
     }
     // One delivery, two attempts: one webhook-id.
-    let ids: Vec<&str> = requests.iter().map(|(h, _)| header(h, "webhook-id")).collect();
+    let ids: Vec<&str> = requests
+        .iter()
+        .map(|(h, _)| header(h, "webhook-id"))
+        .collect();
     assert_eq!(ids[0], ids[1]);
     assert_eq!(ids[0], webhook_id("web", &[attempt]));
 }
@@ -200,7 +214,10 @@ async fn hmac_signs_the_body_github_style() {
     let (headers, body) = &requests[0];
     let tag = hmac::sign(&key, body);
     let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(header(headers, "x-hub-signature-256"), format!("sha256={hex}"));
+    assert_eq!(
+        header(headers, "x-hub-signature-256"),
+        format!("sha256={hex}")
+    );
     assert!(headers.get("webhook-signature").is_none());
     let (headers, body) = &requests[1];
     let tag = hmac::sign(&key, body);
@@ -216,7 +233,13 @@ async fn hmac_signs_the_body_github_style() {
         prefix: "sha256=".into(),
         encoding: DigestEncoding::Hex,
     }));
-    signer.sign("web", &[attempt], SystemTime::now(), b"Hello, World!", &mut headers);
+    signer.sign(
+        "web",
+        &[attempt],
+        SystemTime::now(),
+        b"Hello, World!",
+        &mut headers,
+    );
     assert_eq!(
         header(&headers, "x-hub-signature-256"),
         "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
@@ -244,15 +267,27 @@ fn signing_cost() {
     }
     let started = Instant::now();
     for _ in 0..rounds {
-        signer.sign("web", &[attempt], now, std::hint::black_box(&body), &mut headers);
+        signer.sign(
+            "web",
+            &[attempt],
+            now,
+            std::hint::black_box(&body),
+            &mut headers,
+        );
     }
     let per = started.elapsed() / rounds;
-    println!("standard_webhooks, 1 secret, 1 KiB body: {} ns per delivery", per.as_nanos());
+    println!(
+        "standard_webhooks, 1 secret, 1 KiB body: {} ns per delivery",
+        per.as_nanos()
+    );
     let key = sign::key(&SecretKey::from_whsec(VECTOR_SECRET).unwrap());
     let started = Instant::now();
     for _ in 0..rounds {
         std::hint::black_box(sign::webhook_signature(&key, "msg_x", "1614265330", &body));
     }
     let per = started.elapsed() / rounds;
-    println!("HMAC-SHA256 alone, 1 KiB body: {} ns per signature", per.as_nanos());
+    println!(
+        "HMAC-SHA256 alone, 1 KiB body: {} ns per signature",
+        per.as_nanos()
+    );
 }
