@@ -28,12 +28,14 @@ pub(crate) struct Signer {
 
 enum Scheme {
     StandardWebhooks(Vec<hmac::Key>),
-    Hmac {
-        header: HeaderName,
-        key: hmac::Key,
-        prefix: String,
-        encoding: DigestEncoding,
-    },
+    Hmac(Box<BodyHmac>),
+}
+
+struct BodyHmac {
+    header: HeaderName,
+    key: hmac::Key,
+    prefix: String,
+    encoding: DigestEncoding,
 }
 
 impl std::fmt::Debug for Signer {
@@ -43,7 +45,7 @@ impl std::fmt::Debug for Signer {
             Scheme::StandardWebhooks(keys) => {
                 write!(f, "Signer(standard_webhooks, {})", keys.len())
             }
-            Scheme::Hmac { header, .. } => write!(f, "Signer(hmac in {header})"),
+            Scheme::Hmac(h) => write!(f, "Signer(hmac in {})", h.header),
         }
     }
 }
@@ -76,12 +78,12 @@ impl Signer {
             SignConfig::StandardWebhooks { secrets } => {
                 Scheme::StandardWebhooks(secrets.iter().map(key).collect())
             }
-            SignConfig::Hmac(h) => Scheme::Hmac {
+            SignConfig::Hmac(h) => Scheme::Hmac(Box::new(BodyHmac {
                 header: h.header.clone(),
                 key: key(&h.secret),
                 prefix: h.prefix.clone(),
                 encoding: h.encoding,
-            },
+            })),
         };
         Self { scheme }
     }
@@ -122,22 +124,17 @@ impl Signer {
                     }
                 }
             }
-            Scheme::Hmac {
-                header,
-                key,
-                prefix,
-                encoding,
-            } => {
-                let tag = hmac::sign(key, body);
-                let mut value = prefix.clone();
-                match encoding {
+            Scheme::Hmac(h) => {
+                let tag = hmac::sign(&h.key, body);
+                let mut value = h.prefix.clone();
+                match h.encoding {
                     DigestEncoding::Hex => hex(tag.as_ref(), &mut value),
                     DigestEncoding::Base64 => base64::engine::general_purpose::STANDARD
                         .encode_string(tag.as_ref(), &mut value),
                 }
                 // The prefix was checked to be header text when the configuration was read.
                 if let Ok(value) = HeaderValue::try_from(value) {
-                    headers.insert(header.clone(), value);
+                    headers.insert(h.header.clone(), value);
                 }
             }
         }

@@ -62,16 +62,16 @@ routes: [{{ name: all, to: [hook] }}]
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .unwrap()
+        .expect("the clock is after 1970")
         .as_secs()
 }
 
 /// Headers of a request signed by the `standardwebhooks` crate.
 fn signed(id: &str, timestamp: u64, body: &str) -> Vec<(String, String)> {
     let signature = standardwebhooks::Webhook::new(SECRET)
-        .unwrap()
+        .expect("a valid secret")
         .sign(id, timestamp as i64, body.as_bytes())
-        .unwrap();
+        .expect("a UTF-8 body");
     vec![
         ("content-type".into(), "application/cloudevents+json".into()),
         ("webhook-id".into(), id.into()),

@@ -1,7 +1,9 @@
 //! Signed deliveries: the Standard Webhooks test vector, the `standardwebhooks` crate
 //! verifying what the sink sends, GitHub-style body HMACs, and a stable `webhook-id`.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use axum::http::{HeaderMap, HeaderName};
 use base64::Engine as _;
