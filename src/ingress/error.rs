@@ -18,7 +18,7 @@ use crate::event::{DecodeError, DecodeErrorKind};
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum IngressError {
     /// Authentication is configured and the request carried no credential.
-    #[error("missing credential: send an aeg-sas-key, a bearer token, a SAS token or Standard Webhooks signature headers")]
+    #[error("missing credential: send an access key, a bearer token, a SAS token or a signature")]
     MissingCredential,
     /// The request carried credentials, none of them valid.
     #[error("invalid credential")]
