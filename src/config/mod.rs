@@ -13,6 +13,7 @@ mod nats;
 mod reload;
 mod routes;
 mod schedules;
+mod sign;
 mod sinks;
 mod summary;
 mod telemetry;
@@ -42,6 +43,7 @@ pub use reload::{
     RELOAD_SETTLE,
 };
 pub use schedules::{parse_cron, CronError, ScheduleConfig, ScheduledEvent};
+pub use sign::{DigestEncoding, HmacSignConfig, SecretKey, SignConfig};
 pub use telemetry::{TelemetryConfig, DEFAULT_SERVICE_NAME};
 pub use units::{parse_duration, parse_rate, parse_size, UnitError};
 
@@ -143,6 +145,11 @@ pub enum AuthRule {
     SasKey(String),
     /// A bearer token, sent as `Authorization: Bearer <token>` or `?access_token=`.
     Bearer(String),
+    /// The access key (decoded) that signs Event Grid SAS tokens, sent as `aeg-sas-token` or
+    /// `Authorization: SharedAccessSignature`.
+    SasToken(SecretKey),
+    /// Standard Webhooks secrets (decoded): the request is signed with one of them.
+    StandardWebhooks(Vec<SecretKey>),
 }
 
 impl std::fmt::Debug for AuthRule {
@@ -151,6 +158,8 @@ impl std::fmt::Debug for AuthRule {
         match self {
             Self::SasKey(_) => f.write_str("SasKey(***)"),
             Self::Bearer(_) => f.write_str("Bearer(***)"),
+            Self::SasToken(_) => f.write_str("SasToken(***)"),
+            Self::StandardWebhooks(keys) => write!(f, "StandardWebhooks({} × ***)", keys.len()),
         }
     }
 }
@@ -214,6 +223,8 @@ pub struct HttpSinkConfig {
     pub timeout: Duration,
     /// Extra headers sent with every delivery.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// How each request is signed; `None` sends it unsigned.
+    pub sign: Option<SignConfig>,
 }
 
 /// Wire formats of the `http` sink.

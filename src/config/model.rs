@@ -72,10 +72,18 @@ pub(super) const INGRESS: Shape = Shape {
     later: "",
 };
 
-/// One entry of `ingress.auth`, exactly one of: `sas_key` (an Event Grid access key) or
-/// `bearer` (a bearer token).
+/// One entry of `ingress.auth`, exactly one of: `sas_key` (an Event Grid access key),
+/// `bearer` (a bearer token), `sas_token_key` (the access key that signs Event Grid SAS
+/// tokens) or `standard_webhooks` (secrets of signed senders; read in `sign`).
 pub(super) const AUTH: Shape = Shape {
-    keys: "sas_key bearer",
+    keys: "sas_key bearer sas_token_key standard_webhooks",
+    later: "",
+};
+
+/// `standard_webhooks:` (of `ingress.auth` or `http.sign`) — `secrets` (`whsec_` + base64 key;
+/// several during a rotation).
+pub(super) const STANDARD_WEBHOOKS: Shape = Shape {
+    keys: "secrets",
     later: "",
 };
 
@@ -94,9 +102,23 @@ pub(super) const SINK_KINDS: &[&str] = &["http", "log", "file", "exec", "handler
 
 /// `http:` — `url` (absolute http or https, required), `format` (cloudevents-binary, the
 /// default, cloudevents-structured or eventgrid), `timeout` (per attempt, default 30s) and
-/// `headers` (name → value, sent with every delivery).
+/// `headers` (name → value, sent with every delivery) and `sign` (how each request is
+/// signed; read in `sign`).
 pub(super) const HTTP: Shape = Shape {
-    keys: "url format timeout headers",
+    keys: "url format timeout headers sign",
+    later: "",
+};
+
+/// `http.sign:` — exactly one of `standard_webhooks` and `hmac`.
+pub(super) const SIGN: Shape = Shape {
+    keys: "standard_webhooks hmac",
+    later: "",
+};
+
+/// `sign.hmac:` — `header` and `secret` (required), `prefix` (default empty) and `encoding`
+/// (hex, the default, or base64).
+pub(super) const HMAC: Shape = Shape {
+    keys: "header secret prefix encoding",
     later: "",
 };
 

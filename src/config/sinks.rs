@@ -11,6 +11,7 @@ use super::delivery;
 use super::env::{Node, Obj};
 use super::model::{self, Reader};
 use super::nats;
+use super::sign;
 use super::validate::{sink_ref, DEFAULT_TIMEOUT};
 use super::{
     ExecSinkConfig, FileSinkConfig, HandlerSinkConfig, HttpFormat, HttpSinkConfig, LogSinkConfig,
@@ -147,11 +148,15 @@ fn http_sink(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<HttpSinkConfig> {
             .collect();
         headers.into_iter().collect()
     });
+    let sign = rd.or(o.get("sign"), None, |rd, n| {
+        sign::read_sign(rd, n).map(Some)
+    });
     Some(HttpSinkConfig {
         url: url?,
         format: format?,
         timeout: timeout?,
         headers: headers?,
+        sign: sign?,
     })
 }
 

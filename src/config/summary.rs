@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::units::format_duration;
 use super::DeliveryOrder;
 use super::{
-    AuthRule, Config, ConnectionLimits, HttpFormat, MatchConfig, RouteConfig, SinkConfig, SinkKind,
-    SpoolBackend,
+    AuthRule, Config, ConnectionLimits, HttpFormat, MatchConfig, RouteConfig, SignConfig,
+    SinkConfig, SinkKind, SpoolBackend,
 };
 
 impl Config {
@@ -106,6 +106,8 @@ fn auth_kind(rule: &AuthRule) -> &'static str {
     match rule {
         AuthRule::SasKey(_) => "sas_key",
         AuthRule::Bearer(_) => "bearer",
+        AuthRule::SasToken(_) => "sas_token_key",
+        AuthRule::StandardWebhooks(_) => "standard_webhooks",
     }
 }
 
@@ -220,6 +222,17 @@ fn delivery_line(sink: &SinkConfig) -> String {
     )
 }
 
+/// How an http sink signs, naming the scheme and counting secrets, never showing them.
+fn sign_text(sign: Option<&SignConfig>) -> String {
+    match sign {
+        None => "no".to_owned(),
+        Some(SignConfig::StandardWebhooks { secrets }) => {
+            format!("standard_webhooks ({} secret(s))", secrets.len())
+        }
+        Some(SignConfig::Hmac(h)) => format!("hmac in {}", h.header),
+    }
+}
+
 /// What a sink delivers to, without anything that may hold a secret.
 fn target(kind: &SinkKind) -> String {
     match kind {
@@ -229,7 +242,7 @@ fn target(kind: &SinkKind) -> String {
             let query = if url.query().is_some() { "?…" } else { "" };
             let headers: Vec<&str> = http.headers.iter().map(|(name, _)| name.as_str()).collect();
             format!(
-                "{}://{}{port}{}{query} ({}, timeout {}, headers: {})",
+                "{}://{}{port}{}{query} ({}, timeout {}, headers: {}, signed: {})",
                 url.scheme_str().unwrap_or("http"),
                 url.host().unwrap_or(""),
                 url.path(),
@@ -240,6 +253,7 @@ fn target(kind: &SinkKind) -> String {
                 } else {
                     headers.join(", ")
                 },
+                sign_text(http.sign.as_ref()),
             )
         }
         SinkKind::Log(log) => format!("(level {})", log.level.as_str().to_lowercase()),

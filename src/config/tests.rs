@@ -1160,3 +1160,128 @@ fn allow_unauthenticated_must_be_a_boolean() {
         "true or false",
     );
 }
+
+const SIGNED: &str = r#"
+ingress:
+  auth:
+    - sas_token_key: "VXbGWce53249Mt8wuotr0GPmyJ/nDT4hgdEj9DpBeRr38arnnm5OFg=="
+    - standard_webhooks: { secrets: ["${OLD}", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] }
+sinks:
+  hook:
+    http:
+      url: http://127.0.0.1:9/hook
+      sign: { standard_webhooks: { secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] } }
+  github:
+    http:
+      url: http://127.0.0.1:9/gh
+      sign: { hmac: { header: X-Hub-Signature-256, secret: "${GH}", prefix: "sha256=" } }
+routes: [ { name: all, to: [hook, github] } ]
+"#;
+
+#[test]
+fn signing_and_signed_credentials_are_read_and_never_shown() {
+    let old = "whsec_c2VjcmV0LW9mLWFub3RoZXItc2VuZGVyISE=";
+    let config = load_with(SIGNED, &[("OLD", old), ("GH", "gh-secret-value")]).unwrap();
+    let [AuthRule::SasToken(key), AuthRule::StandardWebhooks(secrets)] = &config.ingress.auth[..]
+    else {
+        panic!("{:?}", config.ingress.auth)
+    };
+    assert_eq!(key.bytes().len(), 40);
+    assert_eq!(secrets.len(), 2);
+    let SinkKind::Http(hook) = &config.sinks["hook"].kind else {
+        panic!("hook is an http sink")
+    };
+    assert!(
+        matches!(&hook.sign, Some(SignConfig::StandardWebhooks { secrets }) if secrets.len() == 1)
+    );
+    let SinkKind::Http(github) = &config.sinks["github"].kind else {
+        panic!("github is an http sink")
+    };
+    let Some(SignConfig::Hmac(hmac)) = &github.sign else {
+        panic!("{:?}", github.sign)
+    };
+    assert_eq!(hmac.header.as_str(), "x-hub-signature-256");
+    assert_eq!(hmac.secret.bytes(), b"gh-secret-value");
+    assert_eq!(
+        (hmac.prefix.as_str(), hmac.encoding),
+        ("sha256=", DigestEncoding::Hex)
+    );
+
+    let summary = config.summary();
+    let debug = format!("{config:?}");
+    for shown in [&summary, &debug] {
+        for secret in ["gh-secret-value", "MfKQ9r8G", "c2VjcmV0", "VXbGWce5"] {
+            assert!(!shown.contains(secret), "`{secret}` shown in:\n{shown}");
+        }
+    }
+    for expected in [
+        "sas_token_key, standard_webhooks",
+        "signed: standard_webhooks (1 secret(s))",
+        "signed: hmac in x-hub-signature-256",
+    ] {
+        assert!(
+            summary.contains(expected),
+            "`{expected}` missing from:\n{summary}"
+        );
+    }
+}
+
+#[test]
+fn bad_signing_settings_name_their_path() {
+    let yaml = r#"
+ingress:
+  auth:
+    - standard_webhooks: { secrets: ["MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] }
+    - standard_webhooks: { secrets: [] }
+    - sas_token_key: "not base64!"
+    - { sas_key: a, bearer: b }
+sinks:
+  a:
+    http:
+      url: http://127.0.0.1:9/a
+      sign: { standard_webhooks: { secrets: ["whsec_%%%"] } }
+  b:
+    http:
+      url: http://127.0.0.1:9/b
+      sign: { hmac: { header: "bad header", secret: s, encoding: base32 } }
+  c:
+    http:
+      url: http://127.0.0.1:9/c
+      sign: { hmac: { secret: s }, standard_webhooks: { secrets: [] } }
+  d:
+    http:
+      url: http://127.0.0.1:9/d
+      sign: { hmac: { header: x-sig, secret: s, extra: 1 } }
+routes: [ { name: all, to: [a] } ]
+"#;
+    let errors = errors(yaml);
+    assert_error(
+        &errors,
+        "ingress.auth[0].standard_webhooks.secrets[0]",
+        "whsec_",
+    );
+    assert_error(
+        &errors,
+        "ingress.auth[1].standard_webhooks.secrets",
+        "at least one",
+    );
+    assert_error(&errors, "ingress.auth[2].sas_token_key", "base64");
+    assert_error(&errors, "ingress.auth[3]", "exactly one of");
+    assert_error(
+        &errors,
+        "sinks.a.http.sign.standard_webhooks.secrets[0]",
+        "base64",
+    );
+    assert_error(
+        &errors,
+        "sinks.b.http.sign.hmac.header",
+        "invalid header name",
+    );
+    assert_error(&errors, "sinks.b.http.sign.hmac.encoding", "hex | base64");
+    assert_error(
+        &errors,
+        "sinks.c.http.sign",
+        "exactly one of standard_webhooks, hmac",
+    );
+    assert_error(&errors, "sinks.d.http.sign.hmac.extra", "unknown key");
+}

@@ -14,6 +14,7 @@ use super::model::{self, Reader};
 use super::nats;
 use super::routes;
 use super::schedules;
+use super::sign;
 use super::sinks;
 use super::telemetry;
 use super::{
@@ -191,10 +192,23 @@ fn connection_limits(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<ConnectionLimit
 
 fn auth_rule(rd: &mut Reader<'_>, node: &Node<'_>) -> Option<AuthRule> {
     let o = rd.object(node, &model::AUTH)?;
-    match (o.get("sas_key"), o.get("bearer")) {
-        (Some(key), None) => rd.text(&key).map(AuthRule::SasKey),
-        (None, Some(token)) => rd.text(&token).map(AuthRule::Bearer),
-        _ => rd.fail(&node.path, "needs exactly one of sas_key, bearer"),
+    let kinds = ["sas_key", "bearer", "sas_token_key", "standard_webhooks"];
+    let present: Vec<&str> = kinds.into_iter().filter(|k| o.has(k)).collect();
+    let [kind] = present[..] else {
+        return rd.fail(
+            &node.path,
+            "needs exactly one of sas_key, bearer, sas_token_key, standard_webhooks",
+        );
+    };
+    let value = o.get(kind)?;
+    match kind {
+        "sas_key" => rd.text(&value).map(AuthRule::SasKey),
+        "bearer" => rd.text(&value).map(AuthRule::Bearer),
+        "sas_token_key" => sign::sas_token_key(rd, &value).map(AuthRule::SasToken),
+        _ => {
+            let sw = rd.object(&value, &model::STANDARD_WEBHOOKS)?;
+            sign::webhook_secrets(rd, &sw).map(AuthRule::StandardWebhooks)
+        }
     }
 }
 

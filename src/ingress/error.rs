@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+use super::auth::AuthFailure;
 use crate::accept::AcceptError;
 use crate::event::{DecodeError, DecodeErrorKind};
 
@@ -17,11 +18,17 @@ use crate::event::{DecodeError, DecodeErrorKind};
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum IngressError {
     /// Authentication is configured and the request carried no credential.
-    #[error("missing credential: send an aeg-sas-key or a bearer token")]
+    #[error("missing credential: send an access key, a bearer token, a SAS token or a signature")]
     MissingCredential,
     /// The request carried credentials, none of them valid.
     #[error("invalid credential")]
     InvalidCredential,
+    /// A signed credential (SAS token, Standard Webhooks signature) failed one check.
+    #[error("{0}")]
+    Refused(AuthFailure),
+    /// Every slot for remembering `webhook-id`s is taken by ids still inside the window.
+    #[error("too many signed requests within the replay window; retry shortly")]
+    ReplayWindowFull,
     /// An `OPTIONS` handshake without `WebHook-Request-Origin`.
     #[error("missing WebHook-Request-Origin header")]
     MissingOrigin,
@@ -71,7 +78,9 @@ impl IngressError {
     /// The HTTP status this error answers with.
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            Self::MissingCredential | Self::InvalidCredential => StatusCode::UNAUTHORIZED,
+            Self::MissingCredential | Self::InvalidCredential | Self::Refused(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::MissingOrigin | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
             Self::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -81,7 +90,7 @@ impl IngressError {
                 DecodeErrorKind::Invalid => StatusCode::BAD_REQUEST,
                 DecodeErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             },
-            Self::Accept { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Accept { .. } | Self::ReplayWindowFull => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -105,6 +114,7 @@ impl IngressError {
                 source: AcceptError::Closed,
                 ..
             } => Some(1),
+            Self::ReplayWindowFull => Some(1),
             _ => None,
         }
     }

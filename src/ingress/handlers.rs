@@ -1,5 +1,8 @@
 //! The publish endpoints: authenticate → size check → detect the mode → read the body →
-//! decode → accept → 2xx, or one of [`IngressError`]'s answers.
+//! verify a body signature → decode → accept → 2xx, or one of [`IngressError`]'s answers.
+
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -7,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use super::auth;
+use super::auth::{self, ReplayGuard};
 use super::error::IngressError;
 use super::handshake;
 use super::IngressState;
@@ -71,19 +74,29 @@ enum Decoded {
 /// `POST /events`.
 pub(crate) async fn publish_webhook(
     State(state): State<IngressState>,
+    State(replay): State<Arc<ReplayGuard>>,
     request: Request,
 ) -> Response {
-    publish(&state, Endpoint::Webhook, request).await
+    publish(&state, &replay, Endpoint::Webhook, request).await
 }
 
 /// `POST /api/events`.
-pub(crate) async fn publish_topic(State(state): State<IngressState>, request: Request) -> Response {
-    publish(&state, Endpoint::Topic, request).await
+pub(crate) async fn publish_topic(
+    State(state): State<IngressState>,
+    State(replay): State<Arc<ReplayGuard>>,
+    request: Request,
+) -> Response {
+    publish(&state, &replay, Endpoint::Topic, request).await
 }
 
-async fn publish(state: &IngressState, endpoint: Endpoint, request: Request) -> Response {
+async fn publish(
+    state: &IngressState,
+    replay: &Arc<ReplayGuard>,
+    endpoint: Endpoint,
+    request: Request,
+) -> Response {
     let format = detect_mode(request.headers()).map_or(Format::Unknown, Mode::format);
-    match try_publish(state, endpoint, request).await {
+    match try_publish(state, replay, endpoint, request).await {
         Ok(response) => response,
         Err(e) => {
             Counters::add(&state.counters.events_rejected, e.rejected_events());
@@ -95,21 +108,27 @@ async fn publish(state: &IngressState, endpoint: Endpoint, request: Request) -> 
 
 async fn try_publish(
     state: &IngressState,
+    replay: &Arc<ReplayGuard>,
     endpoint: Endpoint,
     request: Request,
 ) -> Result<Response, IngressError> {
     let config = &*state.config.get();
     let (parts, body) = request.into_parts();
-    let authorized = auth::check(&config.auth, &parts.headers, &parts.uri)?;
+    let gate = auth::check(&config.auth, &parts.headers, &parts.uri, SystemTime::now())?;
     // Refuse a declared oversize body before reading a byte of it.
     if declared_length(&parts.headers).is_some_and(|n| n > config.max_request_bytes as u64) {
         return Err(too_large(config));
     }
     let mode = detect_mode(&parts.headers)?;
     let body = read_body(body, config).await?;
+    // A signature over the body is checked before a byte of it is decoded.
+    let (authorized, claim) = gate.verify_body(&config.auth, &body, replay, SystemTime::now())?;
     let events = match decode(mode, &parts.headers, body, config)? {
         Decoded::Validation(code) => {
-            return Ok(authorized.mark(handshake::validation_response(code)))
+            if let Some(claim) = claim {
+                claim.keep();
+            }
+            return Ok(authorized.mark(handshake::validation_response(code)));
         }
         Decoded::Events(mut events) => {
             carry_traceparent(&parts.headers, &mut events);
@@ -125,6 +144,9 @@ async fn try_publish(
             source,
             events: count,
         })?;
+    if let Some(claim) = claim {
+        claim.keep();
+    }
     Ok(authorized.mark(accepted(endpoint)))
 }
 

@@ -1,13 +1,16 @@
 //! Endpoint validation: the CloudEvents webhook `OPTIONS` abuse-protection handshake, and
 //! the answer to Event Grid's subscription validation event.
 
+use std::sync::Arc;
+use std::time::SystemTime;
+
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use super::auth;
+use super::auth::{self, ReplayGuard};
 use super::error::IngressError;
 use super::IngressState;
 use crate::config::IngressConfig;
@@ -29,11 +32,15 @@ const ALLOW: HeaderValue = HeaderValue::from_static("POST, OPTIONS");
 /// otherwise).
 pub(crate) async fn options(
     State(state): State<IngressState>,
+    State(replay): State<Arc<ReplayGuard>>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, IngressError> {
     let config = state.config.get();
-    let authorized = auth::check(&config.auth, &headers, &uri)?;
+    let now = SystemTime::now();
+    let gate = auth::check(&config.auth, &headers, &uri, now)?;
+    // A signed handshake signs an empty body.
+    let (authorized, claim) = gate.verify_body(&config.auth, &[], &replay, now)?;
     let origin = headers
         .get(REQUEST_ORIGIN)
         .filter(|o| !o.is_empty())
@@ -47,6 +54,9 @@ pub(crate) async fn options(
         (ALLOWED_RATE, rate),
         (header::ALLOW, ALLOW),
     ];
+    if let Some(claim) = claim {
+        claim.keep();
+    }
     Ok(authorized.mark((StatusCode::OK, grant).into_response()))
 }
 

@@ -14,6 +14,7 @@ mod tests;
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use axum::routing::post;
 use axum::Router;
 
@@ -32,11 +33,35 @@ pub struct IngressState {
     pub counters: Arc<Counters>,
 }
 
+/// What the handlers of one router share: [`IngressState`], and the `webhook-id`s seen
+/// within the replay window, which outlive configuration reloads.
+#[derive(Debug, Clone)]
+struct Shared {
+    state: IngressState,
+    replay: Arc<auth::ReplayGuard>,
+}
+
+impl FromRef<Shared> for IngressState {
+    fn from_ref(shared: &Shared) -> Self {
+        shared.state.clone()
+    }
+}
+
+impl FromRef<Shared> for Arc<auth::ReplayGuard> {
+    fn from_ref(shared: &Shared) -> Self {
+        shared.replay.clone()
+    }
+}
+
 /// The ingress router: `POST /events`, `POST /api/events`, `OPTIONS` on both.
 ///
 /// Handlers read request bodies themselves, bounded by `max_request_bytes` (413 past it), so
 /// no extractor-level body limit applies. Any other method answers 405 with `Allow`.
 pub fn router(state: IngressState) -> Router {
+    let shared = Shared {
+        state,
+        replay: Arc::default(),
+    };
     Router::new()
         .route(
             "/events",
@@ -46,5 +71,5 @@ pub fn router(state: IngressState) -> Router {
             "/api/events",
             post(handlers::publish_topic).options(handshake::options),
         )
-        .with_state(state)
+        .with_state(shared)
 }

@@ -4,6 +4,8 @@
 //! format, even a batch of one, so the target always sees one shape: CloudEvents formats as
 //! `application/cloudevents-batch+json`, `eventgrid` as its JSON array. A batch carries the
 //! highest `aeg-delivery-count` of its events.
+//!
+//! With `sign` set, each request is signed over the exact bytes sent (see `sign`).
 
 use std::time::SystemTime;
 
@@ -18,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::classify::classify;
 use super::outcome::{SOCKET_ERROR, TIMED_OUT};
+use super::sign::Signer;
 use super::{Attempt, BoxFuture, Sink, SinkError};
 use crate::config::{HttpFormat, HttpSinkConfig};
 use crate::event::{eventgrid, http as binding, Event, ExtensionValue};
@@ -69,17 +72,24 @@ impl Client {
 #[derive(Debug)]
 pub(crate) struct HttpSink {
     client: Client,
+    /// The sink's name, part of each delivery's `webhook-id`.
+    name: String,
     config: HttpSinkConfig,
     /// Send the batch shape of the format, whatever the batch size.
     batched: bool,
+    /// Signs each request, when `sign` is set.
+    signer: Option<Signer>,
 }
 
 impl HttpSink {
-    pub(crate) fn new(client: Client, config: HttpSinkConfig, batched: bool) -> Self {
+    pub(crate) fn new(client: Client, name: &str, config: HttpSinkConfig, batched: bool) -> Self {
+        let signer = config.sign.as_ref().map(Signer::new);
         Self {
             client,
+            name: name.to_owned(),
             config,
             batched,
+            signer,
         }
     }
 
@@ -113,7 +123,15 @@ impl HttpSink {
         }
         aeg_headers(self.config.format, attempt, &mut headers);
         traceparent_header(attempt.event, &mut headers);
+        self.sign(&[attempt], &body, &mut headers);
         self.build(body, headers)
+    }
+
+    /// Adds the signature headers last, so that no configured header replaces them.
+    fn sign(&self, batch: &[Attempt<'_>], body: &[u8], headers: &mut HeaderMap) {
+        if let Some(signer) = &self.signer {
+            signer.sign(&self.name, batch, SystemTime::now(), body, headers);
+        }
     }
 
     /// One request for a whole batch: the format's batch shape, the highest delivery count,
@@ -144,6 +162,7 @@ impl HttpSink {
         } else {
             traceparent_header(first.event, &mut headers);
         }
+        self.sign(batch, &body, &mut headers);
         self.build(Bytes::from(body), headers)
     }
 

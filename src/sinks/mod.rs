@@ -23,6 +23,7 @@ mod handler;
 mod http;
 mod log;
 mod nats;
+pub(crate) mod sign;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -187,7 +188,7 @@ fn build_one(
             // `build` creates the client whenever an http sink exists.
             let client = client.cloned().unwrap_or_else(http::Client::new);
             let batched = sink.delivery.batch.enabled();
-            Arc::new(http::HttpSink::new(client, c.clone(), batched))
+            Arc::new(http::HttpSink::new(client, &sink.name, c.clone(), batched))
         }
         SinkKind::Log(c) => Arc::new(log::LogSink::new(c.level)),
         SinkKind::File(c) => Arc::new(file::FileSink::new(c.path.clone())),

@@ -21,6 +21,7 @@ mod priority;
 mod readiness;
 mod reload;
 mod schedules;
+mod signatures;
 mod sink_nats;
 mod sinks;
 mod spool_nats;

@@ -258,4 +258,5 @@ fn batch_of(n: usize) -> String {
 
 mod handshake;
 mod publish;
+mod signed;
 mod units;

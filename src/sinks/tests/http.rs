@@ -10,7 +10,12 @@ use crate::sinks::{Attempt, Sink, SinkError};
 const SECOND: Duration = Duration::from_secs(1);
 
 async fn post(url: &Uri, format: HttpFormat, timeout: Duration) -> Result<(), SinkError> {
-    let sink = HttpSink::new(Client::new(), http_config(url, format, timeout), false);
+    let sink = HttpSink::new(
+        Client::new(),
+        "web",
+        http_config(url, format, timeout),
+        false,
+    );
     let event = event("ev-1");
     let attempt = Attempt {
         event: &event,

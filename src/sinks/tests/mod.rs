@@ -6,4 +6,5 @@ mod file;
 mod handler;
 mod http;
 mod log;
+mod sign;
 pub(crate) mod support;

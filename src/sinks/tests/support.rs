@@ -46,6 +46,7 @@ pub(crate) fn http_config(url: &Uri, format: HttpFormat, timeout: Duration) -> H
             HeaderName::from_static("x-api-key"),
             HeaderValue::from_static("secret"),
         )],
+        sign: None,
     }
 }
 
