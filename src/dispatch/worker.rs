@@ -225,7 +225,7 @@ impl Worker {
                 Ok(step) => gate.report(admission, step.attempt),
                 Err(error) => {
                     gate.report(admission, None);
-                    tracing::error!(%error, sink = %config.name, "Spool refused a delivery update; the outcome is not recorded and the delivery is attempted again (after ack_wait on nats, after a restart otherwise)");
+                    tracing::error!(%error, sink = %config.name, "Spool refused a delivery update; the outcome is not recorded and the delivery will be attempted again");
                 }
             }
         });

@@ -79,7 +79,7 @@ async fn assert_all_closed(clients: Vec<TcpStream>, since: Instant, at_least: Du
 async fn silent_and_half_header_clients_are_closed_after_the_header_timeout() {
     let sink = TestSink::start().await;
     let app = TestApp::start(&format!(
-        "ingress: {{ header_timeout: 2s }}\nsinks: {{ conn-a: {{ http: {{ url: \"{}\" }} }} }}\nroutes: [{{ name: conn-a, to: [conn-a] }}]\n",
+        "ingress: {{ header_timeout: 5s }}\nsinks: {{ conn-a: {{ http: {{ url: \"{}\" }} }} }}\nroutes: [{{ name: conn-a, to: [conn-a] }}]\n",
         sink.url()
     ))
     .await;
@@ -89,9 +89,10 @@ async fn silent_and_half_header_clients_are_closed_after_the_header_timeout() {
     // A client that sends its request is served while the others hold their connections.
     let reply = app.send(event("conn-a-1", "T")).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
-    assert!(opened.elapsed() < Duration::from_millis(1800));
+    // Served well before the timeout closes the others (slack for a loaded machine).
+    assert!(opened.elapsed() < Duration::from_millis(4500));
 
-    assert_all_closed(clients, opened, Duration::from_millis(1800)).await;
+    assert_all_closed(clients, opened, Duration::from_millis(4500)).await;
     wait_until("the served event delivered", WAIT, || sink.count() == 1).await;
 }
 

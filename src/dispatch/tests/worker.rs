@@ -253,7 +253,7 @@ async fn a_stopped_worker_hands_back_what_it_had_not_attempted() {
     let spool = running.ctx.spool.clone();
     running.shutdown().await;
     let sent = receiver.hits();
-    let left = tokio::time::timeout(Duration::from_millis(200), spool.lease("api", 10))
+    let left = tokio::time::timeout(Duration::from_secs(2), spool.lease("api", 10))
         .await
         .expect("what the worker held is leasable at once")
         .unwrap();

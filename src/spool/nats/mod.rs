@@ -64,7 +64,6 @@ pub(super) mod record;
 mod store;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -107,8 +106,9 @@ struct Inner {
     lanes: DashMap<String, Arc<SinkLanes>>,
     /// Leased messages by delivery id, kept alive until acked.
     leased: DashMap<u64, Lease>,
-    /// Bumped by every failed settle; a lease taken before it is no longer kept alive.
-    epoch: AtomicU64,
+    /// Per sink, bumped by every failed settle of its deliveries; a lease of that sink taken
+    /// before it is no longer kept alive (other sinks' leases are not touched).
+    epochs: DashMap<Arc<str>, u64>,
     depths: Depths,
     /// Bumped each time the client loses its connection.
     lost: Arc<watch::Sender<u64>>,
@@ -124,9 +124,10 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-/// A leased message: where its acks go, and when and in which epoch it was taken.
+/// A leased message: where its acks go, and when and in which epoch of its sink it was taken.
 struct Lease {
     reply: Subject,
+    sink: Arc<str>,
     epoch: u64,
     at: Instant,
 }
@@ -188,7 +189,7 @@ impl NatsSpool {
             conn: OnceCell::new(),
             lanes: DashMap::new(),
             leased: DashMap::new(),
-            epoch: AtomicU64::new(0),
+            epochs: DashMap::new(),
             depths: Depths::default(),
             lost: Arc::new(watch::Sender::new(0)),
             stop: stop.clone(),
@@ -326,18 +327,23 @@ impl Inner {
         };
         let acked = acked.await;
         if acked.is_err() {
-            self.abandon(delivery.id);
+            self.abandon(delivery);
         }
         acked
     }
 
-    /// After a failed settle of `id`: stops keeping it and every earlier lease alive. Their
-    /// worker may have given up on them (it stops at the first failure of a batch), so they
-    /// are left to JetStream, which redelivers what is not acked after `ack_wait`; an ack
-    /// that does come still counts.
-    fn abandon(&self, id: u64) {
-        self.leased.remove(&id);
-        self.epoch.fetch_add(1, Ordering::Relaxed);
+    /// After a failed settle of `delivery`: stops keeping it and every earlier lease of its
+    /// sink alive. Their worker may have given up on them (it stops at the first failure of
+    /// a batch), so they are left to JetStream, which redelivers what is not acked after
+    /// `ack_wait`; an ack that does come still counts.
+    fn abandon(&self, delivery: &Delivery) {
+        self.leased.remove(&delivery.id);
+        *self.epochs.entry(delivery.sink.clone()).or_default() += 1;
+    }
+
+    /// The current epoch of `sink`'s leases.
+    fn epoch(&self, sink: &str) -> u64 {
+        self.epochs.get(sink).map_or(0, |e| *e)
     }
 
     /// Turns fetched messages into leases; messages not due yet go back with a delay.
@@ -367,9 +373,16 @@ impl Inner {
             match record.into_delivery(seq) {
                 Ok(d) => {
                     if let Some(reply) = reply {
-                        let epoch = self.epoch.load(Ordering::Relaxed);
+                        let sink = d.sink.clone();
+                        let epoch = self.epoch(&sink);
                         let at = Instant::now();
-                        self.leased.insert(seq, Lease { reply, epoch, at });
+                        let lease = Lease {
+                            reply,
+                            sink,
+                            epoch,
+                            at,
+                        };
+                        self.leased.insert(seq, lease);
                     }
                     out.push(d);
                 }
@@ -414,15 +427,15 @@ async fn keep_alive(inner: Weak<Inner>, stop: CancellationToken) {
         let Some(conn) = inner.conn.get() else {
             continue;
         };
-        let epoch = inner.epoch.load(Ordering::Relaxed);
         let forget = inner.config.ack_wait * ABANDONED_KEPT;
+        let current = |lease: &Lease| lease.epoch == inner.epoch(&lease.sink);
         inner
             .leased
-            .retain(|_, lease| lease.epoch == epoch || lease.at.elapsed() < forget);
+            .retain(|_, lease| current(lease) || lease.at.elapsed() < forget);
         let replies: Vec<Subject> = inner
             .leased
             .iter()
-            .filter(|lease| lease.epoch == epoch)
+            .filter(|lease| current(lease))
             .map(|lease| lease.reply.clone())
             .collect();
         for reply in replies {
@@ -560,7 +573,7 @@ impl super::Spool for NatsSpool {
             .names
             .work_subject(&delivery.sink, delivery.priority);
         if let Err(refused) = self.inner.publish(vec![(subject, publish)]).await {
-            self.inner.abandon(delivery.id);
+            self.inner.abandon(&delivery);
             return Err(refused.into());
         }
         self.inner.settle(&delivery).await
@@ -574,7 +587,7 @@ impl super::Spool for NatsSpool {
     ) -> Result<(), SpoolError> {
         let done = dead::dead_letter(&self.inner, delivery, &info, forward).await;
         if done.is_err() {
-            self.inner.abandon(delivery.id);
+            self.inner.abandon(delivery);
         }
         done
     }
