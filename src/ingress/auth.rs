@@ -493,6 +493,19 @@ impl Claim {
     pub(crate) fn keep(mut self) {
         self.kept = true;
     }
+
+    /// From here the request's events are stored even if the client hangs up: dropping the
+    /// claim keeps the id; [`Claim::release`] lets it go.
+    pub(crate) fn kept_on_drop(mut self) -> Self {
+        self.kept = true;
+        self
+    }
+
+    /// The request failed and stored nothing: the id is forgotten, so the sender's retry is
+    /// not taken for a replay.
+    pub(crate) fn release(mut self) {
+        self.kept = false;
+    }
 }
 
 impl Drop for Claim {

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use super::auth::{self, ReplayGuard};
+use super::auth::{self, Claim, ReplayGuard};
 use super::error::IngressError;
 use super::handshake;
 use super::IngressState;
@@ -136,16 +136,22 @@ async fn try_publish(
         }
     };
     let count = events.len();
-    state
+    // The acceptor's store finishes even when this future is dropped (the client hung up),
+    // so from here a dropped claim keeps its id: hanging up must not let a replay through.
+    let claim = claim.map(Claim::kept_on_drop);
+    let stored = state
         .acceptor
         .accept_from(events, Some(mode.format()))
-        .await
-        .map_err(|source| IngressError::Accept {
+        .await;
+    if let Err(source) = stored {
+        // Refused: nothing stored, so the sender's retry with the same id goes through.
+        if let Some(claim) = claim {
+            claim.release();
+        }
+        return Err(IngressError::Accept {
             source,
             events: count,
-        })?;
-    if let Some(claim) = claim {
-        claim.keep();
+        });
     }
     Ok(authorized.mark(accepted(endpoint)))
 }

@@ -144,3 +144,50 @@ routes: [{{ name: all, to: [archive] }}]
     let lines = std::fs::read_to_string(app.path("events.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 1, "{lines}");
 }
+
+#[tokio::test]
+async fn a_sender_that_hangs_up_cannot_replay_its_request() {
+    use tokio::io::AsyncWriteExt as _;
+
+    let app = TestApp::start(&format!(
+        r#"
+ingress:
+  auth: [ {{ standard_webhooks: {{ secrets: ["{SECRET}"] }} }} ]
+sinks:
+  archive: {{ file: {{ path: "{{dir}}/events.jsonl" }} }}
+routes: [{{ name: all, to: [archive] }}]
+"#
+    ))
+    .await;
+    let body = event("hang-1", "T").to_string();
+    let headers = signed("msg_hang_1", now(), &body);
+    let mut request = format!(
+        "POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/cloudevents+json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in &headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    // Send the whole request and hang up at once, without waiting for the answer.
+    let mut stream = tokio::net::TcpStream::connect(app.running.local_addr())
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    drop(stream);
+
+    let archive = app.path("events.jsonl");
+    wait_until("the event stored and delivered", WAIT, || {
+        std::fs::read_to_string(&archive).is_ok_and(|t| t.contains("hang-1"))
+    })
+    .await;
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let replay = app.post("/events", &pairs, body.clone()).await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED, "{}", replay.text());
+    assert!(replay.text().contains("replayed"), "{}", replay.text());
+}
