@@ -145,6 +145,9 @@ fn batch(prefix: &str, n: usize) -> (Vec<String>, Bytes) {
 
 const BATCH: [(&str, &str); 1] = [("content-type", "application/cloudevents-batch+json")];
 
+/// How long every acknowledged event may take to arrive once the sink recovers.
+const DRAIN_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Set in the copy of this test that runs inside its own namespaces.
 const IN_NAMESPACE: &str = "SWITCHYARD_TEST_IN_NAMESPACE";
 
@@ -270,7 +273,8 @@ async fn a_full_disk_refuses_puts_then_drains_and_accepts_again() {
     };
     // Checked every 250 ms: reading what the sink received copies all of it.
     let mut missing = acked.len();
-    while recovered.elapsed() < Duration::from_secs(20) {
+    // Alone this takes 2–4 s; the patience is for a machine busy with the rest of the suite.
+    while recovered.elapsed() < DRAIN_PATIENCE {
         missing = acked.difference(&delivered()).count();
         if missing == 0 {
             break;
@@ -284,7 +288,7 @@ async fn a_full_disk_refuses_puts_then_drains_and_accepts_again() {
     assert_eq!(
         missing,
         0,
-        "acknowledged events not delivered 20 s after the sink recovered (of {}), such as {absent:?}",
+        "acknowledged events not delivered {DRAIN_PATIENCE:?} after the sink recovered (of {}), such as {absent:?}",
         acked.len()
     );
     let drained = recovered.elapsed();
