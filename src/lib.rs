@@ -13,6 +13,7 @@ mod app;
 pub mod config;
 pub mod dispatch;
 pub mod event;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ingress;

@@ -13,6 +13,7 @@ mod dead_letter;
 mod disk;
 mod embedded;
 #[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod journal;
 mod lanes;
