@@ -21,6 +21,7 @@ use crate::reload::{Generation, Reloader};
 use crate::routing::RouteTable;
 use crate::server::Server;
 use crate::sinks::{self, Handler, Handlers};
+use crate::sources::{self, SourcesState};
 use crate::spool::{Spool, SpoolHandle};
 use crate::telemetry::{Counters, SpanExport};
 
@@ -146,6 +147,11 @@ impl Switchyard {
             config: live_ingress.clone(),
             counters: counters.clone(),
         };
+        let hooks = SourcesState {
+            acceptor: acceptor.clone(),
+            config: live_config.clone(),
+            counters: counters.clone(),
+        };
 
         let shutdown = CancellationToken::new();
         let deliveries = TaskTracker::new();
@@ -200,7 +206,7 @@ impl Switchyard {
             spans,
             ServeParts {
                 listener,
-                router: ingress::router(state),
+                router: ingress::router(state).merge(sources::router(hooks)),
                 limits: live_ingress,
                 max_connections: config.ingress.connections.max_connections,
                 shutdown: shutdown.clone(),

@@ -3,7 +3,8 @@
 //! Events flow one way: `ingress` (HTTP) → `event` (normalize) → `routing` (compiled table)
 //! → `accept` (store every matched delivery) → `spool` (durable queue) → `dispatch`
 //! (per-sink lanes, retry) → `sinks` (http, log, file, exec, registered handlers).
-//! `schedule` turns cron ticks into events for `accept`. `config` and `telemetry` stand at the
+//! `schedule` turns cron ticks into events for `accept`, and `sources` turns providers'
+//! webhooks (`POST /hooks/<name>`) into events for it. `config` and `telemetry` stand at the
 //! side; `app` wires everything together, and `server` is the accept loop that ingress and
 //! the admin server share.
 
@@ -22,6 +23,7 @@ pub mod routing;
 mod schedule;
 mod server;
 pub mod sinks;
+mod sources;
 pub mod spool;
 pub mod telemetry;
 

@@ -15,6 +15,7 @@ mod routes;
 mod schedules;
 mod sign;
 mod sinks;
+mod sources;
 mod summary;
 mod telemetry;
 #[cfg(test)]
@@ -44,6 +45,7 @@ pub use reload::{
 };
 pub use schedules::{parse_cron, CronError, ScheduleConfig, ScheduledEvent};
 pub use sign::{DigestEncoding, HmacSignConfig, SecretKey, SignConfig};
+pub use sources::{EventMapping, Part, Preset, SourceConfig, Template, TemplateError, Verify};
 pub use telemetry::{TelemetryConfig, DEFAULT_SERVICE_NAME};
 pub use units::{parse_duration, parse_rate, parse_size, UnitError};
 
@@ -68,6 +70,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Trace export (`telemetry:`).
     pub telemetry: TelemetryConfig,
+    /// Webhook endpoints by name (`sources:`, served at `POST /hooks/<name>`).
+    pub sources: BTreeMap<String, SourceConfig>,
 }
 
 /// Spool settings.

@@ -45,9 +45,12 @@ impl Shape {
 /// shutdown waits for in-flight work, default 30s), `spool`, `ingress`, `sinks` (delivery
 /// targets by name), `routes` (the routing table, in order), `schedules` (cron-scheduled
 /// events), `admin_listen` and `admin` (the admin server; read in `admin`), and `telemetry`
-/// (trace export; read in `telemetry`).
+/// (trace export; read in `telemetry`), and `sources` (webhook endpoints by name; read in
+/// `sources`).
 pub(super) const ROOT: Shape = Shape {
-    keys: "listen shutdown_grace spool ingress sinks routes schedules admin_listen admin telemetry",
+    keys:
+        "listen shutdown_grace spool ingress sinks routes schedules admin_listen admin telemetry \
+           sources",
     later: "",
 };
 

@@ -16,6 +16,7 @@ use super::routes;
 use super::schedules;
 use super::sign;
 use super::sinks;
+use super::sources;
 use super::telemetry;
 use super::{
     env, AuthRule, Config, ConfigError, ConnectionLimits, IngressConfig, SpoolBackend, SpoolConfig,
@@ -74,6 +75,7 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
     let schedules = rd.or(top.get("schedules"), Vec::new(), schedules::read);
     let admin = admin::read(rd, &top);
     let telemetry = telemetry::read(rd, &top);
+    let sources = sources::read(rd, &top);
     let (mut spool, ingress) = (spool?, ingress?);
     if let Some(nats) = &mut spool.nats {
         nats.duplicate_window = ingress
@@ -90,6 +92,7 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
         shutdown_grace: grace?,
         admin: admin?,
         telemetry: telemetry?,
+        sources: sources?,
     })
 }
 

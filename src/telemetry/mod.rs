@@ -115,16 +115,19 @@ pub enum Format {
     Batch,
     /// The Event Grid schema.
     EventGrid,
+    /// A provider's webhook, taken in by a source (`POST /hooks/<name>`).
+    Source,
     /// Rejected before its format was known (bad credentials, unsupported media type).
     Unknown,
 }
 
 impl Format {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Binary,
         Self::Structured,
         Self::Batch,
         Self::EventGrid,
+        Self::Source,
         Self::Unknown,
     ];
 
@@ -135,6 +138,7 @@ impl Format {
             Self::Structured => "structured",
             Self::Batch => "batch",
             Self::EventGrid => "eventgrid",
+            Self::Source => "source",
             Self::Unknown => "unknown",
         }
     }
@@ -142,7 +146,7 @@ impl Format {
 
 /// Cached `switchyard_events_received_total` handles: `[accepted, rejected]` per format.
 #[derive(Debug)]
-struct Received([[Counter; 2]; 5]);
+struct Received([[Counter; 2]; 6]);
 
 impl Received {
     fn register() -> Self {

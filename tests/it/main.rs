@@ -24,6 +24,7 @@ mod schedules;
 mod signatures;
 mod sink_nats;
 mod sinks;
+mod sources;
 mod spool_nats;
 mod spool_repair;
 mod telemetry;

@@ -75,6 +75,7 @@ fn config(ingress: IngressConfig) -> Config {
         shutdown_grace: Duration::from_secs(1),
         admin: Default::default(),
         telemetry: Default::default(),
+        sources: Default::default(),
     }
 }
 
