@@ -307,26 +307,28 @@ fn verify(rd: &mut Reader<'_>, o: &Obj<'_>, preset: Preset) -> Option<Verify> {
         },
         None => Some(DEFAULT_TOLERANCE),
     };
-    if preset == Preset::Hmac {
-        if let Some(n) = o.get("secret") {
-            rd.error(&n.path, "the hmac preset takes its secret in hmac.secret");
-        }
-        let h = rd.required(o, "hmac", |rd, n| rd.object(n, &model::HMAC))?;
-        return sign::hmac(rd, &h).map(Verify::Hmac);
-    }
+    let verify: fn(Vec<SecretKey>, Duration) -> Verify = match preset {
+        Preset::Hmac => return hmac_preset(rd, o),
+        Preset::Github => |secrets, _| Verify::Github(secrets),
+        Preset::Stripe => Verify::Stripe,
+        Preset::Shopify => |secrets, _| Verify::Shopify(secrets),
+        Preset::Slack => Verify::Slack,
+        Preset::StandardWebhooks => |secrets, _| Verify::StandardWebhooks(secrets),
+    };
     if let Some(n) = o.get("hmac") {
         rd.error(&n.path, "only the hmac preset takes hmac settings");
     }
     let secrets = rd.required(o, "secret", |rd, n| secrets(rd, n, preset));
-    let (secrets, tolerance) = (secrets?, tolerance?);
-    Some(match preset {
-        Preset::Github => Verify::Github(secrets),
-        Preset::Stripe => Verify::Stripe(secrets, tolerance),
-        Preset::Shopify => Verify::Shopify(secrets),
-        Preset::Slack => Verify::Slack(secrets, tolerance),
-        Preset::StandardWebhooks => Verify::StandardWebhooks(secrets),
-        Preset::Hmac => return None, // read above
-    })
+    Some(verify(secrets?, tolerance?))
+}
+
+/// The `hmac` preset: its settings, secret included, in `hmac:`.
+fn hmac_preset(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<Verify> {
+    if let Some(n) = o.get("secret") {
+        rd.error(&n.path, "the hmac preset takes its secret in hmac.secret");
+    }
+    let h = rd.required(o, "hmac", |rd, n| rd.object(n, &model::HMAC))?;
+    sign::hmac(rd, &h).map(Verify::Hmac)
 }
 
 /// Reads `secret:`, one string or a non-empty list; Standard Webhooks secrets are `whsec_`

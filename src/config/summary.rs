@@ -9,7 +9,7 @@ use super::units::format_duration;
 use super::DeliveryOrder;
 use super::{
     AuthRule, Config, ConnectionLimits, HttpFormat, MatchConfig, RouteConfig, SignConfig,
-    SinkConfig, SinkKind, SpoolBackend,
+    SinkConfig, SinkKind, SourceConfig, SpoolBackend, Verify,
 };
 
 impl Config {
@@ -49,6 +49,11 @@ impl Config {
                     s.event.ty
                 )
             }));
+        }
+        if !self.sources.is_empty() {
+            lines.push(String::new());
+            lines.push(format!("sources ({}):", self.sources.len()));
+            lines.extend(self.sources.values().map(source_line));
         }
         lines.push(String::new());
         lines.join("\n")
@@ -309,6 +314,20 @@ fn size(bytes: u64) -> String {
         }
     }
     format!("{bytes}B")
+}
+
+/// `  github  POST /hooks/github, preset github, 1 secret(s)`: the scheme, never the secrets.
+fn source_line(source: &SourceConfig) -> String {
+    let secrets = match &source.verify {
+        Verify::Github(s) | Verify::Shopify(s) | Verify::StandardWebhooks(s) => s.len(),
+        Verify::Stripe(s, _) | Verify::Slack(s, _) => s.len(),
+        Verify::Hmac(_) => 1,
+    };
+    format!(
+        "  {0}  POST /hooks/{0}, preset {1}, {secrets} secret(s)",
+        source.name,
+        source.preset.name()
+    )
 }
 
 #[cfg(test)]
