@@ -44,13 +44,12 @@ impl Shape {
 /// The top level: `listen` (ingress address, default 0.0.0.0:8080), `shutdown_grace` (how long
 /// shutdown waits for in-flight work, default 30s), `spool`, `ingress`, `sinks` (delivery
 /// targets by name), `routes` (the routing table, in order), `schedules` (cron-scheduled
-/// events), `admin_listen` and `admin` (the admin server; read in `admin`), and `telemetry`
-/// (trace export; read in `telemetry`), and `sources` (webhook endpoints by name; read in
+/// events), `admin_listen` and `admin` (the admin server; read in `admin`), `telemetry`
+/// (trace export; read in `telemetry`) and `sources` (webhook endpoints by name; read in
 /// `sources`).
 pub(super) const ROOT: Shape = Shape {
-    keys:
-        "listen shutdown_grace spool ingress sinks routes schedules admin_listen admin telemetry \
-           sources",
+    keys: "listen shutdown_grace spool ingress sinks routes schedules admin_listen admin \
+           telemetry sources",
     later: "",
 };
 

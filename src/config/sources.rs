@@ -61,10 +61,14 @@ const PRESETS: &[(&str, Preset)] = &[
 impl Preset {
     /// The preset's name in `routes.yaml`.
     pub fn name(self) -> &'static str {
-        PRESETS
-            .iter()
-            .find(|(_, p)| *p == self)
-            .map_or("hmac", |(name, _)| name)
+        match self {
+            Self::Github => "github",
+            Self::Stripe => "stripe",
+            Self::Shopify => "shopify",
+            Self::Slack => "slack",
+            Self::StandardWebhooks => "standard-webhooks",
+            Self::Hmac => "hmac",
+        }
     }
 
     /// The templates of the preset's mapping: `type`, `source`, `id`, `subject`.

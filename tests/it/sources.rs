@@ -34,7 +34,17 @@ fn hex_hmac(secret: &str, message: &[u8]) -> String {
 const PUSH: &str = r#"{"ref":"refs/heads/main","repository":{"full_name":"octo/hello"}}"#;
 
 async fn github_push(app: &TestApp, delivery: &str, body: &str, signed_over: &str) -> Reply {
-    let signature = format!("sha256={}", hex_hmac(GITHUB_SECRET, signed_over.as_bytes()));
+    github_push_signed(app, GITHUB_SECRET, delivery, body, signed_over).await
+}
+
+async fn github_push_signed(
+    app: &TestApp,
+    secret: &str,
+    delivery: &str,
+    body: &str,
+    signed_over: &str,
+) -> Reply {
+    let signature = format!("sha256={}", hex_hmac(secret, signed_over.as_bytes()));
     let headers = [
         ("content-type", "application/json"),
         ("x-github-event", "push"),
@@ -98,6 +108,18 @@ async fn a_github_source_routes_a_signed_push_and_refuses_a_tampered_one() {
     let counters = app.running.counters();
     assert_eq!(Counters::get(&counters.events_received), 1);
     assert_eq!(sink.count(), 1);
+    // Counted like every ingress request (the recorder is shared by the whole test process,
+    // and only sources count in this series, so at least this test's requests are there).
+    let metrics = app.admin_get("/metrics", None).await.text();
+    for (outcome, least) in [("accepted", 1.0), ("rejected", 3.0)] {
+        let series =
+            format!("switchyard_events_received_total{{format=\"source\",outcome=\"{outcome}\"}}");
+        let value: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"));
+        assert!(value >= least, "{series} {value}");
+    }
 }
 
 async fn github_push_to(app: &TestApp, path: &str) -> Reply {
@@ -129,6 +151,23 @@ async fn a_redelivery_within_the_dedup_window_is_acknowledged_and_dropped() {
         .filter_map(|r| r.header("ce-id").map(str::to_owned))
         .collect();
     assert_eq!(ids, ["delivery-1", "marker"]);
+}
+
+#[tokio::test]
+async fn a_reload_replaces_a_sources_secret() {
+    let sink = TestSink::start().await;
+    let app = TestApp::start_file(&github_app(&sink, ""), false).await;
+    app.rewrite(&github_app(&sink, "").replace(GITHUB_SECRET, "the rotated secret"));
+    let url = format!("{}/api/v1/reload", app.admin);
+    let reply = crate::support::request(hyper::Method::POST, &url, &[], "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    let old = github_push(&app, "d-old", PUSH, PUSH).await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED, "{}", old.text());
+    let new = github_push_signed(&app, "the rotated secret", "d-new", PUSH, PUSH).await;
+    assert_eq!(new.status, StatusCode::OK, "{}", new.text());
+    wait_until("the push delivered", WAIT, || sink.count() == 1).await;
+    assert_eq!(sink.received()[0].header("ce-id"), Some("d-new"));
 }
 
 #[tokio::test]
