@@ -185,6 +185,40 @@ async fn oversize_bodies_are_refused_with_413() {
 }
 
 #[tokio::test]
+async fn a_stalled_body_is_answered_408() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let sink = TestSink::start().await;
+    let app = TestApp::start(&github_app(
+        &sink,
+        "ingress: { body_timeout: 300ms, header_timeout: 30s }",
+    ))
+    .await;
+    let signature = format!("sha256={}", hex_hmac(GITHUB_SECRET, PUSH.as_bytes()));
+    let head = format!(
+        "POST /hooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         X-GitHub-Event: push\r\nX-GitHub-Delivery: stalled\r\nX-Hub-Signature-256: {signature}\r\n\
+         Content-Length: {}\r\n\r\n",
+        PUSH.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(app.running.local_addr())
+        .await
+        .expect("connect");
+    stream
+        .write_all(format!("{head}{}", &PUSH[..10]).as_bytes())
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the connection is closed")
+        .expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert_eq!(Counters::get(&app.running.counters().events_received), 0);
+}
+
+#[tokio::test]
 async fn slack_url_verification_is_answered_with_its_challenge() {
     let secret = "8f742231b10e8888abcd99yyyzzz85a5";
     let sink = TestSink::start().await;
