@@ -392,6 +392,19 @@ routes: [{{ name: all, to: [hook] }}]
     assert_eq!(got.header("ce-subject"), Some("1042"));
 }
 
+#[test]
+fn check_lists_each_source_without_its_secret() {
+    let vars = BTreeMap::new();
+    let yaml = "sources: { github: { preset: github, secret: [first-secret, second-secret] } }";
+    let config = switchyard::config::load_str(yaml, Path::new("routes.yaml"), &vars).unwrap();
+    let summary = config.summary();
+    assert!(
+        summary.contains("github  POST /hooks/github, preset github, 2 secret(s)"),
+        "{summary}"
+    );
+    assert!(!summary.contains("-secret"), "{summary}");
+}
+
 fn config_errors(yaml: &str) -> Vec<String> {
     let vars = BTreeMap::new();
     match switchyard::config::load_str(yaml, Path::new("routes.yaml"), &vars) {
