@@ -5,7 +5,8 @@
 //! (per-sink lanes, retry) → `sinks` (http, log, file, exec, registered handlers).
 //! `schedule` turns cron ticks into events for `accept`. `config` and `telemetry` stand at the
 //! side; `app` wires everything together, and `server` is the accept loop that ingress and
-//! the admin server share.
+//! the admin server share. `outbound` builds the one HTTP client that sinks, trace export
+//! and the CLI use.
 
 pub mod accept;
 mod admin;
@@ -16,6 +17,7 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ingress;
+pub mod outbound;
 mod reload;
 pub mod routing;
 mod schedule;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::units::format_duration;
 use super::DeliveryOrder;
 use super::{
-    AuthRule, Config, ConnectionLimits, HttpFormat, MatchConfig, RouteConfig, SignConfig,
-    SinkConfig, SinkKind, SpoolBackend,
+    AuthRule, Config, ConnectionLimits, HttpFormat, HttpSinkConfig, MatchConfig, ProxySetting,
+    RouteConfig, SignConfig, SinkConfig, SinkKind, SpoolBackend,
 };
 
 impl Config {
@@ -233,6 +233,21 @@ fn sign_text(sign: Option<&SignConfig>) -> String {
     }
 }
 
+/// An http sink's `tls` and `proxy`, when set: file paths and the proxy's address only.
+fn reach_text(http: &HttpSinkConfig) -> String {
+    let mut text = String::new();
+    if let Some(ca) = &http.tls.ca {
+        text.push_str(&format!(", ca {}", ca.path.display()));
+    }
+    if let Some(client) = &http.tls.client {
+        text.push_str(&format!(", client cert {}", client.cert.path.display()));
+    }
+    if http.proxy != ProxySetting::Environment {
+        text.push_str(&format!(", proxy {}", http.proxy.describe()));
+    }
+    text
+}
+
 /// What a sink delivers to, without anything that may hold a secret.
 fn target(kind: &SinkKind) -> String {
     match kind {
@@ -254,7 +269,7 @@ fn target(kind: &SinkKind) -> String {
                     headers.join(", ")
                 },
                 sign_text(http.sign.as_ref()),
-            )
+            ) + &reach_text(http)
         }
         SinkKind::Log(log) => format!("(level {})", log.level.as_str().to_lowercase()),
         SinkKind::File(file) => file.path.display().to_string(),

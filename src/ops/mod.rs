@@ -18,11 +18,10 @@ use clap::ValueEnum;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{HeaderMap, Method, Request, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use switchyard::event::{http as ce_http, Event};
+use switchyard::outbound::{Client, ClientOptions, SystemRoots};
 
 pub(crate) use dead_letters::{dead_letter, DeadLetterArgs};
 
@@ -277,7 +276,8 @@ pub(super) fn bearer(token: Option<&str>, headers: &mut HeaderMap) -> anyhow::Re
     Ok(())
 }
 
-/// One request, answered within [`TIMEOUT`]; plain HTTP, or HTTPS with the system's roots.
+/// One request, answered within [`TIMEOUT`]; plain HTTP, or HTTPS with the system's roots;
+/// through the environment's proxy, except to loopback addresses.
 pub(super) fn exchange(
     method: Method,
     url: Uri,
@@ -295,17 +295,15 @@ pub(super) fn exchange(
         .build()
         .context("cannot start the async runtime")?;
     let answer = runtime.block_on(async {
-        let builder = Client::builder(TokioExecutor::new());
-        let response = if request.uri().scheme_str() == Some("https") {
-            let tls = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_native_roots()
-                .context("no CA roots for https")?;
-            let client = builder.build(tls.https_only().enable_http1().build());
-            tokio::time::timeout(TIMEOUT, client.request(request)).await
+        let roots = if request.uri().scheme_str() == Some("https") {
+            SystemRoots::load()
         } else {
-            tokio::time::timeout(TIMEOUT, builder.build_http().request(request)).await
+            SystemRoots::none()
         };
-        let response = response.context("no answer in time")??;
+        let client = Client::new(&ClientOptions::default(), &roots)?;
+        let response = tokio::time::timeout(TIMEOUT, client.send(request))
+            .await
+            .context("no answer in time")??;
         let (parts, body) = response.into_parts();
         let body = tokio::time::timeout(TIMEOUT, body.collect())
             .await
