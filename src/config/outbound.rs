@@ -99,8 +99,7 @@ impl fmt::Debug for ClientCertificate {
 /// `http.proxy`: how an `http` sink reaches its target.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub enum ProxySetting {
-    /// Absent: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` decide (loopback
-    /// targets always connect directly).
+    /// Absent: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` decide.
     #[default]
     Environment,
     /// `none`: always connect directly.

@@ -277,7 +277,7 @@ pub(super) fn bearer(token: Option<&str>, headers: &mut HeaderMap) -> anyhow::Re
 }
 
 /// One request, answered within [`TIMEOUT`]; plain HTTP, or HTTPS with the system's roots;
-/// through the environment's proxy, except to loopback addresses.
+/// through the environment's proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`), as curl would.
 pub(super) fn exchange(
     method: Method,
     url: Uri,

@@ -34,8 +34,7 @@ pub use tls::SystemRoots;
 pub enum Proxy {
     /// `HTTPS_PROXY` for `https://` targets, `HTTP_PROXY` for `http://` targets, `ALL_PROXY`
     /// for both when those are unset, and `NO_PROXY` for the hosts that bypass them (the
-    /// lowercase names too), read when the client is built. Loopback targets (`localhost`,
-    /// `127.0.0.0/8`, `::1`) never go through these: a proxy's loopback is not ours.
+    /// lowercase names too, curl's rules), read when the client is built.
     #[default]
     Environment,
     /// Always connect directly, whatever the environment says.

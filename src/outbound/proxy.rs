@@ -2,15 +2,14 @@
 //!
 //! hyper-util decides which proxy serves a target ([`Matcher`]: the curl rules for
 //! `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`) and opens tunnels ([`Tunnel`]).
-//! What is ours: loopback targets bypass environment proxies, a plain-HTTP connection to a
-//! proxy is marked as proxied (so the client sends absolute-form request targets), and no
-//! error or log line carries a proxy's credentials.
+//! What is ours: a plain-HTTP connection to a proxy is marked as proxied (so the client sends
+//! absolute-form request targets), an `http://` proxy is the only kind used, and no error or
+//! log line carries a proxy's credentials.
 //!
 //! The decision is made once per new connection; a pooled connection costs nothing more.
 
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -39,8 +38,6 @@ const ENV_NAMES: [&[&str]; 4] = [
 #[derive(Debug)]
 pub(super) struct Routes {
     matcher: Matcher,
-    /// Loopback targets connect directly (environment proxies only).
-    skip_loopback: bool,
 }
 
 impl Routes {
@@ -73,10 +70,7 @@ impl Routes {
                 "not a proxy URL (http://[user:password@]host:port)",
             ));
         }
-        Ok(Self {
-            matcher,
-            skip_loopback: false,
-        })
+        Ok(Self { matcher })
     }
 
     /// The environment proxies, read through `var`; `None` when none is set.
@@ -110,15 +104,11 @@ impl Routes {
         }
         Some(Self {
             matcher: builder.build(),
-            skip_loopback: true,
         })
     }
 
     /// The proxy that serves `dst`, if any.
     pub(super) fn intercept(&self, dst: &Uri) -> Option<Intercept> {
-        if self.skip_loopback && is_loopback(dst) {
-            return None;
-        }
         self.matcher.intercept(dst)
     }
 
@@ -165,19 +155,6 @@ fn warn_unusable(values: &[(usize, &Option<String>)]) {
                 "Proxy variable names a proxy that is not http://; connections through it fail"
             ),
             Some(_) => {}
-        }
-    }
-}
-
-/// `localhost` (and its subdomains), `127.0.0.0/8` and `::1`.
-fn is_loopback(dst: &Uri) -> bool {
-    let Some(host) = dst.host() else { return false };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => {
-            let name = bare.trim_end_matches('.').to_ascii_lowercase();
-            name == "localhost" || name.ends_with(".localhost")
         }
     }
 }
