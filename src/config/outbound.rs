@@ -30,9 +30,9 @@ const NO_SKIP_VERIFY: &str = "certificate verification cannot be turned off: swi
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HttpTlsConfig {
     /// `ca`: certificates trusted besides the system's roots.
-    pub ca: Option<PemCertificates>,
+    pub ca: Option<Box<PemCertificates>>,
     /// `client_cert` and `client_key`: presented when the target asks for a certificate.
-    pub client: Option<ClientCertificate>,
+    pub client: Option<Box<ClientCertificate>>,
 }
 
 impl HttpTlsConfig {
@@ -105,7 +105,7 @@ pub enum ProxySetting {
     /// `none`: always connect directly.
     Direct,
     /// `http://[user:password@]host:port`: always through this proxy.
-    Url(Uri),
+    Url(Box<Uri>),
 }
 
 impl ProxySetting {
@@ -158,7 +158,7 @@ pub(super) fn read_tls(rd: &mut Reader<'_>, node: &Node<'_>) -> Option<HttpTlsCo
     let ca = rd.or(o.get("ca"), None, |rd, n| {
         let ca = certificates(rd, n)?;
         trust_anchors(rd, n, &ca)?;
-        Some(Some(ca))
+        Some(Some(Box::new(ca)))
     });
     let client = client_certificate(rd, &o);
     Some(HttpTlsConfig {
@@ -186,7 +186,7 @@ fn trust_anchors(rd: &mut Reader<'_>, node: &Node<'_>, ca: &PemCertificates) -> 
 }
 
 /// Reads `client_cert` and `client_key`: both or neither, the key matching the certificate.
-fn client_certificate(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<Option<ClientCertificate>> {
+fn client_certificate(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<Option<Box<ClientCertificate>>> {
     let (cert_node, key_node) = match (o.get("client_cert"), o.get("client_key")) {
         (None, None) => return Some(None),
         (Some(_), None) => return rd.fail(&o.key_path("client_key"), "required with client_cert"),
@@ -198,11 +198,11 @@ fn client_certificate(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<Option<ClientC
     let (cert, (key_path, key)) = (cert?, key?);
     let provider = default_provider();
     match CertifiedKey::from_der(cert.certs.clone(), key.clone_key(), &provider) {
-        Ok(_) => Some(Some(ClientCertificate {
+        Ok(_) => Some(Some(Box::new(ClientCertificate {
             cert,
             key_path,
             key,
-        })),
+        }))),
         Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => rd.fail(
             &key_node.path,
             format!(
@@ -301,5 +301,5 @@ pub(super) fn read_proxy(rd: &mut Reader<'_>, node: &Node<'_>) -> Option<ProxySe
     if !bare {
         return rd.fail(&node.path, "a proxy URL has no path or query");
     }
-    Some(ProxySetting::Url(uri))
+    Some(ProxySetting::Url(Box::new(uri)))
 }

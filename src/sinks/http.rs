@@ -47,7 +47,7 @@ pub(crate) fn client_options(config: &HttpSinkConfig) -> ClientOptions {
         proxy: match &config.proxy {
             ProxySetting::Environment => Proxy::Environment,
             ProxySetting::Direct => Proxy::Direct,
-            ProxySetting::Url(uri) => Proxy::Url(uri.clone()),
+            ProxySetting::Url(uri) => Proxy::Url((**uri).clone()),
         },
     }
 }

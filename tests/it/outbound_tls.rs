@@ -351,6 +351,7 @@ async fn a_sink_proxy_overrides_the_environment_and_keeps_its_credentials_out_of
         .display()
         .to_string();
     let own_port = own.addr.port();
+    let forwarded = format!("http://sink.test:{}/hook", plain.addr.port());
     let sinks = format!(
         "  good: {{ http: {{ url: \"{tunnelled}\", tls: {{ ca: \"{ca}\" }}, \
          proxy: \"http://svc:s3cret-pass@127.0.0.1:{own_port}\" }} }}\n  \
@@ -362,7 +363,6 @@ async fn a_sink_proxy_overrides_the_environment_and_keeps_its_credentials_out_of
          retry: {{ max_attempts: 2, schedule: [50ms] }}, dead_letter: dlq }}\n  \
          dlq: {{ file: {{ path: \"{{dir}}/dead.jsonl\" }} }}",
         tunnelled = server.url("sink.test"),
-        forwarded = format!("http://sink.test:{}/hook", plain.addr.port()),
         direct = server.url("localhost"),
     );
     let env_proxy = environment.url();

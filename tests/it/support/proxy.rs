@@ -65,7 +65,8 @@ async fn accept(listener: TcpListener, hits: Arc<Mutex<Vec<ProxyHit>>>, required
         };
         let (hits, required) = (hits.clone(), required.clone());
         tokio::spawn(async move {
-            let _ = relay(client, &hits, required.as_deref()).await;
+            // A client that hangs up mid-relay ends only its own connection.
+            let _relayed = relay(client, &hits, required.as_deref()).await;
         });
     }
 }

@@ -196,7 +196,8 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, log: Arc<Log>) {
                     Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::new())))
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            // A client that hangs up ends only its own connection.
+            let _served = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), service)
                 .await;
         });
