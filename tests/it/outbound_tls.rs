@@ -198,6 +198,41 @@ routes: [{{ name: all, to: [hook] }}]
     .await;
 }
 
+#[tokio::test]
+async fn the_cli_trusts_a_private_ca_given_with_ca() {
+    let ca = TestCa::new("Private CA");
+    let server = TlsSink::start(&ca.server(&["localhost"]), None).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca_file = ca.write_cert(&dir.path().join("ca.pem"));
+    let send = |ca: Option<&Path>| {
+        let mut command = tokio::process::Command::new(crate::support::process::BIN);
+        command.args(["send", "--url", &server.url("localhost"), "--type", "T"]);
+        command.args(["--source", "/cli"]);
+        if let Some(ca) = ca {
+            command.arg("--ca").arg(ca);
+        }
+        command.env_remove("HTTPS_PROXY").env_remove("https_proxy");
+        command.env_remove("ALL_PROXY").env_remove("all_proxy");
+        command.output()
+    };
+
+    let refused = send(None).await.expect("run");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("certificate"), "{stderr}");
+    assert!(server.hits().is_empty());
+
+    let trusted = send(Some(&ca_file)).await.expect("run");
+    let stdout = String::from_utf8_lossy(&trusted.stdout);
+    assert!(
+        trusted.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert!(stdout.starts_with("200"), "{stdout}");
+    assert_eq!(server.hits().len(), 1);
+}
+
 // === Proxies (spawned daemon: the proxy variables are set on the child only) ===
 
 /// A spawned daemon and the paths of its directory.
