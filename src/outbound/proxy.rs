@@ -85,7 +85,11 @@ impl Routes {
                 .find_map(|n| var(n).filter(|v| !v.trim().is_empty()))
         };
         let [http, https, all, no] = ENV_NAMES.map(first);
-        warn_unusable(&[(0, &http), (1, &https), (2, &all)]);
+        for (names, value) in ENV_NAMES.iter().zip([&http, &https, &all]) {
+            if let Some(value) = value {
+                warn_if_unusable(names[0], value);
+            }
+        }
         if http.is_none() && https.is_none() && all.is_none() {
             return None;
         }
@@ -138,24 +142,20 @@ impl Routes {
     }
 }
 
-/// Logs the proxy variables that are set but unusable (their names only: values may hold
+/// Logs a proxy variable that is set but unusable (by name only: the value may hold
 /// credentials); hyper-util would silently connect directly.
-fn warn_unusable(values: &[(usize, &Option<String>)]) {
-    for (i, value) in values {
-        let Some(value) = value else { continue };
-        let name = ENV_NAMES[*i][0];
-        let matcher = Matcher::builder().all(value.as_str()).build();
-        match matcher.intercept(&Uri::from_static("http://target/")) {
-            None => tracing::warn!(
-                variable = name,
-                "Proxy variable is not a proxy URL; targets it would serve are reached directly"
-            ),
-            Some(i) if i.uri().scheme_str() != Some("http") => tracing::warn!(
-                variable = name,
-                "Proxy variable names a proxy that is not http://; connections through it fail"
-            ),
-            Some(_) => {}
-        }
+fn warn_if_unusable(variable: &str, value: &str) {
+    let matcher = Matcher::builder().all(value).build();
+    match matcher.intercept(&Uri::from_static("http://target/")) {
+        None => tracing::warn!(
+            variable,
+            "Proxy variable is not a proxy URL; targets it would serve are reached directly"
+        ),
+        Some(i) if i.uri().scheme_str() != Some("http") => tracing::warn!(
+            variable,
+            "Proxy variable names a proxy that is not http://; connections through it fail"
+        ),
+        Some(_) => {}
     }
 }
 
