@@ -256,7 +256,8 @@ impl Spawned {
         let sinks = sinks.replace("{dir}", &dir.path().display().to_string());
         let yaml = format!(
             "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin_port}\n\
-             spool: {{ backend: memory }}\nsinks:\n{sinks}\nroutes: [{{ name: all, to: [{names}] }}]\n",
+             spool: {{ backend: memory }}\nsinks:\n{sinks}\n\
+             routes: [{{ name: all, to: [{names}] }}]\n",
             names = sink_names(&sinks).join(", ")
         );
         let config = dir.path().join("routes.yaml");
