@@ -38,6 +38,8 @@ const ENV_NAMES: [&[&str]; 4] = [
 #[derive(Debug)]
 pub(super) struct Routes {
     matcher: Matcher,
+    /// The proxy of plain-HTTP targets takes credentials.
+    http_credentials: bool,
 }
 
 impl Routes {
@@ -70,7 +72,11 @@ impl Routes {
                 "not a proxy URL (http://[user:password@]host:port)",
             ));
         }
-        Ok(Self { matcher })
+        let http_credentials = has_http_credentials(&matcher);
+        Ok(Self {
+            matcher,
+            http_credentials,
+        })
     }
 
     /// The environment proxies, read through `var`; `None` when none is set.
@@ -93,21 +99,17 @@ impl Routes {
         if http.is_none() && https.is_none() && all.is_none() {
             return None;
         }
-        let mut builder = Matcher::builder();
-        if let Some(all) = all {
-            builder = builder.all(all);
-        }
-        if let Some(http) = http {
-            builder = builder.http(http);
-        }
-        if let Some(https) = https {
-            builder = builder.https(https);
-        }
-        if let Some(no) = no {
-            builder = builder.no(no);
-        }
+        let (all, http, https, no) = (
+            all.as_deref(),
+            http.as_deref(),
+            https.as_deref(),
+            no.as_deref(),
+        );
+        // Asked without `NO_PROXY`, which could name the probe's host.
+        let http_credentials = has_http_credentials(&matcher(all, http, None, None));
         Some(Self {
-            matcher: builder.build(),
+            matcher: matcher(all, http, https, no),
+            http_credentials,
         })
     }
 
@@ -118,10 +120,7 @@ impl Routes {
 
     /// Whether plain-HTTP targets may go through a proxy that wants credentials.
     pub(super) fn http_has_credentials(&self) -> bool {
-        let probe = Uri::from_static("http://target/");
-        self.matcher
-            .intercept(&probe)
-            .is_some_and(|i| i.basic_auth().is_some())
+        self.http_credentials
     }
 
     /// Adds `Proxy-Authorization` to a plain-HTTP request that goes through a proxy with
@@ -140,6 +139,36 @@ impl Routes {
                 .insert(header::PROXY_AUTHORIZATION, auth.clone());
         }
     }
+}
+
+/// A matcher of the given proxy variables' values.
+fn matcher(
+    all: Option<&str>,
+    http: Option<&str>,
+    https: Option<&str>,
+    no: Option<&str>,
+) -> Matcher {
+    let mut builder = Matcher::builder();
+    if let Some(all) = all {
+        builder = builder.all(all);
+    }
+    if let Some(http) = http {
+        builder = builder.http(http);
+    }
+    if let Some(https) = https {
+        builder = builder.https(https);
+    }
+    if let Some(no) = no {
+        builder = builder.no(no);
+    }
+    builder.build()
+}
+
+/// Whether `matcher` sends plain-HTTP targets to a proxy with credentials.
+fn has_http_credentials(matcher: &Matcher) -> bool {
+    matcher
+        .intercept(&Uri::from_static("http://target/"))
+        .is_some_and(|i| i.basic_auth().is_some())
 }
 
 /// Logs a proxy variable that is set but unusable (by name only: the value may hold

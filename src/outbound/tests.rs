@@ -152,6 +152,12 @@ fn plain_http_requests_carry_proxy_credentials_and_https_requests_do_not() {
     assert!(!secure.headers().contains_key(header::PROXY_AUTHORIZATION));
     let anonymous = env(&[("HTTP_PROXY", "http://proxy:3128")]).unwrap();
     assert!(!anonymous.http_has_credentials());
+    let bypassing = env(&[
+        ("HTTP_PROXY", "http://user:s3cret@proxy:3128"),
+        ("NO_PROXY", "target"),
+    ])
+    .unwrap();
+    assert!(bypassing.http_has_credentials(), "whatever NO_PROXY names");
 }
 
 fn identity(cert_pem: &str, key_pem: &str) -> Identity {
