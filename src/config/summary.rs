@@ -8,9 +8,10 @@ use std::time::Duration;
 use super::units::format_duration;
 use super::DeliveryOrder;
 use super::{
-    AuthRule, Config, ConnectionLimits, HttpFormat, HttpSinkConfig, MatchConfig, ProxySetting,
-    RouteConfig, SignConfig, SinkConfig, SinkKind, SpoolBackend,
+    AuthRule, Config, ConnectionLimits, HttpFormat, MatchConfig, RouteConfig, SignConfig,
+    SinkConfig, SinkKind, SpoolBackend,
 };
+use super::{HttpSinkConfig, ProxySetting};
 
 impl Config {
     /// A human-readable listing of this configuration (for `switchyard check`); never shows secrets.
