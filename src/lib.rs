@@ -6,7 +6,8 @@
 //! `schedule` turns cron ticks into events for `accept`, and `sources` turns providers'
 //! webhooks (`POST /hooks/<name>`) into events for it. `config` and `telemetry` stand at the
 //! side; `app` wires everything together, and `server` is the accept loop that ingress and
-//! the admin server share.
+//! the admin server share. `outbound` builds the one HTTP client that sinks, trace export
+//! and the CLI use.
 
 pub mod accept;
 mod admin;
@@ -18,6 +19,7 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ingress;
+pub mod outbound;
 mod reload;
 pub mod routing;
 mod schedule;

@@ -10,6 +10,9 @@ mod env;
 mod live;
 mod model;
 mod nats;
+mod outbound;
+#[cfg(test)]
+mod outbound_tests;
 mod reload;
 mod routes;
 mod schedules;
@@ -39,6 +42,7 @@ pub use live::{live, Live, Publisher};
 pub use nats::{
     NatsAuth, NatsConnection, NatsSinkConfig, NatsSpoolConfig, DEFAULT_DUPLICATE_WINDOW,
 };
+pub use outbound::{ClientCertificate, HttpTlsConfig, PemCertificates, ProxySetting};
 pub use reload::{
     reload_channel, watch_file, ReloadFailed, ReloadRequest, ReloadSummary, ReloadTrigger,
     RELOAD_SETTLE,
@@ -229,6 +233,10 @@ pub struct HttpSinkConfig {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// How each request is signed; `None` sends it unsigned.
     pub sign: Option<SignConfig>,
+    /// CA certificates trusted besides the system's roots, and the client certificate.
+    pub tls: HttpTlsConfig,
+    /// How the target is reached: the environment's proxy, none, or a given one.
+    pub proxy: ProxySetting,
 }
 
 /// Wire formats of the `http` sink.

@@ -104,10 +104,18 @@ pub(super) const SINK_KINDS: &[&str] = &["http", "log", "file", "exec", "handler
 
 /// `http:` — `url` (absolute http or https, required), `format` (cloudevents-binary, the
 /// default, cloudevents-structured or eventgrid), `timeout` (per attempt, default 30s) and
-/// `headers` (name → value, sent with every delivery) and `sign` (how each request is
-/// signed; read in `sign`).
+/// `headers` (name → value, sent with every delivery), `sign` (how each request is
+/// signed; read in `sign`), `tls` and `proxy` (how the target is reached; read in
+/// `outbound`).
 pub(super) const HTTP: Shape = Shape {
-    keys: "url format timeout headers sign",
+    keys: "url format timeout headers sign tls proxy",
+    later: "",
+};
+
+/// `http.tls:` — `ca` (a PEM file of certificates trusted besides the system's roots),
+/// `client_cert` and `client_key` (PEM files presented to a target that asks; both or neither).
+pub(super) const HTTP_TLS: Shape = Shape {
+    keys: "ca client_cert client_key",
     later: "",
 };
 
@@ -286,6 +294,17 @@ impl<'a> Reader<'a> {
 
     /// Reads a mapping, reporting keys its shape does not take.
     pub(super) fn object<'v>(&mut self, node: &Node<'v>, shape: &Shape) -> Option<Obj<'v>> {
+        self.object_hinted(node, shape, |_| None)
+    }
+
+    /// Like [`Reader::object`], but `hint` may give a better reason than "unknown key" for a
+    /// key the shape does not take.
+    pub(super) fn object_hinted<'v>(
+        &mut self,
+        node: &Node<'v>,
+        shape: &Shape,
+        hint: fn(&str) -> Option<&'static str>,
+    ) -> Option<Obj<'v>> {
         let map = match node.value {
             Json::Object(map) => Some(map),
             Json::Null => None,
@@ -303,6 +322,8 @@ impl<'a> Reader<'a> {
         for key in keys.into_iter().filter(|k| !shape.knows(k)) {
             let message = if shape.is_later(key) {
                 "not supported yet".to_owned()
+            } else if let Some(reason) = hint(key) {
+                format!("unknown key: {reason}")
             } else {
                 format!("unknown key (allowed here: {})", shape.allowed())
             };

@@ -11,6 +11,7 @@ use super::{
     AuthRule, Config, ConnectionLimits, HttpFormat, MatchConfig, RouteConfig, SignConfig,
     SinkConfig, SinkKind, SourceConfig, SpoolBackend, Verify,
 };
+use super::{HttpSinkConfig, ProxySetting};
 
 impl Config {
     /// A human-readable listing of this configuration (for `switchyard check`); never shows secrets.
@@ -238,6 +239,21 @@ fn sign_text(sign: Option<&SignConfig>) -> String {
     }
 }
 
+/// An http sink's `tls` and `proxy`, when set: file paths and the proxy's address only.
+fn reach_text(http: &HttpSinkConfig) -> String {
+    let mut text = String::new();
+    if let Some(ca) = &http.tls.ca {
+        text.push_str(&format!(", ca {}", ca.path.display()));
+    }
+    if let Some(client) = &http.tls.client {
+        text.push_str(&format!(", client cert {}", client.cert.path.display()));
+    }
+    if http.proxy != ProxySetting::Environment {
+        text.push_str(&format!(", proxy {}", http.proxy.describe()));
+    }
+    text
+}
+
 /// What a sink delivers to, without anything that may hold a secret.
 fn target(kind: &SinkKind) -> String {
     match kind {
@@ -259,7 +275,7 @@ fn target(kind: &SinkKind) -> String {
                     headers.join(", ")
                 },
                 sign_text(http.sign.as_ref()),
-            )
+            ) + &reach_text(http)
         }
         SinkKind::Log(log) => format!("(level {})", log.level.as_str().to_lowercase()),
         SinkKind::File(file) => file.path.display().to_string(),

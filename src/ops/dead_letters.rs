@@ -137,7 +137,7 @@ pub(super) fn call(
     let url: Uri = url.parse().context("--admin is not a valid URL")?;
     let mut headers = HeaderMap::new();
     bearer(args.token.as_deref(), &mut headers)?;
-    let (status, body) = exchange(method, url, headers, Bytes::new())?;
+    let (status, body) = exchange(method, url, headers, Bytes::new(), args.ca.as_deref())?;
     let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if !status.is_success() {
         let message = match value.get("error").and_then(Value::as_str) {

@@ -1,10 +1,11 @@
 //! Observability at the side: log setup, metric names, the Prometheus recorder, the
 //! process counters that the hot path bumps, and (in `otlp`) trace export.
 //!
-//! Imports nothing internal. Every metric name is a constant here and every raw `metrics`
-//! macro call lives in this file, so names and labels cannot drift between the places that
-//! record them. Label handles are registered once (per format, per route, per sink) and
-//! cached, so recording an event costs an atomic add, not a registry lookup or an allocation.
+//! Imports nothing internal but `outbound` (the trace exporter's HTTP client). Every metric
+//! name is a constant here and every raw `metrics` macro call lives in this file, so names
+//! and labels cannot drift between the places that record them. Label handles are
+//! registered once (per format, per route, per sink) and cached, so recording an event costs
+//! an atomic add, not a registry lookup or an allocation.
 
 mod logging;
 pub(crate) mod otlp;

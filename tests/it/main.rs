@@ -17,6 +17,7 @@ mod hostile_events;
 mod ingress;
 mod leases;
 mod otlp;
+mod outbound_tls;
 mod priority;
 mod readiness;
 mod reload;
