@@ -33,6 +33,7 @@ fn spool(max_bytes: u64) -> NatsSpool {
         backend: SpoolBackend::Nats,
         path: ".".into(),
         max_bytes,
+        dead_letter_ttl: None,
         nats: Some(nats),
     })
 }
@@ -110,6 +111,7 @@ async fn two_spools_on_one_stream_share_the_work() {
         backend: SpoolBackend::Nats,
         path: ".".into(),
         max_bytes: 1 << 30,
+        dead_letter_ttl: None,
         nats: Some(NatsSpoolConfig {
             stream: a_stream(&a),
             connection: test_server(),
@@ -146,6 +148,7 @@ async fn an_unreachable_server_refuses_puts_as_unreachable() {
         backend: SpoolBackend::Nats,
         path: ".".into(),
         max_bytes: 1 << 30,
+        dead_letter_ttl: None,
         nats: Some(NatsSpoolConfig {
             connection: NatsConnection {
                 urls: vec!["nats://127.0.0.1:1".into()],
@@ -191,6 +194,7 @@ async fn a_server_restart_is_ridden_out() {
         backend: SpoolBackend::Nats,
         path: ".".into(),
         max_bytes: 1 << 30,
+        dead_letter_ttl: None,
         nats: Some(NatsSpoolConfig {
             stream: "sy-test-restart".into(),
             ack_wait: Duration::from_secs(2),
