@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Spool, SpoolHandle};
+use super::{Spool, SpoolError, SpoolHandle};
 use crate::event::{Event, ExtensionValue};
 
 /// How often the sweep runs: an entry outlives its expiry by at most this (plus the sweep).
@@ -80,14 +80,19 @@ pub async fn sweep_until(spool: Arc<SpoolHandle>, stop: CancellationToken) {
             _ = ticks.tick() => {}
         }
         match spool.sweep(SystemTime::now()).await {
-            Ok(swept) if swept != Swept::default() => {
-                tracing::debug!(
-                    sightings = swept.sightings,
+            Ok(swept) if swept.dead_letters > 0 => {
+                tracing::info!(
                     dead_letters = swept.dead_letters,
-                    "Spool swept"
+                    sightings = swept.sightings,
+                    "Expired dead letters removed"
                 );
             }
+            Ok(swept) if swept.sightings > 0 => {
+                tracing::debug!(sightings = swept.sightings, "Expired sightings removed");
+            }
             Ok(_) => {}
+            // Shutting down: the spool closed before this task was told to stop.
+            Err(SpoolError::Closed) => return,
             Err(error) => tracing::warn!(%error, "Spool sweep failed; trying again"),
         }
     }

@@ -210,6 +210,16 @@ fn journalable(batch: &PutBatch) -> bool {
             .all(|(_, d)| journal::fits_delivery(d))
 }
 
+/// Splits the sweeps off a group; a group without one (nearly every group) is not copied.
+fn take_sweeps(group: Vec<Command>) -> (Vec<Command>, Vec<Command>) {
+    if !group.iter().any(|c| matches!(c, Command::Sweep { .. })) {
+        return (Vec::new(), group);
+    }
+    group
+        .into_iter()
+        .partition(|c| matches!(c, Command::Sweep { .. }))
+}
+
 impl Writer {
     /// Runs until every sender is gone or a `Close` arrives, and the queue is drained.
     pub(super) fn run(mut self) {
@@ -222,9 +232,7 @@ impl Writer {
                 }
             }
             // Sweeps run after the rest of the group, in transactions of their own.
-            let (sweeps, group): (Vec<Command>, Vec<Command>) = group
-                .into_iter()
-                .partition(|c| matches!(c, Command::Sweep { .. }));
+            let (sweeps, group) = take_sweeps(group);
             let group = self.admit(group);
             if !group.is_empty() {
                 self.commit_group(group);
