@@ -159,7 +159,7 @@ pub(super) async fn an_event_counts_its_attributes_and_extensions(spool: &impl S
     assert!(event_size(&ev) >= 24 * 1024);
 }
 
-pub(super) async fn a_listing_stops_at_its_byte_bound(spool: &impl Stored) {
+pub(super) async fn a_listing_stops_at_its_byte_bound(spool: &impl Spool) {
     for i in 0..3 {
         let mut ev = (*event(&format!("big-{i}"))).clone();
         ev.data = Some(Bytes::from(vec![b'x'; 4096]));
