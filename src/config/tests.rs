@@ -568,7 +568,7 @@ fn spool_dead_letter_ttl_defaults_to_14_days_and_0_keeps_them() {
     let ttl = nats.spool.nats.map(|n| n.dead_letter_ttl);
     assert_eq!(ttl, Some(Some(Duration::from_secs(24 * 3600))));
     let errors = errors("spool: { dead_letter_ttl: soon }");
-    assert_error(&errors, "spool.dead_letter_ttl", "");
+    assert_error(&errors, "spool.dead_letter_ttl", "duration");
 }
 
 #[test]
