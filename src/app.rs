@@ -154,6 +154,8 @@ impl Switchyard {
         };
 
         let shutdown = CancellationToken::new();
+        // Expired sightings and dead letters go at the rate they expire, whatever the traffic.
+        tokio::spawn(crate::spool::sweep_until(spool.clone(), shutdown.clone()));
         let deliveries = TaskTracker::new();
         let stop_leasing = CancellationToken::new();
         let loaded = match (self.config_source, &self.config_file) {

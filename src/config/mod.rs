@@ -78,6 +78,9 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
 }
 
+/// How long a dead letter is kept when `spool.dead_letter_ttl` is absent: 14 days.
+pub const DEFAULT_DEAD_LETTER_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+
 /// Spool settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpoolConfig {
@@ -87,6 +90,9 @@ pub struct SpoolConfig {
     pub path: PathBuf,
     /// Most event bytes kept at once; past it ingress answers 503 with `Retry-After`.
     pub max_bytes: u64,
+    /// How long a dead letter is kept (`spool.dead_letter_ttl`); `None` keeps it until it is
+    /// replayed or purged.
+    pub dead_letter_ttl: Option<Duration>,
     /// Settings of the `nats` backend; `None` for the others.
     pub nats: Option<NatsSpoolConfig>,
 }

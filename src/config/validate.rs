@@ -20,6 +20,7 @@ use super::sources;
 use super::telemetry;
 use super::{
     env, AuthRule, Config, ConfigError, ConnectionLimits, IngressConfig, SpoolBackend, SpoolConfig,
+    DEFAULT_DEAD_LETTER_TTL,
 };
 
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -81,6 +82,7 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
         nats.duplicate_window = ingress
             .dedup_window
             .unwrap_or(nats::DEFAULT_DUPLICATE_WINDOW);
+        nats.dead_letter_ttl = spool.dead_letter_ttl;
     }
     Some(Config {
         listen: listen?,
@@ -116,11 +118,24 @@ fn spool(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<SpoolConfig> {
         0 => rd.fail(&n.path, "must be at least 1 byte"),
         size => Some(size),
     });
+    let dead_letter_ttl = rd.or(
+        o.get("dead_letter_ttl"),
+        Some(DEFAULT_DEAD_LETTER_TTL),
+        |rd, n| {
+            // A bare `0` (number or text) keeps dead letters; any other value needs a unit.
+            let zero = n.value.as_u64() == Some(0) || n.value.as_str() == Some("0");
+            match zero {
+                true => Some(None),
+                false => rd.duration(n).map(|ttl| Some(ttl).filter(|t| !t.is_zero())),
+            }
+        },
+    );
     let backend = backend?;
     Some(SpoolConfig {
         backend,
         path: path?,
         max_bytes: max_bytes?,
+        dead_letter_ttl: dead_letter_ttl?,
         nats: Some(nats?).filter(|_| backend == SpoolBackend::Nats),
     })
 }

@@ -37,6 +37,8 @@ pub const SPOOL_DEPTH: &str = "switchyard_spool_depth";
 pub const SPOOL_DISK_USED_RATIO: &str = "switchyard_spool_disk_used_ratio";
 /// Bytes still free on the filesystem holding `spool.path` (embedded spool).
 pub const SPOOL_DISK_FREE_BYTES: &str = "switchyard_spool_disk_free_bytes";
+/// Entries in the spool's duplicate-suppression table (`ingress.dedup_window`).
+pub const SPOOL_DEDUP_ENTRIES: &str = "switchyard_spool_dedup_entries";
 /// Deliveries dead-lettered, by `sink` and `reason` (Event Grid's `deadLetterReason`).
 pub const DEAD_LETTERS: &str = "switchyard_dead_letters_total";
 /// Configuration reloads, by `outcome` (`success` or `failure`).
@@ -97,6 +99,10 @@ fn describe() {
         SPOOL_DISK_FREE_BYTES,
         Unit::Bytes,
         "Bytes free on the spool's filesystem."
+    );
+    describe_gauge!(
+        SPOOL_DEDUP_ENTRIES,
+        "Entries in the spool's duplicate-suppression table."
     );
     describe_counter!(DEAD_LETTERS, "Deliveries dead-lettered.");
     describe_counter!(CONFIG_RELOADS, "Configuration reloads.");
@@ -168,6 +174,11 @@ pub fn config_reloaded(success: bool) {
 pub fn spool_disk(used_ratio: f64, free_bytes: u64) {
     metrics::gauge!(SPOOL_DISK_USED_RATIO).set(used_ratio);
     metrics::gauge!(SPOOL_DISK_FREE_BYTES).set(free_bytes as f64);
+}
+
+/// Sets the number of entries in the spool's duplicate-suppression table.
+pub fn spool_dedup_entries(entries: u64) {
+    metrics::gauge!(SPOOL_DEDUP_ENTRIES).set(entries as f64);
 }
 
 /// Counts `n` spans the OTLP collector accepted.

@@ -5,6 +5,7 @@ mod support;
 mod admin;
 mod admin_guard;
 mod backpressure;
+mod bounded;
 mod cli;
 mod connections;
 mod dead_letters;

@@ -60,6 +60,7 @@ fn config(ingress: IngressConfig) -> Config {
             backend: SpoolBackend::Memory,
             path: PathBuf::new(),
             max_bytes: 1 << 30,
+            dead_letter_ttl: None,
             nats: None,
         },
         ingress,

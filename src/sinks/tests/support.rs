@@ -83,6 +83,7 @@ pub(crate) fn config(sinks: Vec<SinkConfig>) -> Config {
             backend: SpoolBackend::Memory,
             path: PathBuf::from("."),
             max_bytes: 1 << 30,
+            dead_letter_ttl: None,
             nats: None,
         },
         ingress: IngressConfig {
