@@ -337,3 +337,57 @@ async fn serve_logs_the_sync_sqlite_commits_with() {
     // The repository's .cargo/config.toml builds SQLite with HAVE_FDATASYNC.
     assert!(line.contains(r#""sync":"fdatasync""#), "{line}");
 }
+
+#[test]
+fn the_compose_kit_mounts_files_that_exist_and_its_configuration_passes_check() {
+    let text = read("deploy/compose/compose.yaml");
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("compose.yaml is YAML");
+    let services = docs[0]["services"].as_hash().expect("services");
+    let names: Vec<&str> = services.keys().filter_map(|k| k.as_str()).collect();
+    for name in [
+        "nats",
+        "switchyard-1",
+        "switchyard-2",
+        "demo-sink",
+        "prometheus",
+    ] {
+        assert!(names.contains(&name), "no service {name}");
+    }
+    // Every bind mount's source is a file of the kit (merge keys are not resolved by the
+    // parser, so the shared switchyard block is read from the anchor).
+    let anchor = &docs[0]["x-switchyard"];
+    let mut mounts = 0;
+    for service in services.values().chain([anchor]) {
+        for volume in service["volumes"].as_vec().into_iter().flatten() {
+            let volume = volume.as_str().expect("short volume syntax");
+            if let Some(source) = volume.strip_prefix("./") {
+                let source = source.split(':').next().expect("source");
+                mounts += 1;
+                assert!(
+                    repo("deploy/compose").join(source).is_file(),
+                    "{volume}: no such file"
+                );
+            }
+        }
+    }
+    assert_eq!(mounts, 3, "routes.yaml, demo-sink.py, prometheus.yml");
+    let build = &anchor["build"];
+    let context = repo("deploy/compose").join(build["context"].as_str().expect("context"));
+    assert!(context
+        .join(build["dockerfile"].as_str().expect("dockerfile"))
+        .is_file());
+    assert_eq!(
+        anchor["stop_grace_period"].as_str(),
+        Some("75s"),
+        "above twice shutdown_grace"
+    );
+
+    let env = read("deploy/compose/.env");
+    let vars: Vec<(&str, &str)> = env
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let out = check(&read("deploy/compose/routes.yaml"), &vars);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
