@@ -1,6 +1,6 @@
 //! `switchyard health`: asks a running daemon's admin server whether it is ready (`/readyz`)
 //! or alive (`/healthz`), for a container `HEALTHCHECK` or a script; the image carries no
-//! curl.
+//! curl. It connects directly: the environment's proxy settings do not apply.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +10,7 @@ use bytes::Bytes;
 use clap::ValueEnum;
 use hyper::{HeaderMap, Method, Uri};
 use serde_json::Value;
+use switchyard::outbound::Proxy;
 
 /// `switchyard health`.
 #[derive(Debug, clap::Args)]
@@ -60,8 +61,11 @@ pub(crate) fn health(args: &HealthArgs) -> anyhow::Result<ExitCode> {
     let mut headers = HeaderMap::new();
     super::bearer(args.token.as_deref(), &mut headers)?;
     let timeout = Duration::from_secs(args.timeout);
+    // Directly, whatever HTTP_PROXY says: the proxies in a daemon's environment are for its
+    // sinks, and a probe that went through one would judge the proxy.
     let answer = super::exchange_within(
         timeout,
+        Proxy::Direct,
         Method::GET,
         url,
         headers,

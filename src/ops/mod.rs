@@ -26,7 +26,7 @@ use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 
 use switchyard::event::{http as ce_http, Event};
-use switchyard::outbound::{Client, ClientOptions, SystemRoots};
+use switchyard::outbound::{Client, ClientOptions, Proxy, SystemRoots};
 
 pub(crate) use dead_letters::{dead_letter, DeadLetterArgs};
 pub(crate) use health::{health, HealthArgs};
@@ -300,12 +300,14 @@ pub(super) fn exchange(
     body: Bytes,
     ca: Option<&Path>,
 ) -> anyhow::Result<(StatusCode, Bytes)> {
-    exchange_within(TIMEOUT, method, url, headers, body, ca)
+    exchange_within(TIMEOUT, Proxy::Environment, method, url, headers, body, ca)
 }
 
-/// Like [`exchange`], the answer and its body each awaited at most `timeout`.
+/// Like [`exchange`], the answer and its body each awaited at most `timeout`, through
+/// `proxy`.
 pub(super) fn exchange_within(
     timeout: Duration,
+    proxy: Proxy,
     method: Method,
     url: Uri,
     headers: HeaderMap,
@@ -314,6 +316,7 @@ pub(super) fn exchange_within(
 ) -> anyhow::Result<(StatusCode, Bytes)> {
     let options = ClientOptions {
         extra_roots: ca.map(read_ca).transpose()?.unwrap_or_default(),
+        proxy,
         ..ClientOptions::default()
     };
     let what = format!("{method} {url}");

@@ -81,7 +81,7 @@ fn fake_admin(reply: &'static str) -> (String, std::thread::JoinHandle<String>) 
 }
 
 #[tokio::test]
-async fn health_exits_one_with_the_reason_when_not_ready_and_sends_the_token() {
+async fn health_exits_one_with_the_reason_when_not_ready_and_sends_the_token_directly() {
     let body = r#"{"status":"not ready","reason":"spool storage is failing"}"#;
     let reply: &'static str = Box::leak(
         format!(
@@ -94,6 +94,11 @@ async fn health_exits_one_with_the_reason_when_not_ready_and_sends_the_token() {
     let run = tokio::process::Command::new(BIN)
         .args(["health", "--admin", &url])
         .env("SWITCHYARD_ADMIN_TOKEN", "from-env")
+        // A proxy in the environment is for sinks: the probe goes directly.
+        .env("HTTP_PROXY", "http://127.0.0.1:1")
+        .env("http_proxy", "http://127.0.0.1:1")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
         .output();
     let out = tokio::time::timeout(Duration::from_secs(20), run)
         .await
