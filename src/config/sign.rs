@@ -15,19 +15,30 @@ const WHSEC: &str = "whsec_";
 /// Shortest Standard Webhooks key accepted, in bytes (the specification asks for 24 to 64).
 const MIN_WEBHOOK_KEY: usize = 16;
 
-/// Key bytes of an HMAC secret. Its `Debug` shows only `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretKey(Vec<u8>);
+/// Key bytes of an HMAC secret, with the HMAC-SHA256 key made from them once (not per
+/// request). Its `Debug` shows only `***`.
+#[derive(Clone)]
+pub struct SecretKey {
+    bytes: Vec<u8>,
+    hmac: std::sync::Arc<ring::hmac::Key>,
+}
 
 impl SecretKey {
     /// A key of these bytes.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        Self(bytes.into())
+        let bytes = bytes.into();
+        let hmac = std::sync::Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes));
+        Self { bytes, hmac }
     }
 
     /// The key bytes.
     pub fn bytes(&self) -> &[u8] {
-        &self.0
+        &self.bytes
+    }
+
+    /// The HMAC-SHA256 key of these bytes.
+    pub fn hmac(&self) -> &ring::hmac::Key {
+        &self.hmac
     }
 
     /// Reads a Standard Webhooks secret: `whsec_` followed by the base64 key.
@@ -44,9 +55,17 @@ impl SecretKey {
                 key.len()
             ));
         }
-        Ok(Self(key))
+        Ok(Self::new(key))
     }
 }
+
+impl PartialEq for SecretKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for SecretKey {}
 
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,7 +147,7 @@ pub(super) fn webhook_secrets(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<Vec<Se
 pub(super) fn sas_token_key(rd: &mut Reader<'_>, node: &Node<'_>) -> Option<SecretKey> {
     let key = rd.text(node)?;
     match base64::engine::general_purpose::STANDARD.decode(key.trim()) {
-        Ok(bytes) if !bytes.is_empty() => Some(SecretKey(bytes)),
+        Ok(bytes) if !bytes.is_empty() => Some(SecretKey::new(bytes)),
         _ => rd.fail(&node.path, "expected the topic's access key (base64)"),
     }
 }
@@ -142,7 +161,7 @@ pub(super) fn hmac(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<HmacSignConfig> {
             .or_else(|| rd.fail(&n.path, "invalid header name"))
     });
     let secret = rd.required(o, "secret", |rd, n| {
-        rd.text(n).map(|s| SecretKey(s.into_bytes()))
+        rd.text(n).map(|s| SecretKey::new(s.into_bytes()))
     });
     let prefix = rd.or(o.get("prefix"), String::new(), Reader::string);
     let encoding = rd.or(o.get("encoding"), DigestEncoding::Hex, |rd, n| {

@@ -220,7 +220,7 @@ impl Signed {
         let mut matched = false;
         for secret in secrets {
             let key = sign::key(secret);
-            let tag = sign::webhook_signature(&key, &self.id, &self.timestamp, body);
+            let tag = sign::webhook_signature(key, &self.id, &self.timestamp, body);
             for presented in &self.signatures {
                 matched |= constant_time_eq(tag.as_ref(), presented);
             }
@@ -326,8 +326,7 @@ fn verify_sas_token(
         .map_err(|_| AuthFailure::BadFormat("the SAS token signature is not base64"))?;
     let signed = format!("r={resource}&e={expiry}");
     let matched = keys.iter().fold(false, |found, key| {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, key.bytes());
-        found | hmac::verify(&key, signed.as_bytes(), &signature).is_ok()
+        found | hmac::verify(key.hmac(), signed.as_bytes(), &signature).is_ok()
     });
     if !matched {
         return Err(AuthFailure::SignatureMismatch);

@@ -50,9 +50,9 @@ impl std::fmt::Debug for Signer {
     }
 }
 
-/// An HMAC-SHA256 key of these bytes.
-pub(crate) fn key(secret: &SecretKey) -> hmac::Key {
-    hmac::Key::new(hmac::HMAC_SHA256, secret.bytes())
+/// The HMAC-SHA256 key of a secret (made once, when the secret was read).
+pub(crate) fn key(secret: &SecretKey) -> &hmac::Key {
+    secret.hmac()
 }
 
 /// The Standard Webhooks signature: HMAC-SHA256 of `{id}.{timestamp}.{body}`.
@@ -76,11 +76,11 @@ impl Signer {
     pub(crate) fn new(config: &SignConfig) -> Self {
         let scheme = match config {
             SignConfig::StandardWebhooks { secrets } => {
-                Scheme::StandardWebhooks(secrets.iter().map(key).collect())
+                Scheme::StandardWebhooks(secrets.iter().map(|s| key(s).clone()).collect())
             }
             SignConfig::Hmac(h) => Scheme::Hmac(Box::new(BodyHmac {
                 header: h.header.clone(),
-                key: key(&h.secret),
+                key: key(&h.secret).clone(),
                 prefix: h.prefix.clone(),
                 encoding: h.encoding,
             })),

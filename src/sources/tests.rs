@@ -293,8 +293,9 @@ fn standard_webhooks_agrees_with_the_official_library_both_ways() {
     let h = sw_headers("msg_lib", seconds, &signature);
     assert_eq!(verify(&sw(), &h, SW_BODY.as_bytes(), now), Ok(()));
     // A signature the source accepts, made with the shared signing code, verifies in the library.
-    let key = sign::key(&SecretKey::from_whsec(SW_SECRET).unwrap());
-    let tag = sign::webhook_signature(&key, "msg_ours", &seconds.to_string(), SW_BODY.as_bytes());
+    let secret = SecretKey::from_whsec(SW_SECRET).unwrap();
+    let key = sign::key(&secret);
+    let tag = sign::webhook_signature(key, "msg_ours", &seconds.to_string(), SW_BODY.as_bytes());
     let ours = format!(
         "v1,{}",
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, tag.as_ref())

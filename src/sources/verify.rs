@@ -204,7 +204,7 @@ fn within(
 fn check(secrets: &[SecretKey], presented: &[Vec<u8>], message: &[&[u8]]) -> Result<(), Failure> {
     let mut matched = false;
     for secret in secrets {
-        let mut context = hmac::Context::with_key(&sign::key(secret));
+        let mut context = hmac::Context::with_key(sign::key(secret));
         for part in message {
             context.update(part);
         }

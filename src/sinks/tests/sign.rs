@@ -29,9 +29,10 @@ fn standard(secrets: &[&str]) -> SignConfig {
 
 #[test]
 fn the_specification_vector_is_reproduced() {
-    let key = sign::key(&SecretKey::from_whsec(VECTOR_SECRET).unwrap());
+    let secret = SecretKey::from_whsec(VECTOR_SECRET).unwrap();
+    let key = sign::key(&secret);
     let tag = sign::webhook_signature(
-        &key,
+        key,
         "msg_p5jXN8AQM9LWM0D4loKWxJek",
         "1614265330",
         br#"{"test": 2432232314}"#,
@@ -282,10 +283,11 @@ fn signing_cost() {
         "standard_webhooks, 1 secret, 1 KiB body: {} ns per delivery",
         per.as_nanos()
     );
-    let key = sign::key(&SecretKey::from_whsec(VECTOR_SECRET).unwrap());
+    let secret = SecretKey::from_whsec(VECTOR_SECRET).unwrap();
+    let key = sign::key(&secret);
     let started = Instant::now();
     for _ in 0..rounds {
-        std::hint::black_box(sign::webhook_signature(&key, "msg_x", "1614265330", &body));
+        std::hint::black_box(sign::webhook_signature(key, "msg_x", "1614265330", &body));
     }
     let per = started.elapsed() / rounds;
     println!(
