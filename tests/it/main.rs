@@ -5,6 +5,7 @@ mod support;
 mod admin;
 mod admin_guard;
 mod backpressure;
+mod cesql;
 mod cli;
 mod connections;
 mod dead_letters;
