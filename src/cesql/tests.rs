@@ -130,3 +130,35 @@ fn attributes_borrow_without_copying() {
         "missing attribute error at column 1 (`priority`): the event has no such attribute"
     );
 }
+
+#[test]
+fn the_readme_examples_mean_what_it_says() {
+    struct Ext;
+    impl Attributes for Ext {
+        fn attribute(&self, name: &str) -> Option<Value<'_>> {
+            let s = match name {
+                "retries" => "5",
+                "region" => "eu",
+                "tenant" => "Test_A",
+                "tier" => "gold",
+                _ => return None,
+            };
+            Some(Value::Str(Cow::Borrowed(s)))
+        }
+    }
+    let holds = |s: &str| {
+        let expr = Expr::parse(s).expect("parses");
+        expr.filter(&Ext).map_err(|e| e.kind)
+    };
+    let retry =
+        r"INT(retries) >= 3 AND region IN ('eu', 'uk') AND LOWER(tenant) NOT LIKE 'test\_%'";
+    assert_eq!(holds(retry), Ok(false));
+    assert_eq!(holds(&retry.replace("test", "prod")), Ok(true));
+    assert_eq!(
+        holds("EXISTS tier AND (tier = 'gold' OR tier = 'platinum')"),
+        Ok(true)
+    );
+    assert_eq!(holds("EXISTS priority AND priority = 'high'"), Ok(false));
+    assert!(holds("priority = 'high'").is_err());
+    assert_eq!(holds("retries > 2 AND NOT 'true'"), Ok(false));
+}
