@@ -325,7 +325,7 @@ impl Parser {
             end: minus.end,
             column: minus.column,
         };
-        if let Tok::Int(i) = self.peek().clone() {
+        if let &Tok::Int(i) = self.peek() {
             let digits = self.next();
             let value = i64::try_from(i)
                 .ok()

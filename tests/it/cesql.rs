@@ -43,8 +43,8 @@ fn config(sink: &TestSink) -> String {
 
 fn event(id: &str, ty: &str, extensions: serde_json::Value) -> serde_json::Value {
     let mut e = json!({ "specversion": "1.0", "id": id, "source": "/cesql", "type": ty });
-    if let (Some(e), Some(x)) = (e.as_object_mut(), extensions.as_object()) {
-        e.extend(x.clone());
+    if let (Some(e), serde_json::Value::Object(x)) = (e.as_object_mut(), extensions) {
+        e.extend(x);
     }
     e
 }
@@ -167,6 +167,8 @@ async fn a_reload_swaps_the_expression_and_a_bad_one_is_kept_out() {
     app.rewrite(&reload_config(&sink, "region = 'us'"));
     let reply = reload().await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let routes = app.admin_get("/api/v1/routes", None).await.json();
+    assert_eq!(routes["routes"][0]["sql"], "region = 'us'");
     app.send(event("r3", "T", json!({"region": "eu"}))).await;
     app.send(event("r4", "T", json!({"region": "us"}))).await;
     wait_until("the us event arrives", WAIT, || sink.count() == 2).await;
