@@ -27,6 +27,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use switchyard::cesql::Expr;
 use switchyard::event::{http::decode_structured, Event};
 use switchyard::routing::{RouteTable, Target};
 
@@ -194,7 +195,30 @@ fn sql_events() -> Vec<(&'static str, Event)> {
     events
 }
 
+/// What one CESQL filter costs on its own: parsing (once per configuration) and evaluating
+/// against an event (once per candidate route and event).
+fn cesql(c: &mut Criterion) {
+    const SQL: &str = "type LIKE 'Contoso.Orders.%' AND subject <> '' AND EXISTS priority \
+                       AND INT(retries) < 3 AND region IN ('eu', 'uk')";
+    let event = event_with(
+        "Contoso.Orders.Created",
+        "/shop",
+        "/orders/1",
+        r#""priority":"high","retries":"1","region":"eu","#,
+    );
+    let expr = Expr::parse(SQL).expect("valid CESQL");
+    assert_eq!(expr.filter(&event), Ok(true));
+    let mut group = c.benchmark_group("cesql");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("parse", |b| b.iter(|| Expr::parse(black_box(SQL)).is_ok()));
+    group.bench_function("evaluate", |b| {
+        b.iter(|| expr.filter(black_box(&event)).is_ok_and(|m| m));
+    });
+    group.finish();
+}
+
 fn routing(c: &mut Criterion) {
+    cesql(c);
     measure(c, "routing", Table::Subject);
     measure(c, "routing_data", Table::Data);
     measure(c, "routing_sql", Table::Sql);

@@ -185,9 +185,7 @@ impl Acceptor {
         };
         Ok(receipt)
     }
-}
 
-impl Acceptor {
     /// Counts a CESQL evaluation error and logs it, at most once a second.
     fn sql_error(&self, event: &Event, error: &SqlError, now: SystemTime) {
         if self
