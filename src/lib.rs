@@ -4,14 +4,16 @@
 //! → `accept` (store every matched delivery) → `spool` (durable queue) → `dispatch`
 //! (per-sink lanes, retry) → `sinks` (http, log, file, exec, registered handlers).
 //! `schedule` turns cron ticks into events for `accept`. `config` and `telemetry` stand at the
-//! side (`cesql`, the CloudEvents SQL language, is a leaf that `config` parses and `routing`
-//! evaluates with); `app` wires everything together, and `server` is the accept loop that ingress and
+//! side; `app` wires everything together, and `server` is the accept loop that ingress and
 //! the admin server share.
+//!
+//! `cesql` is the CloudEvents SQL language, a leaf: `config` parses routes' `sql` filters with
+//! it and `routing` evaluates them.
 
 pub mod accept;
+pub mod cesql;
 mod admin;
 mod app;
-pub mod cesql;
 pub mod config;
 pub mod dispatch;
 pub mod event;
