@@ -11,9 +11,9 @@
 //! it and `routing` evaluates them.
 
 pub mod accept;
-pub mod cesql;
 mod admin;
 mod app;
+pub mod cesql;
 pub mod config;
 pub mod dispatch;
 pub mod event;
