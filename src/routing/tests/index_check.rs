@@ -197,7 +197,7 @@ fn naive_targets(routes: &[RouteConfig], e: &Event) -> Vec<(String, String)> {
 #[test]
 fn indexed_matching_agrees_with_naive_matching() {
     let mut rng = Rng::with_seed(0x5eed);
-    let mut sql_rng = Rng::with_seed(0xce5_91);
+    let mut sql_rng = Rng::with_seed(0xce59_1eed);
     let (mut matched, mut unmatched, mut by_sql) = (0, 0, 0);
     for round in 0..20 {
         let routes: Vec<RouteConfig> = (0..rng.usize(1..300))
