@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::{DeliveryOrder, Live};
 use crate::event::Event;
-use crate::routing::{RouteTable, Target};
+use crate::routing::{RouteTable, SqlError, Target};
 use crate::spool::{NewDelivery, Spool, SpoolError, SpoolHandle};
 use crate::telemetry::{Counters, Format};
 
@@ -111,6 +111,7 @@ impl Acceptor {
         // The whole request is routed under one table, even if a reload swaps it meanwhile.
         let routes = self.routes.get();
         let mut targets: Vec<Target> = Vec::new();
+        let mut sql_errors: Vec<SqlError> = Vec::new();
         let mut deliveries = Vec::new();
         // Routes matched, once per event, counted once the deliveries are stored.
         let mut routed: Vec<Arc<str>> = Vec::new();
@@ -121,7 +122,10 @@ impl Acceptor {
         let own_data = self.spool.keeps_events();
         for mut event in events {
             targets.clear();
-            routes.targets(&event, &mut targets);
+            routes.targets_reporting(&event, &mut targets, &mut sql_errors);
+            for error in sql_errors.drain(..) {
+                self.sql_error(&event, &error, now);
+            }
             if targets.is_empty() {
                 receipt.unrouted += 1;
                 continue;
@@ -180,6 +184,21 @@ impl Acceptor {
                 .map_err(|_| AcceptError::Closed)??
         };
         Ok(receipt)
+    }
+
+    /// Counts a CESQL evaluation error and logs it, at most once a second.
+    fn sql_error(&self, event: &Event, error: &SqlError, now: SystemTime) {
+        if self
+            .counters
+            .sql_error(&error.route, error.kind.label(), now)
+        {
+            tracing::debug!(
+                route = %error.route,
+                event_id = %event.id,
+                %error,
+                "A route's sql filter raised an error; the route did not match."
+            );
+        }
     }
 }
 

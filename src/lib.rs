@@ -8,10 +8,14 @@
 //! side; `app` wires everything together, and `server` is the accept loop that ingress and
 //! the admin server share. `outbound` builds the one HTTP client that sinks, trace export
 //! and the CLI use.
+//!
+//! `cesql` is the CloudEvents SQL language, a leaf: `config` parses routes' `sql` filters with
+//! it and `routing` evaluates them.
 
 pub mod accept;
 mod admin;
 mod app;
+pub mod cesql;
 pub mod config;
 pub mod dispatch;
 pub mod event;

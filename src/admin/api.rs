@@ -35,7 +35,7 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
     response
 }
 
-/// `{"routes": [{name, match, to}]}`, in routing-table order.
+/// `{"routes": [{name, match, sql, to, priority, ordering}]}`, in routing-table order.
 pub(super) async fn routes(State(state): State<AdminState>) -> Json<Value> {
     let routes: Vec<Value> = state.config.get().routes.iter().map(route).collect();
     Json(json!({ "routes": routes }))
@@ -45,6 +45,7 @@ fn route(route: &RouteConfig) -> Value {
     json!({
         "name": route.name,
         "match": match_summary(&route.filter),
+        "sql": route.sql.as_ref().map(|sql| sql.source()),
         "to": route.to,
         "priority": route.priority.name(),
         "ordering": match route.ordering {

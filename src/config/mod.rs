@@ -1,6 +1,7 @@
 //! The `routes.yaml` contract: raw YAML → validated [`Config`].
 //!
-//! Imports nothing internal. Everything that can be wrong with a configuration is found
+//! Imports nothing internal but `cesql`, the expression language that `sql` filters are
+//! parsed with (a leaf, like a dependency crate). Everything that can be wrong with a configuration is found
 //! by [`load`] (and [`load_str`]), which reports every error at once, each with its YAML
 //! path; the runtime is built only from the validated types in this file.
 
@@ -363,6 +364,8 @@ pub struct RouteConfig {
     pub name: String,
     /// Conditions an event must meet; all of them (AND).
     pub filter: MatchConfig,
+    /// A CESQL v1 expression the event must also satisfy (`sql`).
+    pub sql: Option<crate::cesql::Expr>,
     /// Sinks that receive matching events.
     pub to: Vec<String>,
     /// The lane its deliveries wait in at each sink (`priority`, default normal).

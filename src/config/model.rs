@@ -169,10 +169,10 @@ pub(super) const RETRY: Shape = Shape {
 
 /// One entry of `routes:` — `name` (unique, required), `match` (absent: every event), `to`
 /// (sink names, required, non-empty), `priority` (`high | normal | low`, default normal) and
-/// `ordering` (`subject`, or absent for none).
+/// `ordering` (`subject`, or absent for none) and `sql` (a CESQL v1 filter, AND-ed with `match`).
 pub(super) const ROUTE: Shape = Shape {
-    keys: "name match to priority ordering",
-    later: "sql",
+    keys: "name match to priority ordering sql",
+    later: "",
 };
 
 /// `match:` — `types` and `source` (exact, or ending in `*`; `source` is one or a list),

@@ -1,7 +1,9 @@
-//! Reading `routes:`: names, `match` (types, sources, subject, advanced filters), `to`,
-//! `priority` and `ordering`, each error with its YAML path.
+//! Reading `routes:`: names, `match` (types, sources, subject, advanced filters), `sql`,
+//! `to`, `priority` and `ordering`, each error with its YAML path.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use crate::cesql::{Expr, Type};
 
 use super::env::{Node, Obj};
 use super::model::{self, Operand, Reader};
@@ -58,13 +60,34 @@ fn route(
     let ordering = rd.or(o.get("ordering"), DeliveryOrder::Any, |rd, n| {
         rd.choice(n, "ordering", &[("subject", DeliveryOrder::Subject)])
     });
+    let sql = rd.or(o.get("sql"), None, |rd, n| sql(rd, n).map(Some));
     Some(RouteConfig {
         name: name?,
         filter: filter?,
+        sql: sql?,
         to: to?,
         priority: priority?,
         ordering: ordering?,
     })
+}
+
+/// Reads a CESQL filter: it must parse, call only known functions and yield a boolean.
+fn sql(rd: &mut Reader<'_>, node: &Node<'_>) -> Option<Expr> {
+    let text = rd.text(node)?;
+    let expr = match Expr::parse(&text) {
+        Ok(expr) => expr,
+        Err(e) => return rd.fail(&node.path, format!("CESQL {e}")),
+    };
+    match expr.static_type() {
+        Some(ty) if ty != Type::Bool => rd.fail(
+            &node.path,
+            format!(
+                "CESQL: the expression yields a {}, a filter needs a boolean",
+                ty.name()
+            ),
+        ),
+        _ => Some(expr),
+    }
 }
 
 fn filter(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<MatchConfig> {

@@ -118,12 +118,16 @@ fn auth_kind(rule: &AuthRule) -> &'static str {
 }
 
 fn route_lines(route: &RouteConfig) -> Vec<String> {
-    vec![
+    let mut lines = vec![
         format!("  {}", route.name),
         format!("    match  {}", match_text(&route.filter)),
-        format!("    to     {}", route.to.join(", ")),
-        format!("    lane   {}", lane_text(route)),
-    ]
+    ];
+    if let Some(sql) = &route.sql {
+        lines.push(format!("    sql    {}", sql.source()));
+    }
+    lines.push(format!("    to     {}", route.to.join(", ")));
+    lines.push(format!("    lane   {}", lane_text(route)));
+    lines
 }
 
 fn lane_text(route: &RouteConfig) -> String {

@@ -399,17 +399,17 @@ routes: [ { name: all, to: [console], match: { type: [a], subject: { begins: x }
 }
 
 #[test]
-fn keys_of_later_versions_are_not_supported_yet() {
+fn bad_choices_and_bad_sql_are_errors_at_their_path() {
     let errors = errors(
         "
 sinks:
   a:
     log: {}
   b: { log: {} }
-routes: [ { name: r, priority: urgent, ordering: fifo, sql: 'x', to: [a] } ]
+routes: [ { name: r, priority: urgent, ordering: fifo, sql: 'x AND', to: [a] } ]
 ",
     );
-    assert_error(&errors, "routes[0].sql", "not supported yet");
+    assert_error(&errors, "routes[0].sql", "CESQL column 6: unexpected end");
     assert_error(&errors, "routes[0].priority", "unknown priority `urgent`");
     assert_error(&errors, "routes[0].ordering", "unknown ordering `fifo`");
     assert_eq!(errors.len(), 3, "{errors:#?}");
@@ -418,6 +418,52 @@ routes: [ { name: r, priority: urgent, ordering: fifo, sql: 'x', to: [a] } ]
         "spool.backend",
         "unknown backend `disk`",
     );
+}
+
+#[test]
+fn sql_must_parse_call_known_functions_and_yield_a_boolean() {
+    let errors = errors(
+        r#"
+sinks: { a: { log: {} } }
+routes:
+  - { name: ok, sql: "type LIKE 'Contoso.%' AND subject <> '' AND EXISTS priority", to: [a] }
+  - { name: unknown, sql: "NOPE(type) = 1", to: [a] }
+  - { name: arity, sql: "LEFT(type) = 'a'", to: [a] }
+  - { name: number, sql: "1 + 1", to: [a] }
+  - { name: bad, sql: "type = 'a' AND subject LIKE 3", to: [a] }
+  - { name: text, sql: 42, to: [a] }
+"#,
+    );
+    assert_error(
+        &errors,
+        "routes[1].sql",
+        "column 1: no function NOPE() with 1 argument(s)",
+    );
+    assert_error(
+        &errors,
+        "routes[2].sql",
+        "no function LEFT() with 1 argument(s)",
+    );
+    assert_error(
+        &errors,
+        "routes[3].sql",
+        "yields a integer, a filter needs a boolean",
+    );
+    assert_error(
+        &errors,
+        "routes[4].sql",
+        "column 29: LIKE needs a string literal pattern",
+    );
+    assert_error(&errors, "routes[5].sql", "");
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+    let config = load_ok(
+        r#"
+sinks: { a: { log: {} } }
+routes: [ { name: r, match: { types: [A] }, sql: "myext = 1", to: [a] } ]
+"#,
+    );
+    let sql = config.routes[0].sql.as_ref().map(|e| e.source());
+    assert_eq!(sql, Some("myext = 1"));
 }
 
 #[test]

@@ -29,6 +29,9 @@ pub struct RouteVerdict {
     pub failed: Option<String>,
     /// The sinks the event goes to through this route (empty when it does not match).
     pub sinks: Vec<String>,
+    /// For a route with `sql`: the expression's value for the event and its evaluation
+    /// error, if any (evaluated even when an earlier condition failed).
+    pub sql: Option<String>,
 }
 
 pub(super) fn explain(routes: &[CompiledRoute], event: &Event) -> Explanation {
@@ -41,15 +44,28 @@ pub(super) fn explain(routes: &[CompiledRoute], event: &Event) -> Explanation {
                     route: r.name.to_string(),
                     failed: None,
                     sinks: r.targets().iter().map(|t| t.sink.to_string()).collect(),
+                    sql: describe_sql(r, event),
                 },
                 Err(failure) => RouteVerdict {
                     route: r.name.to_string(),
                     failed: Some(describe_failure(r, failure, event, &data)),
                     sinks: Vec::new(),
+                    sql: describe_sql(r, event),
                 },
             })
             .collect(),
     }
+}
+
+/// The value of a route's CESQL filter for the event, and its error if it raised one.
+fn describe_sql(route: &CompiledRoute, event: &Event) -> Option<String> {
+    let sql = route.sql.as_ref()?;
+    let done = sql.evaluate(event);
+    let value = shown_text(done.value.to_string());
+    Some(match done.error {
+        None => format!("`{}` = {value}", sql.source()),
+        Some(error) => format!("`{}` = {value} (error: {error})", sql.source()),
+    })
 }
 
 /// Puts a route's first failed condition into words.
@@ -87,6 +103,8 @@ fn describe_failure(
             Some(filter) => format!("advanced[{i}]: {}", describe_filter(filter, event, data)),
             None => format!("advanced[{i}]"),
         },
+        Failure::Sql => "sql is not true".to_owned(),
+        Failure::SqlError(..) => "sql raised an error (its value does not count)".to_owned(),
     }
 }
 
@@ -122,7 +140,11 @@ fn describe_filter(filter: &CompiledFilter, event: &Event, data: &LazyData<'_>) 
 
 /// A value as quoted in explanations, cut after [`MAX_SHOWN`] characters.
 fn shown(value: Val<'_>) -> String {
-    let text = value.to_string();
+    shown_text(value.to_string())
+}
+
+/// Text cut after [`MAX_SHOWN`] characters.
+fn shown_text(text: String) -> String {
     match text.char_indices().nth(MAX_SHOWN) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text,
@@ -169,6 +191,9 @@ impl std::fmt::Display for Explanation {
             match &v.failed {
                 None => writeln!(f, "{}: match -> {}", v.route, v.sinks.join(", "))?,
                 Some(why) => writeln!(f, "{}: no match: {why}", v.route)?,
+            }
+            if let Some(sql) = &v.sql {
+                writeln!(f, "  sql {sql}")?;
             }
         }
         Ok(())

@@ -1,11 +1,13 @@
 //! A compiled route: type and source lists with trailing-`*` wildcards, the subject
-//! begins/ends-with filter, and the advanced filters, checked in that order (AND).
+//! begins/ends-with filter, the advanced filters and the CESQL filter, checked in that order
+//! (AND).
 //!
 //! Imports `event` and `config`. Checking a route allocates nothing for ASCII text; the
 //! first failed condition comes back as a [`Failure`] that `explain` turns into words.
 
 use std::sync::Arc;
 
+use crate::cesql::{ErrorKind, Expr};
 use crate::config::{MatchConfig, RouteConfig, SubjectFilter};
 use crate::event::Event;
 
@@ -29,6 +31,10 @@ pub(super) enum Failure {
     SubjectEnds,
     /// The advanced filter at this position does not hold.
     Advanced(usize),
+    /// The CESQL filter is not `true`.
+    Sql,
+    /// The CESQL filter raised an error (column and detail).
+    SqlError(ErrorKind, usize, &'static str),
 }
 
 /// A list of exact values and trailing-`*` prefixes, compared ignoring case.
@@ -138,6 +144,10 @@ pub(super) struct CompiledRoute {
     pub(super) subject: Option<SubjectMatch>,
     /// Advanced filters, AND-ed, in configured order.
     pub(super) advanced: Box<[CompiledFilter]>,
+    /// The CESQL filter.
+    pub(super) sql: Option<Expr>,
+    /// The event types the CESQL filter pins, for the index (when `types` accepts any).
+    pub(super) sql_types: Option<Patterns>,
 }
 
 impl CompiledRoute {
@@ -167,6 +177,8 @@ impl CompiledRoute {
             sources: Patterns::compile(sources),
             subject: subject.as_ref().and_then(SubjectMatch::compile),
             advanced: advanced.iter().map(CompiledFilter::compile).collect(),
+            sql: route.sql.clone(),
+            sql_types: route.sql.as_ref().and_then(sql_types),
         }
     }
 
@@ -181,9 +193,13 @@ impl CompiledRoute {
         if let Some(subject) = &self.subject {
             subject.check(event.subject.as_deref())?;
         }
-        match self.advanced.iter().position(|f| !f.holds(event, data)) {
-            Some(i) => Err(Failure::Advanced(i)),
-            None => Ok(()),
+        if let Some(i) = self.advanced.iter().position(|f| !f.holds(event, data)) {
+            return Err(Failure::Advanced(i));
+        }
+        match self.sql.as_ref().map(|sql| sql.filter(event)) {
+            None | Some(Ok(true)) => Ok(()),
+            Some(Ok(false)) => Err(Failure::Sql),
+            Some(Err(e)) => Err(Failure::SqlError(e.kind, e.column, e.detail)),
         }
     }
 
@@ -191,4 +207,15 @@ impl CompiledRoute {
     pub(super) fn targets(&self) -> &[Target] {
         &self.targets
     }
+}
+
+/// The types a CESQL filter pins, as patterns (`*` after a prefix); `None` if it pins none.
+fn sql_types(sql: &Expr) -> Option<Patterns> {
+    let (exact, prefixes) = sql.pinned_types()?;
+    let written: Vec<String> = exact
+        .into_iter()
+        .chain(prefixes.into_iter().map(|p| format!("{p}*")))
+        .collect();
+    let patterns = Patterns::compile(&written);
+    (!patterns.any).then_some(patterns)
 }

@@ -1,7 +1,8 @@
 //! The candidate index: which routes can match an event, found without testing every route.
 //!
-//! Imports `event`. Each route is filed under one dimension: its type list when it has one,
-//! else its source list when it has one, else with the catch-all routes. Within a dimension,
+//! Imports `event`. Each route is filed under one dimension: its type list when it has one
+//! (or else the types its CESQL filter pins with `type = …`, `type IN (…)` or
+//! `type LIKE '…%'` in its top-level `AND` chain), else its source list when it has one, else with the catch-all routes. Within a dimension,
 //! exact values (lower-cased) sit in a hash map and `*` prefixes in a byte trie, both mapping to
 //! route positions in ascending order. A lookup gathers the positions whose pattern fits the
 //! event, sorted and without duplicates; the caller then checks each candidate in full, so the
@@ -29,6 +30,8 @@ impl RouteIndex {
         for (i, route) in routes.iter().enumerate() {
             if !route.types.any {
                 index.types.insert(&route.types, i);
+            } else if let Some(types) = &route.sql_types {
+                index.types.insert(types, i);
             } else if !route.sources.any {
                 index.sources.insert(&route.sources, i);
             } else {

@@ -5,14 +5,16 @@
 //! matching parses nothing but an event's `data`, once, and only when a filter asks for it.
 //!
 //! `filter` checks one route; `advanced` holds Event Grid's advanced operators and `key` the
-//! values they test; `index` narrows an event to the routes that can match it; `explain` puts
-//! verdicts into words; `text` compares strings ignoring case.
+//! values they test; `sql` gives CESQL filters the event's attributes; `index` narrows an
+//! event to the routes that can match it; `explain` puts verdicts into words; `text` compares
+//! strings ignoring case.
 
 mod advanced;
 mod explain;
 mod filter;
 mod index;
 mod key;
+mod sql;
 #[cfg(test)]
 mod tests;
 mod text;
@@ -23,6 +25,7 @@ use crate::config::{Config, DeliveryOrder, Priority, RouteConfig};
 use crate::event::Event;
 
 pub use explain::{Explanation, RouteVerdict};
+pub use sql::SqlError;
 
 /// One delivery an event needs: a route and one of its sinks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,12 +62,30 @@ impl RouteTable {
 
     /// Appends to `out` every (route, sink) the event must be delivered to, in table order.
     pub fn targets(&self, event: &Event, out: &mut Vec<Target>) {
+        self.targets_reporting(event, out, &mut Vec::new());
+    }
+
+    /// As [`Self::targets`], and appends to `errors` the evaluation error of every route whose
+    /// CESQL filter raised one (such a route does not match).
+    pub fn targets_reporting(
+        &self,
+        event: &Event,
+        out: &mut Vec<Target>,
+        errors: &mut Vec<SqlError>,
+    ) {
         let mut candidates = Vec::new();
         self.index.candidates(event, &mut candidates);
         let data = key::LazyData::new(event);
         for route in candidates.iter().filter_map(|&i| self.routes.get(i)) {
-            if route.check(event, &data).is_ok() {
-                out.extend_from_slice(route.targets());
+            match route.check(event, &data) {
+                Ok(()) => out.extend_from_slice(route.targets()),
+                Err(filter::Failure::SqlError(kind, column, detail)) => errors.push(SqlError {
+                    route: route.name.clone(),
+                    kind,
+                    column,
+                    detail,
+                }),
+                Err(_) => {}
             }
         }
     }

@@ -25,6 +25,9 @@ pub use otlp::{current_traceparent, otlp_layer, SpanExport};
 pub const EVENTS_RECEIVED: &str = "switchyard_events_received_total";
 /// Events that matched a route, by `route` (an event counts once per route it matched).
 pub const EVENTS_ROUTED: &str = "switchyard_events_routed_total";
+/// Evaluation errors of routes' CESQL filters, by `route` and `kind` (`cast`, `math`,
+/// `missing_attribute`, `function_evaluation`); the route did not match those events.
+pub const ROUTE_SQL_ERRORS: &str = "switchyard_route_sql_errors_total";
 /// Events accepted that matched no route (dropped).
 pub const EVENTS_UNROUTED: &str = "switchyard_events_unrouted_total";
 /// Finished delivery attempts, by `sink` and `outcome` (`success`, `retry`, `dead_letter`).
@@ -214,6 +217,9 @@ pub struct Counters {
     received: Received,
     unrouted: Counter,
     routes: DashMap<Arc<str>, Counter>,
+    sql_errors: DashMap<(Arc<str>, &'static str), Counter>,
+    /// Unix second of the last CESQL error logged (they are logged at most once a second).
+    sql_error_logged: AtomicU64,
     sinks: DashMap<Arc<str>, Arc<SinkStats>>,
 }
 
@@ -233,6 +239,8 @@ impl Default for Counters {
             received: Received::register(),
             unrouted: metrics::counter!(EVENTS_UNROUTED),
             routes: DashMap::new(),
+            sql_errors: DashMap::new(),
+            sql_error_logged: AtomicU64::new(0),
             sinks: DashMap::new(),
         }
     }
@@ -277,6 +285,30 @@ impl Counters {
         let counter = metrics::counter!(EVENTS_ROUTED, "route" => label);
         counter.increment(1);
         self.routes.insert(Arc::clone(route), counter);
+    }
+
+    /// Records an evaluation error of `route`'s CESQL filter; returns whether to log it (true
+    /// at most once a second, so that a filter failing on every event cannot flood the log).
+    pub fn sql_error(&self, route: &Arc<str>, kind: &'static str, now: SystemTime) -> bool {
+        let key = (Arc::clone(route), kind);
+        match self.sql_errors.get(&key) {
+            Some(counter) => counter.increment(1),
+            None => {
+                let label = SharedString::from(Arc::clone(route));
+                let counter = metrics::counter!(ROUTE_SQL_ERRORS, "route" => label, "kind" => kind);
+                counter.increment(1);
+                self.sql_errors.insert(key, counter);
+            }
+        }
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.sql_error_logged.load(Ordering::Relaxed);
+        last < second
+            && self
+                .sql_error_logged
+                .compare_exchange(last, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// The live statistics of `sink`, created on first use.

@@ -6,6 +6,7 @@ mod admin;
 mod admin_guard;
 mod backpressure;
 mod bounded;
+mod cesql;
 mod cli;
 mod connections;
 mod dead_letters;

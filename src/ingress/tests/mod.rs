@@ -68,6 +68,7 @@ fn config(ingress: IngressConfig) -> Config {
         routes: vec![RouteConfig {
             name: "all".into(),
             filter: MatchConfig::default(),
+            sql: None,
             to: vec![SINK.into()],
             priority: Default::default(),
             ordering: Default::default(),

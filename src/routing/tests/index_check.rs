@@ -3,6 +3,7 @@
 
 use fastrand::Rng;
 
+use crate::cesql::Expr;
 use crate::config::{Condition, MatchConfig, RouteConfig, SubjectFilter};
 use crate::event::Event;
 use crate::routing::RouteTable;
@@ -11,6 +12,33 @@ use super::{adv, event, route, targets_of, with_data, with_subject};
 
 const WORDS: [&str; 4] = ["Contoso", "Orders", "Users", "Créé"];
 const SOURCES: [&str; 4] = ["/a", "/a/b", "/B/c", "/d"];
+/// Types written exactly in the CESQL filters and sent as they are (CESQL compares case).
+const SQL_TYPES: [&str; 3] = ["Contoso.Orders", "Contoso.Users.Créé", "Orders"];
+
+/// A random CESQL filter: pinning the type (`=`, `IN`, `LIKE 'prefix%'`) or not (`OR`);
+/// a missing subject makes some raise an error.
+fn gen_sql(rng: &mut Rng) -> Expr {
+    let t = |rng: &mut Rng| SQL_TYPES[rng.usize(..SQL_TYPES.len())];
+    let pin = match rng.u8(..4) {
+        0 => format!("type = '{}'", t(rng)),
+        1 => format!("type IN ('{}', '{}')", t(rng), t(rng)),
+        2 => {
+            let t = t(rng);
+            let cut = t
+                .char_indices()
+                .nth(rng.usize(1..t.chars().count()))
+                .map_or(0, |(i, _)| i);
+            format!("type LIKE '{}%'", &t[..cut])
+        }
+        _ => format!("type = '{}' OR subject = '/y/1'", t(rng)),
+    };
+    let sql = match rng.u8(..3) {
+        0 => format!("{pin} AND EXISTS subject"),
+        1 => format!("source <> '/d' AND {pin}"),
+        _ => pin,
+    };
+    Expr::parse(&sql).expect("generated CESQL parses")
+}
 
 /// A random type such as `Contoso.Orders` in random letter case.
 fn ty(rng: &mut Rng) -> String {
@@ -46,7 +74,9 @@ fn pattern(rng: &mut Rng, value: String) -> String {
     }
 }
 
-fn gen_route(rng: &mut Rng, i: usize) -> RouteConfig {
+/// A random route; `sql_rng` decides its CESQL filter, so that the other parts are drawn as
+/// they were before routes had one.
+fn gen_route(rng: &mut Rng, sql_rng: &mut Rng, i: usize) -> RouteConfig {
     let types = (0..rng.usize(0..=3))
         .map(|_| {
             let t = ty(rng);
@@ -85,11 +115,17 @@ fn gen_route(rng: &mut Rng, i: usize) -> RouteConfig {
     let name = format!("r{i}");
     let sinks: Vec<String> = (0..rng.usize(1..=2)).map(|k| format!("s{k}")).collect();
     let sinks: Vec<&str> = sinks.iter().map(String::as_str).collect();
-    route(&name, &sinks, filter)
+    RouteConfig {
+        sql: (sql_rng.u8(..3) == 0).then(|| gen_sql(sql_rng)),
+        ..route(&name, &sinks, filter)
+    }
 }
 
-fn gen_event(rng: &mut Rng) -> Event {
+fn gen_event(rng: &mut Rng, sql_rng: &mut Rng) -> Event {
     let mut e = event(&ty(rng));
+    if sql_rng.u8(..3) == 0 {
+        e.ty = SQL_TYPES[sql_rng.usize(..SQL_TYPES.len())].to_owned();
+    }
     let source = SOURCES[rng.usize(..SOURCES.len())];
     e.source = shuffle_case(rng, source);
     if rng.bool() {
@@ -141,7 +177,13 @@ fn naive_matches(r: &RouteConfig, e: &Event) -> bool {
         doc.and_then(|d| d.get("n").and_then(serde_json::Value::as_f64))
             .is_some_and(|n| n > limit)
     });
-    naive_list(&f.types, &e.ty) && naive_list(&f.sources, &e.source) && subject_ok && advanced_ok
+    // The evaluator itself is checked by the test kit; here it decides for the naive side.
+    let sql_ok = r.sql.as_ref().is_none_or(|sql| sql.filter(e) == Ok(true));
+    naive_list(&f.types, &e.ty)
+        && naive_list(&f.sources, &e.source)
+        && subject_ok
+        && advanced_ok
+        && sql_ok
 }
 
 fn naive_targets(routes: &[RouteConfig], e: &Event) -> Vec<(String, String)> {
@@ -155,20 +197,25 @@ fn naive_targets(routes: &[RouteConfig], e: &Event) -> Vec<(String, String)> {
 #[test]
 fn indexed_matching_agrees_with_naive_matching() {
     let mut rng = Rng::with_seed(0x5eed);
-    let (mut matched, mut unmatched) = (0, 0);
+    let mut sql_rng = Rng::with_seed(0xce59_1eed);
+    let (mut matched, mut unmatched, mut by_sql) = (0, 0, 0);
     for round in 0..20 {
         let routes: Vec<RouteConfig> = (0..rng.usize(1..300))
-            .map(|i| gen_route(&mut rng, i))
+            .map(|i| gen_route(&mut rng, &mut sql_rng, i))
             .collect();
         let table = RouteTable::from_routes(&routes);
         for _ in 0..200 {
-            let e = gen_event(&mut rng);
+            let e = gen_event(&mut rng, &mut sql_rng);
             let want = naive_targets(&routes, &e);
             if want.is_empty() {
                 unmatched += 1;
             } else {
                 matched += 1;
             }
+            by_sql += want
+                .iter()
+                .filter(|(name, _)| routes.iter().any(|r| &r.name == name && r.sql.is_some()))
+                .count();
             assert_eq!(targets_of(&table, &e), want, "round {round}, event {e:?}");
             let explained: Vec<_> = table
                 .explain(&e)
@@ -182,8 +229,8 @@ fn indexed_matching_agrees_with_naive_matching() {
     }
     // The generator must exercise both outcomes.
     assert!(
-        matched > 500 && unmatched > 20,
-        "{matched} matched, {unmatched} unmatched"
+        matched > 500 && unmatched > 20 && by_sql > 500,
+        "{matched} matched, {unmatched} unmatched, {by_sql} deliveries by CESQL routes"
     );
 }
 

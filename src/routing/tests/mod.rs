@@ -5,6 +5,7 @@ mod explain;
 mod index_check;
 mod keys;
 mod operators;
+mod sql;
 
 use bytes::Bytes;
 
@@ -54,6 +55,7 @@ fn route(name: &str, to: &[&str], filter: MatchConfig) -> RouteConfig {
     RouteConfig {
         name: name.to_owned(),
         filter,
+        sql: None,
         to: strings(to),
         priority: Priority::default(),
         ordering: DeliveryOrder::default(),
