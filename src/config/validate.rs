@@ -14,6 +14,7 @@ use super::model::{self, Reader};
 use super::nats;
 use super::routes;
 use super::schedules;
+use super::server_tls;
 use super::sign;
 use super::sinks;
 use super::telemetry;
@@ -150,6 +151,7 @@ fn ingress(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<IngressConfig> {
         }
     });
     let connections = connection_limits(rd, o);
+    let tls = server_tls::read(rd, o);
     Some(IngressConfig {
         max_event_bytes: max_event_bytes?,
         max_request_bytes: max_request_bytes?,
@@ -159,6 +161,7 @@ fn ingress(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<IngressConfig> {
         allowed_rate: allowed_rate?,
         dedup_window: dedup_window?,
         connections: connections?,
+        tls: tls?,
     })
 }
 

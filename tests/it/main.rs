@@ -27,3 +27,4 @@ mod sinks;
 mod spool_nats;
 mod spool_repair;
 mod telemetry;
+mod tls;

@@ -1,5 +1,6 @@
 //! Test helpers: the daemon, a programmable sink server, an HTTP client and bounded waits.
 
+pub(crate) mod certs;
 pub(crate) mod client;
 pub(crate) mod daemon;
 pub(crate) mod nats;
