@@ -46,8 +46,8 @@ pub use reload::{
 };
 pub use schedules::{parse_cron, CronError, ScheduleConfig, ScheduledEvent};
 pub use server_tls::{
-    load_client_roots, load_key_pair, provider as tls_provider, KeyPair, TlsFileError,
-    TlsServerConfig,
+    files_digest, load_client_roots, load_key_pair, provider as tls_provider, FilesDigest, KeyPair,
+    TlsFileError, TlsServerConfig,
 };
 pub use sign::{DigestEncoding, HmacSignConfig, SecretKey, SignConfig};
 pub use telemetry::{TelemetryConfig, DEFAULT_SERVICE_NAME};

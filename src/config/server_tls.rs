@@ -109,8 +109,23 @@ pub struct KeyPair {
     pub certified: Arc<CertifiedKey>,
     /// What was read from the leaf certificate.
     pub leaf: CertInfo,
-    /// The files' bytes, to tell whether they changed since.
-    pub bytes: (Vec<u8>, Vec<u8>),
+    /// SHA-256 of the files' bytes, to tell whether they changed since (the key's bytes are
+    /// not kept, so no `Debug` output can show them).
+    pub digest: FilesDigest,
+}
+
+/// SHA-256 over a certificate file and a key file.
+pub type FilesDigest = [u8; 32];
+
+/// The digest of a certificate file's and a key file's bytes.
+pub fn files_digest(cert: &[u8], key: &[u8]) -> FilesDigest {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(&(cert.len() as u64).to_be_bytes());
+    context.update(cert);
+    context.update(key);
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(context.finish().as_ref());
+    digest
 }
 
 /// The crypto provider of both servers: ring.
@@ -208,7 +223,7 @@ pub fn load_key_pair(cert: &Path, key: &Path, now: SystemTime) -> Result<KeyPair
     Ok(KeyPair {
         certified: Arc::new(certified),
         leaf,
-        bytes: (cert_bytes, key_bytes),
+        digest: files_digest(&cert_bytes, &key_bytes),
     })
 }
 

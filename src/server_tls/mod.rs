@@ -31,7 +31,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{
-    load_client_roots, load_key_pair, tls_provider, CertInfo, TlsFileError, TlsServerConfig,
+    files_digest, load_client_roots, load_key_pair, tls_provider, CertInfo, FilesDigest,
+    TlsFileError, TlsServerConfig,
 };
 
 /// Why TLS could not be set up for a server.
@@ -190,8 +191,8 @@ struct CertResolver {
 #[derive(Debug)]
 struct Current {
     certified: Arc<CertifiedKey>,
-    /// The files' bytes it was loaded from.
-    bytes: (Vec<u8>, Vec<u8>),
+    /// Of the files' bytes it was loaded from.
+    digest: FilesDigest,
 }
 
 impl CertResolver {
@@ -210,7 +211,7 @@ impl CertResolver {
             key: config.key.clone(),
             current: RwLock::new(Current {
                 certified: pair.certified,
-                bytes: pair.bytes,
+                digest: pair.digest,
             }),
         })
     }
@@ -218,10 +219,9 @@ impl CertResolver {
     /// Loads the files again if they changed; a pair that cannot serve is refused and the
     /// current one stays.
     fn reload(&self) {
-        let read = (std::fs::read(&self.cert), std::fs::read(&self.key));
-        if let (Ok(cert), Ok(key)) = &read {
+        if let (Ok(cert), Ok(key)) = (std::fs::read(&self.cert), std::fs::read(&self.key)) {
             let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
-            if current.bytes.0 == *cert && current.bytes.1 == *key {
+            if current.digest == files_digest(&cert, &key) {
                 return;
             }
         }
@@ -237,7 +237,7 @@ impl CertResolver {
                 let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
                 *current = Current {
                     certified: pair.certified,
-                    bytes: pair.bytes,
+                    digest: pair.digest,
                 };
             }
             Err(error) => tracing::error!(
