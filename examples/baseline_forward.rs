@@ -1,6 +1,6 @@
 //! Baseline B of the benchmark (`bench/run.sh`): a bare forwarder. Each `POST` is sent on to
-//! a local sink with the pooled hyper-util client the `http` sink uses (same connector, same
-//! builder settings), nothing is stored, and 202 is answered once the sink has answered.
+//! a local sink with the client the `http` sink uses (`switchyard::outbound`), nothing is
+//! stored, and 202 is answered once the sink has answered.
 //!
 //! ```sh
 //! cargo run --release --example baseline_forward -- [--sink URL] [ADDR]
@@ -26,11 +26,7 @@ use axum::routing::any;
 use axum::Router;
 use clap::Parser;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as Pooled;
-use hyper_util::rt::TokioExecutor;
+use switchyard::outbound::{Client, ClientOptions, SystemRoots};
 
 /// Per-attempt timeout, as the `http` sink's default.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,36 +50,6 @@ struct Args {
     listen: SocketAddr,
 }
 
-/// The outbound client, built as the `http` sink builds it.
-#[derive(Debug, Clone)]
-enum Client {
-    Tls(Pooled<HttpsConnector<HttpConnector>, Full<Bytes>>),
-    Plain(Pooled<HttpConnector, Full<Bytes>>),
-}
-
-impl Client {
-    fn new() -> Self {
-        let builder = Pooled::builder(TokioExecutor::new());
-        match HttpsConnectorBuilder::new().with_native_roots() {
-            Ok(tls) => Self::Tls(builder.build(tls.https_or_http().enable_http1().build())),
-            Err(error) => {
-                eprintln!("no CA roots ({error}); plain HTTP only");
-                Self::Plain(builder.build(HttpConnector::new()))
-            }
-        }
-    }
-
-    async fn send(
-        &self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<Incoming>, hyper_util::client::legacy::Error> {
-        match self {
-            Self::Tls(c) => c.request(request).await,
-            Self::Plain(c) => c.request(request).await,
-        }
-    }
-}
-
 /// Shared by every request.
 #[derive(Debug)]
 struct Forwarder {
@@ -95,7 +61,8 @@ struct Forwarder {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let state = Arc::new(Forwarder {
-        client: Client::new(),
+        // The client an `http` sink without `tls` or `proxy` settings gets.
+        client: Client::new(&ClientOptions::default(), &SystemRoots::load())?,
         sink: args.sink.clone(),
     });
     let app = Router::new().fallback(any(forward)).with_state(state);

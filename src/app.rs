@@ -22,6 +22,7 @@ use crate::routing::RouteTable;
 use crate::server::Server;
 use crate::server_tls::{ServerTls, ServerTlsError};
 use crate::sinks::{self, Handler, Handlers};
+use crate::sources::{self, SourcesState};
 use crate::spool::{Spool, SpoolHandle};
 use crate::telemetry::{Counters, SpanExport};
 
@@ -158,8 +159,15 @@ impl Switchyard {
             config: live_ingress.clone(),
             counters: counters.clone(),
         };
+        let hooks = SourcesState {
+            acceptor: acceptor.clone(),
+            config: live_config.clone(),
+            counters: counters.clone(),
+        };
 
         let shutdown = CancellationToken::new();
+        // Expired sightings and dead letters go at the rate they expire, whatever the traffic.
+        tokio::spawn(crate::spool::sweep_until(spool.clone(), shutdown.clone()));
         let deliveries = TaskTracker::new();
         let stop_leasing = CancellationToken::new();
         let loaded = match (self.config_source, &self.config_file) {
@@ -213,7 +221,7 @@ impl Switchyard {
             spans,
             ServeParts {
                 listener,
-                router: ingress::router(state),
+                router: ingress::router(state).merge(sources::router(hooks)),
                 limits: live_ingress,
                 max_connections: config.ingress.connections.max_connections,
                 tls: ingress_tls,

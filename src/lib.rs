@@ -3,9 +3,11 @@
 //! Events flow one way: `ingress` (HTTP) → `event` (normalize) → `routing` (compiled table)
 //! → `accept` (store every matched delivery) → `spool` (durable queue) → `dispatch`
 //! (per-sink lanes, retry) → `sinks` (http, log, file, exec, registered handlers).
-//! `schedule` turns cron ticks into events for `accept`. `config` and `telemetry` stand at the
+//! `schedule` turns cron ticks into events for `accept`, and `sources` turns providers'
+//! webhooks (`POST /hooks/<name>`) into events for it. `config` and `telemetry` stand at the
 //! side; `app` wires everything together, and `server` is the accept loop that ingress and
-//! the admin server share.
+//! the admin server share. `outbound` builds the one HTTP client that sinks, trace export
+//! and the CLI use.
 
 pub mod accept;
 mod admin;
@@ -13,15 +15,18 @@ mod app;
 pub mod config;
 pub mod dispatch;
 pub mod event;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ingress;
+pub mod outbound;
 mod reload;
 pub mod routing;
 mod schedule;
 mod server;
 mod server_tls;
 pub mod sinks;
+mod sources;
 pub mod spool;
 pub mod telemetry;
 

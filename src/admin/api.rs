@@ -25,6 +25,7 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
     if let Some(disk) = state.spool.disk_usage() {
         telemetry::spool_disk(disk.used_ratio(), disk.free_bytes);
     }
+    telemetry::spool_dedup_entries(state.spool.dedup_entries());
     let text = telemetry::prometheus().render();
     let mut response = text.into_response();
     response.headers_mut().insert(

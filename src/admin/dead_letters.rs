@@ -8,7 +8,9 @@
 //! - `DELETE /api/v1/dead-letters/{id}`
 //!
 //! Listing pages by id: `limit` (default 100, at most 1000) and `after` (the last id seen);
-//! the answer's `next` is the cursor for the following page, `null` on the last one.
+//! the answer's `next` is the cursor for the following page, `null` on the last one. A page
+//! also ends, with `next`, once its records reach 4 MiB of JSON, so one answer stays a
+//! few MiB whatever the events' sizes (a page holds at least one record).
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -19,14 +21,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::AdminState;
 use crate::event::http as ce_http;
-use crate::spool::{DeadLetterQuery, DeadLetterRecord, Spool, SpoolError, MAX_QUERY_LIMIT};
+use crate::spool::{
+    event_size, DeadLetterQuery, DeadLetterRecord, Spool, SpoolError, MAX_QUERY_LIMIT,
+};
 
 /// Records per page when the request names no `limit`.
 const DEFAULT_LIMIT: usize = 100;
+
+/// Bytes of records (as JSON) past which a listing page ends early, with `next`.
+const PAGE_MAX_BYTES: usize = 4 << 20;
 
 /// The dead-letter routes; the caller puts them behind the admin token.
 pub(super) fn router() -> Router<AdminState> {
@@ -128,13 +136,29 @@ async fn list(
     State(state): State<AdminState>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let query = query(&params, true)?;
+    let mut query = query(&params, true)?;
+    // The spool reads no more events than a page can carry.
+    query.max_bytes = PAGE_MAX_BYTES as u64;
     let records = state.spool.dead_letters(&query).await?;
-    let next = (records.len() == query.limit)
-        .then(|| records.last().map(|r| r.id))
-        .flatten();
-    let records: Vec<Value> = records.iter().map(record_json).collect();
-    Ok(Json(json!({ "dead_letters": records, "next": next })))
+    let read: u64 = records.iter().map(|r| event_size(&r.event)).sum();
+    let mut full = records.len() == query.limit || read >= query.max_bytes;
+    let mut page: Vec<Box<RawValue>> = Vec::with_capacity(records.len());
+    let mut bytes = 0;
+    let mut last = None;
+    for record in &records {
+        let Ok(raw) = serde_json::value::to_raw_value(&record_json(record)) else {
+            continue;
+        };
+        if !page.is_empty() && bytes + raw.get().len() > PAGE_MAX_BYTES {
+            full = true;
+            break;
+        }
+        bytes += raw.get().len();
+        last = Some(record.id);
+        page.push(raw);
+    }
+    let next = last.filter(|_| full);
+    Ok(Json(json!({ "dead_letters": page, "next": next })))
 }
 
 async fn show(

@@ -10,12 +10,16 @@ mod env;
 mod live;
 mod model;
 mod nats;
+mod outbound;
+#[cfg(test)]
+mod outbound_tests;
 mod reload;
 mod routes;
 mod schedules;
 mod server_tls;
 mod sign;
 mod sinks;
+mod sources;
 mod summary;
 mod telemetry;
 #[cfg(test)]
@@ -40,6 +44,7 @@ pub use live::{live, Live, Publisher};
 pub use nats::{
     NatsAuth, NatsConnection, NatsSinkConfig, NatsSpoolConfig, DEFAULT_DUPLICATE_WINDOW,
 };
+pub use outbound::{ClientCertificate, HttpTlsConfig, PemCertificates, ProxySetting};
 pub use reload::{
     reload_channel, watch_file, watched_names, ReloadFailed, ReloadRequest, ReloadSummary,
     ReloadTrigger, RELOAD_SETTLE,
@@ -50,6 +55,7 @@ pub use server_tls::{
     TlsFileError, TlsServerConfig,
 };
 pub use sign::{DigestEncoding, HmacSignConfig, SecretKey, SignConfig};
+pub use sources::{EventMapping, Part, Preset, SourceConfig, Template, TemplateError, Verify};
 pub use telemetry::{TelemetryConfig, DEFAULT_SERVICE_NAME};
 pub use units::{parse_duration, parse_rate, parse_size, UnitError};
 pub use x509::{CertError, CertInfo};
@@ -75,7 +81,12 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Trace export (`telemetry:`).
     pub telemetry: TelemetryConfig,
+    /// Webhook endpoints by name (`sources:`, served at `POST /hooks/<name>`).
+    pub sources: BTreeMap<String, SourceConfig>,
 }
+
+/// How long a dead letter is kept when `spool.dead_letter_ttl` is absent: 14 days.
+pub const DEFAULT_DEAD_LETTER_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
 /// Spool settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +97,9 @@ pub struct SpoolConfig {
     pub path: PathBuf,
     /// Most event bytes kept at once; past it ingress answers 503 with `Retry-After`.
     pub max_bytes: u64,
+    /// How long a dead letter is kept (`spool.dead_letter_ttl`); `None` keeps it until it is
+    /// replayed or purged.
+    pub dead_letter_ttl: Option<Duration>,
     /// Settings of the `nats` backend; `None` for the others.
     pub nats: Option<NatsSpoolConfig>,
 }
@@ -234,6 +248,10 @@ pub struct HttpSinkConfig {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// How each request is signed; `None` sends it unsigned.
     pub sign: Option<SignConfig>,
+    /// CA certificates trusted besides the system's roots, and the client certificate.
+    pub tls: HttpTlsConfig,
+    /// How the target is reached: the environment's proxy, none, or a given one.
+    pub proxy: ProxySetting,
 }
 
 /// Wire formats of the `http` sink.

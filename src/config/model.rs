@@ -44,18 +44,21 @@ impl Shape {
 /// The top level: `listen` (ingress address, default 0.0.0.0:8080), `shutdown_grace` (how long
 /// shutdown waits for in-flight work, default 30s), `spool`, `ingress`, `sinks` (delivery
 /// targets by name), `routes` (the routing table, in order), `schedules` (cron-scheduled
-/// events), `admin_listen` and `admin` (the admin server; read in `admin`), and `telemetry`
-/// (trace export; read in `telemetry`).
+/// events), `admin_listen` and `admin` (the admin server; read in `admin`), `telemetry`
+/// (trace export; read in `telemetry`) and `sources` (webhook endpoints by name; read in
+/// `sources`).
 pub(super) const ROOT: Shape = Shape {
-    keys: "listen shutdown_grace spool ingress sinks routes schedules admin_listen admin telemetry",
+    keys: "listen shutdown_grace spool ingress sinks routes schedules admin_listen admin \
+           telemetry sources",
     later: "",
 };
 
 /// `spool:` — `backend` (embedded, the default, memory or nats), `path` (directory
-/// for on-disk state, default ./data), `max_bytes` (most event bytes stored, default 1GiB) and
-/// `nats` (the NATS backend's settings; read in `nats`).
+/// for on-disk state, default ./data), `max_bytes` (most event bytes stored, default 1GiB),
+/// `dead_letter_ttl` (how long a dead letter is kept, default 14d, `0` keeps it) and `nats`
+/// (the NATS backend's settings; read in `nats`).
 pub(super) const SPOOL: Shape = Shape {
-    keys: "backend path max_bytes nats",
+    keys: "backend path max_bytes dead_letter_ttl nats",
     later: "",
 };
 
@@ -103,10 +106,18 @@ pub(super) const SINK_KINDS: &[&str] = &["http", "log", "file", "exec", "handler
 
 /// `http:` — `url` (absolute http or https, required), `format` (cloudevents-binary, the
 /// default, cloudevents-structured or eventgrid), `timeout` (per attempt, default 30s) and
-/// `headers` (name → value, sent with every delivery) and `sign` (how each request is
-/// signed; read in `sign`).
+/// `headers` (name → value, sent with every delivery), `sign` (how each request is
+/// signed; read in `sign`), `tls` and `proxy` (how the target is reached; read in
+/// `outbound`).
 pub(super) const HTTP: Shape = Shape {
-    keys: "url format timeout headers sign",
+    keys: "url format timeout headers sign tls proxy",
+    later: "",
+};
+
+/// `http.tls:` — `ca` (a PEM file of certificates trusted besides the system's roots),
+/// `client_cert` and `client_key` (PEM files presented to a target that asks; both or neither).
+pub(super) const HTTP_TLS: Shape = Shape {
+    keys: "ca client_cert client_key",
     later: "",
 };
 
@@ -285,6 +296,17 @@ impl<'a> Reader<'a> {
 
     /// Reads a mapping, reporting keys its shape does not take.
     pub(super) fn object<'v>(&mut self, node: &Node<'v>, shape: &Shape) -> Option<Obj<'v>> {
+        self.object_hinted(node, shape, |_| None)
+    }
+
+    /// Like [`Reader::object`], but `hint` may give a better reason than "unknown key" for a
+    /// key the shape does not take.
+    pub(super) fn object_hinted<'v>(
+        &mut self,
+        node: &Node<'v>,
+        shape: &Shape,
+        hint: fn(&str) -> Option<&'static str>,
+    ) -> Option<Obj<'v>> {
         let map = match node.value {
             Json::Object(map) => Some(map),
             Json::Null => None,
@@ -302,6 +324,8 @@ impl<'a> Reader<'a> {
         for key in keys.into_iter().filter(|k| !shape.knows(k)) {
             let message = if shape.is_later(key) {
                 "not supported yet".to_owned()
+            } else if let Some(reason) = hint(key) {
+                format!("unknown key: {reason}")
             } else {
                 format!("unknown key (allowed here: {})", shape.allowed())
             };

@@ -102,6 +102,8 @@ pub struct NatsSpoolConfig {
     pub ack_wait: Duration,
     /// The work stream's duplicate window (`ingress.dedup_window`, or 2 minutes).
     pub duplicate_window: Duration,
+    /// The dead-letter stream's `max_age` (`spool.dead_letter_ttl`); `None` keeps dead letters.
+    pub dead_letter_ttl: Option<Duration>,
 }
 
 impl Default for NatsSpoolConfig {
@@ -115,6 +117,7 @@ impl Default for NatsSpoolConfig {
             replicas: 1,
             ack_wait: DEFAULT_ACK_WAIT,
             duplicate_window: DEFAULT_DUPLICATE_WINDOW,
+            dead_letter_ttl: Some(super::DEFAULT_DEAD_LETTER_TTL),
         }
     }
 }
@@ -160,6 +163,7 @@ pub(super) fn read_spool(rd: &mut Reader<'_>, parent: &Obj<'_>) -> Option<NatsSp
         replicas: replicas?,
         ack_wait: ack_wait?,
         duplicate_window: DEFAULT_DUPLICATE_WINDOW,
+        dead_letter_ttl: Some(super::DEFAULT_DEAD_LETTER_TTL),
     })
 }
 

@@ -133,7 +133,8 @@ pub(super) fn sas_token_key(rd: &mut Reader<'_>, node: &Node<'_>) -> Option<Secr
     }
 }
 
-fn hmac(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<HmacSignConfig> {
+/// Reads a `hmac:` mapping (of `http.sign`, or of an `hmac` source).
+pub(super) fn hmac(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<HmacSignConfig> {
     let header = rd.required(o, "header", |rd, n| {
         let name = rd.text(n)?;
         HeaderName::try_from(name)

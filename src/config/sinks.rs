@@ -11,6 +11,7 @@ use super::delivery;
 use super::env::{Node, Obj};
 use super::model::{self, Reader};
 use super::nats;
+use super::outbound::{self, HttpTlsConfig, ProxySetting};
 use super::sign;
 use super::validate::{sink_ref, DEFAULT_TIMEOUT};
 use super::{
@@ -99,7 +100,10 @@ fn sink_kind(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<SinkKind> {
     };
     match kind {
         "http" => {
-            let o = rd.section(o, kind, &model::HTTP)?;
+            let o = match o.get(kind) {
+                Some(node) => rd.object_hinted(&node, &model::HTTP, outbound::skip_verify_hint)?,
+                None => rd.section(o, kind, &model::HTTP)?,
+            };
             http_sink(rd, &o).map(SinkKind::Http)
         }
         "log" => {
@@ -151,12 +155,20 @@ fn http_sink(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<HttpSinkConfig> {
     let sign = rd.or(o.get("sign"), None, |rd, n| {
         sign::read_sign(rd, n).map(Some)
     });
+    let tls = rd.or(o.get("tls"), HttpTlsConfig::default(), outbound::read_tls);
+    let proxy = rd.or(
+        o.get("proxy"),
+        ProxySetting::default(),
+        outbound::read_proxy,
+    );
     Some(HttpSinkConfig {
         url: url?,
         format: format?,
         timeout: timeout?,
         headers: headers?,
         sign: sign?,
+        tls: tls?,
+        proxy: proxy?,
     })
 }
 

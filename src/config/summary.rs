@@ -9,8 +9,9 @@ use super::units::format_duration;
 use super::DeliveryOrder;
 use super::{
     AuthRule, Config, ConnectionLimits, HttpFormat, MatchConfig, RouteConfig, SignConfig,
-    SinkConfig, SinkKind, SpoolBackend, TlsServerConfig,
+    SinkConfig, SinkKind, SourceConfig, SpoolBackend, TlsServerConfig, Verify,
 };
+use super::{HttpSinkConfig, ProxySetting};
 
 impl Config {
     /// A human-readable listing of this configuration (for `switchyard check`); never shows secrets.
@@ -55,6 +56,11 @@ impl Config {
                     s.event.ty
                 )
             }));
+        }
+        if !self.sources.is_empty() {
+            lines.push(String::new());
+            lines.push(format!("sources ({}):", self.sources.len()));
+            lines.extend(self.sources.values().map(source_line));
         }
         lines.push(String::new());
         lines.join("\n")
@@ -254,6 +260,21 @@ fn sign_text(sign: Option<&SignConfig>) -> String {
     }
 }
 
+/// An http sink's `tls` and `proxy`, when set: file paths and the proxy's address only.
+fn reach_text(http: &HttpSinkConfig) -> String {
+    let mut text = String::new();
+    if let Some(ca) = &http.tls.ca {
+        text.push_str(&format!(", ca {}", ca.path.display()));
+    }
+    if let Some(client) = &http.tls.client {
+        text.push_str(&format!(", client cert {}", client.cert.path.display()));
+    }
+    if http.proxy != ProxySetting::Environment {
+        text.push_str(&format!(", proxy {}", http.proxy.describe()));
+    }
+    text
+}
+
 /// What a sink delivers to, without anything that may hold a secret.
 fn target(kind: &SinkKind) -> String {
     match kind {
@@ -275,7 +296,7 @@ fn target(kind: &SinkKind) -> String {
                     headers.join(", ")
                 },
                 sign_text(http.sign.as_ref()),
-            )
+            ) + &reach_text(http)
         }
         SinkKind::Log(log) => format!("(level {})", log.level.as_str().to_lowercase()),
         SinkKind::File(file) => file.path.display().to_string(),
@@ -330,6 +351,20 @@ fn size(bytes: u64) -> String {
         }
     }
     format!("{bytes}B")
+}
+
+/// `  github  POST /hooks/github, preset github, 1 secret(s)`: the scheme, never the secrets.
+fn source_line(source: &SourceConfig) -> String {
+    let secrets = match &source.verify {
+        Verify::Github(s) | Verify::Shopify(s) | Verify::StandardWebhooks(s) => s.len(),
+        Verify::Stripe(s, _) | Verify::Slack(s, _) => s.len(),
+        Verify::Hmac(_) => 1,
+    };
+    format!(
+        "  {0}  POST /hooks/{0}, preset {1}, {secrets} secret(s)",
+        source.name,
+        source.preset.name()
+    )
 }
 
 #[cfg(test)]

@@ -74,6 +74,7 @@ fn the_repository_routes_yaml_is_valid() {
             backend: SpoolBackend::Embedded,
             path: "./data".into(),
             max_bytes: 1 << 30,
+            dead_letter_ttl: Some(crate::config::DEFAULT_DEAD_LETTER_TTL),
             nats: None,
         }
     );
@@ -547,6 +548,27 @@ fn spool_max_bytes_and_dedup_window_are_read() {
     let errors = errors("spool: { max_bytes: 0 }\ningress: { dedup_window: 10 }");
     assert_error(&errors, "spool.max_bytes", "at least 1 byte");
     assert_error(&errors, "ingress.dedup_window", "unit");
+}
+
+#[test]
+fn spool_dead_letter_ttl_defaults_to_14_days_and_0_keeps_them() {
+    let defaults = load_ok("sinks: {}");
+    assert_eq!(
+        defaults.spool.dead_letter_ttl,
+        Some(Duration::from_secs(14 * 24 * 3600))
+    );
+    let set = load_ok("spool: { dead_letter_ttl: 36h }");
+    assert_eq!(
+        set.spool.dead_letter_ttl,
+        Some(Duration::from_secs(36 * 3600))
+    );
+    let kept = load_ok("spool: { dead_letter_ttl: 0 }");
+    assert_eq!(kept.spool.dead_letter_ttl, None);
+    let nats = load_ok("spool: { backend: nats, dead_letter_ttl: 1d }");
+    let ttl = nats.spool.nats.map(|n| n.dead_letter_ttl);
+    assert_eq!(ttl, Some(Some(Duration::from_secs(24 * 3600))));
+    let errors = errors("spool: { dead_letter_ttl: soon }");
+    assert_error(&errors, "spool.dead_letter_ttl", "duration");
 }
 
 #[test]

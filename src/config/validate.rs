@@ -17,9 +17,11 @@ use super::schedules;
 use super::server_tls;
 use super::sign;
 use super::sinks;
+use super::sources;
 use super::telemetry;
 use super::{
     env, AuthRule, Config, ConfigError, ConnectionLimits, IngressConfig, SpoolBackend, SpoolConfig,
+    DEFAULT_DEAD_LETTER_TTL,
 };
 
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -75,11 +77,13 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
     let schedules = rd.or(top.get("schedules"), Vec::new(), schedules::read);
     let admin = admin::read(rd, &top);
     let telemetry = telemetry::read(rd, &top);
+    let sources = sources::read(rd, &top);
     let (mut spool, ingress) = (spool?, ingress?);
     if let Some(nats) = &mut spool.nats {
         nats.duplicate_window = ingress
             .dedup_window
             .unwrap_or(nats::DEFAULT_DUPLICATE_WINDOW);
+        nats.dead_letter_ttl = spool.dead_letter_ttl;
     }
     Some(Config {
         listen: listen?,
@@ -91,6 +95,7 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
         shutdown_grace: grace?,
         admin: admin?,
         telemetry: telemetry?,
+        sources: sources?,
     })
 }
 
@@ -114,11 +119,24 @@ fn spool(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<SpoolConfig> {
         0 => rd.fail(&n.path, "must be at least 1 byte"),
         size => Some(size),
     });
+    let dead_letter_ttl = rd.or(
+        o.get("dead_letter_ttl"),
+        Some(DEFAULT_DEAD_LETTER_TTL),
+        |rd, n| {
+            // A bare `0` (number or text) keeps dead letters; any other value needs a unit.
+            let zero = n.value.as_u64() == Some(0) || n.value.as_str() == Some("0");
+            match zero {
+                true => Some(None),
+                false => rd.duration(n).map(|ttl| Some(ttl).filter(|t| !t.is_zero())),
+            }
+        },
+    );
     let backend = backend?;
     Some(SpoolConfig {
         backend,
         path: path?,
         max_bytes: max_bytes?,
+        dead_letter_ttl: dead_letter_ttl?,
         nats: Some(nats?).filter(|_| backend == SpoolBackend::Nats),
     })
 }

@@ -26,6 +26,8 @@ mod tests;
 
 pub use sdk::to_sdk;
 
+pub(crate) use draft::check_characters;
+
 use bytes::Bytes;
 
 /// One event, as switchyard keeps it from ingress to delivery.

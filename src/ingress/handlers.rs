@@ -183,13 +183,15 @@ fn accepted(endpoint: Endpoint) -> Response {
     .into_response()
 }
 
-fn too_large(config: &IngressConfig) -> IngressError {
+/// The 413 answer for a body over `max_request_bytes`.
+pub(crate) fn too_large(config: &IngressConfig) -> IngressError {
     IngressError::RequestTooLarge {
         limit: config.max_request_bytes,
     }
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
+/// The `Content-Length` a request declares, if any.
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
         .to_str()
@@ -201,7 +203,7 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Reads the whole body, up to `max_request_bytes` (413 past it) and within `body_timeout`
 /// (408 past it; the server enforces the deadline).
-async fn read_body(body: Body, config: &IngressConfig) -> Result<Bytes, IngressError> {
+pub(crate) async fn read_body(body: Body, config: &IngressConfig) -> Result<Bytes, IngressError> {
     axum::body::to_bytes(body, config.max_request_bytes)
         .await
         .map_err(|e| {

@@ -5,9 +5,9 @@
 //! endpoints, [`handshake`] the `OPTIONS` and validation-event answers, [`auth`] the
 //! credential checks and [`error`] the one error type and its `IntoResponse`.
 
-mod auth;
-mod error;
-mod handlers;
+pub(crate) mod auth;
+pub(crate) mod error;
+pub(crate) mod handlers;
 mod handshake;
 #[cfg(test)]
 mod tests;

@@ -101,10 +101,14 @@ pub(crate) fn dead_letter(args: &DeadLetterArgs) -> anyhow::Result<ExitCode> {
             limit,
             after,
         } => {
-            let mut params = filter.params();
-            params.push(("limit", limit.to_string()));
-            params.extend(after.map(|a| ("after", a.to_string())));
-            call(admin, Method::GET, BASE, &params)?.map(|reply| print_list(&reply))
+            let pages = Pages {
+                admin,
+                filter,
+                limit: *limit,
+            };
+            pages
+                .fetch(*after)?
+                .map(|(records, next)| print_list(&records, next))
         }
         Command::Show { admin, id } => call(admin, Method::GET, &format!("{BASE}/{id}"), &[])?
             .map(|reply| println!("{}", pretty(&reply))),
@@ -122,6 +126,39 @@ pub(crate) fn dead_letter(args: &DeadLetterArgs) -> anyhow::Result<ExitCode> {
     Ok(outcome.map_or(ExitCode::FAILURE, |()| ExitCode::SUCCESS))
 }
 
+/// A listing that may span pages: the API ends a page early when its records are large.
+struct Pages<'a> {
+    admin: &'a AdminArgs,
+    filter: &'a Filter,
+    limit: usize,
+}
+
+impl Pages<'_> {
+    /// Up to `limit` records after `after`, following `next` from page to page; with the
+    /// cursor of what is left, if anything. `None` when a request failed (already reported).
+    fn fetch(&self, mut after: Option<u64>) -> anyhow::Result<Option<(Vec<Value>, Option<u64>)>> {
+        let mut records: Vec<Value> = Vec::new();
+        loop {
+            let mut params = self.filter.params();
+            let wanted = self.limit.saturating_sub(records.len());
+            params.push(("limit", wanted.to_string()));
+            params.extend(after.map(|a| ("after", a.to_string())));
+            let Some(reply) = call(self.admin, Method::GET, "/api/v1/dead-letters", &params)?
+            else {
+                return Ok(None);
+            };
+            let page = list(&reply, "dead_letters");
+            records.extend_from_slice(page);
+            let next = reply["next"].as_u64();
+            // A page with no records cannot move the cursor: stop rather than loop.
+            if next.is_none() || page.is_empty() || records.len() >= self.limit {
+                return Ok(Some((records, next)));
+            }
+            after = next;
+        }
+    }
+}
+
 /// One admin request; prints a non-2xx answer as one line on stderr and gives `None`.
 pub(super) fn call(
     args: &AdminArgs,
@@ -137,7 +174,7 @@ pub(super) fn call(
     let url: Uri = url.parse().context("--admin is not a valid URL")?;
     let mut headers = HeaderMap::new();
     bearer(args.token.as_deref(), &mut headers)?;
-    let (status, body) = exchange(method, url, headers, Bytes::new())?;
+    let (status, body) = exchange(method, url, headers, Bytes::new(), args.ca.as_deref())?;
     let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if !status.is_success() {
         let message = match value.get("error").and_then(Value::as_str) {
@@ -168,7 +205,7 @@ fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
 
-fn print_list(reply: &Value) {
+fn print_list(records: &[Value], next: Option<u64>) {
     let header = [
         "ID",
         "ROUTE",
@@ -180,7 +217,7 @@ fn print_list(reply: &Value) {
         "EVENT",
     ];
     let mut rows = vec![header.map(str::to_owned).to_vec()];
-    for record in list(reply, "dead_letters") {
+    for record in records {
         let event = &record["event"];
         rows.push(vec![
             text(&record["id"]),
@@ -194,7 +231,7 @@ fn print_list(reply: &Value) {
         ]);
     }
     print_table(&rows);
-    if let Some(next) = reply["next"].as_u64() {
+    if let Some(next) = next {
         println!("more: --after {next}");
     }
 }

@@ -9,6 +9,7 @@
 mod dead_letters;
 pub(crate) mod spool;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -18,11 +19,12 @@ use clap::ValueEnum;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{HeaderMap, Method, Request, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 
 use switchyard::event::{http as ce_http, Event};
+use switchyard::outbound::{Client, ClientOptions, SystemRoots};
 
 pub(crate) use dead_letters::{dead_letter, DeadLetterArgs};
 
@@ -59,6 +61,10 @@ pub(crate) struct SendArgs {
     /// Bearer token, for an ingress that requires one.
     #[arg(long)]
     token: Option<String>,
+    /// PEM file of CA certificates trusted besides the system's roots (an https:// URL with
+    /// a private or self-signed certificate).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
 }
 
 /// How `send` puts the event on the wire.
@@ -79,6 +85,10 @@ pub(crate) struct AdminArgs {
     /// The admin token (`admin.token` in routes.yaml).
     #[arg(long)]
     token: Option<String>,
+    /// PEM file of CA certificates trusted besides the system's roots (an https:// admin
+    /// server with a private or self-signed certificate).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
 }
 
 /// Publishes one event and prints the answer's status and body.
@@ -87,7 +97,7 @@ pub(crate) fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
         Ok(prepared) => prepared,
         Err(e) => return Ok(usage(&e)),
     };
-    let (status, body) = exchange(Method::POST, url, headers, body)?;
+    let (status, body) = exchange(Method::POST, url, headers, body, args.ca.as_deref())?;
     println!("{status}");
     if !body.is_empty() {
         println!("{}", String::from_utf8_lossy(&body));
@@ -257,7 +267,7 @@ fn admin_get(args: &AdminArgs, path: &str) -> anyhow::Result<Option<Value>> {
     let url: Uri = url.parse().context("--admin is not a valid URL")?;
     let mut headers = HeaderMap::new();
     bearer(args.token.as_deref(), &mut headers)?;
-    let (status, body) = exchange(Method::GET, url, headers, Bytes::new())?;
+    let (status, body) = exchange(Method::GET, url, headers, Bytes::new(), args.ca.as_deref())?;
     if !status.is_success() {
         let body = String::from_utf8_lossy(&body);
         eprintln!("switchyard: admin API answered {status}: {}", body.trim());
@@ -277,13 +287,20 @@ pub(super) fn bearer(token: Option<&str>, headers: &mut HeaderMap) -> anyhow::Re
     Ok(())
 }
 
-/// One request, answered within [`TIMEOUT`]; plain HTTP, or HTTPS with the system's roots.
+/// One request, answered within [`TIMEOUT`]: plain HTTP, or HTTPS trusting the system's roots
+/// and `ca`; through the environment's proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`), as
+/// curl would.
 pub(super) fn exchange(
     method: Method,
     url: Uri,
     headers: HeaderMap,
     body: Bytes,
+    ca: Option<&Path>,
 ) -> anyhow::Result<(StatusCode, Bytes)> {
+    let options = ClientOptions {
+        extra_roots: ca.map(read_ca).transpose()?.unwrap_or_default(),
+        ..ClientOptions::default()
+    };
     let what = format!("{method} {url}");
     let mut request = Request::builder()
         .method(method)
@@ -295,17 +312,15 @@ pub(super) fn exchange(
         .build()
         .context("cannot start the async runtime")?;
     let answer = runtime.block_on(async {
-        let builder = Client::builder(TokioExecutor::new());
-        let response = if request.uri().scheme_str() == Some("https") {
-            let tls = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_native_roots()
-                .context("no CA roots for https")?;
-            let client = builder.build(tls.https_only().enable_http1().build());
-            tokio::time::timeout(TIMEOUT, client.request(request)).await
+        let roots = if request.uri().scheme_str() == Some("https") {
+            SystemRoots::load()
         } else {
-            tokio::time::timeout(TIMEOUT, builder.build_http().request(request)).await
+            SystemRoots::none()
         };
-        let response = response.context("no answer in time")??;
+        let client = Client::new(&options, &roots)?;
+        let response = tokio::time::timeout(TIMEOUT, client.send(request))
+            .await
+            .context("no answer in time")??;
         let (parts, body) = response.into_parts();
         let body = tokio::time::timeout(TIMEOUT, body.collect())
             .await
@@ -313,6 +328,19 @@ pub(super) fn exchange(
         anyhow::Ok((parts.status, body.to_bytes()))
     });
     answer.with_context(|| what)
+}
+
+/// The certificates of a `--ca` file.
+fn read_ca(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let what = || format!("--ca {}", path.display());
+    let certs = CertificateDer::pem_file_iter(path)
+        .with_context(what)?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(what)?;
+    if certs.is_empty() {
+        anyhow::bail!("--ca {} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
 }
 
 fn exit_for(status: StatusCode) -> ExitCode {

@@ -1,4 +1,5 @@
-//! The `http` sink: one POST per attempt through a pooled client shared by every http sink.
+//! The `http` sink: one POST per attempt through a pooled client (see `outbound`), shared by
+//! every http sink with the same `tls` and `proxy` settings.
 //!
 //! A sink with `batch.max_events` above 1 sends every attempt in the batch shape of its
 //! format, even a batch of one, so the target always sees one shape: CloudEvents formats as
@@ -9,21 +10,18 @@
 
 use std::time::SystemTime;
 
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as Pooled;
-use hyper_util::rt::TokioExecutor;
 
 use super::classify::classify;
 use super::outcome::{SOCKET_ERROR, TIMED_OUT};
 use super::sign::Signer;
 use super::{Attempt, BoxFuture, Sink, SinkError};
-use crate::config::{HttpFormat, HttpSinkConfig};
+use crate::config::{HttpFormat, HttpSinkConfig, ProxySetting};
 use crate::event::{eventgrid, http as binding, Event, ExtensionValue};
+use crate::outbound::{Client, ClientOptions, Identity, Proxy};
 
 /// Most response-body bytes read (and discarded) per attempt, so a huge reply costs little.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
@@ -32,39 +30,25 @@ const STRUCTURED: &str = "application/cloudevents+json; charset=utf-8";
 const EVENT_GRID: &str = "application/json; charset=utf-8";
 const BATCH: &str = "application/cloudevents-batch+json; charset=utf-8";
 
-/// The outbound HTTP client, cheap to clone (clones share one connection pool).
-///
-/// HTTPS uses the system's CA roots. A machine without any falls back to a plain-HTTP
-/// client, so the daemon still starts and `http://` targets still work.
-#[derive(Debug, Clone)]
-pub(crate) enum Client {
-    /// HTTP and HTTPS.
-    Tls(Pooled<HttpsConnector<HttpConnector>, Full<Bytes>>),
-    /// HTTP only: no CA roots could be loaded.
-    Plain(Pooled<HttpConnector, Full<Bytes>>),
-}
-
-impl Client {
-    /// A pooled HTTP/1 client. Redirects are never followed (hyper does not follow them).
-    pub(crate) fn new() -> Self {
-        let builder = Pooled::builder(TokioExecutor::new());
-        match HttpsConnectorBuilder::new().with_native_roots() {
-            Ok(tls) => Self::Tls(builder.build(tls.https_or_http().enable_http1().build())),
-            Err(error) => {
-                tracing::warn!(%error, "No CA roots could be loaded; https sinks will fail");
-                Self::Plain(builder.build(HttpConnector::new()))
-            }
-        }
-    }
-
-    async fn send(
-        &self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
-        match self {
-            Self::Tls(c) => c.request(request).await,
-            Self::Plain(c) => c.request(request).await,
-        }
+/// The client options an http sink's settings ask for. Sinks whose options are equal share
+/// one client, and with it one connection pool.
+pub(crate) fn client_options(config: &HttpSinkConfig) -> ClientOptions {
+    let tls = &config.tls;
+    ClientOptions {
+        extra_roots: tls
+            .ca
+            .as_ref()
+            .map(|ca| ca.certs.clone())
+            .unwrap_or_default(),
+        identity: tls
+            .client
+            .as_ref()
+            .map(|c| Identity::new(c.cert.certs.clone(), c.key().clone_key())),
+        proxy: match &config.proxy {
+            ProxySetting::Environment => Proxy::Environment,
+            ProxySetting::Direct => Proxy::Direct,
+            ProxySetting::Url(uri) => Proxy::Url((**uri).clone()),
+        },
     }
 }
 

@@ -5,7 +5,7 @@
 //! and `file` writes a batch's lines with one sync; `log`, `exec` and `handler` do not batch,
 //! so the dispatcher gives them one delivery per attempt.
 //!
-//! Imports `event`, `config` and `telemetry`.
+//! Imports `event`, `config`, `telemetry` and `outbound`.
 //!
 //! | module | target |
 //! |---|---|
@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use crate::config::{Config, SinkConfig, SinkKind};
 use crate::event::Event;
+use crate::outbound::{Client, ClientOptions, SystemRoots};
 
 pub use handler::{Handler, HandlerError, Handlers};
 
@@ -162,31 +163,59 @@ pub enum BuildError {
         /// The handler name it asked for.
         name: String,
     },
+    /// An `http` sink's client could not be built from its `tls` and `proxy` settings.
+    #[error("sinks.{sink}.http: {source}")]
+    Client {
+        /// The sink.
+        sink: String,
+        /// Why.
+        #[source]
+        source: crate::outbound::BuildError,
+    },
 }
 
-/// Builds every sink of a configuration. All `http` sinks share one pooled client.
+/// Builds every sink of a configuration. `http` sinks with the same `tls` and `proxy`
+/// settings share one pooled client.
 pub fn build(config: &Config, handlers: &Handlers) -> Result<Registry, BuildError> {
-    let needs_client = config
-        .sinks
-        .values()
-        .any(|s| matches!(s.kind, SinkKind::Http(_)));
-    let client = needs_client.then(http::Client::new);
+    let mut clients = Clients::default();
     let mut registry = Registry::default();
     for (name, sink) in &config.sinks {
-        registry.insert(name.clone(), build_one(sink, client.as_ref(), handlers)?);
+        registry.insert(name.clone(), build_one(sink, &mut clients, handlers)?);
     }
     Ok(registry)
 }
 
+/// The outbound clients of one build, by options; the system's roots are loaded once, by
+/// the first `http` sink.
+#[derive(Debug, Default)]
+struct Clients {
+    roots: Option<SystemRoots>,
+    built: Vec<(ClientOptions, Client)>,
+}
+
+impl Clients {
+    fn get(&mut self, sink: &str, options: ClientOptions) -> Result<Client, BuildError> {
+        if let Some((_, client)) = self.built.iter().find(|(o, _)| *o == options) {
+            return Ok(client.clone());
+        }
+        let roots = self.roots.get_or_insert_with(SystemRoots::load);
+        let client = Client::new(&options, roots).map_err(|source| BuildError::Client {
+            sink: sink.to_owned(),
+            source,
+        })?;
+        self.built.push((options, client.clone()));
+        Ok(client)
+    }
+}
+
 fn build_one(
     sink: &SinkConfig,
-    client: Option<&http::Client>,
+    clients: &mut Clients,
     handlers: &Handlers,
 ) -> Result<Arc<dyn Sink>, BuildError> {
     Ok(match &sink.kind {
         SinkKind::Http(c) => {
-            // `build` creates the client whenever an http sink exists.
-            let client = client.cloned().unwrap_or_else(http::Client::new);
+            let client = clients.get(&sink.name, http::client_options(c))?;
             let batched = sink.delivery.batch.enabled();
             Arc::new(http::HttpSink::new(client, &sink.name, c.clone(), batched))
         }

@@ -29,9 +29,9 @@ use super::{Delivery, DeliveryId, Priority};
 
 /// Most deliveries kept ready per lane of a sink.
 const READY_MAX: usize = 1024;
-/// Most event bytes (roughly) kept ready per lane of a sink.
+/// Most bytes of events (whole, see `bounds`) kept ready per lane of a sink.
 const READY_MAX_BYTES: usize = 8 << 20;
-/// Bookkeeping bytes counted per ready delivery besides its payload.
+/// Bookkeeping bytes counted per ready delivery besides its event.
 const ENTRY_OVERHEAD: usize = 256;
 /// The horizon of a cache that knows nothing yet.
 const NOTHING: Horizon = Horizon::Through((i64::MIN, 0));
@@ -114,8 +114,10 @@ pub(super) struct SinkState {
     journal: [VecDeque<(Key, Loc)>; LANES],
 }
 
+/// Bytes a ready delivery is counted at: its whole event (see `bounds`) and its bookkeeping.
 fn size(delivery: &Delivery) -> usize {
-    ENTRY_OVERHEAD + delivery.event.data.as_ref().map_or(0, |d| d.len())
+    let event = usize::try_from(super::bounds::event_size(&delivery.event)).unwrap_or(usize::MAX);
+    ENTRY_OVERHEAD.saturating_add(event)
 }
 
 impl Lane {

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 
+use super::bounds::SEEN_ENTRY_OVERHEAD;
 use super::lanes;
-use super::record::{decode_event, from_millis};
+use super::record::{decode_event, from_millis, FRAMING};
 use super::{Delivery, DeliveryId, Priority};
 
 /// Schema version written to `PRAGMA user_version`; a file with a larger one is refused, a
@@ -325,12 +326,29 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Bytes of stored events (record and payload), as `spool.max_bytes` counts them.
 pub(super) fn stored_bytes(conn: &Connection) -> rusqlite::Result<u64> {
-    let bytes: i64 = conn.query_row(
-        "SELECT ifnull(SUM(length(record) + ifnull(length(data), 0)), 0) FROM events",
+    let events: i64 = conn.query_row(
+        &format!(
+            "SELECT ifnull(SUM(length(record) + ifnull(length(data), 0) + {FRAMING}), 0)
+             FROM events"
+        ),
         [],
         |r| r.get(0),
     )?;
-    Ok(u64::try_from(bytes).unwrap_or(0))
+    let sightings: i64 = conn.query_row(
+        &format!(
+            "SELECT ifnull(SUM(length(CAST(source AS BLOB)) + length(CAST(id AS BLOB))
+                + {SEEN_ENTRY_OVERHEAD}), 0) FROM seen"
+        ),
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(events.saturating_add(sightings)).unwrap_or(0))
+}
+
+/// Rows in the duplicate-suppression table.
+pub(super) fn seen_entries(conn: &Connection) -> rusqlite::Result<u64> {
+    let rows: i64 = conn.query_row("SELECT COUNT(*) FROM seen", [], |r| r.get(0))?;
+    Ok(u64::try_from(rows).unwrap_or(0))
 }
 
 /// Stored deliveries per sink, and the largest delivery id (0 when there is none).

@@ -66,6 +66,10 @@ pub struct DeadLetterQuery {
     pub after: Option<DeadLetterId>,
     /// At most this many records.
     pub limit: usize,
+    /// Listing stops once the records' events reach this many bytes (whole size, see
+    /// [`super::event_size`]): the record that reaches it is the last one, so a listing
+    /// returns at least one record when any matches.
+    pub max_bytes: u64,
 }
 
 impl Default for DeadLetterQuery {
@@ -78,11 +82,17 @@ impl Default for DeadLetterQuery {
             since: None,
             after: None,
             limit: MAX_QUERY_LIMIT,
+            max_bytes: u64::MAX,
         }
     }
 }
 
 impl DeadLetterQuery {
+    /// Whether a listing that holds `count` records of `bytes` may take one more.
+    pub fn wants_more(&self, count: usize, bytes: u64) -> bool {
+        count < self.limit && bytes < self.max_bytes
+    }
+
     /// Whether `record` is selected (the limit aside).
     pub fn matches(&self, record: &DeadLetterRecord) -> bool {
         let text = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);

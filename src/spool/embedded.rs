@@ -27,13 +27,13 @@ use super::db::Key;
 use super::db::{self, OpenError};
 use super::journal::{self, Journal, Loc, Segments};
 use super::letters;
-use super::record::EncodedEvent;
+use super::record::{to_millis, EncodedEvent};
 use super::rows::{encode_put, Forward};
 use super::space::Space;
 use super::writer::{Command, Writer};
 use super::{
     DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, Delivery, NewDelivery, Priority,
-    PurgeError, Refusals, Spool, SpoolError, DEFAULT_MAX_BYTES, MAX_QUERY_LIMIT,
+    PurgeError, Refusals, Spool, SpoolError, Swept, DEFAULT_MAX_BYTES, MAX_QUERY_LIMIT,
 };
 
 /// Commands that may wait for the writer; past it callers wait to enqueue (backpressure).
@@ -67,6 +67,8 @@ pub struct EmbeddedSpool {
     /// One more than the commit count after a put last failed in storage; 0 when the last
     /// put was stored.
     storage_failed_at: AtomicU64,
+    /// `spool.dead_letter_ttl`; `None` keeps dead letters.
+    dead_letter_ttl: Option<Duration>,
 }
 
 /// State shared by the async side and the writer thread.
@@ -79,6 +81,8 @@ pub(super) struct Shared {
     pub(super) stored_bytes: AtomicU64,
     /// `spool.max_bytes`.
     pub(super) max_bytes: u64,
+    /// Rows in the duplicate-suppression table, as of the last commit.
+    pub(super) seen_entries: AtomicU64,
     closed: AtomicBool,
     path: PathBuf,
     /// Read access to the journal's segments.
@@ -119,6 +123,7 @@ impl EmbeddedSpool {
         };
         let (depths, max_id) = db::inventory(&opened.writer).map_err(sqlite)?;
         let stored_bytes = db::stored_bytes(&opened.writer).map_err(sqlite)?;
+        let seen_entries = db::seen_entries(&opened.writer).map_err(sqlite)?;
         let moved = db::journal_moved(&opened.writer).map_err(sqlite)?;
         let ordered = db::ordered(&opened.writer).map_err(sqlite)?;
         let queues: DashMap<Arc<str>, Arc<SinkQueue>> = DashMap::new();
@@ -157,6 +162,7 @@ impl EmbeddedSpool {
             commits: AtomicU64::new(0),
             stored_bytes: AtomicU64::new(stored_bytes + recovery.bytes),
             max_bytes,
+            seen_entries: AtomicU64::new(seen_entries),
             closed: AtomicBool::new(false),
             path: opened.path,
             segments: Segments::new(journal_dir),
@@ -172,7 +178,6 @@ impl EmbeddedSpool {
             commands: rx,
             next_id: max_id + 1,
             freed: 0,
-            last_prune: 0,
             journal,
             prune_moved: None,
             undone: Vec::new(),
@@ -204,7 +209,14 @@ impl EmbeddedSpool {
             checkpointer: Some(checkpointer),
             refusals: Refusals::default(),
             storage_failed_at: AtomicU64::new(0),
+            dead_letter_ttl: None,
         })
+    }
+
+    /// Removes dead letters older than `ttl` at each sweep; `None` (the default) keeps them.
+    pub fn dead_letter_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.dead_letter_ttl = ttl;
+        self
     }
 
     /// The database file.
@@ -222,7 +234,8 @@ impl EmbeddedSpool {
         self.shared.commits.load(Ordering::Relaxed)
     }
 
-    /// Event bytes stored (records and payloads), as `spool.max_bytes` counts them.
+    /// Bytes stored (events with their framing, and duplicate-suppression entries), as
+    /// `spool.max_bytes` counts them.
     pub fn stored_bytes(&self) -> u64 {
         self.shared.stored_bytes.load(Ordering::Relaxed)
     }
@@ -541,6 +554,25 @@ impl Spool for EmbeddedSpool {
 
     async fn purge_dead_letter(&self, id: DeadLetterId) -> Result<bool, SpoolError> {
         Ok(self.ask(|reply| Command::Purge { id, reply }).await? > 0)
+    }
+
+    async fn sweep(&self, now: SystemTime) -> Result<Swept, SpoolError> {
+        let dead_before = self
+            .dead_letter_ttl
+            .and_then(|ttl| now.checked_sub(ttl))
+            .map(to_millis);
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Sweep {
+            now: to_millis(now),
+            dead_before,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    fn dedup_entries(&self) -> u64 {
+        self.shared.seen_entries.load(Ordering::Relaxed)
     }
 
     async fn purge_sink(&self, sink: &str) -> Result<usize, PurgeError> {

@@ -1184,8 +1184,10 @@ impl Journal {
     }
 }
 
+/// Bytes a journaled event is counted at: its record and payload (`len`) and its framing,
+/// as [`super::record::EncodedEvent::bytes`] counts it.
 fn event_bytes(len: usize) -> u32 {
-    u32::try_from(len).unwrap_or(u32::MAX)
+    u32::try_from(len as u64 + super::record::FRAMING).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

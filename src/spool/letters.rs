@@ -55,9 +55,16 @@ pub(super) fn list(
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(filter_params(query), read_record)?;
     let mut out = Vec::new();
+    let mut bytes = 0;
     for row in rows {
+        if !query.wants_more(out.len(), bytes) {
+            break;
+        }
         match row? {
-            Ok(record) => out.push(record),
+            Ok(record) => {
+                bytes += super::bounds::event_size(&record.event);
+                out.push(record);
+            }
             Err((id, error)) => {
                 tracing::error!(dead_letter = id, %error, "Stored dead-letter event is unreadable; left out");
             }
@@ -130,6 +137,25 @@ impl Apply<'_, '_> {
             });
         }
         Ok(selected.len() as u64)
+    }
+
+    /// Deletes up to `limit` records dead-lettered before `before` (unix millis), oldest
+    /// first, and releases their events; returns how many.
+    pub(super) fn expire_dead_letters(&mut self, before: i64, limit: i64) -> rusqlite::Result<u64> {
+        let events: Vec<i64> = self
+            .tx
+            .prepare_cached(
+                "DELETE FROM dead_letters WHERE id IN
+                   (SELECT id FROM dead_letters WHERE dead_lettered_at < ?1
+                    ORDER BY dead_lettered_at LIMIT ?2)
+                 RETURNING event",
+            )?
+            .query_map([before, limit], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for event in &events {
+            self.release_event(*event)?;
+        }
+        Ok(events.len() as u64)
     }
 
     /// Deletes one record and releases its event; returns 1 when it existed, else 0.

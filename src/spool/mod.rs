@@ -6,6 +6,7 @@
 //! releases what it leased and will not attempt.
 //! Persisted times are wall-clock ([`SystemTime`]) so that they mean the same after a restart.
 
+mod bounds;
 mod cache;
 mod checkpoint;
 mod db;
@@ -13,6 +14,7 @@ mod dead_letter;
 mod disk;
 mod embedded;
 #[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod journal;
 mod lanes;
@@ -37,6 +39,7 @@ pub use crate::config::Priority;
 use crate::config::{SpoolBackend, SpoolConfig};
 use crate::event::Event;
 
+pub use bounds::{event_size, sweep_until, Swept, SWEEP_EVERY};
 pub use db::OpenError;
 pub use dead_letter::{
     DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, MAX_QUERY_LIMIT,
@@ -288,6 +291,19 @@ pub trait Spool: Send + Sync + 'static {
         std::future::ready(Err(PurgeError::Unsupported))
     }
 
+    /// Removes, as of `now`, every duplicate-suppression entry whose window has ended and
+    /// every dead letter older than `spool.dead_letter_ttl`, with the bytes they held.
+    /// Called every [`SWEEP_EVERY`] by [`sweep_until`], whatever the traffic.
+    fn sweep(&self, now: SystemTime) -> impl Future<Output = Result<Swept, SpoolError>> + Send {
+        let _ = now;
+        std::future::ready(Ok(Swept::default()))
+    }
+
+    /// Entries in the duplicate-suppression table, expired ones not yet swept included.
+    fn dedup_entries(&self) -> u64 {
+        0
+    }
+
     /// Deliveries stored for `sink` (queued and leased).
     fn depth(&self, sink: &str) -> usize;
 
@@ -310,10 +326,11 @@ impl SpoolHandle {
     /// Opens the backend the configuration names.
     pub fn open(config: &SpoolConfig) -> Result<Self, OpenError> {
         match config.backend {
-            SpoolBackend::Memory => Ok(Self::Memory(MemorySpool::bounded(config.max_bytes))),
-            SpoolBackend::Embedded => {
-                EmbeddedSpool::open_bounded(&config.path, config.max_bytes).map(Self::Embedded)
-            }
+            SpoolBackend::Memory => Ok(Self::Memory(
+                MemorySpool::bounded(config.max_bytes).dead_letter_ttl(config.dead_letter_ttl),
+            )),
+            SpoolBackend::Embedded => EmbeddedSpool::open_bounded(&config.path, config.max_bytes)
+                .map(|s| Self::Embedded(s.dead_letter_ttl(config.dead_letter_ttl))),
             SpoolBackend::Nats => Ok(Self::Nats(NatsSpool::open(config))),
         }
     }
@@ -428,6 +445,14 @@ impl Spool for SpoolHandle {
 
     fn health(&self) -> Result<(), String> {
         each_backend!(self, s => s.health())
+    }
+
+    async fn sweep(&self, now: SystemTime) -> Result<Swept, SpoolError> {
+        each_backend!(self, s => s.sweep(now).await)
+    }
+
+    fn dedup_entries(&self) -> u64 {
+        each_backend!(self, s => s.dedup_entries())
     }
 
     fn depth(&self, sink: &str) -> usize {

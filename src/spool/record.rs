@@ -99,6 +99,10 @@ impl Serialize for Extensions<'_> {
     }
 }
 
+/// Bytes an embedded-spool event is counted at besides its record text and payload: the
+/// journal's frame and delivery entry, or the database row's header and index entries.
+pub(super) const FRAMING: u64 = 64;
+
 /// An event encoded for the `events` table: the record's JSON text and the raw payload.
 #[derive(Debug)]
 pub(super) struct EncodedEvent {
@@ -127,9 +131,10 @@ impl EncodedEvent {
         })
     }
 
-    /// Bytes the event takes in the `events` table: its record text and its payload.
+    /// Bytes the event is counted at: its record text (every attribute and extension), its
+    /// payload and its [`FRAMING`].
     pub(super) fn bytes(&self) -> u64 {
-        (self.record.len() + self.data.as_ref().map_or(0, Bytes::len)) as u64
+        (self.record.len() + self.data.as_ref().map_or(0, Bytes::len)) as u64 + FRAMING
     }
 }
 

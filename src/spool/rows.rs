@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use rusqlite::{params, CachedStatement, OptionalExtension, Transaction};
 
+use super::bounds::{seen_entry_size, SEEN_ENTRY_OVERHEAD};
 use super::embedded::storage_failed;
-use super::record::{round_millis, to_millis, EncodedEvent};
+use super::record::{round_millis, to_millis, EncodedEvent, FRAMING};
 use super::{DeadLetter, Delivery, DeliveryId, NewDelivery, SpoolError};
 use crate::event::Event;
 
@@ -30,9 +31,13 @@ pub(super) struct PutBatch {
 }
 
 impl PutBatch {
-    /// Event bytes the batch stores at most.
+    /// Bytes the batch stores at most: its events, and a sighting for each of them.
     pub(super) fn bytes(&self) -> u64 {
-        self.events.iter().map(|(e, _)| e.bytes()).sum()
+        let events: u64 = self.events.iter().map(|(e, _)| e.bytes()).sum();
+        let sightings: u64 = self.unique.as_ref().map_or(0, |(_, keys)| {
+            keys.iter().map(|(s, i)| seen_entry_size(s, i)).sum()
+        });
+        events + sightings
     }
 }
 
@@ -130,6 +135,8 @@ pub(super) struct Apply<'t, 'c> {
     pub(super) bytes: i64,
     /// Event bytes deleted.
     pub(super) freed: u64,
+    /// Change in the number of sightings.
+    pub(super) seen: i64,
     /// The transaction's wall-clock time, in unix millis.
     pub(super) now: i64,
 }
@@ -162,6 +169,7 @@ impl<'t, 'c> Apply<'t, 'c> {
             effects: Vec::new(),
             bytes: 0,
             freed: 0,
+            seen: 0,
             now,
         }
     }
@@ -204,7 +212,12 @@ impl<'t, 'c> Apply<'t, 'c> {
     }
 
     /// Records (`source`, `id`) as seen for `window`; `false` when it already was, unexpired.
-    fn first_sighting(&self, source: &str, id: &str, window: Duration) -> rusqlite::Result<bool> {
+    fn first_sighting(
+        &mut self,
+        source: &str,
+        id: &str,
+        window: Duration,
+    ) -> rusqlite::Result<bool> {
         let expires: Option<i64> = self
             .tx
             .prepare_cached("SELECT expires_at FROM seen WHERE source = ?1 AND id = ?2")?
@@ -220,17 +233,31 @@ impl<'t, 'c> Apply<'t, 'c> {
                  ON CONFLICT (source, id) DO UPDATE SET expires_at = excluded.expires_at",
             )?
             .execute(params![source, id, self.now.saturating_add(window)])?;
+        if expires.is_none() {
+            self.seen += 1;
+            self.bytes += i64::try_from(seen_entry_size(source, id)).unwrap_or(i64::MAX);
+        }
         Ok(true)
     }
 
-    /// Forgets up to `limit` expired sightings.
-    pub(super) fn prune_seen(&self, limit: i64) -> rusqlite::Result<usize> {
-        self.tx
+    /// Forgets up to `limit` sightings expired at `now`, oldest first; returns how many.
+    pub(super) fn expire_seen(&mut self, limit: i64) -> rusqlite::Result<u64> {
+        let sizes: Vec<i64> = self
+            .tx
             .prepare_cached(
                 "DELETE FROM seen WHERE rowid IN
-                   (SELECT rowid FROM seen WHERE expires_at <= ?1 LIMIT ?2)",
+                   (SELECT rowid FROM seen WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)
+                 RETURNING length(CAST(source AS BLOB)) + length(CAST(id AS BLOB))",
             )?
-            .execute([self.now, limit])
+            .query_map([self.now, limit], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let count = sizes.len() as u64;
+        let overhead = i64::try_from(SEEN_ENTRY_OVERHEAD).unwrap_or(0);
+        let bytes: i64 = sizes.iter().map(|s| s + overhead).sum();
+        self.bytes -= bytes;
+        self.freed += u64::try_from(bytes).unwrap_or(0);
+        self.seen -= i64::try_from(count).unwrap_or(0);
+        Ok(count)
     }
 
     pub(super) fn insert_event(
@@ -349,9 +376,9 @@ impl<'t, 'c> Apply<'t, 'c> {
             .tx
             .prepare_cached(
                 "DELETE FROM events WHERE id = ?1 AND pending <= 1
-                 RETURNING length(record) + ifnull(length(data), 0)",
+                 RETURNING length(record) + ifnull(length(data), 0) + ?2",
             )?
-            .query_row([event], |r| r.get(0))
+            .query_row([event, i64::try_from(FRAMING).unwrap_or(0)], |r| r.get(0))
             .optional()?;
         match size {
             Some(size) => {

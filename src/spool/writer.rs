@@ -27,22 +27,24 @@ use super::space::Space;
 use super::FULL_RETRY_AFTER;
 use super::{
     DeadLetter, DeadLetterId, DeadLetterQuery, Delivery, DeliveryId, NewDelivery, Priority,
-    SpoolError,
+    SpoolError, Swept,
 };
 
 /// Most commands applied in one transaction; bounds a commit's size and latency.
 const MAX_GROUP: usize = 4096;
 /// Freed event bytes after which free pages are handed back to the file system.
 const VACUUM_AFTER: u64 = 8 << 20;
-/// How often expired duplicate-suppression entries are pruned, in millis.
-const PRUNE_EVERY_MS: i64 = 60_000;
-/// Most expired entries pruned in one transaction, so a prune never makes a commit slow.
-const PRUNE_ROWS: i64 = 10_000;
+/// Most expired rows (sightings or dead letters) one sweep transaction deletes; a sweep
+/// commits as many as it takes, so that no one transaction grows large.
+const SWEEP_ROWS: i64 = 10_000;
 /// While disk space is short, how often free pages and the WAL are handed back.
 const SHRINK_EVERY_MS: i64 = 1_000;
 
 /// A caller's answer: a count (duplicates dropped, records replayed or purged).
 pub(super) type Reply = oneshot::Sender<Result<u64, SpoolError>>;
+
+/// A sweep's answer.
+pub(super) type SweepReply = oneshot::Sender<Result<Swept, SpoolError>>;
 
 /// What the writer is asked to do.
 #[derive(Debug)]
@@ -84,6 +86,13 @@ pub(super) enum Command {
         limit: usize,
         reply: Reply,
     },
+    /// Delete the sightings expired at `now` and the dead letters from before `dead_before`
+    /// (unix millis), in transactions of their own after the group's.
+    Sweep {
+        now: i64,
+        dead_before: Option<i64>,
+        reply: SweepReply,
+    },
     /// Commit what came before, answer, and stop taking commands.
     Close(oneshot::Sender<()>),
 }
@@ -98,8 +107,6 @@ pub(super) struct Writer {
     pub(super) next_id: u64,
     /// Event bytes freed since free pages were last handed back.
     pub(super) freed: u64,
-    /// When expired sightings were last pruned, in unix millis.
-    pub(super) last_prune: i64,
     pub(super) journal: Journal,
     /// Set when a journal segment was deleted: `journal_moved` rows below this id are no
     /// longer needed.
@@ -185,7 +192,7 @@ fn apply_one(
             let leased = shared.queue(sink).lock().leased_ids();
             return apply.purge_sink(sink, &leased, *limit);
         }
-        Command::Close(_) => {}
+        Command::Close(_) | Command::Sweep { .. } => {}
     }
     Ok(0)
 }
@@ -203,6 +210,16 @@ fn journalable(batch: &PutBatch) -> bool {
             .all(|(_, d)| journal::fits_delivery(d))
 }
 
+/// Splits the sweeps off a group; a group without one (nearly every group) is not copied.
+fn take_sweeps(group: Vec<Command>) -> (Vec<Command>, Vec<Command>) {
+    if !group.iter().any(|c| matches!(c, Command::Sweep { .. })) {
+        return (Vec::new(), group);
+    }
+    group
+        .into_iter()
+        .partition(|c| matches!(c, Command::Sweep { .. }))
+}
+
 impl Writer {
     /// Runs until every sender is gone or a `Close` arrives, and the queue is drained.
     pub(super) fn run(mut self) {
@@ -214,9 +231,22 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            // Sweeps run after the rest of the group, in transactions of their own.
+            let (sweeps, group) = take_sweeps(group);
             let group = self.admit(group);
             if !group.is_empty() {
                 self.commit_group(group);
+            }
+            for sweep in sweeps {
+                if let Command::Sweep {
+                    now,
+                    dead_before,
+                    reply,
+                } = sweep
+                {
+                    let swept = self.sweep(now, dead_before).map_err(|e| storage_failed(&e));
+                    drop(reply.send(swept));
+                }
             }
             if self.space.low() {
                 // Also when every put was refused: what drained must go back to the disk.
@@ -682,6 +712,7 @@ impl Writer {
                 self.commands.close();
                 reply.send(()).unwrap_or(());
             }
+            Command::Sweep { reply, .. } => drop(reply.send(Ok(Swept::default()))),
             Command::Ack { .. } | Command::Nack { .. } | Command::DeadLetter { .. } => {}
         }
     }
@@ -701,10 +732,6 @@ impl Writer {
             let command = group.get(*index).ok_or(rusqlite::Error::InvalidQuery)?;
             counts.push(apply_one(&mut apply, command, *moved, &self.shared)?);
         }
-        let prune = now.saturating_sub(self.last_prune) >= PRUNE_EVERY_MS;
-        if prune {
-            apply.prune_seen(PRUNE_ROWS)?;
-        }
         if let Some(below) = self.prune_moved {
             apply.prune_moved(below)?;
         }
@@ -713,22 +740,58 @@ impl Writer {
             effects,
             bytes,
             freed,
+            seen,
             ..
         } = apply;
         tx.commit()?;
         self.next_id = next_id;
         self.prune_moved = None;
-        if prune {
-            self.last_prune = now;
-        }
+        self.committed(bytes, freed, seen);
+        Ok((effects, counts))
+    }
+
+    /// Counts a commit's changes: stored bytes, freed bytes and sightings.
+    fn committed(&mut self, bytes: i64, freed: u64, seen: i64) {
         self.freed += freed;
         let stored = &self.shared.stored_bytes;
         match u64::try_from(bytes) {
             Ok(grown) => stored.fetch_add(grown, Ordering::Relaxed),
             Err(_) => stored.fetch_sub(bytes.unsigned_abs(), Ordering::Relaxed),
         };
+        let entries = &self.shared.seen_entries;
+        match u64::try_from(seen) {
+            Ok(added) => entries.fetch_add(added, Ordering::Relaxed),
+            Err(_) => entries.fetch_sub(seen.unsigned_abs(), Ordering::Relaxed),
+        };
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
-        Ok((effects, counts))
+    }
+
+    /// Deletes the sightings expired at `now` and the dead letters from before `dead_before`,
+    /// [`SWEEP_ROWS`] at a time, each batch in its own transaction.
+    fn sweep(&mut self, now: i64, dead_before: Option<i64>) -> rusqlite::Result<Swept> {
+        let mut swept = Swept::default();
+        loop {
+            let tx = self.conn.transaction()?;
+            let mut apply = Apply::new(&tx, self.next_id, now);
+            let sightings = apply.expire_seen(SWEEP_ROWS)?;
+            let dead_letters = match dead_before {
+                Some(before) => apply.expire_dead_letters(before, SWEEP_ROWS)?,
+                None => 0,
+            };
+            let (bytes, freed, seen) = (apply.bytes, apply.freed, apply.seen);
+            drop(apply);
+            if sightings == 0 && dead_letters == 0 {
+                return Ok(swept);
+            }
+            tx.commit()?;
+            self.committed(bytes, freed, seen);
+            swept.sightings += sightings;
+            swept.dead_letters += dead_letters;
+            if sightings < SWEEP_ROWS as u64 && dead_letters < SWEEP_ROWS as u64 {
+                self.vacuum();
+                return Ok(swept);
+            }
+        }
     }
 
     /// Hands free pages back to the file system once enough was freed (a no-op for files

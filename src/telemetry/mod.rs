@@ -1,10 +1,11 @@
 //! Observability at the side: log setup, metric names, the Prometheus recorder, the
 //! process counters that the hot path bumps, and (in `otlp`) trace export.
 //!
-//! Imports nothing internal. Every metric name is a constant here and every raw `metrics`
-//! macro call lives in this file, so names and labels cannot drift between the places that
-//! record them. Label handles are registered once (per format, per route, per sink) and
-//! cached, so recording an event costs an atomic add, not a registry lookup or an allocation.
+//! Imports nothing internal but `outbound` (the trace exporter's HTTP client). Every metric
+//! name is a constant here and every raw `metrics` macro call lives in this file, so names
+//! and labels cannot drift between the places that record them. Label handles are
+//! registered once (per format, per route, per sink) and cached, so recording an event costs
+//! an atomic add, not a registry lookup or an allocation.
 
 mod logging;
 pub(crate) mod otlp;
@@ -36,6 +37,8 @@ pub const SPOOL_DEPTH: &str = "switchyard_spool_depth";
 pub const SPOOL_DISK_USED_RATIO: &str = "switchyard_spool_disk_used_ratio";
 /// Bytes still free on the filesystem holding `spool.path` (embedded spool).
 pub const SPOOL_DISK_FREE_BYTES: &str = "switchyard_spool_disk_free_bytes";
+/// Entries in the spool's duplicate-suppression table (`ingress.dedup_window`).
+pub const SPOOL_DEDUP_ENTRIES: &str = "switchyard_spool_dedup_entries";
 /// Deliveries dead-lettered, by `sink` and `reason` (Event Grid's `deadLetterReason`).
 pub const DEAD_LETTERS: &str = "switchyard_dead_letters_total";
 /// Configuration reloads, by `outcome` (`success` or `failure`).
@@ -97,6 +100,10 @@ fn describe() {
         Unit::Bytes,
         "Bytes free on the spool's filesystem."
     );
+    describe_gauge!(
+        SPOOL_DEDUP_ENTRIES,
+        "Entries in the spool's duplicate-suppression table."
+    );
     describe_counter!(DEAD_LETTERS, "Deliveries dead-lettered.");
     describe_counter!(CONFIG_RELOADS, "Configuration reloads.");
     describe_counter!(OTLP_SPANS_EXPORTED, "Spans the OTLP collector accepted.");
@@ -115,16 +122,19 @@ pub enum Format {
     Batch,
     /// The Event Grid schema.
     EventGrid,
+    /// A provider's webhook, taken in by a source (`POST /hooks/<name>`).
+    Source,
     /// Rejected before its format was known (bad credentials, unsupported media type).
     Unknown,
 }
 
 impl Format {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Binary,
         Self::Structured,
         Self::Batch,
         Self::EventGrid,
+        Self::Source,
         Self::Unknown,
     ];
 
@@ -135,6 +145,7 @@ impl Format {
             Self::Structured => "structured",
             Self::Batch => "batch",
             Self::EventGrid => "eventgrid",
+            Self::Source => "source",
             Self::Unknown => "unknown",
         }
     }
@@ -142,7 +153,7 @@ impl Format {
 
 /// Cached `switchyard_events_received_total` handles: `[accepted, rejected]` per format.
 #[derive(Debug)]
-struct Received([[Counter; 2]; 5]);
+struct Received([[Counter; 2]; 6]);
 
 impl Received {
     fn register() -> Self {
@@ -163,6 +174,11 @@ pub fn config_reloaded(success: bool) {
 pub fn spool_disk(used_ratio: f64, free_bytes: u64) {
     metrics::gauge!(SPOOL_DISK_USED_RATIO).set(used_ratio);
     metrics::gauge!(SPOOL_DISK_FREE_BYTES).set(free_bytes as f64);
+}
+
+/// Sets the number of entries in the spool's duplicate-suppression table.
+pub fn spool_dedup_entries(entries: u64) {
+    metrics::gauge!(SPOOL_DEDUP_ENTRIES).set(entries as f64);
 }
 
 /// Counts `n` spans the OTLP collector accepted.

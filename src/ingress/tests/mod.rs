@@ -61,6 +61,7 @@ fn config(ingress: IngressConfig) -> Config {
             backend: SpoolBackend::Memory,
             path: PathBuf::new(),
             max_bytes: 1 << 30,
+            dead_letter_ttl: None,
             nats: None,
         },
         ingress,
@@ -76,6 +77,7 @@ fn config(ingress: IngressConfig) -> Config {
         shutdown_grace: Duration::from_secs(1),
         admin: Default::default(),
         telemetry: Default::default(),
+        sources: Default::default(),
     }
 }
 

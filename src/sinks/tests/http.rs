@@ -2,16 +2,16 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::Uri;
 
-use super::support::{event, http_config, Receiver, Reply};
+use super::support::{self, event, http_config, Receiver, Reply};
 use crate::config::HttpFormat;
-use crate::sinks::http::{Client, HttpSink};
+use crate::sinks::http::HttpSink;
 use crate::sinks::{Attempt, Sink, SinkError};
 
 const SECOND: Duration = Duration::from_secs(1);
 
 async fn post(url: &Uri, format: HttpFormat, timeout: Duration) -> Result<(), SinkError> {
     let sink = HttpSink::new(
-        Client::new(),
+        support::client(),
         "web",
         http_config(url, format, timeout),
         false,

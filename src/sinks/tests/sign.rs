@@ -9,9 +9,9 @@ use axum::http::{HeaderMap, HeaderName};
 use base64::Engine as _;
 use ring::hmac;
 
-use super::support::{event, http_config, Receiver, Reply};
+use super::support::{self, event, http_config, Receiver, Reply};
 use crate::config::{DigestEncoding, HmacSignConfig, HttpFormat, SecretKey, SignConfig};
-use crate::sinks::http::{Client, HttpSink};
+use crate::sinks::http::HttpSink;
 use crate::sinks::sign::{self, webhook_id, Signer};
 use crate::sinks::{Attempt, Sink};
 
@@ -65,7 +65,7 @@ fn sink_with(url: &axum::http::Uri, sign: SignConfig, batched: bool) -> HttpSink
         Duration::from_secs(5),
     );
     config.sign = Some(sign);
-    HttpSink::new(Client::new(), "web", config, batched)
+    HttpSink::new(support::client(), "web", config, batched)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {

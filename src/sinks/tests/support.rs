@@ -14,10 +14,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use crate::config::{
-    Config, ConnectionLimits, DeliveryPolicy, HttpFormat, HttpSinkConfig, IngressConfig,
-    RetryPolicy, SinkConfig, SinkKind, SpoolBackend, SpoolConfig,
+    Config, ConnectionLimits, DeliveryPolicy, HttpFormat, HttpSinkConfig, HttpTlsConfig,
+    IngressConfig, ProxySetting, RetryPolicy, SinkConfig, SinkKind, SpoolBackend, SpoolConfig,
 };
 use crate::event::Event;
+use crate::outbound::{Client, ClientOptions, SystemRoots};
 
 /// A JSON event with id `id`.
 pub(crate) fn event(id: &str) -> Event {
@@ -47,7 +48,14 @@ pub(crate) fn http_config(url: &Uri, format: HttpFormat, timeout: Duration) -> H
             HeaderValue::from_static("secret"),
         )],
         sign: None,
+        tls: HttpTlsConfig::default(),
+        proxy: ProxySetting::Direct,
     }
+}
+
+/// A client for tests: direct connections, no system roots.
+pub(crate) fn client() -> Client {
+    Client::new(&ClientOptions::default(), &SystemRoots::none()).expect("client")
 }
 
 /// A sink with a millisecond retry schedule.
@@ -75,6 +83,7 @@ pub(crate) fn config(sinks: Vec<SinkConfig>) -> Config {
             backend: SpoolBackend::Memory,
             path: PathBuf::from("."),
             max_bytes: 1 << 30,
+            dead_letter_ttl: None,
             nats: None,
         },
         ingress: IngressConfig {
@@ -97,6 +106,7 @@ pub(crate) fn config(sinks: Vec<SinkConfig>) -> Config {
         shutdown_grace: Duration::from_secs(1),
         admin: Default::default(),
         telemetry: Default::default(),
+        sources: Default::default(),
     }
 }
 

@@ -1,18 +1,21 @@
 //! In-memory spool: for tests and ephemeral runs. Everything queued is lost on exit.
 //! Each sink's queue (lanes, ordering, parked deliveries) lives in `queue`.
 //!
-//! Bounds: stored bytes are counted per delivery (payload plus a fixed overhead) against
-//! `max_bytes`; the dead-letter store keeps the newest [`DEAD_LETTERS_MAX`] records; the
-//! duplicate-suppression table holds one entry per event accepted within the window.
+//! Bounds: every delivery, dead letter and duplicate-suppression entry counts its whole size
+//! against `max_bytes` (see `bounds`); the dead-letter store keeps the newest
+//! [`DEAD_LETTERS_MAX`] records, each until `spool.dead_letter_ttl`; the duplicate-suppression
+//! table holds one entry per event accepted within the window, kept in expiry order so that a
+//! sweep removes what expired without looking at the rest.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use super::bounds::{event_size, seen_entry_size};
 use super::{
     DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, Delivery, NewDelivery, Priority,
-    PurgeError, Refusals, Spool, SpoolError, DEFAULT_MAX_BYTES, FULL_RETRY_AFTER,
+    PurgeError, Refusals, Spool, SpoolError, Swept, DEFAULT_MAX_BYTES, FULL_RETRY_AFTER,
 };
 use crate::event::Event;
 use dashmap::DashMap;
@@ -22,10 +25,8 @@ mod queue;
 
 /// Most dead letters kept; past it the oldest is dropped (and logged).
 const DEAD_LETTERS_MAX: usize = 10_000;
-/// Bytes counted per stored delivery besides its payload.
+/// Bytes counted per stored delivery besides its event: the delivery and its queue slot.
 const ENTRY_OVERHEAD: u64 = 256;
-/// Fewest entries in the duplicate-suppression table before expired ones are pruned.
-const SEEN_PRUNE_MIN: usize = 1024;
 
 /// The in-memory backend.
 #[derive(Debug)]
@@ -36,6 +37,8 @@ pub struct MemorySpool {
     stored_bytes: AtomicU64,
     refusals: Refusals,
     dead: Mutex<DeadStore>,
+    /// `spool.dead_letter_ttl`; `None` keeps dead letters.
+    dead_letter_ttl: Option<Duration>,
     /// (`source`, `id`) to the end of its window. Held across the store of a unique put,
     /// so two identical puts store once.
     seen: Mutex<Seen>,
@@ -47,10 +50,47 @@ struct DeadStore {
     next_id: DeadLetterId,
 }
 
+/// The duplicate-suppression table: each key (`source` and `id`, see [`seen_key`]) to the end
+/// of its window, and the keys in the order they were stored, which is the order they expire
+/// in while the window stays the same.
 #[derive(Debug, Default)]
 struct Seen {
-    until: HashMap<(String, String), SystemTime>,
-    prune_at: usize,
+    until: HashMap<Arc<str>, SystemTime>,
+    order: VecDeque<(SystemTime, Arc<str>)>,
+}
+
+/// One string for (`source`, `id`): the source's length, then both, so no two pairs meet.
+fn seen_key(event: &Event) -> Arc<str> {
+    Arc::from(format!(
+        "{}:{}{}",
+        event.source.len(),
+        event.source,
+        event.id
+    ))
+}
+
+impl Seen {
+    /// Forgets the entries expired at `now`; returns how many and the bytes they held.
+    ///
+    /// Walks the expiry order from its front and stops at the first live entry. An entry
+    /// stored again after it expired has a later slot too: its earlier one is skipped.
+    fn expire(&mut self, now: SystemTime) -> (u64, u64) {
+        let (mut count, mut bytes) = (0, 0);
+        while let Some((at, _)) = self.order.front() {
+            if *at > now {
+                break;
+            }
+            let Some((at, key)) = self.order.pop_front() else {
+                break;
+            };
+            if self.until.get(&key) == Some(&at) {
+                self.until.remove(&key);
+                count += 1;
+                bytes += seen_entry_size(&key, "");
+            }
+        }
+        (count, bytes)
+    }
 }
 
 impl Default for MemorySpool {
@@ -64,8 +104,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Bytes a stored delivery of `event` (or a dead letter of it) is counted at.
 fn size(event: &Event) -> u64 {
-    ENTRY_OVERHEAD + event.data.as_ref().map_or(0, |d| d.len() as u64)
+    ENTRY_OVERHEAD + event_size(event)
 }
 
 impl MemorySpool {
@@ -83,8 +124,15 @@ impl MemorySpool {
             stored_bytes: AtomicU64::new(0),
             refusals: Refusals::default(),
             dead: Mutex::default(),
+            dead_letter_ttl: None,
             seen: Mutex::default(),
         }
+    }
+
+    /// Removes dead letters older than `ttl` at each sweep; `None` (the default) keeps them.
+    pub fn dead_letter_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.dead_letter_ttl = ttl;
+        self
     }
 
     /// Bytes stored, as `max_bytes` counts them.
@@ -92,9 +140,9 @@ impl MemorySpool {
         self.stored_bytes.load(Ordering::Relaxed)
     }
 
-    /// Takes room for `deliveries`, or refuses them all.
-    fn reserve(&self, deliveries: &[NewDelivery]) -> Result<(), SpoolError> {
-        let bytes: u64 = deliveries.iter().map(|d| size(&d.event)).sum();
+    /// Takes room for `deliveries` (and `extra` bytes), or refuses them all.
+    fn reserve(&self, deliveries: &[NewDelivery], extra: u64) -> Result<(), SpoolError> {
+        let bytes: u64 = extra + deliveries.iter().map(|d| size(&d.event)).sum::<u64>();
         let before = self.stored_bytes.fetch_add(bytes, Ordering::Relaxed);
         if before.saturating_add(bytes) > self.max_bytes {
             self.free(bytes);
@@ -121,8 +169,11 @@ impl MemorySpool {
         self.free(size(&delivery.event));
     }
 
-    /// Keeps the newest records only: an in-memory store has no disk to spill to.
+    /// Keeps the newest records only: an in-memory store has no disk to spill to. The record
+    /// counts against `max_bytes` until it is replayed, purged, dropped or expired.
     fn keep_dead(&self, delivery: &Delivery, info: DeadLetter) {
+        self.stored_bytes
+            .fetch_add(size(&delivery.event), Ordering::Relaxed);
         let mut dead = lock(&self.dead);
         dead.next_id += 1;
         let record = DeadLetterRecord {
@@ -135,7 +186,8 @@ impl MemorySpool {
         };
         dead.records.insert(record.id, record);
         while dead.records.len() > DEAD_LETTERS_MAX {
-            if let Some((id, _)) = dead.records.pop_first() {
+            if let Some((id, record)) = dead.records.pop_first() {
+                self.free(size(&record.event));
                 tracing::warn!(
                     dead_letter = id,
                     "In-memory dead-letter store is full; oldest record dropped"
@@ -144,21 +196,31 @@ impl MemorySpool {
         }
     }
 
-    /// Drops the deliveries of events seen within `window`; returns how many events.
-    fn unseen(seen: &mut Seen, deliveries: &mut Vec<NewDelivery>, window: Duration) -> usize {
+    /// Drops the deliveries of events seen within `window`; returns how many events, and
+    /// the bytes of the entries added.
+    fn unseen(
+        &self,
+        seen: &mut Seen,
+        deliveries: &mut Vec<NewDelivery>,
+        window: Duration,
+    ) -> (usize, u64) {
         let now = SystemTime::now();
-        if seen.until.len() >= seen.prune_at.max(SEEN_PRUNE_MIN) {
-            seen.until.retain(|_, until| *until > now);
-            seen.prune_at = seen.until.len() * 2;
-        }
+        // Whatever expired goes first: a cheap look at the front when nothing did.
+        let (_, freed) = seen.expire(now);
+        self.free(freed);
+        let mut added = 0;
         let mut verdicts: HashMap<*const Event, bool> = HashMap::new();
         for d in deliveries.iter() {
             verdicts.entry(Arc::as_ptr(&d.event)).or_insert_with(|| {
-                let key = (d.event.source.clone(), d.event.id.clone());
+                let key = seen_key(&d.event);
                 match seen.until.get(&key) {
                     Some(until) if *until > now => false,
-                    _ => {
-                        seen.until.insert(key, now + window);
+                    known => {
+                        if known.is_none() {
+                            added += seen_entry_size(&key, "");
+                        }
+                        seen.until.insert(key.clone(), now + window);
+                        seen.order.push_back((now + window, key));
                         true
                     }
                 }
@@ -170,7 +232,30 @@ impl MemorySpool {
                 .copied()
                 .unwrap_or(true)
         });
-        verdicts.values().filter(|fresh| !**fresh).count()
+        (verdicts.values().filter(|fresh| !**fresh).count(), added)
+    }
+
+    /// Removes dead letters older than the TTL at `now`; returns how many.
+    fn expire_dead(&self, now: SystemTime) -> u64 {
+        let Some(ttl) = self.dead_letter_ttl else {
+            return 0;
+        };
+        let Some(before) = now.checked_sub(ttl) else {
+            return 0;
+        };
+        let mut dead = lock(&self.dead);
+        let expired: Vec<DeadLetterId> = dead
+            .records
+            .values()
+            .filter(|r| r.info.dead_lettered_at <= before)
+            .map(|r| r.id)
+            .collect();
+        for id in &expired {
+            if let Some(record) = dead.records.remove(id) {
+                self.free(size(&record.event));
+            }
+        }
+        expired.len() as u64
     }
 
     fn queue(&self, sink: &str) -> Arc<SinkQueue> {
@@ -205,7 +290,7 @@ impl MemorySpool {
 
 impl Spool for MemorySpool {
     async fn put(&self, deliveries: Vec<NewDelivery>) -> Result<(), SpoolError> {
-        self.reserve(&deliveries)?;
+        self.reserve(&deliveries, 0)?;
         for d in deliveries {
             self.store(d);
         }
@@ -218,11 +303,17 @@ impl Spool for MemorySpool {
         window: Duration,
     ) -> Result<usize, SpoolError> {
         let mut seen = lock(&self.seen);
-        self.reserve(&deliveries)?;
-        let reserved: u64 = deliveries.iter().map(|d| size(&d.event)).sum();
-        let duplicates = Self::unseen(&mut seen, &mut deliveries, window);
-        let kept: u64 = deliveries.iter().map(|d| size(&d.event)).sum();
-        self.free(reserved - kept);
+        // Room for an entry per delivery (at least one per event): what is not needed is
+        // given back below.
+        let entries: u64 = deliveries
+            .iter()
+            .map(|d| seen_entry_size(&d.event.source, &d.event.id) + 8)
+            .sum();
+        self.reserve(&deliveries, entries)?;
+        let reserved: u64 = entries + deliveries.iter().map(|d| size(&d.event)).sum::<u64>();
+        let (duplicates, added) = self.unseen(&mut seen, &mut deliveries, window);
+        let kept: u64 = added + deliveries.iter().map(|d| size(&d.event)).sum::<u64>();
+        self.free(reserved.saturating_sub(kept));
         for d in deliveries {
             self.store(d);
         }
@@ -296,14 +387,17 @@ impl Spool for MemorySpool {
     ) -> Result<Vec<DeadLetterRecord>, SpoolError> {
         let dead = lock(&self.dead);
         let from = query.after.map_or(0, |a| a.saturating_add(1));
-        Ok(dead
-            .records
-            .range(from..)
-            .map(|(_, r)| r)
-            .filter(|r| query.matches(r))
-            .take(query.limit)
-            .cloned()
-            .collect())
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let selected = dead.records.range(from..).map(|(_, r)| r);
+        for record in selected.filter(|r| query.matches(r)) {
+            if !query.wants_more(out.len(), bytes) {
+                break;
+            }
+            bytes += event_size(&record.event);
+            out.push(record.clone());
+        }
+        Ok(out)
     }
 
     async fn replay_dead_letters(&self, query: &DeadLetterQuery) -> Result<usize, SpoolError> {
@@ -321,9 +415,8 @@ impl Spool for MemorySpool {
                 .collect::<Vec<_>>()
         };
         let now = SystemTime::now();
+        // Each record's bytes stay counted, now for its delivery.
         for record in &selected {
-            self.stored_bytes
-                .fetch_add(size(&record.event), Ordering::Relaxed);
             self.store(NewDelivery {
                 event: record.event.clone(),
                 route: record.route.clone(),
@@ -338,7 +431,25 @@ impl Spool for MemorySpool {
     }
 
     async fn purge_dead_letter(&self, id: DeadLetterId) -> Result<bool, SpoolError> {
-        Ok(lock(&self.dead).records.remove(&id).is_some())
+        let removed = lock(&self.dead).records.remove(&id);
+        if let Some(record) = &removed {
+            self.free(size(&record.event));
+        }
+        Ok(removed.is_some())
+    }
+
+    async fn sweep(&self, now: SystemTime) -> Result<Swept, SpoolError> {
+        let (sightings, freed) = lock(&self.seen).expire(now);
+        self.free(freed);
+        let dead_letters = self.expire_dead(now);
+        Ok(Swept {
+            sightings,
+            dead_letters,
+        })
+    }
+
+    fn dedup_entries(&self) -> u64 {
+        lock(&self.seen).until.len() as u64
     }
 
     async fn purge_sink(&self, sink: &str) -> Result<usize, PurgeError> {

@@ -227,7 +227,14 @@ pub(super) async fn streams(
         name: names.dead_stream(),
         subjects: vec![names.dead_subjects()],
         retention: stream::RetentionPolicy::Limits,
-        duplicate_window: config.duplicate_window,
+        // JetStream removes a dead letter once it is older than `spool.dead_letter_ttl`.
+        max_age: config.dead_letter_ttl.unwrap_or(Duration::ZERO),
+        // JetStream refuses a duplicate window longer than `max_age`.
+        duplicate_window: config
+            .dead_letter_ttl
+            .map_or(config.duplicate_window, |ttl| {
+                ttl.min(config.duplicate_window)
+            }),
         num_replicas: config.replicas,
         ..stream::Config::default()
     };

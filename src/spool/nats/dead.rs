@@ -59,7 +59,8 @@ pub(super) async fn list(
         .max(query.after.map_or(0, |a| a + 1))
         .max(1);
     let mut out = Vec::new();
-    while out.len() < query.limit {
+    let mut bytes = 0;
+    while query.wants_more(out.len(), bytes) {
         let got = conn
             .dead
             .raw_message_builder()
@@ -79,7 +80,10 @@ pub(super) async fn list(
         let record =
             Record::parse(&message.payload).and_then(|r| r.into_dead_letter(message.sequence));
         match record {
-            Ok(record) if query.matches(&record) => out.push(record),
+            Ok(record) if query.matches(&record) => {
+                bytes += crate::spool::event_size(&record.event);
+                out.push(record);
+            }
             Ok(_) => {}
             Err(error) => {
                 tracing::warn!(%error, id = message.sequence, "Unreadable dead letter skipped");

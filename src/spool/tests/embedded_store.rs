@@ -45,7 +45,12 @@ async fn a_version_1_file_is_migrated_and_keeps_its_deliveries() {
 
     let spool = open(&dir);
     assert_eq!(user_version(&path), 4);
-    assert_eq!(spool.stored_bytes(), 77 + 5, "seeded from the file");
+    let framing = crate::spool::record::FRAMING;
+    assert_eq!(
+        spool.stored_bytes(),
+        77 + 5 + framing,
+        "seeded from the file"
+    );
     let d = lease(&spool, "a", 1).await.remove(0);
     assert_eq!((d.id, d.attempts, d.event.id.as_str()), (7, 2, "old-1"));
     assert_eq!(

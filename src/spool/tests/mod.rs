@@ -11,6 +11,7 @@ use super::{DeadLetter, Delivery, EmbeddedSpool, MemorySpool, NewDelivery, Prior
 use crate::event::{Event, ExtensionValue};
 
 mod contract;
+mod contract_bounds;
 mod contract_purge;
 mod contract_store;
 mod embedded;

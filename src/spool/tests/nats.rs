@@ -10,9 +10,11 @@
 use std::time::{Duration, SystemTime};
 
 use super::nats_server::{url, NatsServer};
-use super::{contract, contract_store, due, event, lanes, lease, wait_depth};
+use super::{
+    contract, contract_bounds, contract_store, dead_info, due, event, lanes, lease, wait_depth,
+};
 use crate::config::{NatsAuth, NatsConnection, NatsSpoolConfig, SpoolBackend, SpoolConfig};
-use crate::spool::{NatsSpool, NewDelivery, Priority, Spool, SpoolError};
+use crate::spool::{DeadLetterQuery, NatsSpool, NewDelivery, Priority, Spool, SpoolError};
 
 /// The connection to the test server.
 fn test_server() -> NatsConnection {
@@ -33,6 +35,7 @@ fn spool(max_bytes: u64) -> NatsSpool {
         backend: SpoolBackend::Nats,
         path: ".".into(),
         max_bytes,
+        dead_letter_ttl: None,
         nats: Some(nats),
     })
 }
@@ -76,6 +79,7 @@ nats_contract!(contract_store::dead_letters_are_kept_listed_and_filtered);
 nats_contract!(contract_store::replay_requeues_with_fresh_attempts);
 nats_contract!(contract_store::replay_by_filter_and_purge);
 nats_contract!(contract_store::sink_depths_name_every_stored_sink);
+nats_contract!(contract_bounds::a_listing_stops_at_its_byte_bound);
 nats_contract!(lanes::lease_takes_high_then_normal_then_low);
 nats_contract!(lanes::low_is_passed_over_at_most_six_times);
 nats_contract!(lanes::high_overtakes_a_low_backlog);
@@ -110,6 +114,7 @@ async fn two_spools_on_one_stream_share_the_work() {
         backend: SpoolBackend::Nats,
         path: ".".into(),
         max_bytes: 1 << 30,
+        dead_letter_ttl: None,
         nats: Some(NatsSpoolConfig {
             stream: a_stream(&a),
             connection: test_server(),
@@ -146,6 +151,7 @@ async fn an_unreachable_server_refuses_puts_as_unreachable() {
         backend: SpoolBackend::Nats,
         path: ".".into(),
         max_bytes: 1 << 30,
+        dead_letter_ttl: None,
         nats: Some(NatsSpoolConfig {
             connection: NatsConnection {
                 urls: vec!["nats://127.0.0.1:1".into()],
@@ -191,6 +197,7 @@ async fn a_server_restart_is_ridden_out() {
         backend: SpoolBackend::Nats,
         path: ".".into(),
         max_bytes: 1 << 30,
+        dead_letter_ttl: None,
         nats: Some(NatsSpoolConfig {
             stream: "sy-test-restart".into(),
             ack_wait: Duration::from_secs(2),
@@ -536,5 +543,49 @@ async fn a_unique_request_refused_part_way_is_completed_by_its_retry() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!((ids.len(), delivered.len()), (12, 12), "each once");
+    spool.delete_streams().await.expect("streams deleted");
+}
+
+/// JetStream removes a dead letter once it is older than `spool.dead_letter_ttl`: the
+/// dead-letter stream's `max_age`.
+#[tokio::test]
+async fn dead_letters_go_after_the_stream_max_age() {
+    let spool = NatsSpool::open(&SpoolConfig {
+        backend: SpoolBackend::Nats,
+        path: ".".into(),
+        max_bytes: 1 << 30,
+        dead_letter_ttl: Some(Duration::from_secs(1)),
+        nats: Some(NatsSpoolConfig {
+            stream: format!("sy-test-{:016x}", fastrand::u64(..)),
+            connection: test_server(),
+            dead_letter_ttl: Some(Duration::from_secs(1)),
+            ..NatsSpoolConfig::default()
+        }),
+    });
+    spool.connect().await.expect("the test NATS server answers");
+    spool
+        .put(vec![due(&event("short-lived"), "a")])
+        .await
+        .unwrap();
+    let d = lease(&spool, "a", 1).await.remove(0);
+    spool
+        .dead_letter(&d, dead_info("BadRequest"), None)
+        .await
+        .unwrap();
+    let listed = || async {
+        spool
+            .dead_letters(&DeadLetterQuery::default())
+            .await
+            .unwrap()
+    };
+    assert_eq!(listed().await.len(), 1, "kept at first");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !listed().await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outlived its max_age"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     spool.delete_streams().await.expect("streams deleted");
 }

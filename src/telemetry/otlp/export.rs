@@ -4,7 +4,7 @@
 //! The `tracing` subscriber is process-wide, so the buffer's sending end is too: a daemon
 //! attaches its exporter when it starts and detaches it when it stops, and the one attached
 //! last receives every exported span of the process (several daemons in one test process
-//! share it). Imports nothing internal.
+//! share it). Imports `outbound` (the HTTP client) and nothing else internal.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
@@ -13,15 +13,12 @@ use std::time::Duration;
 use axum::http::{header, Request, Uri};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as Pooled;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 
 use super::encode;
 use super::layer::FinishedSpan;
+use crate::outbound::{Client, ClientOptions, SystemRoots};
 use crate::telemetry::{spans_dropped as dropped, spans_exported};
 
 /// Finished spans waiting for the exporter; past this, new spans are dropped and counted,
@@ -181,8 +178,16 @@ impl Poster {
                 return None;
             }
         };
+        // The system's roots, and the environment's proxy for a collector off this host.
+        let client = match Client::new(&ClientOptions::default(), &SystemRoots::load()) {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(%error, "No client for the OTLP endpoint; spans will not be exported");
+                return None;
+            }
+        };
         Some(Self {
-            client: Client::new(&url)?,
+            client,
             url,
             service_name: service_name.to_owned(),
             failing: false,
@@ -251,40 +256,4 @@ enum ExportError {
     Timeout,
     #[error("the collector answered {0}")]
     Status(u16),
-}
-
-/// The HTTP client: with TLS for an `https` endpoint.
-#[derive(Debug)]
-enum Client {
-    Tls(Pooled<HttpsConnector<HttpConnector>, Full<Bytes>>),
-    Plain(Pooled<HttpConnector, Full<Bytes>>),
-}
-
-impl Client {
-    fn new(url: &Uri) -> Option<Self> {
-        let builder = Pooled::builder(TokioExecutor::new());
-        if url.scheme_str() != Some("https") {
-            return Some(Self::Plain(builder.build(HttpConnector::new())));
-        }
-        match HttpsConnectorBuilder::new().with_native_roots() {
-            Ok(tls) => Some(Self::Tls(
-                builder.build(tls.https_only().enable_http1().build()),
-            )),
-            Err(error) => {
-                tracing::error!(%error, "No CA roots could be loaded; spans will not be exported");
-                None
-            }
-        }
-    }
-
-    async fn send(
-        &self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<axum::http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>
-    {
-        match self {
-            Self::Tls(client) => client.request(request).await,
-            Self::Plain(client) => client.request(request).await,
-        }
-    }
 }

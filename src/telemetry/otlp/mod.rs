@@ -5,7 +5,7 @@
 //! `context` reads and makes W3C trace ids. The layer is part of the subscriber that
 //! [`crate::telemetry::init_logging`] installs; a daemon started without it (in tests, or
 //! in a program that installed no subscriber) installs one holding only this layer.
-//! Imports nothing internal.
+//! Imports nothing internal but `outbound` (the HTTP client `export` posts with).
 
 pub(crate) mod context;
 mod encode;

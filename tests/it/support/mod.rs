@@ -1,4 +1,5 @@
-//! Test helpers: the daemon, a programmable sink server, an HTTP client and bounded waits.
+//! Test helpers: the daemon, a programmable sink server, an HTTPS sink server and its CA, a
+//! forward proxy, an HTTP client and bounded waits.
 
 pub(crate) mod certs;
 pub(crate) mod client;
@@ -7,7 +8,9 @@ pub(crate) mod nats;
 #[allow(dead_code, unreachable_pub)]
 pub(crate) mod nats_server;
 pub(crate) mod process;
+pub(crate) mod proxy;
 pub(crate) mod sink;
+pub(crate) mod tls;
 pub(crate) mod wait;
 
 pub(crate) use client::{post, request};

@@ -7,6 +7,18 @@ use std::time::Duration;
 /// Path of the compiled binary.
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
+/// The variables that choose an outbound proxy; a child never inherits them from the tests.
+const PROXY_VARIABLES: [&str; 8] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
 /// A free TCP port on 127.0.0.1 (bound once, then released).
 pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -22,17 +34,41 @@ pub(crate) struct Daemon {
 impl Daemon {
     /// Starts `switchyard serve --config <config>` and waits until it listens on `port`.
     pub(crate) async fn start(config: &Path, port: u16) -> Self {
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+        Self::start_with(config, port, &[], None).await
+    }
+
+    /// Like [`Daemon::start`], with `env` set on the child only (after clearing the proxy
+    /// variables it would inherit) and, with `log`, its debug log written to that file.
+    pub(crate) async fn start_with(
+        config: &Path,
+        port: u16,
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Self {
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--config"]).arg(config);
+        for name in PROXY_VARIABLES {
+            command.env_remove(name);
+        }
+        command.envs(env.iter().copied());
+        let stderr = match log {
+            Some(path) => {
+                command.env("RUST_LOG", "debug");
+                Stdio::from(std::fs::File::create(path).expect("create log"))
+            }
             // `TEST_DAEMON_LOG=1` shows the daemon's warnings and errors.
-            .stderr(if std::env::var_os("TEST_DAEMON_LOG").is_some() {
+            None if std::env::var_os("TEST_DAEMON_LOG").is_some() => {
+                command.env("RUST_LOG", "warn");
                 Stdio::inherit()
-            } else {
+            }
+            None => {
+                command.env("RUST_LOG", "warn");
                 Stdio::null()
-            })
+            }
+        };
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn daemon");
         let mut daemon = Self { child };
