@@ -77,6 +77,10 @@ enum Command {
     /// List, show, replay or purge a running daemon's dead letters.
     #[command(after_help = EXIT_CODES)]
     DeadLetter(ops::DeadLetterArgs),
+    /// Exit 0 when a running daemon's admin server answers its readiness (or liveness)
+    /// probe with 200, 1 with the reason otherwise: for a container HEALTHCHECK.
+    #[command(after_help = EXIT_CODES)]
+    Health(ops::HealthArgs),
     /// Verify or repair the embedded spool on disk (while switchyard is stopped).
     #[command(after_help = EXIT_CODES)]
     Spool(ops::spool::SpoolArgs),
@@ -155,6 +159,7 @@ fn main() -> ExitCode {
         Command::Routes(args) => ops::routes(&args),
         Command::PurgeSink(args) => ops::purge_sink(&args),
         Command::DeadLetter(args) => ops::dead_letter(&args),
+        Command::Health(args) => ops::health(&args),
         Command::Spool(args) => match load_config(args.config()) {
             Some(loaded) => ops::spool::run(&args, &loaded),
             None => Ok(ExitCode::from(EXIT_CONFIG)),

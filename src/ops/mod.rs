@@ -1,12 +1,14 @@
 //! The `switchyard` binary's commands that talk to a running daemon over HTTP: `send`
 //! publishes one CloudEvent to ingress; `sinks` and `routes` read the admin API;
 //! `purge-sink` deletes the deliveries kept for a removed sink; `dead-letter`
-//! ([`dead_letters`]) lists, replays and purges dead letters.
+//! ([`dead_letters`]) lists, replays and purges dead letters; `health` ([`health`]) asks
+//! the admin server's probes.
 //!
 //! Part of the binary, not the library (`lib.rs` does not declare it). Bad arguments exit
 //! 64; a failed exchange or a non-2xx answer exits 1.
 
 mod dead_letters;
+mod health;
 pub(crate) mod spool;
 
 use std::path::{Path, PathBuf};
@@ -24,9 +26,10 @@ use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 
 use switchyard::event::{http as ce_http, Event};
-use switchyard::outbound::{Client, ClientOptions, SystemRoots};
+use switchyard::outbound::{Client, ClientOptions, Proxy, SystemRoots};
 
 pub(crate) use dead_letters::{dead_letter, DeadLetterArgs};
+pub(crate) use health::{health, HealthArgs};
 
 /// Exit code for bad arguments (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
@@ -297,8 +300,23 @@ pub(super) fn exchange(
     body: Bytes,
     ca: Option<&Path>,
 ) -> anyhow::Result<(StatusCode, Bytes)> {
+    exchange_within(TIMEOUT, Proxy::Environment, method, url, headers, body, ca)
+}
+
+/// Like [`exchange`], the answer and its body each awaited at most `timeout`, through
+/// `proxy`.
+pub(super) fn exchange_within(
+    timeout: Duration,
+    proxy: Proxy,
+    method: Method,
+    url: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    ca: Option<&Path>,
+) -> anyhow::Result<(StatusCode, Bytes)> {
     let options = ClientOptions {
         extra_roots: ca.map(read_ca).transpose()?.unwrap_or_default(),
+        proxy,
         ..ClientOptions::default()
     };
     let what = format!("{method} {url}");
@@ -318,11 +336,11 @@ pub(super) fn exchange(
             SystemRoots::none()
         };
         let client = Client::new(&options, &roots)?;
-        let response = tokio::time::timeout(TIMEOUT, client.send(request))
+        let response = tokio::time::timeout(timeout, client.send(request))
             .await
             .context("no answer in time")??;
         let (parts, body) = response.into_parts();
-        let body = tokio::time::timeout(TIMEOUT, body.collect())
+        let body = tokio::time::timeout(timeout, body.collect())
             .await
             .context("no complete answer in time")??;
         anyhow::Ok((parts.status, body.to_bytes()))

@@ -98,6 +98,22 @@ impl fmt::Debug for EmbeddedSpool {
     }
 }
 
+/// Says at start which sync `spool.db`'s commits use, and how to get the faster one.
+fn log_sync(path: &Path) {
+    let path = path.display();
+    if super::SQLITE_SYNC == "fdatasync" {
+        tracing::info!(%path, sync = super::SQLITE_SYNC, "SQLite commits sync with fdatasync");
+    } else {
+        tracing::info!(
+            %path,
+            sync = super::SQLITE_SYNC,
+            "SQLite commits sync with fsync (durable; slower than fdatasync): build with \
+             LIBSQLITE3_FLAGS=-DHAVE_FDATASYNC=1 for fdatasync, as the repository's \
+             .cargo/config.toml does"
+        );
+    }
+}
+
 impl EmbeddedSpool {
     /// Opens `<dir>/spool.db`, creating the directory and the file when absent. A damaged
     /// file, or one from a newer schema, is refused with an error naming it.
@@ -117,6 +133,7 @@ impl EmbeddedSpool {
         segment_bytes: u64,
     ) -> Result<Self, OpenError> {
         let opened = db::open(dir)?;
+        log_sync(&opened.path);
         let sqlite = |source| OpenError::Sqlite {
             path: opened.path.clone(),
             source,

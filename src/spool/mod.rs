@@ -55,6 +55,11 @@ pub use repair::{
 /// Default bound on stored event bytes (`spool.max_bytes`): 1 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 
+/// The system call the bundled SQLite commits `spool.db` with: `fdatasync` when it was built
+/// with `LIBSQLITE3_FLAGS=-DHAVE_FDATASYNC=1` (the repository's `.cargo/config.toml`), `fsync`
+/// otherwise — as durable, but each commit also writes the inode's timestamps (see `build.rs`).
+pub const SQLITE_SYNC: &str = env!("SWITCHYARD_SQLITE_SYNC");
+
 /// Wait suggested to senders while the spool is over `max_bytes`.
 pub(crate) const FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
 

@@ -11,6 +11,7 @@ mod connections;
 mod dead_letters;
 mod delivery;
 mod delivery_control;
+mod deploy;
 mod disk_full;
 mod durability_kill9;
 mod hostile;
