@@ -145,6 +145,16 @@ class Report:
                 "≥ 0.70× A",
                 check,
             )
+        plain = g("memory.ingest.binary.rate")
+        tls = g("memory.ingest.binary_tls.rate")
+        r = ratio(tls, plain)
+        if num(tls):
+            cell = rate(tls) + (f" ({r:.2f}× plain)" if r is not None else "")
+        else:
+            cell = "— (see notes)" if g("memory.ingest.binary_tls.note") else "—"
+        self.rows.append(["Ingest over TLS, 1 event/request, binary mode (events/s)",
+                          f"plain (memory): {rate(plain)}", cell, "not measured",
+                          "not measured", "", ""])
         base = g("A.ingest.batch.rate")
 
         def batch_check(spool):

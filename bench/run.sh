@@ -18,7 +18,8 @@
 #   --no-criterion   skip the route-matching benchmark
 #
 # Writes bench/results/latest.json and bench/results/latest.md and prints the markdown.
-# Needs: cargo, python3, curl, taskset; wrk is installed with apt-get when missing.
+# Needs: cargo, python3, curl, taskset, openssl (for the TLS figure); wrk is installed with
+# apt-get when missing.
 #
 # What runs:
 #   baseline A  examples/baseline_ingest.rs: bare axum, parses the JSON body into a
@@ -41,6 +42,10 @@
 #                 core. That is the fair ingest figure. (A sink on a dead port would add a
 #                 failed connection attempt per event to the server's CPU; a live sink would
 #                 add a full delivery per event, which is the end-to-end figure below.)
+#   TLS ingest    memory spool only: the binary-mode ingest figure again with ingress.tls (a
+#                 self-signed P-256 certificate made with openssl for the run; wrk keeps its
+#                 connections, so this is the per-request cost of TLS, not of handshakes),
+#                 against the plain binary figure of the same run.
 #   latency       ack latency p50/p99 at the max rate (wrk, binary mode) and at half of it
 #                 (a fixed-rate generator: wrk2 if installed, else oha -q; without either the
 #                 figure is skipped with a note).
@@ -218,11 +223,12 @@ WRK_THREADS=1
 [[ ${#PIN_LOAD[@]} -eq 0 ]] && WRK_THREADS=2
 
 # run_wrk PORT MODE: one wrk run; prints "ok_rate p50_us p99_us status_errors socket_errors".
+# WRK_SCHEME=https sends over TLS.
 run_wrk() {
   local port=$1 mode=$2 out
   out=$(BENCH_MODE=$mode BENCH_BODY="$WORK/payloads/$mode.json" \
     "${PIN_LOAD[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s \
-    -s "$BENCH/post.lua" "http://127.0.0.1:$port/events" 2>&1) || {
+    -s "$BENCH/post.lua" "${WRK_SCHEME:-http}://127.0.0.1:$port/events" 2>&1) || {
     echo "$out" >&2
     return 1
   }
@@ -662,6 +668,33 @@ done
 
 nats_delete_streams
 NATS_STREAMS=()
+
+# ---- TLS ------------------------------------------------------------------------------
+
+if [[ -n $(awk -F'\t' '$1 == "memory.skipped"' "$RESULTS") ]]; then
+  record memory.ingest.binary_tls.note "skipped: the memory spool is not accepted by this build"
+elif ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj /CN=localhost -keyout "$WORK/tls.key" -out "$WORK/tls.crt" > "$WORK/openssl.log" 2>&1; then
+  record memory.ingest.binary_tls.note "skipped: openssl could not make a certificate"
+else
+  log "switchyard, spool.backend: memory — binary ingest over TLS"
+  TLS_CONFIG="$WORK/switchyard-memory-tls.yaml"
+  switchyard_config "$TLS_CONFIG" memory "$WORK/spool" "$PORT_STALL" 1 1h
+  printf 'ingress:\n  tls: { cert: "%s", key: "%s" }\n' "$WORK/tls.crt" "$WORK/tls.key" >> "$TLS_CONFIG"
+  SY_CONFIG=$TLS_CONFIG
+  rates=()
+  for r in $(seq 1 "$RUNS"); do
+    restart_switchyard
+    read -r ok_rate _ _ status_errors socket_errors <<< "$(WRK_SCHEME=https run_wrk "$PORT_SY" binary)"
+    if [[ $status_errors -gt 0 || $socket_errors -gt 0 ]]; then
+      record memory.ingest.binary_tls.warn "run $r: $status_errors non-2xx answers, $socket_errors socket errors"
+    fi
+    rates+=("$ok_rate")
+  done
+  record memory.ingest.binary_tls.rate "$(printf '%s\n' "${rates[@]}" | median)"
+  stop "$SY_PID"
+  SY_PID=""
+fi
 
 # ---- isolation ------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ use crate::ingress::{self, IngressState};
 use crate::reload::{Generation, Reloader};
 use crate::routing::RouteTable;
 use crate::server::Server;
+use crate::server_tls::{ServerTls, ServerTlsError};
 use crate::sinks::{self, Handler, Handlers};
 use crate::sources::{self, SourcesState};
 use crate::spool::{Spool, SpoolHandle};
@@ -53,6 +54,15 @@ pub enum RunError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// TLS could not be set up for the ingress or admin server.
+    #[error("{server} TLS: {source}")]
+    Tls {
+        /// `ingress` or `admin`.
+        server: &'static str,
+        /// Why.
+        #[source]
+        source: ServerTlsError,
     },
     /// The ingress server failed.
     #[error("ingress server failed: {0}")]
@@ -129,6 +139,8 @@ impl Switchyard {
             None => bind_now(self.config.admin.listen)?,
         };
         let admin_addr = admin_listener.local_addr().map_err(RunError::Serve)?;
+        let ingress_tls = start_tls("ingress", self.config.ingress.tls.as_ref())?;
+        let admin_tls = start_tls("admin", self.config.admin.tls.as_ref())?;
         let config = Arc::new(self.config);
         let registry = Arc::new(sinks::build(&config, &self.handlers)?);
         let spool = Arc::new(SpoolHandle::open(&config.spool)?);
@@ -202,6 +214,7 @@ impl Switchyard {
                 stopping: shutdown.clone(),
                 reload: reload.clone(),
             },
+            admin_tls,
         );
         let server = tokio::spawn(serve_with_admin(
             admin,
@@ -211,6 +224,7 @@ impl Switchyard {
                 router: ingress::router(state).merge(sources::router(hooks)),
                 limits: live_ingress,
                 max_connections: config.ingress.connections.max_connections,
+                tls: ingress_tls,
                 shutdown: shutdown.clone(),
                 stop_leasing,
                 deliveries,
@@ -301,6 +315,17 @@ fn watch(path: &Path, trigger: ReloadTrigger) -> Option<notify::RecommendedWatch
     }
 }
 
+/// TLS for one server when configured.
+fn start_tls(
+    server: &'static str,
+    config: Option<&crate::config::TlsServerConfig>,
+) -> Result<Option<ServerTls>, RunError> {
+    config
+        .map(|c| ServerTls::start(server, c))
+        .transpose()
+        .map_err(|source| RunError::Tls { server, source })
+}
+
 /// Binds `addr` without waiting (for the synchronous [`Switchyard::start_on`]).
 fn bind_now(addr: SocketAddr) -> Result<TcpListener, RunError> {
     let bind = || {
@@ -331,6 +356,8 @@ struct ServeParts {
     limits: Live<IngressConfig>,
     /// Fixed at start: a reload that changes it is logged and waits for a restart.
     max_connections: usize,
+    /// TLS termination; `None` serves plain HTTP.
+    tls: Option<ServerTls>,
     shutdown: CancellationToken,
     stop_leasing: CancellationToken,
     deliveries: TaskTracker,
@@ -349,6 +376,7 @@ async fn serve(parts: ServeParts) -> Result<(), RunError> {
         name: "ingress",
         max_connections: parts.max_connections,
         limits: move || limits.get().connections,
+        tls: parts.tls,
     }
     .run(shutdown.clone());
     // Requests in flight get the grace period to finish; a client that never finishes

@@ -236,6 +236,14 @@ fn keep_restart_only_settings(current: &Config, next: &mut Config) {
         tracing::warn!(old = %current.listen, new = %next.listen, "listen changes only on restart");
         next.listen = current.listen;
     }
+    if next.ingress.tls != current.ingress.tls {
+        tracing::warn!("ingress.tls changes only on restart (the certificate files are re-read when they change)");
+        next.ingress.tls = current.ingress.tls.clone();
+    }
+    if next.admin.tls != current.admin.tls {
+        tracing::warn!("admin.tls changes only on restart (the certificate files are re-read when they change)");
+        next.admin.tls = current.admin.tls.clone();
+    }
     if next.admin.listen != current.admin.listen {
         tracing::warn!(old = %current.admin.listen, new = %next.admin.listen, "admin_listen changes only on restart");
         next.admin.listen = current.admin.listen;

@@ -1,5 +1,5 @@
-//! The accept loop of both HTTP servers (ingress and admin): HTTP/1 only, with limits on what
-//! one client can hold.
+//! The accept loop of both HTTP servers (ingress and admin): HTTP/1 only, over TLS when
+//! configured, with limits on what one client can hold.
 //!
 //! - A connection permit is taken *before* `accept`, so past `max_connections` new
 //!   connections wait in the kernel's listen backlog and cost no file descriptor.
@@ -7,6 +7,8 @@
 //!   connection waiting for its next request: a silent client is closed after it.
 //! - A request body must arrive within `body_timeout` of its headers; past it the body reads
 //!   as [`BodyError::TimedOut`], which ingress answers with 408, and the connection closes.
+//! - A TLS handshake runs in the connection's task, after its slot is taken, and must finish
+//!   within the header timeout, so a slow handshake holds a slot no longer than slow headers.
 //!
 //! Shutdown: cancelling `stop` stops accepting (the listener closes) and lets each connection
 //! finish the request it is serving; dropping the [`Server::run`] future closes every
@@ -26,6 +28,7 @@ use hyper::service::{service_fn, Service as _};
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
@@ -33,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConnectionLimits};
+use crate::server_tls::{Handshaker, ServerTls};
 
 /// Most connections the admin server holds open: probes, scrapes and operators need few.
 pub(crate) const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -69,6 +73,8 @@ pub(crate) struct Server<L> {
     /// The timeouts for each new connection; read at accept, so a reload applies to new
     /// connections.
     pub(crate) limits: L,
+    /// TLS termination; `None` serves plain HTTP.
+    pub(crate) tls: Option<ServerTls>,
 }
 
 impl<L: Fn() -> ConnectionLimits> Server<L> {
@@ -106,6 +112,7 @@ impl<L: Fn() -> ConnectionLimits> Server<L> {
             let connection = Connection {
                 router: self.router.clone(),
                 limits: (self.limits)(),
+                tls: self.tls.as_ref().map(ServerTls::handshaker),
                 _permit: permit,
             };
             connections.spawn(connection.serve(stream, stop.clone(), close.clone()));
@@ -147,12 +154,37 @@ impl<L: Fn() -> ConnectionLimits> Server<L> {
 struct Connection {
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<Handshaker>,
     /// Returned to the server's cap when the connection ends.
     _permit: OwnedSemaphorePermit,
 }
 
 impl Connection {
     async fn serve(self, stream: TcpStream, stop: CancellationToken, close: CancellationToken) {
+        let Some(tls) = &self.tls else {
+            return self.serve_http(stream, stop, close).await;
+        };
+        // Nothing is in flight yet: stopping closes the connection at once.
+        let handshake = tokio::time::timeout(self.limits.header_timeout, tls.accept(stream));
+        let stream = tokio::select! {
+            handshake = handshake => match handshake {
+                Ok(Some(stream)) => stream,
+                Ok(None) => return,
+                Err(_elapsed) => {
+                    tracing::debug!("TLS handshake not finished within the header timeout");
+                    return;
+                }
+            },
+            () = close.cancelled() => return,
+            () = stop.cancelled() => return,
+        };
+        self.serve_http(stream, stop, close).await;
+    }
+
+    async fn serve_http<I>(self, stream: I, stop: CancellationToken, close: CancellationToken)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let body_timeout = self.limits.body_timeout;
         let router = TowerToHyperService::new(self.router);
         let service = service_fn(move |request: Request<Incoming>| {

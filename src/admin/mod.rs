@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Live, ReloadTrigger};
 use crate::server::{Server, ADMIN_MAX_CONNECTIONS};
+use crate::server_tls::ServerTls;
 use crate::spool::{Spool, SpoolHandle};
 use crate::telemetry::{self, Counters};
 
@@ -95,9 +96,9 @@ pub(crate) struct AdminServer {
 
 impl AdminServer {
     /// Serves the admin router on `listener` until [`AdminServer::stop`].
-    pub(crate) fn spawn(listener: TcpListener, state: AdminState) -> Self {
+    pub(crate) fn spawn(listener: TcpListener, state: AdminState, tls: Option<ServerTls>) -> Self {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run(listener, state, stop.clone()));
+        let task = tokio::spawn(run(listener, state, tls, stop.clone()));
         Self { stop, task }
     }
 
@@ -119,7 +120,12 @@ impl AdminServer {
     }
 }
 
-async fn run(listener: TcpListener, state: AdminState, stop: CancellationToken) {
+async fn run(
+    listener: TcpListener,
+    state: AdminState,
+    tls: Option<ServerTls>,
+    stop: CancellationToken,
+) {
     let upkeep = upkeep(state.clone(), stop.clone());
     // The same client timeouts as ingress; a small fixed cap, as few clients need it.
     let config = state.config.clone();
@@ -129,6 +135,7 @@ async fn run(listener: TcpListener, state: AdminState, stop: CancellationToken) 
         name: "admin",
         max_connections: ADMIN_MAX_CONNECTIONS,
         limits: move || config.get().ingress.connections,
+        tls,
     }
     .run(stop);
     tokio::join!(server, upkeep);

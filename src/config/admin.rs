@@ -1,5 +1,5 @@
 //! The admin server's settings: top-level `admin_listen` and
-//! `admin: { token, allow_unauthenticated }`.
+//! `admin: { token, allow_unauthenticated, tls }`.
 //!
 //! An admin API that anyone on the network can reach without a token is refused: it can
 //! replay, purge and read dead letters and reload the configuration. Imports nothing internal
@@ -9,12 +9,14 @@ use std::net::SocketAddr;
 
 use super::env::Obj;
 use super::model::{Reader, Shape};
+use super::server_tls::{self, TlsServerConfig};
 
 /// `admin:` — `token` (optional): when set, every admin endpoint except `/healthz` and
 /// `/readyz` requires `Authorization: Bearer <token>`; `allow_unauthenticated` (default
-/// false): accept a non-loopback `admin_listen` without a token.
+/// false): accept a non-loopback `admin_listen` without a token; `tls` (TLS termination, read
+/// in `server_tls`; it changes nothing of the token rules).
 const ADMIN: Shape = Shape {
-    keys: "token allow_unauthenticated",
+    keys: "token allow_unauthenticated tls",
     later: "",
 };
 
@@ -31,6 +33,8 @@ pub struct AdminConfig {
     pub token: Option<AdminToken>,
     /// Whether a non-loopback `listen` without a token was asked for explicitly.
     pub allow_unauthenticated: bool,
+    /// TLS termination (`admin.tls`); `None` serves plain HTTP.
+    pub tls: Option<TlsServerConfig>,
 }
 
 impl Default for AdminConfig {
@@ -39,6 +43,7 @@ impl Default for AdminConfig {
             listen: DEFAULT_ADMIN_LISTEN,
             token: None,
             allow_unauthenticated: false,
+            tls: None,
         }
     }
 }
@@ -83,10 +88,15 @@ pub(super) fn read(rd: &mut Reader<'_>, top: &Obj<'_>) -> Option<AdminConfig> {
     let open = section
         .as_ref()
         .and_then(|o| rd.or(o.get("allow_unauthenticated"), false, Reader::boolean));
+    let tls = match &section {
+        Some(o) => server_tls::read(rd, o),
+        None => Some(None),
+    };
     let config = AdminConfig {
         listen: listen?,
         token: token?,
         allow_unauthenticated: open?,
+        tls: tls?,
     };
     if !config.listen.ip().is_loopback() && config.token.is_none() && !config.allow_unauthenticated
     {

@@ -17,6 +17,7 @@ mod outbound_tests;
 mod reload;
 mod routes;
 mod schedules;
+mod server_tls;
 mod sign;
 mod sinks;
 mod sources;
@@ -26,6 +27,7 @@ mod telemetry;
 mod tests;
 mod units;
 mod validate;
+mod x509;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -45,14 +47,19 @@ pub use nats::{
 };
 pub use outbound::{ClientCertificate, HttpTlsConfig, PemCertificates, ProxySetting};
 pub use reload::{
-    reload_channel, watch_file, ReloadFailed, ReloadRequest, ReloadSummary, ReloadTrigger,
-    RELOAD_SETTLE,
+    reload_channel, watch_file, watched_names, ReloadFailed, ReloadRequest, ReloadSummary,
+    ReloadTrigger, RELOAD_SETTLE,
 };
 pub use schedules::{parse_cron, CronError, ScheduleConfig, ScheduledEvent};
+pub use server_tls::{
+    files_digest, load_client_roots, load_key_pair, provider as tls_provider, FilesDigest, KeyPair,
+    TlsFileError, TlsServerConfig,
+};
 pub use sign::{DigestEncoding, HmacSignConfig, SecretKey, SignConfig};
 pub use sources::{EventMapping, Part, Preset, SourceConfig, Template, TemplateError, Verify};
 pub use telemetry::{TelemetryConfig, DEFAULT_SERVICE_NAME};
 pub use units::{parse_duration, parse_rate, parse_size, UnitError};
+pub use x509::{CertError, CertInfo};
 
 /// A validated switchyard configuration.
 #[derive(Debug, Clone)]
@@ -128,6 +135,8 @@ pub struct IngressConfig {
     pub dedup_window: Option<Duration>,
     /// How long a client may hold a connection without making progress, and how many it may hold.
     pub connections: ConnectionLimits,
+    /// TLS termination (`ingress.tls`); `None` serves plain HTTP.
+    pub tls: Option<TlsServerConfig>,
 }
 
 /// What a client may hold of an HTTP server: time to send a request, and connections.

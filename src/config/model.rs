@@ -68,10 +68,11 @@ pub(super) const SPOOL: Shape = Shape {
 /// the CloudEvents `OPTIONS` handshake, and `dedup_window` (a duration: a repeat of the same
 /// `source` and `id` within it is acknowledged and dropped; off when absent), and the limits
 /// on what one client may hold: `header_timeout` (default 10s; also closes idle connections),
-/// `body_timeout` (default 30s) and `max_connections` (default 1024).
+/// `body_timeout` (default 30s) and `max_connections` (default 1024), and `tls` (TLS
+/// termination; read in `server_tls`).
 pub(super) const INGRESS: Shape = Shape {
     keys: "max_event_bytes max_request_bytes max_batch_events auth allowed_origins allowed_rate \
-           dedup_window header_timeout body_timeout max_connections",
+           dedup_window header_timeout body_timeout max_connections tls",
     later: "",
 };
 

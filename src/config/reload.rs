@@ -135,7 +135,7 @@ pub fn watch_file(
 
 /// The names in the file's directory whose change may change the file: its own, and, when it
 /// is a symbolic link with a relative target, the target's first step (the kubelet's `..data`).
-fn watched_names(path: &Path) -> Vec<OsString> {
+pub fn watched_names(path: &Path) -> Vec<OsString> {
     let mut names: Vec<OsString> = path.file_name().map(OsString::from).into_iter().collect();
     if let Ok(target) = std::fs::read_link(path) {
         if let Some(Component::Normal(first)) = target.components().next() {

@@ -9,7 +9,7 @@ use super::units::format_duration;
 use super::DeliveryOrder;
 use super::{
     AuthRule, Config, ConnectionLimits, HttpFormat, MatchConfig, RouteConfig, SignConfig,
-    SinkConfig, SinkKind, SourceConfig, SpoolBackend, Verify,
+    SinkConfig, SinkKind, SourceConfig, SpoolBackend, TlsServerConfig, Verify,
 };
 use super::{HttpSinkConfig, ProxySetting};
 
@@ -30,9 +30,15 @@ impl Config {
                 "connections     {}",
                 connections_line(self.ingress.connections)
             ),
-            String::new(),
-            format!("routes ({}):", self.routes.len()),
         ];
+        let servers = [("ingress", &self.ingress.tls), ("admin", &self.admin.tls)];
+        for (server, tls) in servers {
+            if let Some(tls) = tls {
+                lines.push(format!("{:<16}{}", format!("{server} tls"), tls_line(tls)));
+            }
+        }
+        lines.push(String::new());
+        lines.push(format!("routes ({}):", self.routes.len()));
         lines.extend(self.routes.iter().flat_map(route_lines));
         lines.push(String::new());
         lines.push(format!("sinks ({}):", self.sinks.len()));
@@ -89,6 +95,21 @@ impl Config {
             ingress.allowed_origins.join(", "),
         )
     }
+}
+
+fn tls_line(tls: &TlsServerConfig) -> String {
+    let mut line = format!(
+        "certificate {}, key {} (re-read when they change)",
+        tls.cert.display(),
+        tls.key.display()
+    );
+    if let Some(ca) = &tls.client_ca {
+        line.push_str(&format!("; client certificates from {}", ca.display()));
+        if !tls.client_subjects.is_empty() {
+            line.push_str(&format!(" named {}", tls.client_subjects.join(", ")));
+        }
+    }
+    line
 }
 
 fn connections_line(limits: ConnectionLimits) -> String {

@@ -14,6 +14,7 @@ use super::model::{self, Reader};
 use super::nats;
 use super::routes;
 use super::schedules;
+use super::server_tls;
 use super::sign;
 use super::sinks;
 use super::sources;
@@ -168,6 +169,7 @@ fn ingress(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<IngressConfig> {
         }
     });
     let connections = connection_limits(rd, o);
+    let tls = server_tls::read(rd, o);
     Some(IngressConfig {
         max_event_bytes: max_event_bytes?,
         max_request_bytes: max_request_bytes?,
@@ -177,6 +179,7 @@ fn ingress(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<IngressConfig> {
         allowed_rate: allowed_rate?,
         dedup_window: dedup_window?,
         connections: connections?,
+        tls: tls?,
     })
 }
 

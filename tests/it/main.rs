@@ -32,3 +32,4 @@ mod sources;
 mod spool_nats;
 mod spool_repair;
 mod telemetry;
+mod tls;

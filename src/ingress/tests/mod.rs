@@ -40,6 +40,7 @@ fn ingress_config() -> IngressConfig {
         allowed_rate: None,
         dedup_window: None,
         connections: ConnectionLimits::default(),
+        tls: None,
     }
 }
 

@@ -95,6 +95,7 @@ pub(crate) fn config(sinks: Vec<SinkConfig>) -> Config {
             allowed_rate: None,
             dedup_window: None,
             connections: ConnectionLimits::default(),
+            tls: None,
         },
         sinks: sinks
             .into_iter()

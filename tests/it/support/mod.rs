@@ -1,6 +1,7 @@
 //! Test helpers: the daemon, a programmable sink server, an HTTPS sink server and its CA, a
 //! forward proxy, an HTTP client and bounded waits.
 
+pub(crate) mod certs;
 pub(crate) mod client;
 pub(crate) mod daemon;
 pub(crate) mod nats;
