@@ -1,5 +1,10 @@
 //! The `switchyard` command: serve, check a configuration, explain routing, publish an event,
-//! and read a running daemon's sinks and routes through its admin API.
+//! read a running daemon's sinks and routes through its admin API, and print shell
+//! completions. Commands that read print text, or one JSON document with `-o json`.
+//!
+//! `--admin`, `--token` and `--config` may come from `SWITCHYARD_ADMIN_URL`,
+//! `SWITCHYARD_ADMIN_TOKEN` and `SWITCHYARD_CONFIG`; `--admin` defaults to the admin
+//! server's default address.
 //!
 //! The only place that uses `anyhow`: library errors get their context here.
 //!
@@ -12,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 use switchyard::config::{self, ConfigError};
 use switchyard::event::{eventgrid, http as ce_http, Event};
@@ -53,23 +58,30 @@ enum Command {
     /// /api/v1/reload` and (unless --no-watch) a change of the file reload the configuration.
     Serve(ServeArgs),
     /// Validate a configuration: print every error (exit 64) or a summary.
-    Check(ConfigArg),
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: ops::OutputArg,
+    },
     /// Show, per route, whether the events in a JSON file match and why not.
     Explain {
         #[command(flatten)]
         config: ConfigArg,
         /// A structured CloudEvent, a CloudEvents batch, or Event Grid events (JSON).
         event: PathBuf,
+        #[command(flatten)]
+        output: ops::OutputArg,
     },
     /// Publish one CloudEvent to an ingress URL; print the answer's status and body.
     #[command(after_help = EXIT_CODES)]
     Send(ops::SendArgs),
     /// Print each sink's state (in flight, backlog, last error) from a running daemon.
     #[command(after_help = EXIT_CODES)]
-    Sinks(ops::AdminArgs),
+    Sinks(ops::ReadArgs),
     /// Print the routing table of a running daemon.
     #[command(after_help = EXIT_CODES)]
-    Routes(ops::AdminArgs),
+    Routes(ops::ReadArgs),
     /// Delete the deliveries a running daemon keeps for a sink its configuration no longer
     /// names (in flight ones stay, except on the `nats` spool).
     #[command(after_help = EXIT_CODES)]
@@ -84,6 +96,21 @@ enum Command {
     /// Verify or repair the embedded spool on disk (while switchyard is stopped).
     #[command(after_help = EXIT_CODES)]
     Spool(ops::spool::SpoolArgs),
+    /// Print a shell completion script, e.g. `switchyard completions bash >
+    /// /etc/bash_completion.d/switchyard`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+}
+
+/// The shells `completions` writes scripts for.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,7 +125,7 @@ struct ServeArgs {
 #[derive(Debug, clap::Args)]
 struct ConfigArg {
     /// Path of the routes file.
-    #[arg(long, short, default_value = "routes.yaml")]
+    #[arg(long, short, env = CONFIG_ENV, default_value = DEFAULT_CONFIG)]
     config: PathBuf,
 }
 
@@ -125,8 +152,8 @@ fn tune_allocator() {}
 
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let (log_format, command) = match parse() {
+        Ok(parsed) => parsed,
         Err(e) => {
             // Help and version go to stdout and succeed; a usage error exits 64.
             let _printed = e.print();
@@ -137,23 +164,21 @@ fn main() -> ExitCode {
             };
         }
     };
-    let format = match cli.log_format {
+    let format = match log_format {
         LogFormatArg::Text => LogFormat::Text,
         LogFormatArg::Json => LogFormat::Json,
     };
-    let command = cli.command.unwrap_or(Command::Serve(ServeArgs {
-        config: ConfigArg {
-            config: PathBuf::from("routes.yaml"),
-        },
-        no_watch: false,
-    }));
     let result = match command {
         Command::Serve(arg) => {
             telemetry::init_logging(format);
             serve(&arg.config.config, !arg.no_watch)
         }
-        Command::Check(arg) => check(&arg.config),
-        Command::Explain { config, event } => explain(&config.config, &event),
+        Command::Check { config, output } => check(&config.config, output.output),
+        Command::Explain {
+            config,
+            event,
+            output,
+        } => explain(&config.config, &event, output.output),
         Command::Send(args) => ops::send(&args),
         Command::Sinks(args) => ops::sinks(&args),
         Command::Routes(args) => ops::routes(&args),
@@ -164,6 +189,7 @@ fn main() -> ExitCode {
             Some(loaded) => ops::spool::run(&args, &loaded),
             None => Ok(ExitCode::from(EXIT_CONFIG)),
         },
+        Command::Completions { shell } => completions(shell),
     };
     match result {
         Ok(code) => code,
@@ -171,6 +197,27 @@ fn main() -> ExitCode {
             eprintln!("switchyard: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The routes file when neither `--config` nor [`CONFIG_ENV`] names one.
+const DEFAULT_CONFIG: &str = "routes.yaml";
+/// The environment variable that stands in for `--config`.
+const CONFIG_ENV: &str = "SWITCHYARD_CONFIG";
+
+/// Parses the command line; a bare `switchyard` is `switchyard serve`, its `--config` read as
+/// clap reads it for `serve` (from [`CONFIG_ENV`] or the default).
+fn parse() -> Result<(LogFormatArg, Command), clap::Error> {
+    let cli = Cli::try_parse()?;
+    match cli.command {
+        Some(command) => Ok((cli.log_format, command)),
+        None => match Cli::try_parse_from(["switchyard", "serve"])?.command {
+            Some(serve) => Ok((cli.log_format, serve)),
+            None => Err(Cli::command().error(
+                clap::error::ErrorKind::MissingSubcommand,
+                "no command to run",
+            )),
+        },
     }
 }
 
@@ -200,16 +247,37 @@ fn load_config_source(path: &Path) -> Option<(config::Config, String)> {
     }
 }
 
-fn check(path: &Path) -> anyhow::Result<ExitCode> {
+fn check(path: &Path, output: ops::Output) -> anyhow::Result<ExitCode> {
     let Some(config) = load_config(path) else {
         return Ok(ExitCode::from(EXIT_CONFIG));
     };
-    println!("{}: OK", path.display());
-    print!("{}", config.summary());
+    match output {
+        ops::Output::Json => ops::print_json(&config.check_summary())?,
+        ops::Output::Text => {
+            println!("{}: OK", path.display());
+            print!("{}", config.summary());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn explain(config_path: &Path, event_path: &Path) -> anyhow::Result<ExitCode> {
+/// What `explain -o json` prints: every event of the file, in order.
+#[derive(serde::Serialize)]
+struct Explained<'a> {
+    events: Vec<ExplainedEvent<'a>>,
+}
+
+/// One event's verdicts, as `explain -o json` prints them.
+#[derive(serde::Serialize)]
+struct ExplainedEvent<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    ty: &'a str,
+    source: &'a str,
+    routes: Vec<switchyard::routing::RouteVerdict>,
+}
+
+fn explain(config_path: &Path, event_path: &Path, output: ops::Output) -> anyhow::Result<ExitCode> {
     let Some(config) = load_config(config_path) else {
         return Ok(ExitCode::from(EXIT_CONFIG));
     };
@@ -218,6 +286,19 @@ fn explain(config_path: &Path, event_path: &Path) -> anyhow::Result<ExitCode> {
     let events = decode_any(&body)
         .with_context(|| format!("{} holds no valid event", event_path.display()))?;
     let table = RouteTable::from_config(&config);
+    if output == ops::Output::Json {
+        let events = events
+            .iter()
+            .map(|event| ExplainedEvent {
+                id: &event.id,
+                ty: &event.ty,
+                source: &event.source,
+                routes: table.explain(event).routes,
+            })
+            .collect();
+        ops::print_json(&Explained { events })?;
+        return Ok(ExitCode::SUCCESS);
+    }
     for event in &events {
         println!(
             "event {} (type {}, source {}):",
@@ -225,6 +306,18 @@ fn explain(config_path: &Path, event_path: &Path) -> anyhow::Result<ExitCode> {
         );
         print!("{}", table.explain(event));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the completion script for `shell` on stdout.
+fn completions(shell: CompletionShell) -> anyhow::Result<ExitCode> {
+    let shell = match shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        CompletionShell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut command = Cli::command();
+    clap_complete::generate(shell, &mut command, "switchyard", &mut std::io::stdout());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -344,5 +437,102 @@ async fn shutdown_signal() -> &'static str {
             }
             "SIGINT"
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `--NAME` argument of the subcommand at `path`.
+    fn arg(path: &[&str], name: &str) -> clap::Arg {
+        let mut command = Cli::command();
+        for sub in path {
+            command = command
+                .find_subcommand(sub)
+                .unwrap_or_else(|| panic!("no subcommand {sub}"))
+                .clone();
+        }
+        let found = command
+            .get_arguments()
+            .find(|a| a.get_id() == name)
+            .cloned();
+        found.unwrap_or_else(|| panic!("{path:?} has no --{name}"))
+    }
+
+    #[test]
+    fn the_arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn admin_defaults_to_the_default_admin_listen_address_and_reads_the_environment() {
+        assert_eq!(ops::default_admin_url(), "http://127.0.0.1:9090");
+        let admin_commands: [&[&str]; 7] = [
+            &["sinks"],
+            &["routes"],
+            &["purge-sink"],
+            &["health"],
+            &["dead-letter", "list"],
+            &["dead-letter", "show"],
+            &["dead-letter", "replay"],
+        ];
+        for path in admin_commands {
+            let admin = arg(path, "admin");
+            assert_eq!(
+                admin.get_default_values(),
+                ["http://127.0.0.1:9090"],
+                "{path:?}"
+            );
+            assert_eq!(
+                admin.get_env().and_then(|e| e.to_str()),
+                Some("SWITCHYARD_ADMIN_URL"),
+                "{path:?}"
+            );
+            let token = arg(path, "token");
+            assert_eq!(
+                token.get_env().and_then(|e| e.to_str()),
+                Some("SWITCHYARD_ADMIN_TOKEN"),
+                "{path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_reads_the_environment_everywhere() {
+        let config_commands: [&[&str]; 5] = [
+            &["serve"],
+            &["check"],
+            &["explain"],
+            &["spool", "verify"],
+            &["spool", "repair"],
+        ];
+        for path in config_commands {
+            let config = arg(path, "config");
+            assert_eq!(config.get_default_values(), ["routes.yaml"], "{path:?}");
+            assert_eq!(
+                config.get_env().and_then(|e| e.to_str()),
+                Some(CONFIG_ENV),
+                "{path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_explicit_admin_wins_and_output_parses() {
+        let cli = Cli::try_parse_from([
+            "switchyard",
+            "sinks",
+            "--admin",
+            "http://10.0.0.1:1",
+            "-o",
+            "json",
+        ])
+        .expect("parses");
+        let shown = format!("{cli:?}");
+        assert!(shown.contains("http://10.0.0.1:1"), "{shown}");
+        assert!(shown.contains("Json"), "{shown}");
+        let bad = Cli::try_parse_from(["switchyard", "routes", "-o", "yaml"]);
+        assert!(bad.is_err());
     }
 }

@@ -22,6 +22,7 @@ mod sign;
 mod sinks;
 mod sources;
 mod summary;
+mod summary_json;
 mod telemetry;
 #[cfg(test)]
 mod tests;
@@ -57,6 +58,7 @@ pub use server_tls::{
 };
 pub use sign::{DigestEncoding, HmacSignConfig, SecretKey, SignConfig};
 pub use sources::{EventMapping, Part, Preset, SourceConfig, Template, TemplateError, Verify};
+pub use summary_json::{AdminSummary, CheckSummary, RouteSummary, SinkSummary, SpoolSummary};
 pub use telemetry::{TelemetryConfig, DEFAULT_SERVICE_NAME};
 pub use units::{parse_duration, parse_rate, parse_size, UnitError};
 pub use x509::{CertError, CertInfo};

@@ -121,7 +121,7 @@ fn connections_line(limits: ConnectionLimits) -> String {
     )
 }
 
-fn backend(backend: SpoolBackend) -> &'static str {
+pub(super) fn backend(backend: SpoolBackend) -> &'static str {
     match backend {
         SpoolBackend::Memory => "memory",
         SpoolBackend::Embedded => "embedded",
@@ -280,7 +280,7 @@ fn reach_text(http: &HttpSinkConfig) -> String {
 }
 
 /// What a sink delivers to, without anything that may hold a secret.
-fn target(kind: &SinkKind) -> String {
+pub(super) fn target(kind: &SinkKind) -> String {
     match kind {
         SinkKind::Http(http) => {
             let url = &http.url;

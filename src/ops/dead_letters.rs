@@ -1,16 +1,17 @@
 //! `switchyard dead-letter list|show|replay|purge`: the dead-letter store of a running daemon,
 //! through its admin API (`/api/v1/dead-letters`).
 //!
-//! Tables and counts go to stdout; a failure is one line on stderr and exit 1.
+//! Tables and counts go to stdout (`list` and `show` print the API's JSON with `-o json`);
+//! a failure is one line on stderr and exit 1.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use hyper::{HeaderMap, Method, Uri};
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::{bearer, exchange, list, print_table, text, AdminArgs};
+use super::{bearer, exchange, list, print_json, print_table, text, AdminArgs, Output, OutputArg};
 
 /// `switchyard dead-letter`.
 #[derive(Debug, clap::Args)]
@@ -33,13 +34,18 @@ enum Command {
         /// List records after this id (the `next` cursor of the previous page).
         #[arg(long)]
         after: Option<u64>,
+        #[command(flatten)]
+        output: OutputArg,
     },
-    /// Print one dead letter, with its event, as JSON.
+    /// Print one dead letter, with its event, as JSON (indented for `text`, one line for
+    /// `json`).
     Show {
         #[command(flatten)]
         admin: AdminArgs,
         /// The record's id.
         id: u64,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Queue dead letters again for their sinks: one by id, or every one the filters select.
     Replay {
@@ -100,18 +106,35 @@ pub(crate) fn dead_letter(args: &DeadLetterArgs) -> anyhow::Result<ExitCode> {
             filter,
             limit,
             after,
+            output,
         } => {
             let pages = Pages {
                 admin,
                 filter,
                 limit: *limit,
             };
-            pages
-                .fetch(*after)?
-                .map(|(records, next)| print_list(&records, next))
+            let fetched = pages.fetch(*after)?;
+            if let Some((records, next)) = &fetched {
+                if output.output == Output::Json {
+                    // The API's shape: the records and the cursor of what is left.
+                    print_json(&json!({ "dead_letters": records, "next": next }))?;
+                } else {
+                    print_list(records, *next);
+                }
+            }
+            fetched.map(|_| ())
         }
-        Command::Show { admin, id } => call(admin, Method::GET, &format!("{BASE}/{id}"), &[])?
-            .map(|reply| println!("{}", pretty(&reply))),
+        Command::Show { admin, id, output } => {
+            let reply = call(admin, Method::GET, &format!("{BASE}/{id}"), &[])?;
+            if let Some(reply) = &reply {
+                if output.output == Output::Json {
+                    print_json(reply)?;
+                } else {
+                    println!("{}", pretty(reply));
+                }
+            }
+            reply.map(|_| ())
+        }
         Command::Replay { admin, id, filter } => {
             let (path, params) = match id {
                 Some(id) => (format!("{BASE}/{id}/replay"), Vec::new()),

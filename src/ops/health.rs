@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
+use clap::builder::NonEmptyStringValueParser;
 use clap::ValueEnum;
 use hyper::{HeaderMap, Method, Uri};
 use serde_json::Value;
@@ -15,8 +16,9 @@ use switchyard::outbound::Proxy;
 /// `switchyard health`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct HealthArgs {
-    /// Admin server URL, e.g. http://127.0.0.1:9090.
-    #[arg(long)]
+    /// Admin server URL.
+    #[arg(long, env = "SWITCHYARD_ADMIN_URL", default_value_t = super::default_admin_url(),
+          value_parser = NonEmptyStringValueParser::new())]
     admin: String,
     /// The admin token; the probes need none, but it is sent when given.
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]

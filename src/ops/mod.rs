@@ -1,5 +1,6 @@
 //! The `switchyard` binary's commands that talk to a running daemon over HTTP: `send`
-//! publishes one CloudEvent to ingress; `sinks` and `routes` read the admin API;
+//! publishes one CloudEvent to ingress; `sinks` and `routes` read the admin API (as tables,
+//! or with `-o json` as the API's JSON);
 //! `purge-sink` deletes the deliveries kept for a removed sink; `dead-letter`
 //! ([`dead_letters`]) lists, replays and purges dead letters; `health` ([`health`]) asks
 //! the admin server's probes.
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use clap::builder::NonEmptyStringValueParser;
 use clap::ValueEnum;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -25,6 +27,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 
+use switchyard::config::DEFAULT_ADMIN_LISTEN;
 use switchyard::event::{http as ce_http, Event};
 use switchyard::outbound::{Client, ClientOptions, Proxy, SystemRoots};
 
@@ -79,19 +82,58 @@ enum SendMode {
     Structured,
 }
 
-/// `switchyard sinks` and `switchyard routes`.
+/// How to reach a running daemon's admin API; shared by every command that talks to it.
 #[derive(Debug, clap::Args)]
 pub(crate) struct AdminArgs {
-    /// Admin server URL, e.g. http://127.0.0.1:9090.
-    #[arg(long)]
+    /// Admin server URL.
+    #[arg(long, env = "SWITCHYARD_ADMIN_URL", default_value_t = default_admin_url(),
+          value_parser = NonEmptyStringValueParser::new())]
     admin: String,
     /// The admin token (`admin.token` in routes.yaml).
-    #[arg(long)]
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// PEM file of CA certificates trusted besides the system's roots (an https:// admin
     /// server with a private or self-signed certificate).
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
+}
+
+/// The admin server's URL when `admin_listen` is left at its default.
+pub(crate) fn default_admin_url() -> String {
+    format!("http://{DEFAULT_ADMIN_LISTEN}")
+}
+
+/// `-o, --output`: how a command that reads prints what it read.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub(crate) struct OutputArg {
+    /// Output format: `text` for people, `json` for scripts.
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
+}
+
+/// The output formats of the commands that read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    /// Tables and summaries.
+    Text,
+    /// One JSON document on stdout: the admin API's answer as it came, or, for `check` and
+    /// `explain`, the shapes the README documents.
+    Json,
+}
+
+/// `switchyard sinks` and `switchyard routes`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReadArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    #[command(flatten)]
+    output: OutputArg,
+}
+
+/// Prints a JSON value as one line on stdout.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
 }
 
 /// Publishes one event and prints the answer's status and body.
@@ -161,10 +203,14 @@ fn event(args: &SendArgs) -> anyhow::Result<Event> {
 }
 
 /// Prints the sinks of a running daemon as a table.
-pub(crate) fn sinks(args: &AdminArgs) -> anyhow::Result<ExitCode> {
-    let Some(reply) = admin_get(args, "/api/v1/sinks")? else {
+pub(crate) fn sinks(args: &ReadArgs) -> anyhow::Result<ExitCode> {
+    let Some(reply) = admin_get(&args.admin, "/api/v1/sinks")? else {
         return Ok(ExitCode::FAILURE);
     };
+    if args.output.output == Output::Json {
+        print_json(&reply)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut rows = vec![[
         "NAME",
         "KIND",
@@ -217,10 +263,14 @@ pub(crate) fn purge_sink(args: &PurgeSinkArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints the routing table of a running daemon.
-pub(crate) fn routes(args: &AdminArgs) -> anyhow::Result<ExitCode> {
-    let Some(reply) = admin_get(args, "/api/v1/routes")? else {
+pub(crate) fn routes(args: &ReadArgs) -> anyhow::Result<ExitCode> {
+    let Some(reply) = admin_get(&args.admin, "/api/v1/routes")? else {
         return Ok(ExitCode::FAILURE);
     };
+    if args.output.output == Output::Json {
+        print_json(&reply)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut rows = vec![["NAME", "TO", "MATCH"].map(str::to_owned).to_vec()];
     for route in list(&reply, "routes") {
         let to: Vec<String> = list(route, "to").iter().map(text).collect();

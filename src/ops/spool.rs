@@ -36,7 +36,7 @@ enum SpoolAction {
 #[derive(Debug, Clone, clap::Args)]
 struct SpoolConfigArg {
     /// Path of the routes file (its `spool.path` is the spool).
-    #[arg(long, short, default_value = "routes.yaml")]
+    #[arg(long, short, env = "SWITCHYARD_CONFIG", default_value = "routes.yaml")]
     config: PathBuf,
 }
 

@@ -1,8 +1,12 @@
 //! Why an event matched each route or did not; backs `switchyard explain`.
 //!
-//! Imports `event` and `config`. Every route is checked here, in table order, without the
+//! Imports `event`, `config` and `cesql`. Every route is checked here, in table order, without the
 //! index: explanations are for people, not for the hot path.
 
+use serde::ser::{SerializeStruct as _, Serializer};
+use serde::Serialize;
+
+use crate::cesql;
 use crate::config::Condition;
 use crate::event::Event;
 
@@ -14,7 +18,7 @@ use super::key::{LazyData, Val};
 const MAX_SHOWN: usize = 80;
 
 /// The verdict of every route for one event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Explanation {
     /// One verdict per route, in table order.
     pub routes: Vec<RouteVerdict>,
@@ -31,7 +35,32 @@ pub struct RouteVerdict {
     pub sinks: Vec<String>,
     /// For a route with `sql`: the expression's value for the event and its evaluation
     /// error, if any (evaluated even when an earlier condition failed).
-    pub sql: Option<String>,
+    pub sql: Option<SqlVerdict>,
+}
+
+/// A route's CESQL expression evaluated for one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SqlVerdict {
+    /// The expression as written.
+    pub expression: String,
+    /// Its value: a boolean, an integer or a string (the defined fallback after an error).
+    pub value: serde_json::Value,
+    /// The first error the evaluation raised, if any.
+    pub error: Option<String>,
+}
+
+/// `{"route", "matched", "reason", "sinks", "sql"}`: the shape `switchyard explain -o json`
+/// prints per route; `reason` is null when the event matches, `sql` when the route has none.
+impl Serialize for RouteVerdict {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("RouteVerdict", 5)?;
+        out.serialize_field("route", &self.route)?;
+        out.serialize_field("matched", &self.failed.is_none())?;
+        out.serialize_field("reason", &self.failed)?;
+        out.serialize_field("sinks", &self.sinks)?;
+        out.serialize_field("sql", &self.sql)?;
+        out.end()
+    }
 }
 
 pub(super) fn explain(routes: &[CompiledRoute], event: &Event) -> Explanation {
@@ -58,13 +87,18 @@ pub(super) fn explain(routes: &[CompiledRoute], event: &Event) -> Explanation {
 }
 
 /// The value of a route's CESQL filter for the event, and its error if it raised one.
-fn describe_sql(route: &CompiledRoute, event: &Event) -> Option<String> {
+fn describe_sql(route: &CompiledRoute, event: &Event) -> Option<SqlVerdict> {
     let sql = route.sql.as_ref()?;
     let done = sql.evaluate(event);
-    let value = shown_text(done.value.to_string());
-    Some(match done.error {
-        None => format!("`{}` = {value}", sql.source()),
-        Some(error) => format!("`{}` = {value} (error: {error})", sql.source()),
+    let value = match done.value {
+        cesql::Value::Bool(b) => serde_json::Value::Bool(b),
+        cesql::Value::Int(i) => serde_json::Value::from(i),
+        cesql::Value::Str(s) => serde_json::Value::String(s.into_owned()),
+    };
+    Some(SqlVerdict {
+        expression: sql.source().to_owned(),
+        value,
+        error: done.error.map(|e| e.to_string()),
     })
 }
 
@@ -197,5 +231,16 @@ impl std::fmt::Display for Explanation {
             }
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Display for SqlVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = shown_text(self.value.to_string());
+        write!(f, "`{}` = {value}", self.expression)?;
+        match &self.error {
+            Some(error) => write!(f, " (error: {error})"),
+            None => Ok(()),
+        }
     }
 }

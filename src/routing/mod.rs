@@ -24,7 +24,7 @@ use std::sync::Arc;
 use crate::config::{Config, DeliveryOrder, Priority, RouteConfig};
 use crate::event::Event;
 
-pub use explain::{Explanation, RouteVerdict};
+pub use explain::{Explanation, RouteVerdict, SqlVerdict};
 pub use sql::SqlError;
 
 /// One delivery an event needs: a route and one of its sinks.

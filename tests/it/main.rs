@@ -8,6 +8,7 @@ mod backpressure;
 mod bounded;
 mod cesql;
 mod cli;
+mod cli_json;
 mod connections;
 mod dead_letters;
 mod delivery;
