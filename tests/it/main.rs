@@ -16,6 +16,7 @@ mod delivery_control;
 mod deploy;
 mod disk_full;
 mod durability_kill9;
+mod examples;
 mod hostile;
 mod hostile_events;
 mod ingress;
