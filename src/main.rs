@@ -64,9 +64,10 @@ enum Command {
     /// Publish one CloudEvent to an ingress URL; print the answer's status and body.
     #[command(after_help = EXIT_CODES)]
     Send(ops::SendArgs),
-    /// Print each sink's state (in flight, backlog, last error) from a running daemon.
+    /// Print each sink's state (in flight, backlog, paused, last error) from a running
+    /// daemon, or pause or resume one.
     #[command(after_help = EXIT_CODES)]
-    Sinks(ops::AdminArgs),
+    Sinks(ops::SinksArgs),
     /// Print the routing table of a running daemon.
     #[command(after_help = EXIT_CODES)]
     Routes(ops::AdminArgs),
@@ -155,7 +156,7 @@ fn main() -> ExitCode {
         Command::Check(arg) => check(&arg.config),
         Command::Explain { config, event } => explain(&config.config, &event),
         Command::Send(args) => ops::send(&args),
-        Command::Sinks(args) => ops::sinks(&args),
+        Command::Sinks(args) => ops::sinks_command(&args),
         Command::Routes(args) => ops::routes(&args),
         Command::PurgeSink(args) => ops::purge_sink(&args),
         Command::DeadLetter(args) => ops::dead_letter(&args),

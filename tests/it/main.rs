@@ -20,6 +20,7 @@ mod hostile_events;
 mod ingress;
 mod leases;
 mod otlp;
+mod pause;
 mod outbound_tls;
 mod priority;
 mod readiness;
