@@ -196,7 +196,9 @@ pub(crate) fn sinks_command(args: &SinksArgs) -> anyhow::Result<ExitCode> {
         (Some(SinksAction::Resume(target)), _) => ("resume", target),
         (None, Some(admin)) => return sinks(admin),
         (None, None) => {
-            eprintln!("switchyard: sinks needs --admin URL (or: sinks pause|resume NAME --admin URL)");
+            eprintln!(
+                "switchyard: sinks needs --admin URL (or: sinks pause|resume NAME --admin URL)"
+            );
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };

@@ -90,7 +90,11 @@ async fn a_paused_sink_queues_and_attempts_nothing_until_resumed() {
     tokio::time::sleep(QUIET).await;
     assert_eq!(hook.count(), 0, "a paused sink gets nothing");
     assert_eq!(app.running.spool_depth("pausable"), 3, "queued");
-    assert_eq!(metric(&app.admin, attempts).await, before, "no attempt counted");
+    assert_eq!(
+        metric(&app.admin, attempts).await,
+        before,
+        "no attempt counted"
+    );
 
     let reply = admin_post(&app.admin, "/api/v1/sinks/pausable/resume").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
@@ -116,7 +120,10 @@ async fn pausing_an_unknown_sink_is_a_404() {
     for action in ["pause", "resume"] {
         let reply = admin_post(&app.admin, &format!("/api/v1/sinks/nope/{action}")).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND);
-        let error = reply.json()["error"].as_str().unwrap_or_default().to_owned();
+        let error = reply.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         assert!(error.contains("\"nope\""), "{error}");
     }
 }

@@ -275,7 +275,11 @@ async fn a_paused_sink_holds_no_lease_and_attempts_nothing_until_resumed() {
     assert_eq!(receiver.hits(), 0, "nothing attempted while paused");
     assert_eq!(running.count(|c| &c.deliveries_retried), 0);
     let leased = running.ctx.spool.lease("api", 10).await.unwrap();
-    assert_eq!(leased.len(), 5, "the paused worker handed back what it leased");
+    assert_eq!(
+        leased.len(),
+        5,
+        "the paused worker handed back what it leased"
+    );
     for delivery in leased {
         running.ctx.spool.release(delivery);
     }
