@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, FileSinkConfig, HttpFormat, SinkConfig, SinkKind};
+use crate::config::{BreakerPolicy, Config, FileSinkConfig, HttpFormat, SinkConfig, SinkKind};
 use crate::control::Pauses;
 use crate::dispatch::{deliver_one, start, DispatchContext, Outcome};
 use crate::sinks::tests::support::{config, event, http_config, sink, wait_until, Receiver, Reply};
@@ -291,4 +291,30 @@ async fn a_paused_sink_holds_no_lease_and_attempts_nothing_until_resumed() {
     .await;
     running.shutdown().await;
     assert_eq!(receiver.hits(), 5, "each delivered once");
+}
+
+#[tokio::test]
+async fn a_pause_behind_an_open_breaker_leaves_the_probe_for_after_the_resume() {
+    let receiver = Receiver::start(|n| Reply::status(if n == 0 { 500 } else { 200 })).await;
+    let mut api = http_sink("api", &receiver, 1);
+    api.delivery.breaker = Some(BreakerPolicy {
+        consecutive_failures: 1,
+        open_for: Duration::from_millis(100),
+    });
+    let running = Running::start(config(vec![api]));
+    running
+        .put("api", ["ev-1".to_owned(), "ev-2".to_owned()])
+        .await;
+    wait_until("the first failure", || receiver.hits() == 1).await;
+    running.ctx.pauses.set("api", true).await.unwrap();
+    // Long past `open_for`: a probe would be due, but a paused sink sends none.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(receiver.hits(), 1, "no probe while paused");
+
+    running.ctx.pauses.set("api", false).await.unwrap();
+    wait_until("both delivered", || {
+        running.count(|c| &c.deliveries_succeeded) == 2
+    })
+    .await;
+    running.shutdown().await;
 }
