@@ -311,7 +311,6 @@ fn watch(path: &Path, trigger: ReloadTrigger) -> Option<notify::RecommendedWatch
     }
 }
 
-/// Binds `addr` without waiting (for the synchronous [`Switchyard::start_on`]).
 /// Where paused sinks are kept across restarts: beside the spool, except for the `memory`
 /// backend, whose state ends with the process anyway.
 fn pause_dir(spool: &SpoolConfig) -> Option<&Path> {
@@ -321,6 +320,7 @@ fn pause_dir(spool: &SpoolConfig) -> Option<&Path> {
     }
 }
 
+/// Binds `addr` without waiting (for the synchronous [`Switchyard::start_on`]).
 fn bind_now(addr: SocketAddr) -> Result<TcpListener, RunError> {
     let bind = || {
         let listener = std::net::TcpListener::bind(addr)?;
