@@ -15,7 +15,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::accept::Acceptor;
 use crate::admin::{AdminServer, AdminState};
-use crate::config::{live, reload_channel, watch_file, Config, IngressConfig, Live, ReloadTrigger};
+use crate::config::{
+    live, reload_channel, watch_file, Config, IngressConfig, Live, ReloadTrigger, SpoolBackend,
+    SpoolConfig,
+};
+use crate::control::Pauses;
 use crate::ingress::{self, IngressState};
 use crate::reload::{Generation, Reloader};
 use crate::routing::RouteTable;
@@ -46,6 +50,9 @@ pub enum RunError {
     /// The spool could not be opened (unreadable, damaged or from a newer version).
     #[error(transparent)]
     Spool(#[from] crate::spool::OpenError),
+    /// The paused sinks could not be read (`<spool.path>/paused.json`).
+    #[error(transparent)]
+    Pauses(#[from] crate::control::PauseError),
     /// The ingress or admin address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -145,6 +152,7 @@ impl Switchyard {
         let registry = Arc::new(sinks::build(&config, &self.handlers)?);
         let spool = Arc::new(SpoolHandle::open(&config.spool)?);
         let counters = Arc::new(Counters::default());
+        let pauses = Arc::new(Pauses::open(pause_dir(&config.spool))?);
         let spans = SpanExport::start(
             config.telemetry.otlp_endpoint.as_ref(),
             &config.telemetry.service_name,
@@ -181,6 +189,7 @@ impl Switchyard {
             handlers: self.handlers,
             spool: spool.clone(),
             counters: counters.clone(),
+            pauses: pauses.clone(),
             acceptor,
             routes,
             ingress: ingress_config,
@@ -211,6 +220,7 @@ impl Switchyard {
                 config: live_config,
                 spool: spool.clone(),
                 counters: counters.clone(),
+                pauses,
                 stopping: shutdown.clone(),
                 reload: reload.clone(),
             },
@@ -324,6 +334,15 @@ fn start_tls(
         .map(|c| ServerTls::start(server, c))
         .transpose()
         .map_err(|source| RunError::Tls { server, source })
+}
+
+/// Where paused sinks are kept across restarts: beside the spool, except for the `memory`
+/// backend, whose state ends with the process anyway.
+fn pause_dir(spool: &SpoolConfig) -> Option<&Path> {
+    match spool.backend {
+        SpoolBackend::Memory => None,
+        SpoolBackend::Embedded | SpoolBackend::Nats => Some(&spool.path),
+    }
 }
 
 /// Binds `addr` without waiting (for the synchronous [`Switchyard::start_on`]).

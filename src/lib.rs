@@ -9,6 +9,8 @@
 //! the admin server share. `outbound` builds the one HTTP client that sinks, trace export
 //! and the CLI use.
 //!
+//! `control` holds the sinks an operator paused: the admin API sets it, `dispatch` honours it.
+//!
 //! `cesql` is the CloudEvents SQL language, a leaf: `config` parses routes' `sql` filters with
 //! it and `routing` evaluates them.
 
@@ -17,6 +19,7 @@ mod admin;
 mod app;
 pub mod cesql;
 pub mod config;
+pub mod control;
 pub mod dispatch;
 pub mod event;
 #[cfg(feature = "fuzzing")]

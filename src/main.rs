@@ -76,9 +76,10 @@ enum Command {
     /// Publish one CloudEvent to an ingress URL; print the answer's status and body.
     #[command(after_help = EXIT_CODES)]
     Send(ops::SendArgs),
-    /// Print each sink's state (in flight, backlog, last error) from a running daemon.
+    /// Print each sink's state (in flight, backlog, paused, last error) from a running
+    /// daemon, or pause or resume one.
     #[command(after_help = EXIT_CODES)]
-    Sinks(ops::ReadArgs),
+    Sinks(ops::SinksArgs),
     /// Print the routing table of a running daemon.
     #[command(after_help = EXIT_CODES)]
     Routes(ops::ReadArgs),
@@ -180,7 +181,7 @@ fn main() -> ExitCode {
             output,
         } => explain(&config.config, &event, output.output),
         Command::Send(args) => ops::send(&args),
-        Command::Sinks(args) => ops::sinks(&args),
+        Command::Sinks(args) => ops::sinks_command(&args),
         Command::Routes(args) => ops::routes(&args),
         Command::PurgeSink(args) => ops::purge_sink(&args),
         Command::DeadLetter(args) => ops::dead_letter(&args),

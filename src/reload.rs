@@ -27,6 +27,7 @@ use crate::accept::Acceptor;
 use crate::config::{
     self, Config, IngressConfig, Publisher, ReloadFailed, ReloadRequest, ReloadSummary,
 };
+use crate::control::Pauses;
 use crate::dispatch::{self, DispatchContext};
 use crate::routing::RouteTable;
 use crate::schedule;
@@ -48,6 +49,8 @@ pub(crate) struct Reloader {
     pub(crate) spool: Arc<SpoolHandle>,
     /// Process counters (kept).
     pub(crate) counters: Arc<Counters>,
+    /// Paused sinks (kept): workers a reload starts begin paused.
+    pub(crate) pauses: Arc<Pauses>,
     /// The accept side, for schedules.
     pub(crate) acceptor: Acceptor,
     /// The route table readers use.
@@ -92,6 +95,7 @@ impl Reloader {
             sinks: generation.sinks,
             config: generation.config.clone(),
             counters: self.counters.clone(),
+            pauses: self.pauses.clone(),
         };
         dispatch::start(&ctx, &runs.dispatch, &self.tracker);
         schedule::start(

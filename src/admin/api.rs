@@ -1,5 +1,6 @@
 //! `GET /metrics` (Prometheus text) and the JSON admin API: `GET /api/v1/routes`,
-//! `GET /api/v1/sinks`, `DELETE /api/v1/sinks/{name}/deliveries`, `POST /api/v1/reload`.
+//! `GET /api/v1/sinks`, `DELETE /api/v1/sinks/{name}/deliveries`,
+//! `POST /api/v1/sinks/{name}/pause` and `/resume`, `POST /api/v1/reload`.
 
 use std::time::SystemTime;
 
@@ -82,8 +83,8 @@ fn match_summary(filter: &MatchConfig) -> Value {
     })
 }
 
-/// `{"sinks": [{name, kind, concurrency, in_flight, backlog, last_error, breaker}]}`, by
-/// name; `breaker` is `{state, opened_at}`, or null for a sink without one.
+/// `{"sinks": [{name, kind, concurrency, in_flight, backlog, last_error, breaker, paused}]}`,
+/// by name; `breaker` is `{state, opened_at}`, or null for a sink without one.
 pub(super) async fn sinks(State(state): State<AdminState>) -> Json<Value> {
     let config = state.config.get();
     let mut sinks: Vec<Value> = config
@@ -140,6 +141,50 @@ pub(super) async fn purge_sink(
     }
 }
 
+/// `POST /api/v1/sinks/{name}/pause`: the sink's deliveries stay queued and none is attempted
+/// until it is resumed, across reloads and restarts; `{"sink", "paused": true, "changed"}`.
+pub(super) async fn pause(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> (StatusCode, Json<Value>) {
+    set_paused(&state, name, true).await
+}
+
+/// `POST /api/v1/sinks/{name}/resume`: delivery goes on; `{"sink", "paused": false, "changed"}`.
+pub(super) async fn resume(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> (StatusCode, Json<Value>) {
+    set_paused(&state, name, false).await
+}
+
+/// 404 for a sink the running configuration does not name; 500 when the state file cannot
+/// be written (nothing changes then).
+async fn set_paused(state: &AdminState, name: String, paused: bool) -> (StatusCode, Json<Value>) {
+    if !state.config.get().sinks.contains_key(&name) {
+        let error = format!("no sink named {name:?} is configured");
+        return (StatusCode::NOT_FOUND, Json(json!({ "error": error })));
+    }
+    match state.pauses.set(&name, paused).await {
+        Ok(changed) => {
+            let action = if paused { "paused" } else { "resumed" };
+            if changed {
+                tracing::warn!(sink = %name, "Sink {action} by the admin API");
+            }
+            let body = json!({ "sink": name, "paused": paused, "changed": changed });
+            (StatusCode::OK, Json(body))
+        }
+        Err(error) => {
+            tracing::error!(%error, sink = %name, "Cannot record the sink's pause state; nothing changed");
+            let error = "cannot record the pause state; nothing changed (see the daemon's log)";
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({ "error": error })),
+            )
+        }
+    }
+}
+
 fn sink_status(state: &AdminState, sink: &SinkConfig) -> Value {
     let stats = state.counters.sink(&sink.name);
     let last_error = stats
@@ -156,6 +201,7 @@ fn sink_status(state: &AdminState, sink: &SinkConfig) -> Value {
         "backlog": state.spool.depth(&sink.name),
         "last_error": last_error,
         "breaker": breaker,
+        "paused": state.pauses.is_paused(&sink.name),
         "orphaned": false,
     })
 }

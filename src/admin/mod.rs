@@ -1,11 +1,12 @@
 //! The admin server, beside ingress on its own address: health and readiness probes,
 //! Prometheus metrics, and a read-only JSON API over routes and sinks.
 //!
-//! Imports `spool`, `config` and `telemetry`; nothing imports `admin` except `app`.
+//! Imports `spool`, `config`, `control` and `telemetry`; nothing imports `admin` except `app`.
 //!
 //! - `probes`: `GET /healthz` and `GET /readyz` (always open, for orchestrators).
 //! - `api`: `GET /metrics`, `GET /api/v1/routes`, `GET /api/v1/sinks`,
-//!   `DELETE /api/v1/sinks/{name}/deliveries` (orphaned deliveries), `POST /api/v1/reload`.
+//!   `DELETE /api/v1/sinks/{name}/deliveries` (orphaned deliveries),
+//!   `POST /api/v1/sinks/{name}/pause` and `/resume`, `POST /api/v1/reload`.
 //! - `dead_letters`: list, show, replay and purge dead letters under `/api/v1/dead-letters`.
 //! - `auth`: with `admin.token` set, everything but the probes needs `Authorization: Bearer`;
 //!   without it, only requests addressed to `localhost` or an IP address are served; requests
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Live, ReloadTrigger};
+use crate::control::Pauses;
 use crate::server::{Server, ADMIN_MAX_CONNECTIONS};
 use crate::server_tls::ServerTls;
 use crate::spool::{Spool, SpoolHandle};
@@ -48,6 +50,8 @@ pub(crate) struct AdminState {
     pub(crate) spool: Arc<SpoolHandle>,
     /// Process counters and per-sink statistics.
     pub(crate) counters: Arc<Counters>,
+    /// Paused sinks.
+    pub(crate) pauses: Arc<Pauses>,
     /// Cancelled when the daemon starts shutting down (readiness then fails).
     pub(crate) stopping: CancellationToken,
     /// Asks for a configuration reload; `None` when there is no file to reload.
@@ -70,6 +74,8 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/api/v1/routes", get(api::routes))
         .route("/api/v1/sinks", get(api::sinks))
         .route("/api/v1/sinks/{name}/deliveries", delete(api::purge_sink))
+        .route("/api/v1/sinks/{name}/pause", post(api::pause))
+        .route("/api/v1/sinks/{name}/resume", post(api::resume))
         .route("/api/v1/reload", post(api::reload))
         .merge(dead_letters::router())
         .route_layer(middleware::from_fn_with_state(

@@ -1,7 +1,11 @@
 //! The breaker as one sink's worker and its delivery tasks share it: admission before a
 //! lease, results after an attempt, state changes logged (WARN on open, INFO on close) and
 //! published to the sink's statistics for the admin API and the breaker gauge.
+//!
+//! The operator's pause stops the sink at the same point: [`Gate::admit`] waits while it is
+//! set, and hands back whatever the worker had leased but not started.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -10,7 +14,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::{Breaker, Permit, State, Transition};
+use super::lease::Held;
 use crate::config::SinkConfig;
+use crate::control::{PauseFlag, Pauses};
 use crate::telemetry::{BreakerStatus, SinkStats};
 
 /// How the deliveries of one step may go out.
@@ -24,18 +30,22 @@ pub(super) enum Admission {
     Fallback,
 }
 
-/// One sink's breaker (if it has one), with a wake-up for a worker waiting on it.
+/// One sink's breaker (if it has one) and pause switch, with a wake-up for a worker waiting
+/// on them.
 #[derive(Debug)]
 pub(super) struct Gate {
     sink: String,
     breaker: Option<Mutex<Breaker>>,
     has_fallback: bool,
+    pause: Arc<PauseFlag>,
+    /// The fallback sink's switch: while it is paused, nothing goes to the fallback either.
+    fallback_pause: Option<Arc<PauseFlag>>,
     changed: Notify,
     stats: Arc<SinkStats>,
 }
 
 impl Gate {
-    pub(super) fn new(config: &SinkConfig, stats: Arc<SinkStats>) -> Self {
+    pub(super) fn new(config: &SinkConfig, stats: Arc<SinkStats>, pauses: &Pauses) -> Self {
         let breaker = config.delivery.breaker.map(|p| Mutex::new(Breaker::new(p)));
         if breaker.is_some() {
             stats.set_breaker(status(State::Closed, None));
@@ -44,40 +54,72 @@ impl Gate {
             sink: config.name.clone(),
             breaker,
             has_fallback: config.delivery.fallback.is_some(),
+            pause: pauses.flag(&config.name),
+            fallback_pause: config.delivery.fallback.as_deref().map(|f| pauses.flag(f)),
             changed: Notify::new(),
             stats,
         }
     }
 
     /// Waits until deliveries may go out, and says where; `None` once `stop` is cancelled.
-    /// Waiting consumes nothing: no attempt is counted and nothing is leased meanwhile.
-    pub(super) async fn admit(&self, stop: &CancellationToken) -> Option<Admission> {
+    /// Waiting consumes nothing: no attempt is counted and nothing is leased meanwhile; while
+    /// the sink is paused, the deliveries in `held` go back to the spool.
+    pub(super) async fn admit(
+        &self,
+        stop: &CancellationToken,
+        held: &mut VecDeque<Held>,
+    ) -> Option<Admission> {
         loop {
             let changed = self.changed.notified();
-            tokio::pin!(changed);
+            let toggled = self.pause.changed();
+            tokio::pin!(changed, toggled);
             // Registered before looking, so a result between the look and the wait wakes us.
             changed.as_mut().enable();
+            toggled.as_mut().enable();
+            if self.pause.is_paused() {
+                held.clear();
+                tokio::select! {
+                    () = stop.cancelled() => return None,
+                    () = &mut toggled => {}
+                }
+                continue;
+            }
             let until = match self.permit() {
                 Permit::Allow => return Some(Admission::Normal),
                 Permit::Probe => return Some(Admission::Probe),
-                Permit::Wait(_) if self.has_fallback => return Some(Admission::Fallback),
+                Permit::Wait(_) if self.has_fallback && !self.fallback_paused() => {
+                    return Some(Admission::Fallback)
+                }
                 Permit::Wait(until) => until,
             };
             tokio::select! {
                 () = stop.cancelled() => return None,
                 () = &mut changed => {}
+                () = &mut toggled => {}
                 () = tokio::time::sleep_until(until) => {}
             }
         }
     }
 
+    /// Whether the sink is paused now: one atomic load.
+    pub(super) fn paused(&self) -> bool {
+        self.pause.is_paused()
+    }
+
+    fn fallback_paused(&self) -> bool {
+        self.fallback_pause.as_ref().is_some_and(|f| f.is_paused())
+    }
+
     /// Whether `admission`, given before a lease that may have waited, still holds.
     pub(super) fn still_admits(&self, admission: Admission) -> bool {
+        if self.paused() {
+            return false;
+        }
         let closed = self.state() == State::Closed;
         match admission {
             Admission::Normal => closed,
             Admission::Probe => true,
-            Admission::Fallback => !closed,
+            Admission::Fallback => !closed && !self.fallback_paused(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The delivery engine: per-sink workers lease from the spool, deliver, and decide
 //! ack / retry / dead-letter.
 //!
-//! Imports `spool`, `sinks`, `event`, `config` and `telemetry`.
+//! Imports `spool`, `sinks`, `event`, `config`, `control` and `telemetry`.
 //!
 //! - `worker`: one lease loop per sink, bounded by the sink's own semaphore, breaker and rate
 //!   limit, so a slow or failing sink never delays another.
@@ -20,6 +20,10 @@
 //! deliveries through again, those already past their TTL are dead-lettered
 //! (`TimeToLiveExceeded`) without an attempt and without counting for the breaker. Waiting
 //! behind the breaker or the rate limit never counts an attempt.
+//!
+//! A paused sink (see [`crate::control`]) waits at the same point as behind an open breaker,
+//! and more strictly: not even the fallback or a probe goes out, and deliveries its worker
+//! had leased but not started go back to the spool. Requests already started finish.
 
 mod batch;
 pub mod breaker;
@@ -37,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::control::Pauses;
 use crate::sinks::Registry;
 use crate::spool::SpoolHandle;
 use crate::telemetry::Counters;
@@ -54,6 +59,8 @@ pub struct DispatchContext {
     pub config: Arc<Config>,
     /// Process counters.
     pub counters: Arc<Counters>,
+    /// Which sinks are paused (kept across reloads).
+    pub pauses: Arc<Pauses>,
 }
 
 /// Starts one worker per configured sink on `tracker`. Workers stop leasing when `stop` is

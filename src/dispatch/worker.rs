@@ -9,6 +9,9 @@
 //! batch.max_events` of them. Each is [`Held`]: when the worker stops, or a step is cancelled
 //! part-way (waiting for rate tokens, say), whatever it had not started goes back to the
 //! spool at once.
+//!
+//! A pause is looked at (one atomic load) where the breaker is: before leasing, after the
+//! lease, and before each request starts; a paused worker holds nothing leased.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -82,7 +85,7 @@ impl Worker {
         };
         let mut lane = Lane {
             permits: Arc::new(Semaphore::new(self.config.concurrency.max(1))),
-            gate: Arc::new(Gate::new(&self.config, stats)),
+            gate: Arc::new(Gate::new(&self.config, stats, &self.ctx.pauses)),
             limiter: self.config.delivery.rate_limit.map(RateLimiter::new),
             pending: VecDeque::new(),
         };
@@ -98,7 +101,7 @@ impl Worker {
             permit = lane.permits.clone().acquire_owned() => permit,
         };
         let Ok(first) = first else { return false };
-        let Some(admission) = lane.gate.admit(stop).await else {
+        let Some(admission) = lane.gate.admit(stop, &mut lane.pending).await else {
             return false;
         };
         if lane.pending.is_empty() {
@@ -113,8 +116,9 @@ impl Worker {
                 Leased::Again => return true,
             }
         }
-        // The lease may have waited long enough for the breaker to change.
+        // The lease may have waited long enough for the breaker to change, or for a pause.
         if !lane.gate.still_admits(admission) {
+            abandon(&lane.gate, admission);
             return true;
         }
         self.send(lane, admission, first, stop).await
@@ -162,6 +166,11 @@ impl Worker {
                     () = stop.cancelled() => return false,
                     () = tokio::time::sleep_until(at) => {}
                 }
+            }
+            // Paused while waiting for tokens: what is not started goes back to the spool.
+            if lane.gate.paused() {
+                abandon(&lane.gate, admission);
+                return true;
             }
             self.spawn(batch, permit, admission, &lane.gate, target.clone());
         }
@@ -237,6 +246,13 @@ enum Leased {
     Some(Vec<Held>),
     Stop,
     Again,
+}
+
+/// Gives up a step admitted as `admission` without an attempt; a probe is offered again.
+fn abandon(gate: &Gate, admission: Admission) {
+    if admission == Admission::Probe {
+        gate.report(admission, None);
+    }
 }
 
 async fn pause(stop: &CancellationToken, wait: Duration) {

@@ -202,8 +202,63 @@ fn event(args: &SendArgs) -> anyhow::Result<Event> {
     })
 }
 
+/// `switchyard sinks [pause|resume NAME]`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct SinksArgs {
+    #[command(flatten)]
+    read: ReadArgs,
+    #[command(subcommand)]
+    action: Option<SinksAction>,
+}
+
+/// What to do with one sink.
+#[derive(Debug, clap::Subcommand)]
+enum SinksAction {
+    /// Stop delivering to the sink: its deliveries stay queued, none is attempted, across
+    /// reloads and restarts (not with the `memory` spool), until `resume`.
+    Pause(SinkNameArgs),
+    /// Deliver to a paused sink again.
+    Resume(SinkNameArgs),
+}
+
+/// The admin server and one sink's name.
+#[derive(Debug, clap::Args)]
+struct SinkNameArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The sink, as named in the running configuration.
+    name: String,
+}
+
+/// Lists the sinks, or pauses or resumes one.
+pub(crate) fn sinks_command(args: &SinksArgs) -> anyhow::Result<ExitCode> {
+    let (action, target) = match &args.action {
+        Some(SinksAction::Pause(target)) => ("pause", target),
+        Some(SinksAction::Resume(target)) => ("resume", target),
+        None => return sinks(&args.read),
+    };
+    let path = format!(
+        "/api/v1/sinks/{}/{action}",
+        dead_letters::encode(&target.name)
+    );
+    let Some(reply) = dead_letters::call(&target.admin, Method::POST, &path, &[])? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let state = match reply["paused"].as_bool() {
+        Some(true) => "paused",
+        _ => "delivering",
+    };
+    let already = match reply["changed"].as_bool() {
+        Some(false) => " (already)",
+        _ => "",
+    };
+    println!("{} {state}{already}", target.name);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Prints the sinks of a running daemon as a table.
-pub(crate) fn sinks(args: &ReadArgs) -> anyhow::Result<ExitCode> {
+fn sinks(args: &ReadArgs) -> anyhow::Result<ExitCode> {
     let Some(reply) = admin_get(&args.admin, "/api/v1/sinks")? else {
         return Ok(ExitCode::FAILURE);
     };
@@ -217,6 +272,7 @@ pub(crate) fn sinks(args: &ReadArgs) -> anyhow::Result<ExitCode> {
         "CONCURRENCY",
         "IN_FLIGHT",
         "BACKLOG",
+        "PAUSED",
         "LAST_ERROR",
     ]
     .map(str::to_owned)
@@ -232,6 +288,10 @@ pub(crate) fn sinks(args: &ReadArgs) -> anyhow::Result<ExitCode> {
             text(&sink["concurrency"]),
             text(&sink["in_flight"]),
             text(&sink["backlog"]),
+            match sink["paused"].as_bool() {
+                Some(true) => "yes".to_owned(),
+                _ => "no".to_owned(),
+            },
             last_error,
         ]);
     }

@@ -48,6 +48,8 @@ pub const DEAD_LETTERS: &str = "switchyard_dead_letters_total";
 pub const CONFIG_RELOADS: &str = "switchyard_config_reloads_total";
 /// A sink's circuit breaker, by `sink`: 0 closed, 1 half-open, 2 open.
 pub const BREAKER_STATE: &str = "switchyard_circuit_breaker_state";
+/// Whether a sink is paused by the admin API, by `sink`: 1 paused, 0 delivering.
+pub const SINK_PAUSED: &str = "switchyard_sink_paused";
 /// Spans the collector accepted (`telemetry.otlp_endpoint`).
 pub const OTLP_SPANS_EXPORTED: &str = "switchyard_otlp_spans_exported_total";
 /// Spans not exported, by `reason` (`buffer_full`, `export_failed`, `exporter_stopped`).
@@ -112,6 +114,16 @@ fn describe() {
     describe_counter!(OTLP_SPANS_EXPORTED, "Spans the OTLP collector accepted.");
     describe_counter!(OTLP_SPANS_DROPPED, "Spans not exported.");
     describe_gauge!(BREAKER_STATE, "Circuit breaker state.");
+    describe_gauge!(
+        SINK_PAUSED,
+        "Whether the sink is paused (1) or delivering (0)."
+    );
+}
+
+/// Sets a sink's paused gauge.
+pub fn sink_paused(sink: &str, paused: bool) {
+    let level = if paused { 1.0 } else { 0.0 };
+    metrics::gauge!(SINK_PAUSED, "sink" => sink.to_owned()).set(level);
 }
 
 /// The wire format an ingress request carried its events in.

@@ -23,6 +23,7 @@ mod ingress;
 mod leases;
 mod otlp;
 mod outbound_tls;
+mod pause;
 mod priority;
 mod readiness;
 mod reload;

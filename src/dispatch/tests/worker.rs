@@ -4,7 +4,8 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, FileSinkConfig, HttpFormat, SinkConfig, SinkKind};
+use crate::config::{BreakerPolicy, Config, FileSinkConfig, HttpFormat, SinkConfig, SinkKind};
+use crate::control::Pauses;
 use crate::dispatch::{deliver_one, start, DispatchContext, Outcome};
 use crate::sinks::tests::support::{config, event, http_config, sink, wait_until, Receiver, Reply};
 use crate::sinks::{build, Handlers};
@@ -63,6 +64,7 @@ fn context(config: Config) -> DispatchContext {
         sinks: Arc::new(sinks),
         config: Arc::new(config),
         counters: Arc::new(Counters::default()),
+        pauses: Arc::new(Pauses::default()),
     }
 }
 
@@ -259,4 +261,60 @@ async fn a_stopped_worker_hands_back_what_it_had_not_attempted() {
         .unwrap();
     assert_eq!(left.len() + sent, 6);
     assert!(left.iter().all(|d| d.attempts == 0), "no attempt counted");
+}
+
+#[tokio::test]
+async fn a_paused_sink_holds_no_lease_and_attempts_nothing_until_resumed() {
+    let receiver = Receiver::start(|_| Reply::status(200)).await;
+    let running = Running::start(config(vec![http_sink("api", &receiver, 2)]));
+    // The worker may already be waiting in a lease when the pause comes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    running.ctx.pauses.set("api", true).await.unwrap();
+    running.put("api", (0..5).map(|i| format!("ev-{i}"))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.hits(), 0, "nothing attempted while paused");
+    assert_eq!(running.count(|c| &c.deliveries_retried), 0);
+    let leased = running.ctx.spool.lease("api", 10).await.unwrap();
+    assert_eq!(
+        leased.len(),
+        5,
+        "the paused worker handed back what it leased"
+    );
+    for delivery in leased {
+        running.ctx.spool.release(delivery);
+    }
+
+    running.ctx.pauses.set("api", false).await.unwrap();
+    wait_until("all delivered", || {
+        running.count(|c| &c.deliveries_succeeded) == 5
+    })
+    .await;
+    running.shutdown().await;
+    assert_eq!(receiver.hits(), 5, "each delivered once");
+}
+
+#[tokio::test]
+async fn a_pause_behind_an_open_breaker_leaves_the_probe_for_after_the_resume() {
+    let receiver = Receiver::start(|n| Reply::status(if n == 0 { 500 } else { 200 })).await;
+    let mut api = http_sink("api", &receiver, 1);
+    api.delivery.breaker = Some(BreakerPolicy {
+        consecutive_failures: 1,
+        open_for: Duration::from_millis(100),
+    });
+    let running = Running::start(config(vec![api]));
+    running
+        .put("api", ["ev-1".to_owned(), "ev-2".to_owned()])
+        .await;
+    wait_until("the first failure", || receiver.hits() == 1).await;
+    running.ctx.pauses.set("api", true).await.unwrap();
+    // Long past `open_for`: a probe would be due, but a paused sink sends none.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(receiver.hits(), 1, "no probe while paused");
+
+    running.ctx.pauses.set("api", false).await.unwrap();
+    wait_until("both delivered", || {
+        running.count(|c| &c.deliveries_succeeded) == 2
+    })
+    .await;
+    running.shutdown().await;
 }

@@ -90,6 +90,16 @@ impl Daemon {
         self.child.id()
     }
 
+    /// SIGTERM (a graceful stop), then reap.
+    pub(crate) fn terminate(&mut self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success(), "SIGTERM not sent");
+        self.child.wait().expect("reap");
+    }
+
     /// SIGKILL, then reap.
     pub(crate) fn kill9(&mut self) {
         self.child.kill().expect("SIGKILL");
