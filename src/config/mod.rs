@@ -48,7 +48,7 @@ pub use nats::{
 };
 pub use outbound::{ClientCertificate, HttpTlsConfig, PemCertificates, ProxySetting};
 pub use reload::{
-    reload_channel, watch_file, watched_names, ReloadFailed, ReloadRequest, ReloadSummary,
+    reload_channel, watch_file, watch_files, ReloadFailed, ReloadRequest, ReloadSummary,
     ReloadTrigger, RELOAD_SETTLE,
 };
 pub use schedules::{parse_cron, CronError, ScheduleConfig, ScheduledEvent};

@@ -2,6 +2,7 @@
 //! admin API, and the file watcher itself. The reload is carried out by the app, which owns
 //! what must be swapped.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -101,15 +102,32 @@ pub fn watch_file(
     path: &Path,
     trigger: ReloadTrigger,
 ) -> Result<notify::RecommendedWatcher, notify::Error> {
+    let (tx, rx) = mpsc::channel::<()>(1);
+    let watcher = watch_files(&[path.to_path_buf()], tx.clone())?;
+    // A change made after the configuration was loaded but before the watch began shows up
+    // as a difference from the loaded bytes: look once now.
+    let _first_look = tx.try_send(()).is_ok();
+    tokio::spawn(debounce(rx, trigger));
+    Ok(watcher)
+}
+
+/// Watches the directories of `files` and sends on `changed` (one pending signal is enough)
+/// when an event names one of them, or the first step of a relative link target (see
+/// [`watch_file`]). The watcher stops when the returned value is dropped.
+pub fn watch_files(
+    files: &[PathBuf],
+    changed: mpsc::Sender<()>,
+) -> Result<notify::RecommendedWatcher, notify::Error> {
     use notify::{EventKind, RecursiveMode, Watcher};
 
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let names = watched_names(path);
-    let (tx, rx) = mpsc::channel::<()>(1);
-    let events = tx.clone();
+    let names: Vec<OsString> = files.iter().flat_map(|f| watched_names(f)).collect();
+    let dirs: BTreeSet<PathBuf> = files
+        .iter()
+        .map(|f| match f.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        })
+        .collect();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         let relevant = matches!(
@@ -121,21 +139,18 @@ pub fn watch_file(
             .filter_map(|p| p.file_name())
             .any(|name| names.iter().any(|n| n == name));
         if relevant {
-            // One pending signal is enough; the debounce below reads the file once.
-            let _pending = events.try_send(()).is_ok();
+            let _pending = changed.try_send(()).is_ok();
         }
     })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    // A change made after the configuration was loaded but before the watch began shows up
-    // as a difference from the loaded bytes: look once now.
-    let _first_look = tx.try_send(()).is_ok();
-    tokio::spawn(debounce(rx, trigger));
+    for dir in &dirs {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
     Ok(watcher)
 }
 
 /// The names in the file's directory whose change may change the file: its own, and, when it
 /// is a symbolic link with a relative target, the target's first step (the kubelet's `..data`).
-pub fn watched_names(path: &Path) -> Vec<OsString> {
+fn watched_names(path: &Path) -> Vec<OsString> {
     let mut names: Vec<OsString> = path.file_name().map(OsString::from).into_iter().collect();
     if let Ok(target) = std::fs::read_link(path) {
         if let Some(Component::Normal(first)) = target.components().next() {

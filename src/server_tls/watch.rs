@@ -2,16 +2,13 @@
 //! configuration file is watched, so a rename over the file and the kubelet's `..data` link
 //! swap are seen) and also looks every minute, in case an event was missed.
 
-use std::collections::BTreeSet;
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::CertResolver;
-use crate::config::{watched_names, RELOAD_SETTLE};
+use crate::config::{watch_files, RELOAD_SETTLE};
 
 /// How often the files are looked at without an event.
 const LOOK_EVERY: Duration = Duration::from_secs(60);
@@ -30,7 +27,7 @@ impl Watch {
     pub(super) fn start(resolver: &Arc<CertResolver>) -> Self {
         let (tx, rx) = mpsc::channel::<()>(1);
         let files = [resolver.cert.clone(), resolver.key.clone()];
-        let watcher = match watcher(&files, tx.clone()) {
+        let watcher = match watch_files(&files, tx.clone()) {
             Ok(watcher) => Some(watcher),
             Err(error) => {
                 tracing::warn!(server = resolver.name, %error, "Cannot watch the TLS certificate files; they are looked at every minute");
@@ -43,40 +40,6 @@ impl Watch {
             _open: tx,
         }
     }
-}
-
-fn watcher(
-    files: &[PathBuf],
-    tx: mpsc::Sender<()>,
-) -> Result<notify::RecommendedWatcher, notify::Error> {
-    use notify::{EventKind, RecursiveMode, Watcher};
-
-    let names: Vec<OsString> = files.iter().flat_map(|f| watched_names(f)).collect();
-    let dirs: BTreeSet<PathBuf> = files
-        .iter()
-        .map(|f| match f.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        })
-        .collect();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        let relevant = matches!(
-            event.kind,
-            EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
-        ) && event
-            .paths
-            .iter()
-            .filter_map(|p| p.file_name())
-            .any(|name| names.iter().any(|n| n == name));
-        if relevant {
-            let _pending = tx.try_send(()).is_ok();
-        }
-    })?;
-    for dir in &dirs {
-        watcher.watch(Path::new(dir), RecursiveMode::NonRecursive)?;
-    }
-    Ok(watcher)
 }
 
 /// Reloads once changes have settled (a rotation writes two files, often in several steps),
