@@ -227,6 +227,11 @@ pub(super) async fn streams(
         name: names.dead_stream(),
         subjects: vec![names.dead_subjects()],
         retention: stream::RetentionPolicy::Limits,
+        // Dead letters have a bound of their own, `spool.max_bytes` as the queue has: a full
+        // stream refuses the publish, and the delivery stays queued (offered again after
+        // `ack_wait`) until room frees; nothing kept is dropped to make room.
+        discard: stream::DiscardPolicy::New,
+        max_bytes: i64::try_from(max_bytes).unwrap_or(i64::MAX),
         // JetStream removes a dead letter once it is older than `spool.dead_letter_ttl`.
         max_age: config.dead_letter_ttl.unwrap_or(Duration::ZERO),
         // JetStream refuses a duplicate window longer than `max_age`.

@@ -589,3 +589,35 @@ async fn dead_letters_go_after_the_stream_max_age() {
     }
     spool.delete_streams().await.expect("streams deleted");
 }
+
+#[tokio::test]
+async fn a_full_dead_letter_stream_refuses_and_the_delivery_stays_queued() {
+    let spool = connected(4096).await;
+    let mut kept = 0;
+    let refused = loop {
+        assert!(
+            kept < 64,
+            "the dead-letter stream took {kept} dead letters past its 4 KiB"
+        );
+        spool
+            .put(vec![due(&event(&format!("dead-{kept}")), "a")])
+            .await
+            .expect("the queue has room: each delivery leaves it");
+        let d = lease(&spool, "a", 1).await.remove(0);
+        match spool.dead_letter(&d, dead_info("BadRequest"), None).await {
+            Ok(()) => kept += 1,
+            Err(_) => break d,
+        }
+    };
+    assert!(kept > 0, "the first dead letter fits");
+    let listed = spool
+        .dead_letters(&DeadLetterQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), kept, "nothing kept was dropped for room");
+    let id = refused.id;
+    spool.release(refused);
+    let again = lease(&spool, "a", 1).await.remove(0);
+    assert_eq!(again.id, id, "the refused delivery is still queued");
+    spool.delete_streams().await.expect("streams deleted");
+}
