@@ -198,6 +198,8 @@ impl EmbeddedSpool {
             journal,
             prune_moved: None,
             undone: Vec::new(),
+            unwritten: Vec::new(),
+            pending_acks: Vec::new(),
             fanout: recovery.fanout,
             written: Vec::new(),
             emptied: None,

@@ -650,7 +650,7 @@ pub(super) struct Journal {
     /// Bytes appended since the last commit, not yet written.
     buf: Vec<u8>,
     /// Segments whose buffered bytes are written but not yet synced (besides the active).
-    unsynced: Vec<File>,
+    unsynced: Vec<(u32, File)>,
     /// Every segment on disk, the active one included.
     segs: BTreeMap<u32, Seg>,
     /// Size at which a segment is closed ([`SEGMENT_BYTES`] but in tests).
@@ -1063,7 +1063,7 @@ impl Journal {
             if std::mem::take(&mut self.lost) {
                 return Err(io::Error::other("a failed write dropped journal records"));
             }
-            for file in self.unsynced.drain(..) {
+            for (_, file) in self.unsynced.drain(..) {
                 file.sync_data()?;
             }
             self.active.sync_data()
@@ -1094,9 +1094,16 @@ impl Journal {
             .create_new(true)
             .write(true)
             .open(&path)?;
-        sync_dir(&self.dir)?;
+        if let Err(error) = sync_dir(&self.dir) {
+            // Not the active segment yet: gone again, so that the next roll can create it.
+            drop(next);
+            if let Err(error) = fs::remove_file(&path) {
+                tracing::warn!(%error, segment = %path.display(), "Cannot remove a journal segment that was never used");
+            }
+            return Err(error);
+        }
         let previous = std::mem::replace(&mut self.active, next);
-        self.unsynced.push(previous);
+        self.unsynced.push((self.active_seq, previous));
         self.active_seq = seq;
         self.active_len = 0;
         self.written = 0;
@@ -1104,6 +1111,11 @@ impl Journal {
         self.uncut = false;
         self.segs.insert(seq, Seg::default());
         Ok(())
+    }
+
+    /// Whether `segment` is still on disk.
+    pub(super) fn holds(&self, segment: u32) -> bool {
+        self.segs.contains_key(&segment)
     }
 
     /// One delivery of `segment` is no longer stored (its retirement is durable, by a gone
@@ -1139,6 +1151,9 @@ impl Journal {
                 break;
             };
             self.segs.remove(&seq);
+            // A segment closed since the last commit needs no sync once deleted, and its
+            // handle would keep its blocks allocated.
+            self.unsynced.retain(|(closed, _)| *closed != seq);
             let path = self.dir.join(segment_name(seq));
             if let Err(error) = fs::remove_file(&path) {
                 tracing::warn!(%error, segment = %path.display(), "Cannot delete a spent journal segment");

@@ -114,6 +114,12 @@ pub(super) struct Writer {
     /// Journaled deliveries of a put that went to the database after all: retired by the
     /// next journal commit.
     pub(super) undone: Vec<(DeliveryId, u32)>,
+    /// Acks of journaled deliveries whose gone records a failed commit did not write: done in
+    /// memory and counted off their segments already, written by the next journal commit.
+    pub(super) unwritten: Vec<(DeliveryId, u32)>,
+    /// Acks the database refused (a full disk): their deliveries stay leased, so that they
+    /// are not attempted again, and the acks are retried with every later group.
+    pub(super) pending_acks: Vec<Command>,
     /// Journal records with more than one stored delivery, by (segment, offset): how many.
     /// An event's bytes are freed with its last delivery.
     pub(super) fanout: HashMap<(u32, u32), u32>,
@@ -231,6 +237,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            group.append(&mut self.pending_acks);
             // Sweeps run after the rest of the group, in transactions of their own.
             let (sweeps, group) = take_sweeps(group);
             let group = self.admit(group);
@@ -304,6 +311,10 @@ impl Writer {
             retired.iter().map(|r| (r.key.1, r.loc.segment)).collect();
         let undone = std::mem::take(&mut self.undone);
         gone.extend_from_slice(&undone);
+        // Those whose segment went meanwhile are durable already.
+        let mut unwritten = std::mem::take(&mut self.unwritten);
+        unwritten.retain(|(_, segment)| self.journal.holds(*segment));
+        gone.extend_from_slice(&unwritten);
         let journaled = via.iter().any(|v| matches!(v, Via::Journal)) || !gone.is_empty();
         let mut results: Vec<Option<Result<u64, SpoolError>>> = Vec::with_capacity(group.len());
         results.resize_with(group.len(), || None);
@@ -316,27 +327,38 @@ impl Writer {
                 let failure = storage_failed(&error);
                 self.space.exhausted();
                 self.journal.eager = true;
-                // Nothing of the journal's part happened: index what it retired again, and
-                // retire what it stored (part of it may have reached the file) next time.
+                // Nothing of the journal's part happened: retire what it stored (part of it
+                // may have reached the file) next time, and index what purges took again.
+                // Acks stay done in memory (see `Journal::release`): the delivery is never
+                // attempted again by this process, and its segment still goes once nothing
+                // in it is stored, which makes them durable. Only a crash before that
+                // delivers those events again, as at-least-once allows; attempting them over
+                // and over while the disk is full would only repeat them.
+                let mut kept = Vec::new();
                 for effect in effects.drain(..) {
-                    if let Effect::Journaled(d, loc) = effect {
-                        self.undone.push((d.id, loc.segment));
+                    match effect {
+                        Effect::Journaled(d, loc) => self.undone.push((d.id, loc.segment)),
+                        removed @ Effect::Removed { .. } => kept.push(removed),
+                        _ => {}
                     }
                 }
+                effects = kept;
                 self.written.clear();
-                for r in retired.drain(..) {
+                let (acks, others): (Vec<_>, Vec<_>) = retired
+                    .drain(..)
+                    .partition(|r| matches!(group.get(r.command), Some(Command::Ack { .. })));
+                if !acks.is_empty() {
+                    tracing::debug!(acks = acks.len(), "Acknowledgements kept in memory until their segment goes or a commit writes them");
+                }
+                self.unwritten
+                    .extend(acks.iter().map(|r| (r.key.1, r.loc.segment)));
+                self.unwritten.extend(unwritten);
+                retired = acks;
+                for r in others {
                     let queue = self.shared.queue(&r.sink);
                     queue.lock().index(r.priority, r.key, r.loc);
-                    match group.get(r.command) {
-                        Some(Command::Ack { .. }) => effects.push(Effect::Failed {
-                            sink: r.sink,
-                            id: r.key.1,
-                        }),
-                        _ => {
-                            if let Some(slot) = results.get_mut(r.command) {
-                                *slot = Some(Err(clone_error(&failure)));
-                            }
-                        }
+                    if let Some(slot) = results.get_mut(r.command) {
+                        *slot = Some(Err(clone_error(&failure)));
                     }
                 }
                 for (v, result) in via.iter().zip(results.iter_mut()) {
@@ -676,7 +698,21 @@ impl Writer {
             }
             Err(error) => {
                 let failed = match group.get(item.0) {
-                    Some(Command::Ack { id, sink, .. }) => Some((sink.clone(), *id, None)),
+                    Some(Command::Ack {
+                        id,
+                        sink,
+                        priority,
+                        key,
+                    }) => {
+                        tracing::debug!(%id, "Acknowledgement kept for the next group");
+                        self.pending_acks.push(Command::Ack {
+                            id: *id,
+                            sink: sink.clone(),
+                            priority: *priority,
+                            key: *key,
+                        });
+                        None
+                    }
                     Some(Command::Nack { delivery: d, key }) => {
                         Some((d.sink.clone(), d.id, Some((d.priority, *key))))
                     }

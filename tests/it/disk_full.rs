@@ -88,6 +88,18 @@ fn listing(dir: &Path) -> String {
     out
 }
 
+/// Files the process `pid` holds open although they were deleted (their blocks stay in use).
+fn held_deleted(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .map(|target| target.display().to_string())
+        .filter(|target| target.ends_with(" (deleted)"))
+        .collect()
+}
+
 /// Writes zeros to `path` until the file system refuses more.
 fn fill(path: &Path) -> PathBuf {
     use std::io::Write;
@@ -288,8 +300,10 @@ async fn a_full_disk_refuses_puts_then_drains_and_accepts_again() {
     assert_eq!(
         missing,
         0,
-        "acknowledged events not delivered {DRAIN_PATIENCE:?} after the sink recovered (of {}), such as {absent:?}",
-        acked.len()
+        "acknowledged events not delivered {DRAIN_PATIENCE:?} after the sink recovered (of {}), such as {absent:?}; on the file system: {}; deleted files the daemon holds open: {:?}",
+        acked.len(),
+        listing(fs.path()),
+        held_deleted(daemon.pid())
     );
     let drained = recovered.elapsed();
     // Ingress accepts again by itself.
@@ -302,8 +316,9 @@ async fn a_full_disk_refuses_puts_then_drains_and_accepts_again() {
         }
         assert!(
             Instant::now() < deadline,
-            "ingress still refuses after the spool drained: {status:?}; on the file system: {}",
-            listing(fs.path())
+            "ingress still refuses after the spool drained: {status:?}; on the file system: {}; deleted files the daemon holds open: {:?}",
+            listing(fs.path()),
+            held_deleted(daemon.pid())
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -56,9 +56,14 @@ impl Daemon {
                 command.env("RUST_LOG", "debug");
                 Stdio::from(std::fs::File::create(path).expect("create log"))
             }
-            // `TEST_DAEMON_LOG=1` shows the daemon's warnings and errors.
+            // `TEST_DAEMON_LOG=1` shows the daemon's warnings and errors; any other value is
+            // the daemon's log filter (`TEST_DAEMON_LOG=switchyard::spool=debug`).
             None if std::env::var_os("TEST_DAEMON_LOG").is_some() => {
-                command.env("RUST_LOG", "warn");
+                let filter = std::env::var("TEST_DAEMON_LOG")
+                    .ok()
+                    .filter(|f| f != "1")
+                    .unwrap_or_else(|| "warn".to_owned());
+                command.env("RUST_LOG", filter);
                 Stdio::inherit()
             }
             None => {
