@@ -18,6 +18,8 @@ mod reload;
 mod routes;
 mod schedules;
 mod schema;
+#[cfg(test)]
+mod schema_tests;
 mod server_tls;
 mod sign;
 mod sinks;
