@@ -83,8 +83,10 @@ fn match_summary(filter: &MatchConfig) -> Value {
     })
 }
 
-/// `{"sinks": [{name, kind, concurrency, in_flight, backlog, last_error, breaker, paused}]}`,
-/// by name; `breaker` is `{state, opened_at}`, or null for a sink without one.
+/// `{"sinks": [{name, kind, concurrency, adaptive, concurrency_limit, in_flight, backlog,
+/// last_error, breaker, paused}]}`, by name; `breaker` is `{state, opened_at}`, or null for a
+/// sink without one; `adaptive` is `{min, max}`, or null for a fixed limit;
+/// `concurrency_limit` is the limit in force now.
 pub(super) async fn sinks(State(state): State<AdminState>) -> Json<Value> {
     let config = state.config.get();
     let mut sinks: Vec<Value> = config
@@ -197,6 +199,8 @@ fn sink_status(state: &AdminState, sink: &SinkConfig) -> Value {
         "name": sink.name,
         "kind": sink.kind.name(),
         "concurrency": sink.concurrency,
+        "adaptive": sink.adaptive.map(|a| json!({ "min": a.min, "max": sink.concurrency })),
+        "concurrency_limit": stats.concurrency_limit(),
         "in_flight": stats.in_flight(),
         "backlog": state.spool.depth(&sink.name),
         "last_error": last_error,

@@ -201,14 +201,24 @@ pub struct SinkConfig {
     pub name: String,
     /// What kind of target it is and its settings.
     pub kind: SinkKind,
-    /// Most deliveries in flight to this sink at once.
+    /// Most deliveries in flight to this sink at once (with `adaptive`, the ceiling).
     pub concurrency: usize,
+    /// Set when the in-flight limit adapts itself between a minimum and `concurrency`.
+    pub adaptive: Option<AdaptiveConcurrency>,
     /// Retry policy for failed deliveries.
     pub retry: RetryPolicy,
     /// Sink that receives dead-lettered deliveries, if any.
     pub dead_letter: Option<String>,
     /// Rate limit, batching, circuit breaker and fallback.
     pub delivery: DeliveryPolicy,
+}
+
+/// An in-flight limit that finds its own level from the target's round trips and push-back
+/// (`concurrency: adaptive` or `concurrency: { min, max }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdaptiveConcurrency {
+    /// The lowest limit, and the first.
+    pub min: usize,
 }
 
 /// The kinds of sink.

@@ -101,6 +101,12 @@ pub(super) const SINK: Shape = Shape {
     later: "",
 };
 
+/// `concurrency: { min, max }` — an adaptive in-flight limit between the bounds.
+pub(super) const ADAPTIVE: Shape = Shape {
+    keys: "min max",
+    later: "",
+};
+
 /// The sink keys that name its kind.
 pub(super) const SINK_KINDS: &[&str] = &["http", "log", "file", "exec", "handler", "nats"];
 

@@ -99,6 +99,10 @@ const PLACES: &[Place] = &[
         ..place("sinks.*", "model::SINK", &model::SINK)
     },
     Place {
+        skeletons: &[r#"{"sinks": {"s": {"log": {}, "concurrency": {}}}}"#],
+        ..place("sinks.*.concurrency", "model::ADAPTIVE", &model::ADAPTIVE)
+    },
+    Place {
         skeletons: &[HTTP_S],
         ..place("sinks.*.http", "model::HTTP", &model::HTTP)
     },
@@ -240,11 +244,23 @@ fn validator(schema: &Value) -> jsonschema::Validator {
 
 /// Follows `$ref` (local `#/definitions/…` only).
 fn deref<'a>(root: &'a Value, mut node: &'a Value) -> &'a Value {
-    while let Some(target) = node.get("$ref").and_then(Value::as_str) {
-        let pointer = target.strip_prefix('#').expect("local reference");
-        node = root.pointer(pointer).expect("reference resolves");
+    loop {
+        if let Some(target) = node.get("$ref").and_then(Value::as_str) {
+            let pointer = target.strip_prefix('#').expect("local reference");
+            node = root.pointer(pointer).expect("reference resolves");
+            continue;
+        }
+        // A value that is a scalar or a mapping (`concurrency: 16 | { min, max }`): its
+        // mapping form is the one with properties.
+        let mapping = node
+            .get("anyOf")
+            .and_then(Value::as_array)
+            .and_then(|forms| forms.iter().find(|f| f.get("properties").is_some()));
+        match mapping {
+            Some(form) => node = form,
+            None => return node,
+        }
     }
-    node
 }
 
 /// The schema of the mapping at a YAML path of [`PLACES`].

@@ -15,8 +15,8 @@ use super::outbound::{self, HttpTlsConfig, ProxySetting};
 use super::sign;
 use super::validate::{sink_ref, DEFAULT_TIMEOUT};
 use super::{
-    ExecSinkConfig, FileSinkConfig, HandlerSinkConfig, HttpFormat, HttpSinkConfig, LogSinkConfig,
-    RetryPolicy, SinkConfig, SinkKind,
+    AdaptiveConcurrency, ExecSinkConfig, FileSinkConfig, HandlerSinkConfig, HttpFormat,
+    HttpSinkConfig, LogSinkConfig, RetryPolicy, SinkConfig, SinkKind,
 };
 const FORMATS: &[(&str, HttpFormat)] = &[
     ("cloudevents-binary", HttpFormat::CloudEventsBinary),
@@ -58,7 +58,7 @@ fn sink(
     }
     let o = rd.object(node, &model::SINK)?;
     let kind = sink_kind(rd, &o);
-    let concurrency = rd.or(o.get("concurrency"), 16, |rd, n| rd.integer(n, 1..=10_000));
+    let concurrency = rd.or(o.get("concurrency"), (16, None), concurrency);
     let retry = rd
         .section(&o, "retry", &model::RETRY)
         .and_then(|o| retry(rd, &o));
@@ -73,11 +73,54 @@ fn sink(
     Some(SinkConfig {
         name,
         kind: kind?,
-        concurrency: concurrency?,
+        concurrency: concurrency?.0,
+        adaptive: concurrency?.1,
         retry: retry?,
         dead_letter: dead_letter?,
         delivery: delivery?,
     })
+}
+
+/// Highest in-flight limit of any sink.
+const MAX_CONCURRENCY: u64 = 10_000;
+/// The ceiling of `concurrency: adaptive` without bounds.
+const ADAPTIVE_MAX: usize = 256;
+
+/// `concurrency:` — a number (a fixed limit), `adaptive`, or `{ min, max }` (adaptive between
+/// the bounds); gives the ceiling and, when adaptive, the floor.
+fn concurrency(
+    rd: &mut Reader<'_>,
+    node: &Node<'_>,
+) -> Option<(usize, Option<AdaptiveConcurrency>)> {
+    match node.value {
+        serde_json::Value::Object(_) => {
+            let o = rd.object(node, &model::ADAPTIVE)?;
+            let min = rd.or(o.get("min"), 1, |rd, n| rd.integer(n, 1..=MAX_CONCURRENCY));
+            let max = rd.or(o.get("max"), ADAPTIVE_MAX, |rd, n| {
+                rd.integer(n, 1..=MAX_CONCURRENCY)
+            });
+            let (min, max) = (min?, max?);
+            if min > max {
+                return rd.fail(
+                    &node.path,
+                    format!("min ({min}) must not be above max ({max})"),
+                );
+            }
+            Some((max, Some(AdaptiveConcurrency { min })))
+        }
+        serde_json::Value::String(text) if text == "adaptive" => {
+            Some((ADAPTIVE_MAX, Some(AdaptiveConcurrency { min: 1 })))
+        }
+        serde_json::Value::String(text) if !text.trim().chars().all(|c| c.is_ascii_digit()) => {
+            let message = format!(
+                "expected an integer in 1..={MAX_CONCURRENCY}, `adaptive` or {{ min, max }}, found the string \"{text}\""
+            );
+            rd.fail(&node.path, message)
+        }
+        _ => rd
+            .integer(node, 1..=MAX_CONCURRENCY)
+            .map(|n: usize| (n, None)),
+    }
 }
 
 fn sink_kind(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<SinkKind> {

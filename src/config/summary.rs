@@ -207,7 +207,13 @@ fn sink_lines(sink: &SinkConfig) -> Vec<String> {
             sink.kind.name(),
             target(&sink.kind)
         ),
-        format!("    concurrency   {}", sink.concurrency),
+        match sink.adaptive {
+            Some(a) => format!(
+                "    concurrency   adaptive, {} to {}",
+                a.min, sink.concurrency
+            ),
+            None => format!("    concurrency   {}", sink.concurrency),
+        },
         format!(
             "    retry         max_attempts {}, event_ttl {}, horizon {}",
             retry.max_attempts,

@@ -76,8 +76,11 @@ pub struct SinkSummary {
     pub kind: &'static str,
     /// What it delivers to, as the text summary shows it (no secrets).
     pub target: String,
-    /// Deliveries at once.
+    /// Deliveries at once (with `concurrency_min`, the adaptive limit's ceiling).
     pub concurrency: usize,
+    /// The adaptive limit's floor; absent for a fixed limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency_min: Option<usize>,
     /// Attempts before dead-lettering.
     pub max_attempts: u32,
     /// The dead-letter sink, if any.
@@ -125,6 +128,7 @@ fn sink(sink: &SinkConfig) -> SinkSummary {
         kind: sink.kind.name(),
         target: target(&sink.kind),
         concurrency: sink.concurrency,
+        concurrency_min: sink.adaptive.map(|a| a.min),
         max_attempts: sink.retry.max_attempts,
         dead_letter: sink.dead_letter.clone(),
     }

@@ -506,7 +506,7 @@ routes: [ { name: r, to: [a], match: { subject: { begins_with: x, case_sensitive
     assert_error(
         &errors,
         "sinks.a.concurrency",
-        "expected an integer in 1..=10000, found the string \"many\"",
+        "expected an integer in 1..=10000, `adaptive` or { min, max }, found the string \"many\"",
     );
     assert_error(&errors, "sinks.a.retry.max_attempts", "1..=100");
     assert_error(&errors, "sinks.a.retry.event_ttl", "longer than 0s");
@@ -1352,4 +1352,59 @@ routes: [ { name: all, to: [a] } ]
         "exactly one of standard_webhooks, hmac",
     );
     assert_error(&errors, "sinks.d.http.sign.hmac.extra", "unknown key");
+}
+
+#[test]
+fn concurrency_is_a_number_adaptive_or_bounds() {
+    let config = load_ok(
+        r#"
+sinks:
+  fixed: { log: {}, concurrency: "12" }
+  auto: { log: {}, concurrency: adaptive }
+  bounded: { log: {}, concurrency: { min: 2, max: 40 } }
+  floor: { log: {}, concurrency: { min: 3 } }
+routes: [{ name: r, to: [fixed, auto, bounded, floor] }]
+"#,
+    );
+    let sink = |name: &str| &config.sinks[name];
+    assert_eq!(
+        (sink("fixed").concurrency, sink("fixed").adaptive),
+        (12, None)
+    );
+    assert_eq!(sink("auto").concurrency, 256);
+    assert_eq!(sink("auto").adaptive, Some(AdaptiveConcurrency { min: 1 }));
+    assert_eq!(sink("bounded").concurrency, 40);
+    assert_eq!(
+        sink("bounded").adaptive,
+        Some(AdaptiveConcurrency { min: 2 })
+    );
+    assert_eq!(sink("floor").concurrency, 256);
+    assert_eq!(sink("floor").adaptive, Some(AdaptiveConcurrency { min: 3 }));
+
+    let errors = errors(
+        r#"
+sinks:
+  a: { log: {}, concurrency: { min: 5, max: 2 } }
+  b: { log: {}, concurrency: { min: 0 } }
+  c: { log: {}, concurrency: { most: 4 } }
+  d: { log: {}, concurrency: adaptively }
+routes: [{ name: r, to: [a, b, c, d] }]
+"#,
+    );
+    assert_error(
+        &errors,
+        "sinks.a.concurrency",
+        "min (5) must not be above max (2)",
+    );
+    assert_error(
+        &errors,
+        "sinks.b.concurrency.min",
+        "expected an integer in 1..=10000",
+    );
+    assert_error(
+        &errors,
+        "sinks.c.concurrency.most",
+        "unknown key (allowed here: min, max)",
+    );
+    assert_error(&errors, "sinks.d.concurrency", "`adaptive` or { min, max }");
 }

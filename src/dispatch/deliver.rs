@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use tracing::Instrument;
 
+use super::adaptive::Observed;
 use super::dead_letter;
 use super::retry::{self, Decision};
 use super::DispatchContext;
@@ -54,6 +55,8 @@ pub(super) struct Step {
     /// The attempt's result for the breaker: `Some(ok)` when one was made. Failures the
     /// target marked as not retryable (a 400, say) count as `ok`: the target answered.
     pub(super) attempt: Option<bool>,
+    /// What the attempt showed of the target, for an adaptive concurrency limit.
+    pub(super) observed: Option<Observed>,
 }
 
 /// [`deliver_one`] for deliveries sent as one request: the expired ones are dead-lettered
@@ -80,6 +83,7 @@ pub(super) async fn deliver_batch(
         return Ok(Step {
             outcomes,
             attempt: None,
+            observed: None,
         });
     };
     let span = tracing::info_span!(
@@ -92,13 +96,14 @@ pub(super) async fn deliver_batch(
         // The publisher's trace context: the exported span continues that trace.
         traceparent = first.event.extension("traceparent").map(|t| t.to_canonical_string()),
     );
-    let (ok, mut done) = attempt(ctx, sink, config, live, now)
+    let (ok, observed, mut done) = attempt(ctx, sink, config, live, now)
         .instrument(span)
         .await?;
     outcomes.append(&mut done);
     Ok(Step {
         outcomes,
         attempt: Some(ok),
+        observed: Some(observed),
     })
 }
 
@@ -109,7 +114,7 @@ async fn attempt(
     config: &SinkConfig,
     mut live: Vec<Delivery>,
     now: SystemTime,
-) -> Result<(bool, Vec<Outcome>), SpoolError> {
+) -> Result<(bool, Observed, Vec<Outcome>), SpoolError> {
     let counts: Vec<u32> = live.iter().map(|d| d.attempts).collect();
     for delivery in &mut live {
         delivery.attempts = delivery.attempts.saturating_add(1);
@@ -133,7 +138,12 @@ async fn attempt(
             many => sink.deliver_batch(many).await,
         }
     };
-    stats.attempted(started.elapsed());
+    let rtt = started.elapsed();
+    stats.attempted(rtt);
+    let observed = Observed {
+        rtt,
+        backpressure: result.as_ref().err().is_some_and(pushed_back),
+    };
     let mut outcomes = Vec::with_capacity(live.len());
     match result {
         Ok(()) => {
@@ -144,7 +154,7 @@ async fn attempt(
                 outcomes.push(Outcome::Delivered);
             }
             tracing::debug!("Delivered");
-            Ok((true, outcomes))
+            Ok((true, observed, outcomes))
         }
         Err(error) => {
             stats.failed(&error);
@@ -154,9 +164,14 @@ async fn attempt(
             for delivery in live {
                 outcomes.push(failed(ctx, config, delivery, &error, decided).await?);
             }
-            Ok((!error.retryable, outcomes))
+            Ok((!error.retryable, observed, outcomes))
         }
     }
+}
+
+/// Whether a failure says the target is overloaded: 429, 503 or no answer in time.
+fn pushed_back(error: &SinkError) -> bool {
+    matches!(error.status, Some(429 | 503)) || error.outcome == crate::sinks::outcome::TIMED_OUT
 }
 
 /// After a failed attempt: records its outcome on the delivery, then retries or dead-letters.

@@ -3,8 +3,9 @@
 //!
 //! Imports `spool`, `sinks`, `event`, `config`, `control` and `telemetry`.
 //!
-//! - `worker`: one lease loop per sink, bounded by the sink's own semaphore, breaker and rate
-//!   limit, so a slow or failing sink never delays another.
+//! - `worker`: one lease loop per sink, bounded by the sink's own in-flight limit, breaker and
+//!   rate limit, so a slow or failing sink never delays another.
+//! - `adaptive`: the in-flight limit, fixed or adapting to the target's round trips.
 //! - `deliver`: one attempt of one delivery or batch and what follows ([`deliver_one`]).
 //! - [`retry`]: the pure schedule ([`retry::decide`]).
 //! - [`breaker`]: the pure circuit breaker; `gate` shares it between a worker and its tasks.
@@ -25,6 +26,7 @@
 //! and more strictly: not even the fallback or a probe goes out, and deliveries its worker
 //! had leased but not started go back to the spool. Requests already started finish.
 
+mod adaptive;
 mod batch;
 pub mod breaker;
 mod dead_letter;

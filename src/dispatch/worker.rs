@@ -17,10 +17,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::adaptive::Limit;
 use super::deliver::deliver_batch;
 use super::gate::{Admission, Gate};
 use super::lease::Held;
@@ -47,7 +48,7 @@ pub(super) struct Worker {
 
 /// What the worker keeps between steps.
 struct Lane {
-    permits: Arc<Semaphore>,
+    limit: Arc<Limit>,
     gate: Arc<Gate>,
     limiter: Option<RateLimiter>,
     pending: VecDeque<Held>,
@@ -84,7 +85,7 @@ impl Worker {
             stop: &stop,
         };
         let mut lane = Lane {
-            permits: Arc::new(Semaphore::new(self.config.concurrency.max(1))),
+            limit: Arc::new(Limit::new(&self.config, stats.clone())),
             gate: Arc::new(Gate::new(&self.config, stats, &self.ctx.pauses)),
             limiter: self.config.delivery.rate_limit.map(RateLimiter::new),
             pending: VecDeque::new(),
@@ -98,14 +99,14 @@ impl Worker {
         let first = tokio::select! {
             biased;
             () = stop.cancelled() => return false,
-            permit = lane.permits.clone().acquire_owned() => permit,
+            permit = lane.limit.permits().clone().acquire_owned() => permit,
         };
         let Ok(first) = first else { return false };
         let Some(admission) = lane.gate.admit(stop, &mut lane.pending).await else {
             return false;
         };
         if lane.pending.is_empty() {
-            let requests = 1 + lane.permits.available_permits();
+            let requests = 1 + lane.limit.permits().available_permits();
             let max = match admission {
                 Admission::Probe => 1,
                 _ => requests * self.config.delivery.batch.max_events,
@@ -150,9 +151,10 @@ impl Worker {
             }
             requests.push((batch, held));
             if admission != Admission::Probe {
-                permit = lane.permits.clone().try_acquire_owned().ok();
+                permit = lane.limit.permits().clone().try_acquire_owned().ok();
             }
         }
+        lane.limit.taken();
         for (batch, permit) in requests {
             // Each request waits for its own tokens, so requests go out evenly spaced.
             let limiter = lane
@@ -172,7 +174,7 @@ impl Worker {
                 abandon(&lane.gate, admission);
                 return true;
             }
-            self.spawn(batch, permit, admission, &lane.gate, target.clone());
+            self.spawn(batch, permit, admission, lane, target.clone());
         }
         true
     }
@@ -220,20 +222,26 @@ impl Worker {
         batch: Vec<Held>,
         permit: OwnedSemaphorePermit,
         admission: Admission,
-        gate: &Arc<Gate>,
+        lane: &Lane,
         target: Arc<dyn Sink>,
     ) {
         let ctx = self.ctx.clone();
         let config = self.config.clone();
-        let gate = gate.clone();
+        let gate = lane.gate.clone();
+        let limit = lane.limit.clone();
         self.tracker.spawn(async move {
-            let _permit = permit;
             // Taken only once the task runs: a task dropped unstarted releases its batch.
             let batch = batch.into_iter().map(Held::take).collect();
             match deliver_batch(&ctx, target.as_ref(), &config, batch).await {
-                Ok(step) => gate.report(admission, step.attempt),
+                Ok(step) => {
+                    gate.report(admission, step.attempt);
+                    // Only the sink's own answers teach its limit, not the fallback's.
+                    let observed = step.observed.filter(|_| admission != Admission::Fallback);
+                    limit.finish(permit, observed);
+                }
                 Err(error) => {
                     gate.report(admission, None);
+                    limit.finish(permit, None);
                     tracing::error!(%error, sink = %config.name, "Spool refused a delivery update; the outcome is not recorded and the delivery will be attempted again");
                 }
             }

@@ -48,6 +48,8 @@ pub const DEAD_LETTERS: &str = "switchyard_dead_letters_total";
 pub const CONFIG_RELOADS: &str = "switchyard_config_reloads_total";
 /// A sink's circuit breaker, by `sink`: 0 closed, 1 half-open, 2 open.
 pub const BREAKER_STATE: &str = "switchyard_circuit_breaker_state";
+/// A sink's in-flight limit, by `sink`: its `concurrency`, or where an adaptive one stands.
+pub const SINK_CONCURRENCY_LIMIT: &str = "switchyard_sink_concurrency_limit";
 /// Whether a sink is paused by the admin API, by `sink`: 1 paused, 0 delivering.
 pub const SINK_PAUSED: &str = "switchyard_sink_paused";
 /// Spans the collector accepted (`telemetry.otlp_endpoint`).
@@ -114,6 +116,10 @@ fn describe() {
     describe_counter!(OTLP_SPANS_EXPORTED, "Spans the OTLP collector accepted.");
     describe_counter!(OTLP_SPANS_DROPPED, "Spans not exported.");
     describe_gauge!(BREAKER_STATE, "Circuit breaker state.");
+    describe_gauge!(
+        SINK_CONCURRENCY_LIMIT,
+        "Requests the sink may have in flight now (adaptive limits move)."
+    );
     describe_gauge!(
         SINK_PAUSED,
         "Whether the sink is paused (1) or delivering (0)."
@@ -345,6 +351,7 @@ impl Counters {
 pub struct SinkStats {
     name: Arc<str>,
     in_flight: AtomicUsize,
+    concurrency_limit: AtomicUsize,
     last_error: Mutex<Option<LastError>>,
     success: Counter,
     retry: Counter,
@@ -391,6 +398,7 @@ impl SinkStats {
             |o: &'static str| metrics::counter!(DELIVERIES, "sink" => sink(), "outcome" => o);
         Self {
             in_flight: AtomicUsize::new(0),
+            concurrency_limit: AtomicUsize::new(0),
             last_error: Mutex::new(None),
             success: outcome("success"),
             retry: outcome("retry"),
@@ -464,6 +472,18 @@ impl SinkStats {
         // A poisoned lock only means a panic elsewhere mid-update; the value is still usable.
         let mut slot = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
         *slot = Some(last);
+    }
+
+    /// Records the sink's in-flight limit.
+    pub fn set_concurrency_limit(&self, limit: usize) {
+        self.concurrency_limit.store(limit, Ordering::Relaxed);
+        let sink = SharedString::from(Arc::clone(&self.name));
+        metrics::gauge!(SINK_CONCURRENCY_LIMIT, "sink" => sink).set(limit as f64);
+    }
+
+    /// The sink's in-flight limit as last set; 0 before its worker started.
+    pub fn concurrency_limit(&self) -> usize {
+        self.concurrency_limit.load(Ordering::Relaxed)
     }
 
     /// Records the circuit breaker's state (shown by the admin API and as a gauge).

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod adaptive;
 mod admin;
 mod admin_guard;
 mod backpressure;

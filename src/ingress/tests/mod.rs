@@ -51,6 +51,7 @@ fn config(ingress: IngressConfig) -> Config {
             level: tracing::Level::INFO,
         }),
         concurrency: 1,
+        adaptive: None,
         retry: RetryPolicy::default(),
         dead_letter: None,
         delivery: Default::default(),

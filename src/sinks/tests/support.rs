@@ -64,6 +64,7 @@ pub(crate) fn sink(name: &str, kind: SinkKind, concurrency: usize) -> SinkConfig
         name: name.into(),
         kind,
         concurrency,
+        adaptive: None,
         retry: RetryPolicy {
             max_attempts: 5,
             event_ttl: Duration::from_secs(60),
