@@ -20,7 +20,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::{bail, Context as _};
 use axum::extract::State;
@@ -122,8 +124,9 @@ struct Daemon(Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        // Already gone is fine: the run is over either way.
+        self.0.kill().ok();
+        self.0.wait().ok();
     }
 }
 
@@ -204,7 +207,7 @@ async fn run(
     let limit = sink_limit(client, admin).await;
     drop(daemon);
     server.abort();
-    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::remove_dir_all(&dir).ok();
     let first = sink
         .first
         .lock()
