@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use tracing::Instrument;
 
 use super::dead_letter;
+use super::history;
 use super::retry::{self, Decision};
 use super::DispatchContext;
 use crate::config::SinkConfig;
@@ -71,7 +72,16 @@ pub(super) async fn deliver_batch(
     for delivery in deliveries {
         match retry::expired(&config.retry, &delivery, now) {
             Some(Decision::DeadLetter { reason }) => {
-                outcomes.push(dead_letter::run(ctx, config, &delivery, reason, None).await?);
+                let outcome = dead_letter::run(ctx, config, &delivery, reason, None).await?;
+                history::record(
+                    ctx,
+                    &[delivery],
+                    std::slice::from_ref(&outcome),
+                    None,
+                    now,
+                    None,
+                );
+                outcomes.push(outcome);
             }
             _ => live.push(delivery),
         }
@@ -133,9 +143,10 @@ async fn attempt(
             many => sink.deliver_batch(many).await,
         }
     };
-    stats.attempted(started.elapsed());
+    let took = started.elapsed();
+    stats.attempted(took);
     let mut outcomes = Vec::with_capacity(live.len());
-    match result {
+    let ok = match &result {
         Ok(()) => {
             for delivery in &live {
                 ctx.spool.ack(delivery).await?;
@@ -144,19 +155,28 @@ async fn attempt(
                 outcomes.push(Outcome::Delivered);
             }
             tracing::debug!("Delivered");
-            Ok((true, outcomes))
+            true
         }
         Err(error) => {
-            stats.failed(&error);
+            stats.failed(error);
             // One time and one jitter for the batch: deliveries with the same attempt count
             // come due together and are retried as one batch again.
             let decided = (SystemTime::now(), fastrand::f64());
-            for delivery in live {
-                outcomes.push(failed(ctx, config, delivery, &error, decided).await?);
+            for delivery in &live {
+                outcomes.push(failed(ctx, config, delivery.clone(), error, decided).await?);
             }
-            Ok((!error.retryable, outcomes))
+            !error.retryable
         }
-    }
+    };
+    history::record(
+        ctx,
+        &live,
+        &outcomes,
+        result.err().as_ref(),
+        now,
+        Some(took),
+    );
+    Ok((ok, outcomes))
 }
 
 /// After a failed attempt: records its outcome on the delivery, then retries or dead-letters.
