@@ -55,7 +55,8 @@ fn sent(app_event: Value, source: &str) -> Value {
 #[tokio::test]
 async fn a_failing_then_succeeding_delivery_shows_every_attempt() {
     let sink = TestSink::start().await;
-    sink.script([Respond::status(500), Respond::status(503)]);
+    let body = format!("database down {}", "x".repeat(400));
+    sink.script([Respond::status(500).body(&body), Respond::status(503)]);
     let app = TestApp::start(&format!(
         r#"
 sinks:
@@ -106,10 +107,12 @@ routes:
             (3, "delivered", Value::Null)
         ]
     );
+    let first_error = log[0]["error"].as_str().unwrap_or_default();
     assert!(
-        log[0]["error"].as_str().is_some_and(|e| e.contains("500")),
+        first_error.contains("500") && first_error.contains("database down"),
         "{shown}"
     );
+    assert_eq!(first_error.len(), 256, "the first 256 bytes: {first_error}");
     assert!(log.iter().all(|a| a["duration_ms"].as_f64().is_some()));
     assert_eq!(log[2]["error"], Value::Null);
 
