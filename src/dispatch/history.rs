@@ -22,8 +22,9 @@ pub(super) fn record(
     if !ctx.history.enabled() {
         return;
     }
+    let failure = error.map(|e| format!("{}: {}", e.outcome, e.message));
     for (delivery, outcome) in deliveries.iter().zip(outcomes) {
-        let failure = error.map(|e| format!("{}: {}", e.outcome, e.message));
+        let failure = failure.clone();
         let (outcome, detail) = match (outcome, took) {
             (Outcome::Delivered, _) => (AttemptOutcome::Delivered, None),
             (Outcome::Retrying { .. }, _) => (AttemptOutcome::Retrying, failure),

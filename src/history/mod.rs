@@ -157,12 +157,18 @@ impl History {
         let store = Arc::new(Mutex::new(store));
         let (records, rx) = mpsc::channel(CHANNEL);
         let stop = CancellationToken::new();
-        let writer = tokio::spawn(write(rx, store.clone(), config, stop.clone()));
+        let dropped = telemetry::history_dropped();
+        let writer = tokio::spawn(write(
+            rx,
+            store.clone(),
+            (config, dropped.clone()),
+            stop.clone(),
+        ));
         Ok(Self {
             inner: Some(Arc::new(Inner {
                 records,
                 store,
-                dropped: telemetry::history_dropped(),
+                dropped,
                 stop,
                 writer: Mutex::new(Some(writer)),
             })),
@@ -178,7 +184,8 @@ impl History {
     /// is behind.
     pub fn record(&self, attempt: Attempt) {
         let Some(inner) = &self.inner else { return };
-        if inner.records.try_send(attempt).is_err() {
+        // Closed only once shutdown has written the last records: nothing to count then.
+        if let Err(mpsc::error::TrySendError::Full(_)) = inner.records.try_send(attempt) {
             inner.dropped.increment(1);
         }
     }
@@ -222,7 +229,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 async fn write(
     mut rx: mpsc::Receiver<Attempt>,
     store: Arc<Mutex<Store>>,
-    config: HistoryConfig,
+    (config, dropped): (HistoryConfig, metrics::Counter),
     stop: CancellationToken,
 ) {
     let mut sweep = tokio::time::interval((config.ttl / 4).clamp(LINGER, Duration::from_secs(60)));
@@ -249,10 +256,18 @@ async fn write(
             return;
         }
         let attempts = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+        let count = attempts.len() as u64;
         let store = store.clone();
         let written = tokio::task::spawn_blocking(move || append(&store, attempts)).await;
-        if let Ok(Err(error)) = written {
-            tracing::warn!(%error, "Cannot write delivery history; those attempts are not recorded");
+        match written {
+            Ok(Ok(true)) => {}
+            // The disk is short: the spool beside the history comes first.
+            Ok(Ok(false)) => dropped.increment(count),
+            Ok(Err(error)) => {
+                dropped.increment(count);
+                tracing::warn!(%error, "Cannot write delivery history; those attempts are not recorded");
+            }
+            Err(error) => tracing::error!(%error, "Delivery history write ended abnormally"),
         }
         if !stop.is_cancelled() {
             tokio::time::sleep(LINGER).await;
@@ -261,7 +276,7 @@ async fn write(
 }
 
 /// Turns attempts into records (off the delivery path) and appends them.
-fn append(store: &Mutex<Store>, attempts: Vec<Attempt>) -> std::io::Result<()> {
+fn append(store: &Mutex<Store>, attempts: Vec<Attempt>) -> std::io::Result<bool> {
     let mut records: Vec<Stored> = attempts.into_iter().map(stored).collect();
     lock(store).append(&mut records, SystemTime::now())
 }

@@ -66,6 +66,17 @@ impl Stored {
         UNIX_EPOCH + Duration::from_millis(self.at_ms)
     }
 
+    /// About the bytes [`Stored::encode`] writes.
+    pub(super) fn size_hint(&self) -> u64 {
+        let texts = [&self.route, &self.sink, &self.source, &self.id, &self.ty];
+        let text: usize = texts.iter().map(|t| t.len() + 4).sum();
+        let event = self
+            .event
+            .as_ref()
+            .map_or(0, |e| e.attributes.len() + e.data.len());
+        (HEADER + 64 + text + self.detail.as_ref().map_or(0, String::len) + event) as u64
+    }
+
     /// Appends the record's binary form to `out`.
     pub(super) fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();

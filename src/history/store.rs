@@ -6,6 +6,10 @@
 //! eighth of the bound, so what is kept stays between seven eighths of it and the bound.
 //! Files are written without `fsync`: a crash of the process loses nothing written, a power
 //! cut may lose the last moments, and a torn tail is cut off when the store is opened.
+//!
+//! On a short disk the history gives way to the spool beside it: before each write it makes
+//! sure the file system keeps [`FLOOR_MIN`]..[`FLOOR_MAX`] free, dropping its own oldest
+//! segments first, and skips the write when even that is not enough.
 
 use std::collections::VecDeque;
 use std::fs::{self, OpenOptions};
@@ -19,6 +23,10 @@ use crate::config::HistoryConfig;
 /// Smallest and largest segment.
 const SEGMENT_MIN: u64 = 4 << 10;
 const SEGMENT_MAX: u64 = 8 << 20;
+/// Smallest and largest free space the history leaves on its file system; between them an
+/// eighth of it, twice the reserve the embedded spool keeps there.
+const FLOOR_MIN: u64 = 512 << 10;
+const FLOOR_MAX: u64 = 128 << 20;
 
 /// Why the history store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -134,8 +142,13 @@ impl Store {
         dir.join(format!("{first_seq:020}.log"))
     }
 
-    /// Appends records (numbering them), then drops what is past the bounds.
-    pub(super) fn append(&mut self, records: &mut [Stored], now: SystemTime) -> io::Result<()> {
+    /// Appends records (numbering them), then drops what is past the bounds. Skips them
+    /// when the disk is short (see [`Store::make_room`]); `Ok(false)` then.
+    pub(super) fn append(&mut self, records: &mut [Stored], now: SystemTime) -> io::Result<bool> {
+        let wanted = records.iter().map(Stored::size_hint).sum();
+        if !self.make_room(wanted) {
+            return Ok(false);
+        }
         let mut pending = Vec::new();
         for record in records {
             record.seq = self.next_seq;
@@ -157,7 +170,32 @@ impl Store {
         }
         self.write(&mut pending, now)?;
         self.prune(now);
-        Ok(())
+        Ok(true)
+    }
+
+    /// Whether `wanted` more bytes leave the file system its floor of free space, after
+    /// dropping the oldest segments if need be. Always true in memory, or when the file
+    /// system cannot be asked.
+    fn make_room(&mut self, wanted: u64) -> bool {
+        let Some(stat) = self
+            .dir
+            .as_deref()
+            .and_then(|d| rustix::fs::statvfs(d).ok())
+        else {
+            return true;
+        };
+        let block = stat.f_frsize.max(1);
+        let total = stat.f_blocks.saturating_mul(block);
+        let mut free = stat.f_bavail.saturating_mul(block);
+        let floor = (total / 8).clamp(FLOOR_MIN, FLOOR_MAX);
+        while free < floor + wanted {
+            let Some(first) = self.segments.front() else {
+                return false;
+            };
+            free += first.bytes;
+            self.drop_first();
+        }
+        true
     }
 
     /// Appends `pending` to the last segment.
@@ -315,9 +353,8 @@ mod tests {
         };
         let mut store = Store::memory(config);
         for i in 0..2000 {
-            store
-                .append(&mut [record(&i.to_string())], SystemTime::now())
-                .expect("append");
+            let appended = store.append(&mut [record(&i.to_string())], SystemTime::now());
+            assert!(appended.expect("append"));
         }
         assert!(store.bytes() <= 32 << 10, "{}", store.bytes());
         let kept = ids(&store);

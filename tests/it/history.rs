@@ -389,9 +389,11 @@ async fn history_survives_a_restart_of_the_binary() {
     };
 
     let mut daemon = Daemon::start(&config, port).await;
-    for id in ["r-1", "r-2"] {
+    for (n, id) in ["r-1", "r-2"].into_iter().enumerate() {
         let reply = crate::support::post(&url, &ct, event(id, "T").to_string()).await;
         assert!(reply.status.is_success());
+        // One at a time, so the history's order is the sending order.
+        listed(n + 1).await;
     }
     assert_eq!(listed(2).await, ["r-2", "r-1"]);
     daemon.kill9();
