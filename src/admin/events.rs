@@ -4,7 +4,7 @@
 //!   → `{"events": [...], "next": key | null}`, newest first; each event with its
 //!   deliveries' attempt count and last outcome.
 //! - `GET /api/v1/events/{key}` → the event (attributes, and data up to 4 KiB), each of its
-//!   deliveries and every attempt.
+//!   deliveries and its attempts (the newest 1000 of each).
 //!
 //! `limit` is 1 to 1000 (default 100); `cursor` is the previous page's `next`. `since` and
 //! `until` are RFC 3339 times. Both answer 404 when history is off.
@@ -26,6 +26,10 @@ use crate::history::{AttemptOutcome, DeliveryView, EventView, HistoryQuery, MAX_
 
 /// Events per page when the request names no `limit`.
 const DEFAULT_LIMIT: usize = 100;
+
+/// Most attempts shown per delivery (the newest); an event id sent again and again gathers
+/// every delivery's attempts under one event.
+const MAX_ATTEMPTS_SHOWN: usize = 1000;
 
 /// The history routes; the caller puts them behind the admin token.
 pub(super) fn router() -> Router<AdminState> {
@@ -119,10 +123,10 @@ fn delivery_summary(delivery: &DeliveryView) -> Value {
     })
 }
 
-/// A delivery with every attempt.
+/// A delivery with its attempts (the newest [`MAX_ATTEMPTS_SHOWN`]).
 fn delivery_full(delivery: &DeliveryView) -> Value {
-    let attempts: Vec<Value> = delivery
-        .attempts
+    let omitted = delivery.attempts.len().saturating_sub(MAX_ATTEMPTS_SHOWN);
+    let attempts: Vec<Value> = delivery.attempts[omitted..]
         .iter()
         .map(|a| {
             json!({
@@ -137,6 +141,9 @@ fn delivery_full(delivery: &DeliveryView) -> Value {
         .collect();
     let mut value = delivery_summary(delivery);
     value["attempt_log"] = Value::Array(attempts);
+    if omitted > 0 {
+        value["attempt_log_omitted"] = json!(omitted);
+    }
     value
 }
 
