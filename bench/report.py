@@ -210,6 +210,7 @@ class Report:
         self.row("End to end, delivered to a local HTTP sink (events/s)", f"B: {rate(base)}",
                  "e2e.rate", rate, base, "B", "≥ 0.60× B", e2e_check)
         self.isolation()
+        self.history()
 
         def rss_idle_check(spool):
             kb = g(f"{spool}.rss_idle_kb")
@@ -251,6 +252,32 @@ class Report:
                           "not measured", target, f"embedded {emb}"])
         self.targets.append({"figure": figure, "target": target, "embedded": emb,
                              "memory": mem, "ratio": None if r is None else round(r, 3)})
+
+    def history(self):
+        """The end-to-end rate with delivery history on against off (embedded spool only, both
+        measured in this run)."""
+        g = self.get
+        figure = "End to end with delivery history on (events/s)"
+        target = "≥ 0.90× off"
+        on = g("embedded.history.on.rate")
+        off = g("embedded.history.off.rate")
+        r = ratio(on, off)
+        if self.skipped("embedded"):
+            cell = "skipped"
+        elif r is None:
+            cell = "— (see notes)" if g("embedded.history.note") else "—"
+        else:
+            cell = f"{rate(on)} on ({r:.2f}× off)"
+            cpu_on = g("embedded.history.on.cpu_us_per_event")
+            cpu_off = g("embedded.history.off.cpu_us_per_event")
+            if num(cpu_on) and num(cpu_off):
+                cell += f"; CPU {cpu_on:.1f} µs/event on, {cpu_off:.1f} off"
+        emb = self.verdict("embedded", None if r is None else r >= 0.90)
+        self.rows.append([figure, f"off (embedded): {rate(off)}", "not measured", cell,
+                          "not measured", target, f"embedded {emb}"])
+        self.targets.append({"figure": figure, "target": target, "embedded": emb,
+                             "memory": "n/a (not measured)",
+                             "ratio": None if r is None else round(r, 3)})
 
     def markdown(self):
         g = self.get

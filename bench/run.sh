@@ -65,6 +65,10 @@
 #                 sinks' deliveries and retries share the spool and the core with the healthy
 #                 one. The two configurations alternate, run by run; the figure is the ratio
 #                 of the medians (target ≥ 0.90).
+#   history       embedded spool only: the end-to-end figure with delivery history on (the
+#                 default, spool.history_ttl: 24h) and off (history_ttl: 0), the two alternating
+#                 run by run; the figure is the ratio of the medians (target ≥ 0.90), beside
+#                 the daemon's CPU time per delivered event (user + system, /proc/PID/stat).
 #   RSS idle      VmRSS 1 s after start.
 #   backlog       embedded and memory spools: N events sent in batches of 100 to a stalled
 #                 sink; RSS then, and spool-directory growth per queued event.
@@ -212,6 +216,9 @@ stop() {
 }
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# cpu_ticks PID: user + system CPU time of the process so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 sink_count() { curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"; }
 
@@ -533,6 +540,49 @@ measure_isolation() {
   record embedded.isolation.mixed.slow_requests "$slow_seen"
 }
 
+# measure_history: the end-to-end figure on the embedded spool with delivery history on (the
+# default) and off (spool.history_ttl: 0), the two configurations alternating run by run.
+measure_history() {
+  local on_cfg="$WORK/switchyard-history-on.yaml"
+  local off_cfg="$WORK/switchyard-history-off.yaml"
+  local r which line delivered status_errors socket_errors on=() off=() on_cpu=() off_cpu=()
+  local c0 c1 k0 k1 cpu hz
+  hz=$(getconf CLK_TCK)
+  switchyard_config "$on_cfg" embedded "$WORK/spool" "$PORT_SINK" "$CONNECTIONS" 30s
+  switchyard_config "$off_cfg" embedded "$WORK/spool" "$PORT_SINK" "$CONNECTIONS" 30s
+  sed -i 's/^  max_bytes: .*/&\n  history_ttl: 0/' "$off_cfg"
+  if ! "$SWITCHYARD" check --config "$off_cfg" > "$WORK/check-history.log" 2>&1; then
+    record embedded.history.note "skipped: switchyard check rejects spool.history_ttl"
+    return
+  fi
+  for r in $(seq 1 "$RUNS"); do
+    for which in on off; do
+      SY_CONFIG=$on_cfg
+      [[ $which == off ]] && SY_CONFIG=$off_cfg
+      restart_switchyard
+      c0=$(sink_count) k0=$(cpu_ticks "$SY_PID")
+      line=$(e2e_once "$PORT_SY")
+      c1=$(sink_count) k1=$(cpu_ticks "$SY_PID")
+      # CPU time of the daemon per delivered event: steadier than the rate on a busy machine.
+      cpu=$(awk -v k="$((k1 - k0))" -v n="$((c1 - c0))" -v hz="$hz" \
+        'BEGIN { if (n > 0) printf "%.1f", k / hz * 1e6 / n; else print 0 }')
+      read -r delivered _ status_errors socket_errors <<< "$line"
+      if [[ $which == on ]]; then on_cpu+=("$cpu"); else off_cpu+=("$cpu"); fi
+      if [[ $status_errors -gt 0 || $socket_errors -gt 0 ]]; then
+        record "embedded.history.$which.warn" \
+          "run $r: $status_errors non-2xx answers, $socket_errors socket errors"
+      fi
+      if [[ $which == on ]]; then on+=("$delivered"); else off+=("$delivered"); fi
+    done
+  done
+  stop "$SY_PID"
+  SY_PID=""
+  record embedded.history.on.rate "$(printf '%s\n' "${on[@]}" | median)"
+  record embedded.history.off.rate "$(printf '%s\n' "${off[@]}" | median)"
+  record embedded.history.on.cpu_us_per_event "$(printf '%s\n' "${on_cpu[@]}" | median)"
+  record embedded.history.off.cpu_us_per_event "$(printf '%s\n' "${off_cpu[@]}" | median)"
+}
+
 # ---- preparation ----------------------------------------------------------------------
 
 log "switchyard benchmark, $MODE mode: $RUNS run(s) × ${DURATION}s, $CONNECTIONS connections, backlog $BACKLOG"
@@ -701,6 +751,8 @@ fi
 if [[ -z $(awk -F'\t' '$1 == "embedded.skipped"' "$RESULTS") ]]; then
   log "switchyard, spool.backend: embedded — isolation: the counting sink beside a dead and a 5 s sink"
   measure_isolation
+  log "switchyard, spool.backend: embedded — end to end with delivery history on and off"
+  measure_history
 else
   record embedded.isolation.note "skipped: the embedded spool is not accepted by this build"
 fi

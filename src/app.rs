@@ -20,6 +20,7 @@ use crate::config::{
     SpoolConfig,
 };
 use crate::control::Pauses;
+use crate::history::{History, HistoryError};
 use crate::ingress::{self, IngressState};
 use crate::reload::{Generation, Reloader};
 use crate::routing::RouteTable;
@@ -53,6 +54,9 @@ pub enum RunError {
     /// The paused sinks could not be read (`<spool.path>/paused.json`).
     #[error(transparent)]
     Pauses(#[from] crate::control::PauseError),
+    /// The delivery history could not be opened (`<spool.path>/history/`).
+    #[error(transparent)]
+    History(#[from] HistoryError),
     /// The ingress or admin address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -153,6 +157,7 @@ impl Switchyard {
         let spool = Arc::new(SpoolHandle::open(&config.spool)?);
         let counters = Arc::new(Counters::default());
         let pauses = Arc::new(Pauses::open(pause_dir(&config.spool))?);
+        let history = History::open(config.history, &config.spool)?;
         let spans = SpanExport::start(
             config.telemetry.otlp_endpoint.as_ref(),
             &config.telemetry.service_name,
@@ -197,6 +202,7 @@ impl Switchyard {
             stop_leasing: stop_leasing.clone(),
             shutdown: shutdown.clone(),
             tracker: deliveries.clone(),
+            history: history.clone(),
         };
         // Schedules feed the accept side, so they stop with ingress, before leasing stops.
         let runs = reloader.start_runs(Generation {
@@ -223,12 +229,14 @@ impl Switchyard {
                 pauses,
                 stopping: shutdown.clone(),
                 reload: reload.clone(),
+                history: history.clone(),
             },
             admin_tls,
         );
         let server = tokio::spawn(serve_with_admin(
             admin,
             spans,
+            history,
             ServeParts {
                 listener,
                 router: ingress::router(state).merge(sources::router(hooks)),
@@ -356,15 +364,18 @@ fn bind_now(addr: SocketAddr) -> Result<TcpListener, RunError> {
 }
 
 /// Serves until shutdown completes, then stops the admin server, which answers probes
-/// (not ready) while ingress and deliveries drain, and sends the last spans.
+/// (not ready) while ingress and deliveries drain, sends the last spans and writes the last
+/// delivery history.
 async fn serve_with_admin(
     admin: AdminServer,
     spans: SpanExport,
+    history: History,
     parts: ServeParts,
 ) -> Result<(), RunError> {
     let result = serve(parts).await;
     admin.stop().await;
     spans.flush().await;
+    history.close().await;
     result
 }
 

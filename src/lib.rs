@@ -11,6 +11,8 @@
 //!
 //! `control` holds the sinks an operator paused: the admin API sets it, `dispatch` honours it.
 //!
+//! `history` keeps every delivery attempt for a while: `dispatch` records, `admin` reads.
+//!
 //! `cesql` is the CloudEvents SQL language, a leaf: `config` parses routes' `sql` filters with
 //! it and `routing` evaluates them.
 
@@ -25,6 +27,7 @@ pub mod event;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod history;
 pub mod ingress;
 pub mod outbound;
 mod reload;

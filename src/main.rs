@@ -90,6 +90,9 @@ enum Command {
     /// List, show, replay or purge a running daemon's dead letters.
     #[command(after_help = EXIT_CODES)]
     DeadLetter(ops::DeadLetterArgs),
+    /// List or show a running daemon's delivery history: every attempt of every delivery.
+    #[command(after_help = EXIT_CODES)]
+    Events(ops::EventsArgs),
     /// Exit 0 when a running daemon's admin server answers its readiness (or liveness)
     /// probe with 200, 1 with the reason otherwise: for a container HEALTHCHECK.
     #[command(after_help = EXIT_CODES)]
@@ -188,6 +191,7 @@ fn main() -> ExitCode {
         Command::Routes(args) => ops::routes(&args),
         Command::PurgeSink(args) => ops::purge_sink(&args),
         Command::DeadLetter(args) => ops::dead_letter(&args),
+        Command::Events(args) => ops::events(&args),
         Command::Health(args) => ops::health(&args),
         Command::Spool(args) => match load_config(args.config()) {
             Some(loaded) => ops::spool::run(&args, &loaded),
@@ -483,7 +487,7 @@ mod tests {
     #[test]
     fn admin_defaults_to_the_default_admin_listen_address_and_reads_the_environment() {
         assert_eq!(ops::default_admin_url(), "http://127.0.0.1:9090");
-        let admin_commands: [&[&str]; 7] = [
+        let admin_commands: [&[&str]; 9] = [
             &["sinks"],
             &["routes"],
             &["purge-sink"],
@@ -491,6 +495,8 @@ mod tests {
             &["dead-letter", "list"],
             &["dead-letter", "show"],
             &["dead-letter", "replay"],
+            &["events", "list"],
+            &["events", "show"],
         ];
         for path in admin_commands {
             let admin = arg(path, "admin");

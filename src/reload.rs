@@ -29,6 +29,7 @@ use crate::config::{
 };
 use crate::control::Pauses;
 use crate::dispatch::{self, DispatchContext};
+use crate::history::History;
 use crate::routing::RouteTable;
 use crate::schedule;
 use crate::sinks::{self, Handlers, Registry};
@@ -65,6 +66,8 @@ pub(crate) struct Reloader {
     pub(crate) shutdown: CancellationToken,
     /// Tracks workers, deliveries and schedule tasks.
     pub(crate) tracker: TaskTracker,
+    /// Delivery history (kept).
+    pub(crate) history: History,
 }
 
 /// The tokens of the dispatcher and schedules now running.
@@ -96,6 +99,7 @@ impl Reloader {
             config: generation.config.clone(),
             counters: self.counters.clone(),
             pauses: self.pauses.clone(),
+            history: self.history.clone(),
         };
         dispatch::start(&ctx, &runs.dispatch, &self.tracker);
         schedule::start(

@@ -8,6 +8,7 @@
 //!   `DELETE /api/v1/sinks/{name}/deliveries` (orphaned deliveries),
 //!   `POST /api/v1/sinks/{name}/pause` and `/resume`, `POST /api/v1/reload`.
 //! - `dead_letters`: list, show, replay and purge dead letters under `/api/v1/dead-letters`.
+//! - `events`: the delivery history under `/api/v1/events`.
 //! - `auth`: with `admin.token` set, everything but the probes needs `Authorization: Bearer`;
 //!   without it, only requests addressed to `localhost` or an IP address are served; requests
 //!   that change something are refused when a browser sent them from another site.
@@ -15,6 +16,7 @@
 mod api;
 mod auth;
 mod dead_letters;
+mod events;
 mod probes;
 
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Live, ReloadTrigger};
 use crate::control::Pauses;
+use crate::history::History;
 use crate::server::{Server, ADMIN_MAX_CONNECTIONS};
 use crate::server_tls::ServerTls;
 use crate::spool::{Spool, SpoolHandle};
@@ -56,6 +59,8 @@ pub(crate) struct AdminState {
     pub(crate) stopping: CancellationToken,
     /// Asks for a configuration reload; `None` when there is no file to reload.
     pub(crate) reload: Option<ReloadTrigger>,
+    /// Delivery history (`/api/v1/events`).
+    pub(crate) history: History,
 }
 
 impl AdminState {
@@ -78,6 +83,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/api/v1/sinks/{name}/resume", post(api::resume))
         .route("/api/v1/reload", post(api::reload))
         .merge(dead_letters::router())
+        .merge(events::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

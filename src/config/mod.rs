@@ -8,6 +8,7 @@
 mod admin;
 mod delivery;
 mod env;
+mod history;
 mod live;
 mod model;
 mod nats;
@@ -45,6 +46,7 @@ pub use delivery::{
     BatchPolicy, BreakerPolicy, DeliveryOrder, DeliveryPolicy, Priority, RateLimit,
     MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
 };
+pub use history::{HistoryConfig, DEFAULT_HISTORY_MAX_BYTES, DEFAULT_HISTORY_TTL};
 pub use live::{live, Live, Publisher};
 pub use nats::{
     NatsAuth, NatsConnection, NatsSinkConfig, NatsSpoolConfig, DEFAULT_DUPLICATE_WINDOW,
@@ -90,6 +92,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Webhook endpoints by name (`sources:`, served at `POST /hooks/<name>`).
     pub sources: BTreeMap<String, SourceConfig>,
+    /// Delivery history (`spool.history_ttl`, `spool.history_max_bytes`).
+    pub history: HistoryConfig,
 }
 
 /// How long a dead letter is kept when `spool.dead_letter_ttl` is absent: 14 days.

@@ -55,10 +55,11 @@ pub(super) const ROOT: Shape = Shape {
 
 /// `spool:` — `backend` (embedded, the default, memory or nats), `path` (directory
 /// for on-disk state, default ./data), `max_bytes` (most event bytes stored, default 1GiB),
-/// `dead_letter_ttl` (how long a dead letter is kept, default 14d, `0` keeps it) and `nats`
-/// (the NATS backend's settings; read in `nats`).
+/// `dead_letter_ttl` (how long a dead letter is kept, default 14d, `0` keeps it), `nats`
+/// (the NATS backend's settings; read in `nats`), and `history_ttl` and `history_max_bytes`
+/// (delivery history; read in `history`).
 pub(super) const SPOOL: Shape = Shape {
-    keys: "backend path max_bytes dead_letter_ttl nats",
+    keys: "backend path max_bytes dead_letter_ttl nats history_ttl history_max_bytes",
     later: "",
 };
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::admin;
 use super::env::{Node, Obj};
+use super::history;
 use super::model::{self, Reader};
 use super::nats;
 use super::routes;
@@ -58,9 +59,9 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
         },
     );
     let grace = rd.or(top.get("shutdown_grace"), DEFAULT_TIMEOUT, Reader::duration);
-    let spool = rd
-        .section(&top, "spool", &model::SPOOL)
-        .and_then(|o| spool(rd, &o));
+    let spool_section = rd.section(&top, "spool", &model::SPOOL);
+    let spool = spool_section.as_ref().and_then(|o| spool(rd, o));
+    let history = spool_section.as_ref().and_then(|o| history::read(rd, o));
     let ingress = rd
         .section(&top, "ingress", &model::INGRESS)
         .and_then(|o| ingress(rd, &o));
@@ -96,6 +97,7 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
         admin: admin?,
         telemetry: telemetry?,
         sources: sources?,
+        history: history?,
     })
 }
 

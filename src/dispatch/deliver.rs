@@ -7,6 +7,7 @@ use tracing::Instrument;
 
 use super::adaptive::Observed;
 use super::dead_letter;
+use super::history;
 use super::retry::{self, Decision};
 use super::DispatchContext;
 use crate::config::SinkConfig;
@@ -74,7 +75,16 @@ pub(super) async fn deliver_batch(
     for delivery in deliveries {
         match retry::expired(&config.retry, &delivery, now) {
             Some(Decision::DeadLetter { reason }) => {
-                outcomes.push(dead_letter::run(ctx, config, &delivery, reason, None).await?);
+                let outcome = dead_letter::run(ctx, config, &delivery, reason, None).await?;
+                history::record(
+                    ctx,
+                    &[delivery],
+                    std::slice::from_ref(&outcome),
+                    None,
+                    now,
+                    None,
+                );
+                outcomes.push(outcome);
             }
             _ => live.push(delivery),
         }
@@ -138,14 +148,14 @@ async fn attempt(
             many => sink.deliver_batch(many).await,
         }
     };
-    let rtt = started.elapsed();
-    stats.attempted(rtt);
+    let took = started.elapsed();
+    stats.attempted(took);
     let observed = Observed {
-        rtt,
+        rtt: took,
         backpressure: result.as_ref().err().is_some_and(pushed_back),
     };
     let mut outcomes = Vec::with_capacity(live.len());
-    match result {
+    let ok = match &result {
         Ok(()) => {
             for delivery in &live {
                 ctx.spool.ack(delivery).await?;
@@ -154,19 +164,28 @@ async fn attempt(
                 outcomes.push(Outcome::Delivered);
             }
             tracing::debug!("Delivered");
-            Ok((true, observed, outcomes))
+            true
         }
         Err(error) => {
-            stats.failed(&error);
+            stats.failed(error);
             // One time and one jitter for the batch: deliveries with the same attempt count
             // come due together and are retried as one batch again.
             let decided = (SystemTime::now(), fastrand::f64());
-            for delivery in live {
-                outcomes.push(failed(ctx, config, delivery, &error, decided).await?);
+            for delivery in &live {
+                outcomes.push(failed(ctx, config, delivery.clone(), error, decided).await?);
             }
-            Ok((!error.retryable, observed, outcomes))
+            !error.retryable
         }
-    }
+    };
+    history::record(
+        ctx,
+        &live,
+        &outcomes,
+        result.err().as_ref(),
+        now,
+        Some(took),
+    );
+    Ok((ok, observed, outcomes))
 }
 
 /// Whether a failure says the target is overloaded: 429, 503 or no answer in time.

@@ -32,6 +32,7 @@ pub mod breaker;
 mod dead_letter;
 mod deliver;
 mod gate;
+mod history;
 mod lease;
 pub mod rate;
 pub mod retry;
@@ -44,6 +45,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::control::Pauses;
+use crate::history::History;
 use crate::sinks::Registry;
 use crate::spool::SpoolHandle;
 use crate::telemetry::Counters;
@@ -63,6 +65,8 @@ pub struct DispatchContext {
     pub counters: Arc<Counters>,
     /// Which sinks are paused (kept across reloads).
     pub pauses: Arc<Pauses>,
+    /// Where each attempt's outcome is recorded.
+    pub history: History,
 }
 
 /// Starts one worker per configured sink on `tracker`. Workers stop leasing when `stop` is

@@ -2,13 +2,14 @@
 //! publishes one CloudEvent to ingress; `sinks` and `routes` read the admin API (as tables,
 //! or with `-o json` as the API's JSON);
 //! `purge-sink` deletes the deliveries kept for a removed sink; `dead-letter`
-//! ([`dead_letters`]) lists, replays and purges dead letters; `health` ([`health`]) asks
-//! the admin server's probes.
+//! ([`dead_letters`]) lists, replays and purges dead letters; `events` ([`events`]) reads
+//! the delivery history; `health` ([`health`]) asks the admin server's probes.
 //!
 //! Part of the binary, not the library (`lib.rs` does not declare it). Bad arguments exit
 //! 64; a failed exchange or a non-2xx answer exits 1.
 
 mod dead_letters;
+mod events;
 mod health;
 pub(crate) mod spool;
 
@@ -32,6 +33,7 @@ use switchyard::event::{http as ce_http, Event};
 use switchyard::outbound::{Client, ClientOptions, Proxy, SystemRoots};
 
 pub(crate) use dead_letters::{dead_letter, DeadLetterArgs};
+pub(crate) use events::{events, EventsArgs};
 pub(crate) use health::{health, HealthArgs};
 
 /// Exit code for bad arguments (EX_USAGE).

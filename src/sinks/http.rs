@@ -26,6 +26,9 @@ use crate::outbound::{Client, ClientOptions, Identity, Proxy};
 /// Most response-body bytes read (and discarded) per attempt, so a huge reply costs little.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
+/// Bytes of a failed answer's body kept in the error (the delivery history shows them).
+const BODY_IN_ERROR: usize = 256;
+
 const STRUCTURED: &str = "application/cloudevents+json; charset=utf-8";
 const EVENT_GRID: &str = "application/json; charset=utf-8";
 const BATCH: &str = "application/cloudevents-batch+json; charset=utf-8";
@@ -85,8 +88,15 @@ impl HttpSink {
         let exchange = async {
             let response = self.client.send(request).await.map_err(socket_error)?;
             let (parts, body) = response.into_parts();
-            drain(body).await?;
-            classify(parts.status, &parts.headers, SystemTime::now())
+            let failed = !(200..=204).contains(&parts.status.as_u16());
+            let head = drain(body, if failed { BODY_IN_ERROR } else { 0 }).await?;
+            classify(parts.status, &parts.headers, SystemTime::now()).map_err(|mut error| {
+                if !head.is_empty() {
+                    let text = String::from_utf8_lossy(&head);
+                    error.message = format!("{}: {}", error.message, text.trim());
+                }
+                error
+            })
         };
         tokio::time::timeout(self.config.timeout, exchange)
             .await
@@ -242,18 +252,24 @@ fn traceparent_header(event: &Event, headers: &mut HeaderMap) {
     }
 }
 
-/// Reads and discards up to [`MAX_RESPONSE_BODY`] bytes; a longer body is abandoned (its
-/// connection is then not reused).
-async fn drain(mut body: Incoming) -> Result<(), SinkError> {
+/// Reads and discards up to [`MAX_RESPONSE_BODY`] bytes, keeping the first `keep`; a longer
+/// body is abandoned (its connection is then not reused).
+async fn drain(mut body: Incoming, keep: usize) -> Result<Vec<u8>, SinkError> {
     let mut read = 0;
+    let mut head = Vec::new();
     while read < MAX_RESPONSE_BODY {
         match body.frame().await {
             None => break,
-            Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+            Some(Ok(frame)) => {
+                let data = frame.data_ref().map_or(&[][..], |d| &d[..]);
+                let room = keep.saturating_sub(head.len()).min(data.len());
+                head.extend_from_slice(&data[..room]);
+                read += data.len();
+            }
             Some(Err(e)) => return Err(socket_error(e)),
         }
     }
-    Ok(())
+    Ok(head)
 }
 
 /// A transport failure, with its cause chain in the message.

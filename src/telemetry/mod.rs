@@ -56,6 +56,8 @@ pub const SINK_PAUSED: &str = "switchyard_sink_paused";
 pub const OTLP_SPANS_EXPORTED: &str = "switchyard_otlp_spans_exported_total";
 /// Spans not exported, by `reason` (`buffer_full`, `export_failed`, `exporter_stopped`).
 pub const OTLP_SPANS_DROPPED: &str = "switchyard_otlp_spans_dropped_total";
+/// Delivery attempts not recorded in the history because its writer was behind.
+pub const HISTORY_DROPPED: &str = "switchyard_history_dropped_total";
 
 /// Upper bounds of the delivery-duration histogram buckets, in seconds.
 const DURATION_BUCKETS: &[f64] = &[
@@ -115,6 +117,10 @@ fn describe() {
     describe_counter!(CONFIG_RELOADS, "Configuration reloads.");
     describe_counter!(OTLP_SPANS_EXPORTED, "Spans the OTLP collector accepted.");
     describe_counter!(OTLP_SPANS_DROPPED, "Spans not exported.");
+    describe_counter!(
+        HISTORY_DROPPED,
+        "Delivery attempts not recorded in the history (its writer was behind)."
+    );
     describe_gauge!(BREAKER_STATE, "Circuit breaker state.");
     describe_gauge!(
         SINK_CONCURRENCY_LIMIT,
@@ -205,6 +211,11 @@ pub fn spool_dedup_entries(entries: u64) {
 /// Counts `n` spans the OTLP collector accepted.
 fn spans_exported(n: usize) {
     metrics::counter!(OTLP_SPANS_EXPORTED).increment(n as u64);
+}
+
+/// The counter of attempts the delivery history dropped; the history keeps the handle.
+pub(crate) fn history_dropped() -> Counter {
+    metrics::counter!(HISTORY_DROPPED)
 }
 
 /// Counts `n` spans dropped before export, and why.

@@ -18,6 +18,7 @@ mod deploy;
 mod disk_full;
 mod durability_kill9;
 mod examples;
+mod history;
 mod hostile;
 mod hostile_events;
 mod ingress;

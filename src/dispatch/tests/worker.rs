@@ -65,6 +65,7 @@ fn context(config: Config) -> DispatchContext {
         config: Arc::new(config),
         counters: Arc::new(Counters::default()),
         pauses: Arc::new(Pauses::default()),
+        history: crate::history::History::off(),
     }
 }
 

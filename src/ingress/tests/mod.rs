@@ -79,6 +79,7 @@ fn config(ingress: IngressConfig) -> Config {
         shutdown_grace: Duration::from_secs(1),
         admin: Default::default(),
         telemetry: Default::default(),
+        history: Default::default(),
         sources: Default::default(),
     }
 }

@@ -107,6 +107,7 @@ pub(crate) fn config(sinks: Vec<SinkConfig>) -> Config {
         shutdown_grace: Duration::from_secs(1),
         admin: Default::default(),
         telemetry: Default::default(),
+        history: Default::default(),
         sources: Default::default(),
     }
 }

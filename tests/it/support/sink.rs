@@ -18,6 +18,7 @@ pub(crate) struct Respond {
     pub(crate) status: u16,
     pub(crate) retry_after: Option<String>,
     pub(crate) delay: Duration,
+    pub(crate) body: String,
 }
 
 impl Respond {
@@ -27,7 +28,14 @@ impl Respond {
             status,
             retry_after: None,
             delay: Duration::ZERO,
+            body: String::new(),
         }
+    }
+
+    /// Answer with this body.
+    pub(crate) fn body(mut self, body: &str) -> Self {
+        self.body = body.to_owned();
+        self
     }
 
     /// Add a `Retry-After` header.
@@ -160,7 +168,7 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
     inner.in_flight.fetch_sub(1, Ordering::SeqCst);
     let status = StatusCode::from_u16(answer.status).expect("valid status");
     match answer.retry_after {
-        Some(v) => (status, [("retry-after", v)]).into_response(),
-        None => status.into_response(),
+        Some(v) => (status, [("retry-after", v)], answer.body).into_response(),
+        None => (status, answer.body).into_response(),
     }
 }
