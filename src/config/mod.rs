@@ -17,6 +17,9 @@ mod outbound_tests;
 mod reload;
 mod routes;
 mod schedules;
+mod schema;
+#[cfg(test)]
+mod schema_tests;
 mod server_tls;
 mod sign;
 mod sinks;
@@ -52,6 +55,7 @@ pub use reload::{
     ReloadTrigger, RELOAD_SETTLE,
 };
 pub use schedules::{parse_cron, CronError, ScheduleConfig, ScheduledEvent};
+pub use schema::SCHEMA;
 pub use server_tls::{
     files_digest, load_client_roots, load_key_pair, provider as tls_provider, FilesDigest, KeyPair,
     TlsFileError, TlsServerConfig,

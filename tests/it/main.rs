@@ -29,6 +29,7 @@ mod priority;
 mod readiness;
 mod reload;
 mod schedules;
+mod schema;
 mod signatures;
 mod sink_nats;
 mod sinks;
