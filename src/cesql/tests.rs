@@ -132,7 +132,7 @@ fn attributes_borrow_without_copying() {
 }
 
 #[test]
-fn the_readme_examples_mean_what_it_says() {
+fn the_documented_examples_mean_what_they_say() {
     struct Ext;
     impl Attributes for Ext {
         fn attribute(&self, name: &str) -> Option<Value<'_>> {

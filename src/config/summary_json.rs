@@ -1,5 +1,5 @@
 //! The machine-readable summary printed by `switchyard check -o json`: the same facts as
-//! [`Config::summary`], as a stable JSON shape (documented in the README). Secrets never
+//! [`Config::summary`], as a stable JSON shape (documented in docs/operations.md). Secrets never
 //! appear, as in the text summary.
 
 use serde::Serialize;

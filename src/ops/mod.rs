@@ -119,7 +119,7 @@ pub(crate) enum Output {
     /// Tables and summaries.
     Text,
     /// One JSON document on stdout: the admin API's answer as it came, or, for `check` and
-    /// `explain`, the shapes the README documents.
+    /// `explain`, the shapes docs/operations.md documents.
     Json,
 }
 

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
-/// The examples the README lists; more may exist, and each is checked the same way.
+/// The examples docs/configuration.md lists; more may exist, and each is checked the same way.
 const NAMED: &[&str] = &[
     "eventgrid-target.yaml",
     "sidecar.yaml",
@@ -20,6 +20,7 @@ const NAMED: &[&str] = &[
     "delivery-control.yaml",
     "signed-webhooks.yaml",
     "schedules.yaml",
+    "tour.yaml",
 ];
 
 fn root() -> &'static Path {

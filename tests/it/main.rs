@@ -16,6 +16,7 @@ mod delivery;
 mod delivery_control;
 mod deploy;
 mod disk_full;
+mod docs;
 mod durability_kill9;
 mod examples;
 mod history;

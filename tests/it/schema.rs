@@ -1,6 +1,7 @@
 //! `schema/routes.schema.json` against the loader: every configuration the project ships
-//! (examples, the root `routes.yaml`, `deploy/`, README blocks) validates and loads; invalid
-//! documents are refused by both; `switchyard schema` prints the file.
+//! (examples, the root `routes.yaml`, `deploy/`, the yaml blocks of README.md and docs/)
+//! validates and loads; invalid documents are refused by both; `switchyard schema` prints the
+//! file.
 //!
 //! YAML is read with yaml-rust2, as an editor sees the file (before `${VAR}` is read). That
 //! the schema's keys equal the loader's is tested in `src/config/schema_tests.rs`.
@@ -146,23 +147,43 @@ fn configmaps(dir: &Path) -> Vec<(String, String)> {
     found
 }
 
-/// The ```yaml blocks of the README, numbered by their line.
+/// `README.md` and the pages of `docs/`, relative to the repository.
+fn doc_pages() -> Vec<String> {
+    let mut pages: Vec<String> = std::fs::read_dir(repo("docs"))
+        .expect("read docs/")
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .map(|path| format!("docs/{}", path.file_name().expect("name").to_string_lossy()))
+        .collect();
+    pages.sort();
+    pages.insert(0, "README.md".to_owned());
+    pages
+}
+
+/// The ```yaml blocks of the README and the docs, numbered by their line; an excerpt of a
+/// shipped file (`<!-- excerpt: PATH -->` before it) is left out, as its file is checked whole.
 fn readme_blocks() -> Vec<(String, String)> {
-    let readme = read(&repo("README.md"));
     let mut blocks = Vec::new();
-    let mut open: Option<(usize, String)> = None;
-    for (i, line) in readme.lines().enumerate() {
-        match (&mut open, line.trim_end()) {
-            (None, "```yaml") => open = Some((i + 1, String::new())),
-            (Some((at, text)), "```") => {
-                blocks.push((format!("README.md:{at}"), std::mem::take(text)));
-                open = None;
+    for page in doc_pages() {
+        let readme = read(&repo(&page));
+        let mut open: Option<(usize, String)> = None;
+        let mut previous = "";
+        for (i, line) in readme.lines().enumerate() {
+            match (&mut open, line.trim_end()) {
+                (None, "```yaml") if !previous.trim_start().starts_with("<!-- excerpt:") => {
+                    open = Some((i + 1, String::new()));
+                }
+                (Some((at, text)), "```") => {
+                    blocks.push((format!("{page}:{at}"), std::mem::take(text)));
+                    open = None;
+                }
+                (Some((_, text)), _) => {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+                (None, _) => {}
             }
-            (Some((_, text)), _) => {
-                text.push_str(line);
-                text.push('\n');
-            }
-            (None, _) => {}
+            previous = line;
         }
     }
     blocks
@@ -288,10 +309,10 @@ fn the_schema_command_prints_the_schema_file() {
     assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
 }
 
-/// The README tells editors where the schema is, and lists the command.
+/// The documentation tells editors where the schema is, and lists the command.
 #[test]
 fn the_readme_names_the_schema_for_editors() {
-    let readme = read(&repo("README.md"));
+    let readme: String = doc_pages().iter().map(|page| read(&repo(page))).collect();
     assert!(
         readme.contains("# yaml-language-server: $schema="),
         "modeline"

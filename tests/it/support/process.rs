@@ -45,8 +45,23 @@ impl Daemon {
         env: &[(&str, &str)],
         log: Option<&Path>,
     ) -> Self {
+        Self::start_in(None, config, port, env, log).await
+    }
+
+    /// Like [`Daemon::start_with`], run from the working directory `dir` when given (where the
+    /// configuration's relative paths, such as `./data`, then lead).
+    pub(crate) async fn start_in(
+        dir: Option<&Path>,
+        config: &Path,
+        port: u16,
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Self {
         let mut command = Command::new(BIN);
         command.args(["serve", "--config"]).arg(config);
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
         for name in PROXY_VARIABLES {
             command.env_remove(name);
         }

@@ -92,6 +92,11 @@ pub(crate) struct TestSink {
 impl TestSink {
     /// Starts a sink that answers 200 unless programmed otherwise.
     pub(crate) async fn start() -> Self {
+        Self::start_on(0).await
+    }
+
+    /// Like [`TestSink::start`], on 127.0.0.1:`port` (0: any free port).
+    pub(crate) async fn start_on(port: u16) -> Self {
         let inner = Arc::new(Inner {
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(Respond::status(200)),
@@ -100,7 +105,7 @@ impl TestSink {
             max_in_flight: AtomicUsize::new(0),
         });
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind sink");
         let addr = listener.local_addr().expect("sink addr");
