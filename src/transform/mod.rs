@@ -146,3 +146,15 @@ fn kind(value: &Val) -> &'static str {
         Val::Obj(_) => "an object",
     }
 }
+
+/// The event a delivery of `route` to `sink` hands the sink: `event` after the programs that
+/// delivery runs (backs `switchyard explain --transform`).
+pub fn preview(
+    config: &Config,
+    event: &Event,
+    route: &str,
+    sink: &str,
+) -> Result<Event, TransformError> {
+    let transformed = apply_all(event, &steps(config, route, sink))?;
+    Ok(transformed.unwrap_or_else(|| event.clone()))
+}

@@ -122,8 +122,10 @@ impl Program {
 
 /// The message of a run-time exception; only errors reach here, as `halt` is not provided.
 fn failed(exn: jaq_core::Exn<'_, Val>) -> RunError {
-    let message = match exn.get_err() {
-        Ok(error) => error.to_string(),
+    let message = match exn.get_err().map(jaq_core::Error::into_val) {
+        // `error("text")`: the text, unquoted.
+        Ok(Val::TStr(text)) => String::from_utf8_lossy(&text).into_owned(),
+        Ok(value) => value.to_string(),
         Err(other) => format!("{other:?}"),
     };
     RunError::Failed(cut(message))

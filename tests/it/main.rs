@@ -36,3 +36,4 @@ mod spool_nats;
 mod spool_repair;
 mod telemetry;
 mod tls;
+mod transform;
