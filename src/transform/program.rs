@@ -3,7 +3,7 @@
 //!
 //! Imports nothing internal. What a program may call is decided here, once: jaq's core, JSON
 //! and standard filters, less those that reach outside the program (the environment, the
-//! log, the process exit code). Inputs (`input`, `inputs`), `$ENV` and modules (`import`,
+//! local time zone, the log, the process exit code). Inputs (`input`, `inputs`), `$ENV` and modules (`import`,
 //! `include`) are never provided, so a program naming them does not compile.
 
 use std::fmt;
@@ -17,9 +17,17 @@ use jaq_json::Val;
 /// What programs run on: JSON values, with no data besides the program itself.
 type Data = data::JustLut<Val>;
 
-/// Native filters left out: they read the environment (`env`), write to the log (`debug`,
+/// Native filters left out: they read the environment (`env`, and the `TZ` variable or
+/// `/etc/localtime` behind `localtime` and `strflocaltime`), write to the log (`debug`,
 /// `stderr`) or end the process (`halt`).
-const HIDDEN_FUNS: &[&str] = &["env", "debug_empty", "stderr_empty", "halt"];
+const HIDDEN_FUNS: &[&str] = &[
+    "env",
+    "localtime",
+    "strflocaltime",
+    "debug_empty",
+    "stderr_empty",
+    "halt",
+];
 
 /// Definitions left out, because they call the filters above.
 const HIDDEN_DEFS: &[&str] = &["debug", "stderr", "halt", "halt_error"];

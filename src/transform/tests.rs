@@ -99,6 +99,8 @@ fn reading_the_environment_or_inputs_or_logging_does_not_compile() {
         ("halt_error", "`halt_error/0`"),
         ("halt", "`halt/0`"),
         ("input_filename", "`input_filename/0`"),
+        ("now | localtime", "`localtime/0`"),
+        ("now | strflocaltime(\"%H\")", "`strflocaltime/1`"),
     ] {
         let error = compile_error(source);
         assert!(error.contains(name), "{source}: {error}");
