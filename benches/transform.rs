@@ -9,6 +9,9 @@
 //! - `rename`: a small program: moves `data.region` into an extension and renames the type.
 //! - `reshape`: a typical reshaping program: builds a new `data` from fields, a sum over the
 //!   line items and a filtered list, and moves a field into an extension.
+//! - `rename_run_only`, `reshape_run_only`: the program alone, on the event already read as
+//!   its input; the rest of `rename` and `reshape` is reading the event as JSON values and
+//!   writing and checking the output.
 //!
 //! `bench/run.sh` reads the `bencher` output format.
 
