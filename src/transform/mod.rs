@@ -6,6 +6,7 @@
 //! and turns an event into the program's input and its output back into an event, through
 //! the CloudEvents JSON format, so the output is checked exactly as ingress checks an event.
 
+mod json;
 mod program;
 #[cfg(test)]
 mod tests;
@@ -68,6 +69,9 @@ pub enum Failure {
     /// The program yielded something other than an object.
     #[error("the program yielded {0}, not an object")]
     NotObject(&'static str),
+    /// The object it yielded holds what JSON cannot (a non-string key, a byte string, NaN).
+    #[error("the program's output is not JSON: {0}")]
+    NotJson(String),
     /// The object it yielded is not a valid CloudEvent.
     #[error("the program's output is not a valid event: {0}")]
     Invalid(#[source] DecodeError),
@@ -122,14 +126,13 @@ pub fn apply_all(event: &Event, steps: &[Step<'_>]) -> Result<Option<Event>, Tra
 /// its one output, an object, must decode as a valid event.
 pub fn apply(event: &Event, program: &Program) -> Result<Event, Failure> {
     let text = http::encode_structured(event);
-    let input =
-        jaq_json::read::parse_single(&text).map_err(|e| Failure::Unreadable(e.to_string()))?;
+    let input = json::read(&text).map_err(|e| Failure::Unreadable(e.to_string()))?;
     let output = program.run_one(input)?;
     if !matches!(output, Val::Obj(_)) {
         return Err(Failure::NotObject(kind(&output)));
     }
-    let mut out =
-        http::decode_structured(output.to_string().as_bytes()).map_err(Failure::Invalid)?;
+    let text = json::write(&output).map_err(|e| Failure::NotJson(e.to_string()))?;
+    let mut out = http::decode_structured(&text).map_err(Failure::Invalid)?;
     // Event Grid's `dataVersion` is no CloudEvents attribute; it stays with the event.
     out.data_version.clone_from(&event.data_version);
     Ok(out)

@@ -81,6 +81,10 @@ fn each_failure_is_reported() {
         invalid.contains("not a valid event") && invalid.contains("source"),
         "{invalid}"
     );
+    for not_json in [".n = nan", ".data = {(1): 2}", ".b = (\"x\" | tobytes)"] {
+        let error = failure(not_json).to_string();
+        assert!(error.contains("not JSON"), "{not_json}: {error}");
+    }
     let bad_ext = failure(r#".Bad_Name = 1"#).to_string();
     assert!(bad_ext.contains("not a valid event"), "{bad_ext}");
 }
