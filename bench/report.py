@@ -330,13 +330,28 @@ class Report:
         if not names:
             out.append(f"| — | {g('match.note') or 'not measured'} | | |")
         out.append("")
+        out.append("Transformations, one core (criterion): a delivery's per-event work to a "
+                   "structured-mode sink with no `transform`, a renaming and a reshaping program:")
+        out.append("")
+        out.append("| program | events/s | vs none |")
+        out.append("|---|---|---|")
+        none = g("transform.none.events_per_s")
+        programs = [k.split(".")[1] for k in self.f if k.startswith("transform.")
+                    and k.endswith(".events_per_s")]
+        for name in programs:
+            eps = g(f"transform.{name}.events_per_s")
+            ratio = f"{eps / none:.2f}×" if num(eps) and num(none) and none else ""
+            out.append(f"| {name} | {rate(eps)} | {ratio} |")
+        if not programs:
+            out.append(f"| — | {g('transform.note') or 'not measured'} | |")
+        out.append("")
         notes = []
         for spool in SPOOLS:
             if self.skipped(spool):
                 notes.append(f"- {spool} spool skipped: {self.skipped(spool)}")
         by_note = {}
         for key, value in self.f.items():
-            if key.endswith(".note") and not key.startswith("match."):
+            if key.endswith(".note") and not key.startswith(("match.", "transform.")):
                 who, _, what = key[:-5].partition(".")
                 by_note.setdefault((what, value), []).append(who)
         for (what, value), who in by_note.items():

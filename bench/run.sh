@@ -15,7 +15,7 @@
 #   --with-oha       install oha (`cargo install oha --locked`, several minutes) when missing,
 #                    for the fixed-rate latency figure
 #   --no-build       use the release binaries already in target/release
-#   --no-criterion   skip the route-matching benchmark
+#   --no-criterion   skip the route-matching and transformation benchmarks
 #
 # Writes bench/results/latest.json and bench/results/latest.md and prints the markdown.
 # Needs: cargo, python3, curl, taskset, openssl (for the TLS figure); wrk is installed with
@@ -75,6 +75,9 @@
 #   matching      cargo bench --bench routing: events/s through a 10,000-route table, per
 #                 representative event and mixed; data_* rows use the same table with its
 #                 catch-all routes filtering on data.* (every event's data gets parsed).
+#   transform     cargo bench --bench transform: events/s through a delivery's per-event
+#                 work to a structured-mode sink, with no transform, a renaming program
+#                 and a typical reshaping one, in the same run.
 #
 # Placement: with 2 or more cores, every server runs under `taskset -c 0`; the load
 # generator and the local sinks run under `taskset -c 1`. Logging is RUST_LOG=warn.
@@ -781,6 +784,19 @@ if [[ $CRITERION == 1 ]]; then
   else
     tail -20 "$WORK/criterion.log" >&2
     record match.note "cargo bench failed; see bench/.work/criterion.log"
+  fi
+  log "transformations: cargo bench --bench transform"
+  if cargo bench --bench transform --no-run > "$WORK/transform.log" 2>&1 &&
+    "${PIN_SERVER[@]}" cargo bench --bench transform -- "${criterion_args[@]}" \
+      >> "$WORK/transform.log" 2>&1; then
+    # "test transform/reshape ... bench:        4567 ns/iter (+/- 89)"
+    while read -r name ns; do
+      record "transform.$name.events_per_s" "$(awk -v n="$ns" 'BEGIN { printf "%.0f", 1e9 / n }')"
+    done < <(awk '/^test transform\// {
+        split($2, p, "/"); ns = $5; gsub(",", "", ns); print p[2], ns }' "$WORK/transform.log")
+  else
+    tail -20 "$WORK/transform.log" >&2
+    record transform.note "cargo bench failed; see bench/.work/transform.log"
   fi
 else
   record match.note "skipped (--no-criterion)"

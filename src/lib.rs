@@ -15,6 +15,8 @@
 //!
 //! `cesql` is the CloudEvents SQL language, a leaf: `config` parses routes' `sql` filters with
 //! it and `routing` evaluates them.
+//!
+//! `transform` runs the jq programs of routes and sinks (`transform`) at delivery time.
 
 pub mod accept;
 mod admin;
@@ -39,6 +41,7 @@ pub mod sinks;
 mod sources;
 pub mod spool;
 pub mod telemetry;
+pub mod transform;
 
 pub use app::{RunError, Running, Switchyard};
 pub use config::Config;

@@ -70,6 +70,10 @@ enum Command {
         config: ConfigArg,
         /// A structured CloudEvent, a CloudEvents batch, or Event Grid events (JSON).
         event: PathBuf,
+        /// Also show what each matched sink would receive, after the route's and the sink's
+        /// `transform` (or the transform's error).
+        #[arg(long)]
+        transform: bool,
         #[command(flatten)]
         output: ops::OutputArg,
     },
@@ -184,8 +188,9 @@ fn main() -> ExitCode {
         Command::Explain {
             config,
             event,
+            transform,
             output,
-        } => explain(&config.config, &event, output.output),
+        } => explain(&config.config, &event, transform, output.output),
         Command::Send(args) => ops::send(&args),
         Command::Sinks(args) => ops::sinks_command(&args),
         Command::Routes(args) => ops::routes(&args),
@@ -284,9 +289,53 @@ struct ExplainedEvent<'a> {
     ty: &'a str,
     source: &'a str,
     routes: Vec<switchyard::routing::RouteVerdict>,
+    /// With `--transform`: what each matched sink would receive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sinks: Option<Vec<SinkView>>,
 }
 
-fn explain(config_path: &Path, event_path: &Path, output: ops::Output) -> anyhow::Result<ExitCode> {
+/// What one matched sink would receive: the event after its transforms, or their error.
+#[derive(serde::Serialize)]
+struct SinkView {
+    route: String,
+    sink: String,
+    /// The structured CloudEvent, as the JSON format writes it (attribute order kept).
+    event: Option<Box<serde_json::value::RawValue>>,
+    error: Option<String>,
+}
+
+/// What each (route, sink) the event matches would hand its sink, in table order.
+fn sink_views(config: &config::Config, table: &RouteTable, event: &Event) -> Vec<SinkView> {
+    let mut targets = Vec::new();
+    table.targets(event, &mut targets);
+    targets
+        .iter()
+        .map(|t| {
+            let result = switchyard::transform::preview(config, event, &t.route, &t.sink);
+            let (event, error) = match result {
+                Ok(e) => {
+                    let text =
+                        String::from_utf8_lossy(&ce_http::encode_structured(&e)).into_owned();
+                    (serde_json::value::RawValue::from_string(text).ok(), None)
+                }
+                Err(e) => (None, Some(e.to_string())),
+            };
+            SinkView {
+                route: t.route.to_string(),
+                sink: t.sink.to_string(),
+                event,
+                error,
+            }
+        })
+        .collect()
+}
+
+fn explain(
+    config_path: &Path,
+    event_path: &Path,
+    transform: bool,
+    output: ops::Output,
+) -> anyhow::Result<ExitCode> {
     let Some(config) = load_config(config_path) else {
         return Ok(ExitCode::from(EXIT_CONFIG));
     };
@@ -303,6 +352,7 @@ fn explain(config_path: &Path, event_path: &Path, output: ops::Output) -> anyhow
                 ty: &event.ty,
                 source: &event.source,
                 routes: table.explain(event).routes,
+                sinks: transform.then(|| sink_views(&config, &table, event)),
             })
             .collect();
         ops::print_json(&Explained { events })?;
@@ -314,6 +364,19 @@ fn explain(config_path: &Path, event_path: &Path, output: ops::Output) -> anyhow
             event.id, event.ty, event.source
         );
         print!("{}", table.explain(event));
+        let views = match transform {
+            true => sink_views(&config, &table, event),
+            false => Vec::new(),
+        };
+        for view in &views {
+            let (route, sink) = (&view.route, &view.sink);
+            match (&view.event, &view.error) {
+                (Some(event), _) => println!("  {route} -> {sink} receives: {event}"),
+                (None, error) => {
+                    println!("  {route} -> {sink}: {}", error.as_deref().unwrap_or(""))
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,8 @@
 //! The `routes.yaml` contract: raw YAML → validated [`Config`].
 //!
 //! Imports nothing internal but `cesql`, the expression language that `sql` filters are
-//! parsed with (a leaf, like a dependency crate). Everything that can be wrong with a configuration is found
+//! parsed with, and `transform::Program`, which compiles `transform` programs (both leaves,
+//! like dependency crates). Everything that can be wrong with a configuration is found
 //! by [`load`] (and [`load_str`]), which reports every error at once, each with its YAML
 //! path; the runtime is built only from the validated types in this file.
 
@@ -215,6 +216,8 @@ pub struct SinkConfig {
     pub dead_letter: Option<String>,
     /// Rate limit, batching, circuit breaker and fallback.
     pub delivery: DeliveryPolicy,
+    /// A jq program run on each event delivered to this sink, after the route's (`transform`).
+    pub transform: Option<crate::transform::Program>,
 }
 
 /// An in-flight limit that finds its own level from the target's round trips and push-back
@@ -401,6 +404,8 @@ pub struct RouteConfig {
     pub priority: Priority,
     /// Whether its deliveries keep per-subject order at each sink (`ordering`).
     pub ordering: DeliveryOrder,
+    /// A jq program run on each event it delivers, before the sink's (`transform`).
+    pub transform: Option<crate::transform::Program>,
 }
 
 /// The `match:` block of a route. Every part that is present must hold.

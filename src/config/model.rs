@@ -94,11 +94,12 @@ pub(super) const STANDARD_WEBHOOKS: Shape = Shape {
 
 /// One sink under `sinks:` — exactly one kind from [`SINK_KINDS`], `concurrency` (deliveries in
 /// flight, 1..=10000, default 16), `retry`, `dead_letter` (another sink, which receives
-/// dead-lettered deliveries), and the delivery controls read in `delivery`: `rate_limit`,
-/// `batch`, `circuit_breaker` and `fallback`.
+/// dead-lettered deliveries), the delivery controls read in `delivery`: `rate_limit`,
+/// `batch`, `circuit_breaker` and `fallback`, and `transform` (a jq program run on each
+/// event at delivery).
 pub(super) const SINK: Shape = Shape {
     keys: "http log file exec handler nats concurrency retry dead_letter rate_limit batch \
-           circuit_breaker fallback",
+           circuit_breaker fallback transform",
     later: "",
 };
 
@@ -177,9 +178,10 @@ pub(super) const RETRY: Shape = Shape {
 
 /// One entry of `routes:` — `name` (unique, required), `match` (absent: every event), `to`
 /// (sink names, required, non-empty), `priority` (`high | normal | low`, default normal) and
-/// `ordering` (`subject`, or absent for none) and `sql` (a CESQL v1 filter, AND-ed with `match`).
+/// `ordering` (`subject`, or absent for none), `sql` (a CESQL v1 filter, AND-ed with `match`)
+/// and `transform` (a jq program run on each event delivered through the route).
 pub(super) const ROUTE: Shape = Shape {
-    keys: "name match to priority ordering sql",
+    keys: "name match to priority ordering sql transform",
     later: "",
 };
 

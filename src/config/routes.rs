@@ -1,5 +1,5 @@
 //! Reading `routes:`: names, `match` (types, sources, subject, advanced filters), `sql`,
-//! `to`, `priority` and `ordering`, each error with its YAML path.
+//! `to`, `priority`, `ordering` and `transform`, each error with its YAML path.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,7 +7,7 @@ use crate::cesql::{Expr, Type};
 
 use super::env::{Node, Obj};
 use super::model::{self, Operand, Reader};
-use super::validate::sink_ref;
+use super::validate::{self, sink_ref};
 use super::{
     AdvancedFilter, Condition, DeliveryOrder, MatchConfig, Priority, RouteConfig, SubjectFilter,
 };
@@ -61,6 +61,9 @@ fn route(
         rd.choice(n, "ordering", &[("subject", DeliveryOrder::Subject)])
     });
     let sql = rd.or(o.get("sql"), None, |rd, n| sql(rd, n).map(Some));
+    let transform = rd.or(o.get("transform"), None, |rd, n| {
+        validate::program(rd, n).map(Some)
+    });
     Some(RouteConfig {
         name: name?,
         filter: filter?,
@@ -68,6 +71,7 @@ fn route(
         to: to?,
         priority: priority?,
         ordering: ordering?,
+        transform: transform?,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Reading `sinks:`: each sink's kind (http, log, file, exec, handler, nats), concurrency,
-//! retry policy, dead-letter target and delivery policy, each error with its YAML path.
+//! retry policy, dead-letter target, delivery policy and transform, each error with its YAML
+//! path.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use super::model::{self, Reader};
 use super::nats;
 use super::outbound::{self, HttpTlsConfig, ProxySetting};
 use super::sign;
-use super::validate::{sink_ref, DEFAULT_TIMEOUT};
+use super::validate::{self, sink_ref, DEFAULT_TIMEOUT};
 use super::{
     AdaptiveConcurrency, ExecSinkConfig, FileSinkConfig, HandlerSinkConfig, HttpFormat,
     HttpSinkConfig, LogSinkConfig, RetryPolicy, SinkConfig, SinkKind,
@@ -70,6 +71,9 @@ fn sink(
         Some(Some(target))
     });
     let delivery = delivery::read(rd, &o, &name, names);
+    let transform = rd.or(o.get("transform"), None, |rd, n| {
+        validate::program(rd, n).map(Some)
+    });
     Some(SinkConfig {
         name,
         kind: kind?,
@@ -78,6 +82,7 @@ fn sink(
         retry: retry?,
         dead_letter: dead_letter?,
         delivery: delivery?,
+        transform: transform?,
     })
 }
 

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::transform::Program;
+
 use super::admin;
 use super::env::{Node, Obj};
 use super::history;
@@ -252,4 +254,13 @@ pub(super) fn sink_ref(rd: &mut Reader<'_>, node: &Node<'_>, names: &[String]) -
         &node.path,
         format!("unknown sink `{name}` (defined sinks: {defined})"),
     )
+}
+
+/// Reads a `transform`: a jq program that must compile; its errors give line and column.
+pub(super) fn program(rd: &mut Reader<'_>, node: &Node<'_>) -> Option<Program> {
+    let text = rd.text(node)?;
+    match Program::compile(&text) {
+        Ok(program) => Some(program),
+        Err(e) => rd.fail(&node.path, format!("jq: {e}")),
+    }
 }

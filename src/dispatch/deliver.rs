@@ -1,5 +1,6 @@
 //! One attempt of one delivery, or of a batch sent as one request, and what follows for
-//! each delivery: ack, nack or dead-letter.
+//! each delivery: ack, nack or dead-letter. Each event is transformed for its sink first
+//! (see `transform`).
 
 use std::time::SystemTime;
 
@@ -9,8 +10,10 @@ use super::adaptive::Observed;
 use super::dead_letter;
 use super::history;
 use super::retry::{self, Decision};
+use super::transform::{self, Prepared};
 use super::DispatchContext;
 use crate::config::SinkConfig;
+use crate::event::Event;
 use crate::sinks::{Attempt, Sink, SinkError};
 use crate::spool::{Delivery, Spool, SpoolError};
 use crate::telemetry::Counters;
@@ -89,7 +92,8 @@ pub(super) async fn deliver_batch(
             _ => live.push(delivery),
         }
     }
-    let Some(first) = live.first() else {
+    let live = transform::prepare(ctx, config, live, now, &mut outcomes).await?;
+    let Some((first, _)) = live.first() else {
         return Ok(Step {
             outcomes,
             attempt: None,
@@ -101,7 +105,7 @@ pub(super) async fn deliver_batch(
         event_id = %first.event.id,
         route = %first.route,
         sink = %config.name,
-        attempt = live.iter().map(|d| d.attempts).max().unwrap_or(0).saturating_add(1),
+        attempt = live.iter().map(|(d, _)| d.attempts).max().unwrap_or(0).saturating_add(1),
         events = live.len(),
         // The publisher's trace context: the exported span continues that trace.
         traceparent = first.event.extension("traceparent").map(|t| t.to_canonical_string()),
@@ -122,9 +126,10 @@ async fn attempt(
     ctx: &DispatchContext,
     sink: &dyn Sink,
     config: &SinkConfig,
-    mut live: Vec<Delivery>,
+    live: Prepared,
     now: SystemTime,
 ) -> Result<(bool, Observed, Vec<Outcome>), SpoolError> {
+    let (mut live, shown): (Vec<Delivery>, Vec<Option<Event>>) = live.into_iter().unzip();
     let counts: Vec<u32> = live.iter().map(|d| d.attempts).collect();
     for delivery in &mut live {
         delivery.attempts = delivery.attempts.saturating_add(1);
@@ -135,9 +140,10 @@ async fn attempt(
     let result = {
         let attempts: Vec<Attempt<'_>> = live
             .iter()
+            .zip(&shown)
             .zip(counts)
-            .map(|(d, delivery_count)| Attempt {
-                event: &d.event,
+            .map(|((d, shown), delivery_count)| Attempt {
+                event: shown.as_ref().unwrap_or(&d.event),
                 route: &d.route,
                 delivery_count,
             })

@@ -1,7 +1,7 @@
 //! The delivery engine: per-sink workers lease from the spool, deliver, and decide
 //! ack / retry / dead-letter.
 //!
-//! Imports `spool`, `sinks`, `event`, `config`, `control` and `telemetry`.
+//! Imports `spool`, `sinks`, `event`, `config`, `control`, `telemetry` and `transform`.
 //!
 //! - `worker`: one lease loop per sink, bounded by the sink's own in-flight limit, breaker and
 //!   rate limit, so a slow or failing sink never delays another.
@@ -14,6 +14,7 @@
 //! - `lease`: a leased delivery held until its attempt; dropped unattempted, it goes back to
 //!   the spool at once.
 //! - `dead_letter`: the dead-letter record.
+//! - `transform`: the route's and the sink's programs, run on each event before its attempt.
 //!
 //! Time to live under an open breaker: the TTL runs from acceptance and is never extended,
 //! but it is only acted on when a delivery comes up for an attempt. An open breaker leaves
@@ -36,6 +37,7 @@ mod history;
 mod lease;
 pub mod rate;
 pub mod retry;
+mod transform;
 mod worker;
 
 use std::sync::Arc;
@@ -51,6 +53,7 @@ use crate::spool::SpoolHandle;
 use crate::telemetry::Counters;
 
 pub use deliver::{deliver_one, Outcome};
+pub use transform::TRANSFORM_FAILED;
 
 /// What the dispatcher needs to run.
 #[derive(Debug, Clone)]

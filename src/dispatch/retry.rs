@@ -9,6 +9,7 @@
 //! | `UndeliverableDueToClientError` | any other failure the sink marked as not retryable (401, 403, 410, 413, a permanent handler error) |
 //! | `MaxDeliveryAttemptsExceeded` | `max_attempts` attempts failed (Event Grid's name) |
 //! | `TimeToLiveExceeded` | the next attempt would fall after `accepted_at + event_ttl`, or a leased delivery is already past it |
+//! | `TransformFailed` | the route's or the sink's `transform` failed for the event (decided in `transform`, after one attempt) |
 
 use std::time::{Duration, SystemTime};
 

@@ -40,3 +40,4 @@ mod spool_nats;
 mod spool_repair;
 mod telemetry;
 mod tls;
+mod transform;

@@ -55,6 +55,7 @@ fn config(ingress: IngressConfig) -> Config {
         retry: RetryPolicy::default(),
         dead_letter: None,
         delivery: Default::default(),
+        transform: None,
     };
     Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -74,6 +75,7 @@ fn config(ingress: IngressConfig) -> Config {
             to: vec![SINK.into()],
             priority: Default::default(),
             ordering: Default::default(),
+            transform: None,
         }],
         schedules: Vec::new(),
         shutdown_grace: Duration::from_secs(1),

@@ -59,6 +59,7 @@ fn route(name: &str, to: &[&str], filter: MatchConfig) -> RouteConfig {
         to: strings(to),
         priority: Priority::default(),
         ordering: DeliveryOrder::default(),
+        transform: None,
     }
 }
 

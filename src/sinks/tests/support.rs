@@ -73,6 +73,7 @@ pub(crate) fn sink(name: &str, kind: SinkKind, concurrency: usize) -> SinkConfig
         },
         dead_letter: None,
         delivery: DeliveryPolicy::default(),
+        transform: None,
     }
 }
 
