@@ -42,9 +42,10 @@ pub const DELIVERY_DURATION: &str = "switchyard_delivery_duration_seconds";
 /// Deliveries stored for a sink (queued and in flight), by `sink`.
 pub const SPOOL_DEPTH: &str = "switchyard_spool_depth";
 /// Seconds since the oldest delivery stored for a sink (queued, in flight or waiting for a
-/// retry) was accepted, by `sink`; 0 when none is stored. Not exported for the `nats` spool.
+/// retry) was accepted, by `sink`; 0 when none is stored. On the `nats` spool, a lower bound
+/// read from the oldest message of each lane every few seconds.
 pub const SPOOL_OLDEST_AGE: &str = "switchyard_spool_oldest_age_seconds";
-/// Bytes stored as `spool.max_bytes` counts them (memory and embedded spools).
+/// Bytes stored as `spool.max_bytes` counts them (on the `nats` spool, the work stream's bytes).
 pub const SPOOL_BYTES: &str = "switchyard_spool_bytes";
 /// `spool.max_bytes`: the most bytes the spool stores before ingress answers 503.
 pub const SPOOL_MAX_BYTES: &str = "switchyard_spool_max_bytes";
