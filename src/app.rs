@@ -239,7 +239,10 @@ impl Switchyard {
             history,
             ServeParts {
                 listener,
-                router: ingress::router(state).merge(sources::router(hooks)),
+                router: ingress::metered(
+                    ingress::router(state).merge(sources::router(hooks)),
+                    counters.clone(),
+                ),
                 limits: live_ingress,
                 max_connections: config.ingress.connections.max_connections,
                 tls: ingress_tls,

@@ -27,7 +27,8 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
         telemetry::spool_disk(disk.used_ratio(), disk.free_bytes);
     }
     telemetry::spool_dedup_entries(state.spool.dedup_entries());
-    let text = telemetry::prometheus().render();
+    let mut text = telemetry::prometheus().render();
+    text.push_str(&telemetry::render_process());
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -20,7 +20,7 @@ mod events;
 mod probes;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::middleware;
 use axum::routing::{delete, get, post};
@@ -64,11 +64,20 @@ pub(crate) struct AdminState {
 }
 
 impl AdminState {
-    /// Sets each configured sink's spool-depth gauge from the spool.
+    /// Sets each configured sink's spool-depth and backlog-age gauges, and the spool's size
+    /// gauges, from the spool.
     fn refresh_depths(&self) {
-        for name in self.config.get().sinks.keys() {
-            self.counters.sink(name).set_depth(self.spool.depth(name));
+        let config = self.config.get();
+        let now = SystemTime::now();
+        let ages = self.spool.tells_oldest();
+        for name in config.sinks.keys() {
+            let stats = self.counters.sink(name);
+            stats.set_depth(self.spool.depth(name));
+            if ages {
+                stats.set_oldest(self.spool.oldest(name), now);
+            }
         }
+        telemetry::spool_bytes(self.spool.used_bytes(), config.spool.max_bytes);
     }
 }
 

@@ -9,6 +9,7 @@ pub(crate) mod auth;
 pub(crate) mod error;
 pub(crate) mod handlers;
 mod handshake;
+mod metered;
 #[cfg(test)]
 mod tests;
 
@@ -21,6 +22,8 @@ use axum::Router;
 use crate::accept::Acceptor;
 use crate::config::{IngressConfig, Live};
 use crate::telemetry::Counters;
+
+pub(crate) use metered::metered;
 
 /// What the ingress handlers share.
 #[derive(Debug, Clone)]

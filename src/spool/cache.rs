@@ -302,6 +302,17 @@ impl SinkState {
         }
     }
 
+    /// The earliest `not_before` (unix millis) of the journaled deliveries, leased ones
+    /// included: the front of each lane's index. Every delivery the daemon stores is due
+    /// when it is accepted, and a retry moves a journaled one into SQLite (only a retry while
+    /// the disk is full stays, due later), so this is when the oldest of them was accepted.
+    pub(super) fn journal_oldest(&self) -> Option<i64> {
+        self.journal
+            .iter()
+            .filter_map(|index| index.front().map(|((millis, _), _)| *millis))
+            .min()
+    }
+
     /// Takes a delivery out of its lane's journal index; `None` when it is not journaled.
     pub(super) fn unindex(&mut self, priority: Priority, key: Key) -> Option<Loc> {
         let index = self.journal.get_mut(lane(priority))?;

@@ -18,7 +18,7 @@ use super::{Delivery, DeliveryId, Priority};
 
 /// Schema version written to `PRAGMA user_version`; a file with a larger one is refused, a
 /// file with a smaller one is migrated on open.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// How long a statement waits for a lock held by the other connection (a checkpoint).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,6 +84,12 @@ CREATE INDEX deliveries_lane ON deliveries (sink, priority, not_before, id);
 /// whose journal records may still be on disk; recovery leaves them out of the journal.
 const SCHEMA_V4: &str = "
 CREATE TABLE journal_moved (id INTEGER PRIMARY KEY);
+";
+
+/// Version 5: each sink's deliveries by the time they were accepted, so the oldest one is
+/// one index probe away (the backlog-age gauge).
+const SCHEMA_V5: &str = "
+CREATE INDEX deliveries_age ON deliveries (sink, accepted_at);
 ";
 
 /// Why the embedded spool could not be opened.
@@ -236,7 +242,7 @@ fn create(dir: &Path, path: &Path) -> Result<(), OpenError> {
             source,
         })?;
     let init = format!(
-        "BEGIN; {SCHEMA} {SCHEMA_V2} {SCHEMA_V3} {SCHEMA_V4} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        "BEGIN; {SCHEMA} {SCHEMA_V2} {SCHEMA_V3} {SCHEMA_V4} {SCHEMA_V5} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
     );
     conn.execute_batch(&init)
         .map_err(|source| OpenError::Sqlite {
@@ -321,6 +327,11 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             "BEGIN; {SCHEMA_V4} PRAGMA user_version = 4; COMMIT;"
         ))?;
     }
+    if version < 5 {
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA_V5} PRAGMA user_version = 5; COMMIT;"
+        ))?;
+    }
     Ok(())
 }
 
@@ -343,6 +354,14 @@ pub(super) fn stored_bytes(conn: &Connection) -> rusqlite::Result<u64> {
         |r| r.get(0),
     )?;
     Ok(u64::try_from(events.saturating_add(sightings)).unwrap_or(0))
+}
+
+/// When the oldest delivery of `sink` in the database was accepted (unix millis), by the
+/// `deliveries_age` index.
+pub(super) fn oldest(conn: &Connection, sink: &str) -> rusqlite::Result<Option<i64>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT MIN(accepted_at) FROM deliveries WHERE sink = ?1")?;
+    stmt.query_row([sink], |r| r.get(0))
 }
 
 /// Rows in the duplicate-suppression table.

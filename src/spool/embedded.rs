@@ -616,6 +616,29 @@ impl Spool for EmbeddedSpool {
         self.shared.queues.get(sink).map_or(0, |q| q.lock().depth)
     }
 
+    /// The earlier of the journal index's front and one probe of SQLite's `deliveries_age`
+    /// index; a failed read leaves the database's part out (it is logged by the next refill).
+    fn oldest(&self, sink: &str) -> Option<SystemTime> {
+        let journaled = self.shared.queues.get(sink)?.lock().journal_oldest();
+        let stored = {
+            let reader = self.shared.reader.lock().unwrap_or_else(|e| e.into_inner());
+            db::oldest(&reader, sink).ok().flatten()
+        };
+        let millis = match (journaled, stored) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(super::record::from_millis(millis))
+    }
+
+    fn tells_oldest(&self) -> bool {
+        true
+    }
+
+    fn used_bytes(&self) -> Option<u64> {
+        Some(self.stored_bytes())
+    }
+
     fn sink_depths(&self) -> Vec<(String, usize)> {
         let mut depths: Vec<(String, usize)> = self
             .shared

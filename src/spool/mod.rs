@@ -314,6 +314,25 @@ pub trait Spool: Send + Sync + 'static {
 
     /// Every sink with stored deliveries, with its depth, by name.
     fn sink_depths(&self) -> Vec<(String, usize)>;
+
+    /// When the oldest delivery stored for `sink` (queued, leased or waiting for a retry) was
+    /// accepted; `None` when none is stored or the backend cannot tell cheaply. Read at each
+    /// metrics scrape, so a backend answers from what it keeps at hand.
+    fn oldest(&self, sink: &str) -> Option<SystemTime> {
+        let _ = sink;
+        None
+    }
+
+    /// Whether [`Spool::oldest`] answers for this backend (a `None` from it then means that
+    /// nothing is stored).
+    fn tells_oldest(&self) -> bool {
+        false
+    }
+
+    /// Bytes stored as `spool.max_bytes` counts them; `None` when the backend cannot tell.
+    fn used_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The configured spool backend.
@@ -466,5 +485,17 @@ impl Spool for SpoolHandle {
 
     fn sink_depths(&self) -> Vec<(String, usize)> {
         each_backend!(self, s => s.sink_depths())
+    }
+
+    fn oldest(&self, sink: &str) -> Option<SystemTime> {
+        each_backend!(self, s => s.oldest(sink))
+    }
+
+    fn tells_oldest(&self) -> bool {
+        each_backend!(self, s => s.tells_oldest())
+    }
+
+    fn used_bytes(&self) -> Option<u64> {
+        each_backend!(self, s => s.used_bytes())
     }
 }

@@ -2,13 +2,16 @@
 //! process counters that the hot path bumps, and (in `otlp`) trace export.
 //!
 //! Imports nothing internal but `outbound` (the trace exporter's HTTP client). Every metric
-//! name is a constant here and every raw `metrics` macro call lives in this file, so names
-//! and labels cannot drift between the places that record them. Label handles are
+//! name is a constant here (or in `ingress` and `process`) and every raw `metrics` macro call
+//! lives in this module, so names and labels cannot drift between the places that record
+//! them. Label handles are
 //! registered once (per format, per route, per sink) and cached, so recording an event costs
 //! an atomic add, not a registry lookup or an allocation.
 
+mod ingress;
 mod logging;
 pub(crate) mod otlp;
+mod process;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -18,8 +21,10 @@ use dashmap::DashMap;
 use metrics::{Counter, Gauge, Histogram, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+pub use ingress::{IngressMetrics, INGRESS_DURATION, INGRESS_REQUESTS};
 pub use logging::{init_logging, LogFormat};
 pub use otlp::{current_traceparent, otlp_layer, SpanExport};
+pub use process::{render_process, PROCESS_METRICS};
 
 /// Events that reached ingress, by `format` and `outcome` (`accepted` or `rejected`).
 pub const EVENTS_RECEIVED: &str = "switchyard_events_received_total";
@@ -36,6 +41,16 @@ pub const DELIVERIES: &str = "switchyard_deliveries_total";
 pub const DELIVERY_DURATION: &str = "switchyard_delivery_duration_seconds";
 /// Deliveries stored for a sink (queued and in flight), by `sink`.
 pub const SPOOL_DEPTH: &str = "switchyard_spool_depth";
+/// Seconds since the oldest delivery stored for a sink (queued, in flight or waiting for a
+/// retry) was accepted, by `sink`; 0 when none is stored. On the `nats` spool, a lower bound
+/// read from the oldest message of each lane every few seconds.
+pub const SPOOL_OLDEST_AGE: &str = "switchyard_spool_oldest_age_seconds";
+/// Bytes stored as `spool.max_bytes` counts them (on the `nats` spool, the work stream's bytes).
+pub const SPOOL_BYTES: &str = "switchyard_spool_bytes";
+/// `spool.max_bytes`: the most bytes the spool stores before ingress answers 503.
+pub const SPOOL_MAX_BYTES: &str = "switchyard_spool_max_bytes";
+/// Always 1, by `version`: the running build.
+pub const BUILD_INFO: &str = "switchyard_build_info";
 /// Share of the filesystem holding `spool.path` in use, 0 to 1 (embedded spool).
 pub const SPOOL_DISK_USED_RATIO: &str = "switchyard_spool_disk_used_ratio";
 /// Bytes still free on the filesystem holding `spool.path` (embedded spool).
@@ -63,6 +78,11 @@ pub const HISTORY_DROPPED: &str = "switchyard_history_dropped_total";
 const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+/// Upper bounds of the ingress request-duration histogram buckets, in seconds.
+const INGRESS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
 
 // === Prometheus recorder ===
 
@@ -74,9 +94,11 @@ const DURATION_BUCKETS: &[f64] = &[
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new();
-        let builder = builder
+        let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(DELIVERY_DURATION.to_owned()), DURATION_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(INGRESS_DURATION.to_owned()), INGRESS_BUCKETS)
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -130,6 +152,33 @@ fn describe() {
         SINK_PAUSED,
         "Whether the sink is paused (1) or delivering (0)."
     );
+    describe_gauge!(
+        SPOOL_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest delivery stored for a sink."
+    );
+    describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes stored in the spool.");
+    describe_gauge!(
+        SPOOL_MAX_BYTES,
+        Unit::Bytes,
+        "The spool's bound (spool.max_bytes)."
+    );
+    describe_counter!(INGRESS_REQUESTS, "Ingress HTTP requests answered.");
+    describe_histogram!(
+        INGRESS_DURATION,
+        Unit::Seconds,
+        "Time from an ingress request's arrival to its answer."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; the label says which build runs.");
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Sets the spool's size gauges: bytes stored (when the backend can tell) and its bound.
+pub fn spool_bytes(stored: Option<u64>, max: u64) {
+    if let Some(stored) = stored {
+        metrics::gauge!(SPOOL_BYTES).set(stored as f64);
+    }
+    metrics::gauge!(SPOOL_MAX_BYTES).set(max as f64);
 }
 
 /// Sets a sink's paused gauge.
@@ -250,6 +299,8 @@ pub struct Counters {
     /// Unix second of the last CESQL error logged (they are logged at most once a second).
     sql_error_logged: AtomicU64,
     sinks: DashMap<Arc<str>, Arc<SinkStats>>,
+    /// Ingress request counts and durations.
+    pub ingress: IngressMetrics,
 }
 
 impl Default for Counters {
@@ -271,6 +322,7 @@ impl Default for Counters {
             sql_errors: DashMap::new(),
             sql_error_logged: AtomicU64::new(0),
             sinks: DashMap::new(),
+            ingress: IngressMetrics::default(),
         }
     }
 }
@@ -369,6 +421,8 @@ pub struct SinkStats {
     dead_letter: Counter,
     duration: Histogram,
     depth: Gauge,
+    /// Registered at its first value, so a backend that cannot tell exports no series.
+    oldest_age: OnceLock<Gauge>,
     breaker: Mutex<Option<BreakerStatus>>,
     /// Why the sink's delivery worker stopped without being told to; `None` while it runs.
     worker_stopped: Mutex<Option<&'static str>>,
@@ -416,6 +470,7 @@ impl SinkStats {
             dead_letter: outcome("dead_letter"),
             duration: metrics::histogram!(DELIVERY_DURATION, "sink" => sink()),
             depth: metrics::gauge!(SPOOL_DEPTH, "sink" => sink()),
+            oldest_age: OnceLock::new(),
             breaker: Mutex::new(None),
             worker_stopped: Mutex::new(None),
             name,
@@ -520,6 +575,19 @@ impl SinkStats {
     /// Sets the spool-depth gauge.
     pub fn set_depth(&self, depth: usize) {
         self.depth.set(depth as f64);
+    }
+
+    /// Sets the backlog-age gauge from when the oldest stored delivery was accepted (`None`:
+    /// nothing is stored, age 0). A time ahead of `now` (a clock step) counts as 0.
+    pub fn set_oldest(&self, oldest: Option<SystemTime>, now: SystemTime) {
+        let age = oldest.map_or(Duration::ZERO, |at| {
+            now.duration_since(at).unwrap_or(Duration::ZERO)
+        });
+        let gauge = self.oldest_age.get_or_init(|| {
+            let sink = SharedString::from(Arc::clone(&self.name));
+            metrics::gauge!(SPOOL_OLDEST_AGE, "sink" => sink)
+        });
+        gauge.set(age.as_secs_f64());
     }
 
     /// Attempts in flight now.

@@ -24,6 +24,7 @@ mod hostile;
 mod hostile_events;
 mod ingress;
 mod leases;
+mod monitoring;
 mod otlp;
 mod outbound_tls;
 mod pause;

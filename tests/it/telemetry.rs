@@ -169,6 +169,95 @@ async fn every_metric_is_exported_and_moves_with_traffic() {
         &[("outcome", "success")],
     );
     assert!(reloads.is_some(), "{after}");
+    assert_spool_series(&after);
+    assert_ingress_series(&before, &after);
+    assert_process_series(&after);
+}
+
+/// The stuck sink's delivery is the oldest waiting one; the spool's bytes and bound.
+fn assert_spool_series(after: &str) {
+    let age = |sink: &str| {
+        sample(
+            after,
+            "switchyard_spool_oldest_age_seconds",
+            &[("sink", sink)],
+        )
+    };
+    let stuck = age("tm-stuck").expect("age of tm-stuck");
+    assert!(stuck > 0.0 && stuck < WAIT.as_secs_f64(), "{after}");
+    assert_eq!(age("tm-ok"), Some(0.0), "nothing waits for tm-ok");
+    let stored = sample(after, "switchyard_spool_bytes", &[]).expect("spool bytes");
+    assert!(stored > 0.0, "{after}");
+    let max = sample(after, "switchyard_spool_max_bytes", &[]);
+    assert_eq!(
+        max,
+        Some(f64::from(1u32 << 30)),
+        "the default spool.max_bytes"
+    );
+    let version = ("version", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        sample(after, "switchyard_build_info", &[version]),
+        Some(1.0)
+    );
+}
+
+/// Requests counted by route template and status, and timed by route template.
+fn assert_ingress_series(before: &str, after: &str) {
+    let requests = |t: &str, path: &str, status: &str| {
+        let labels = [("path", path), ("status", status)];
+        sample(t, "switchyard_ingress_requests_total", &labels).unwrap_or(0.0)
+    };
+    for (path, status, n) in [
+        ("/events", "202", 3.0),
+        ("/events", "400", 1.0),
+        ("/api/events", "200", 1.0),
+    ] {
+        let moved = requests(after, path, status) - requests(before, path, status);
+        assert!(moved >= n, "{path} {status} moved {moved}:\n{after}");
+    }
+    let timed = |t: &str| {
+        let name = "switchyard_ingress_request_duration_seconds_count";
+        sample(t, name, &[("path", "/events")]).unwrap_or(0.0)
+    };
+    assert!(timed(after) >= timed(before) + 4.0, "{after}");
+    let bucket = [("path", "/api/events"), ("le", "0.001")];
+    let name = "switchyard_ingress_request_duration_seconds_bucket";
+    assert!(sample(after, name, &bucket).is_some(), "{after}");
+}
+
+/// The standard process series, read from /proc.
+fn assert_process_series(after: &str) {
+    let value = |name: &str| sample(after, name, &[]).unwrap_or_else(|| panic!("{name}:\n{after}"));
+    assert!(value("process_cpu_seconds_total") > 0.0);
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    let (open, max) = (value("process_open_fds"), value("process_max_fds"));
+    assert!(open > 3.0 && max >= open, "{open} of {max}");
+    let started = value("process_start_time_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    assert!(
+        started > now - 86_400.0 && started <= now + 1.0,
+        "{started}"
+    );
+    assert!(after.contains("# TYPE process_cpu_seconds_total counter"));
+}
+
+#[tokio::test]
+async fn a_path_no_route_serves_is_counted_under_other() {
+    let app =
+        TestApp::start("sinks: { o-log: { log: {} } }\nroutes: [{ name: o, to: [o-log] }]\n").await;
+    let count = |t: &str| {
+        let labels = [("path", "other"), ("status", "404")];
+        sample(t, "switchyard_ingress_requests_total", &labels).unwrap_or(0.0)
+    };
+    let before = count(&app.admin_get("/metrics", None).await.text());
+    let reply = app.post("/no/such/path/7f3a", &[], "{}").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let after = app.admin_get("/metrics", None).await.text();
+    assert!(count(&after) > before, "{after}");
+    assert!(!after.contains("7f3a"), "the raw path is no label value");
 }
 
 #[tokio::test]

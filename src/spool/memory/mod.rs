@@ -165,7 +165,7 @@ impl MemorySpool {
 
     /// Forgets a leased delivery.
     fn remove(&self, delivery: &Delivery) {
-        self.queue(&delivery.sink).remove(delivery.id);
+        self.queue(&delivery.sink).remove(delivery);
         self.free(size(&delivery.event));
     }
 
@@ -463,6 +463,18 @@ impl Spool for MemorySpool {
 
     fn depth(&self, sink: &str) -> usize {
         self.queues.get(sink).map_or(0, |q| q.lock().depth())
+    }
+
+    fn oldest(&self, sink: &str) -> Option<SystemTime> {
+        self.queues.get(sink)?.lock().oldest()
+    }
+
+    fn tells_oldest(&self) -> bool {
+        true
+    }
+
+    fn used_bytes(&self) -> Option<u64> {
+        Some(self.stored_bytes())
     }
 
     fn sink_depths(&self) -> Vec<(String, usize)> {

@@ -4,7 +4,7 @@
 //! Imports the spool's own types only.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -30,6 +30,10 @@ pub(super) struct QueueState {
     /// Ordered deliveries waiting for an earlier one of their chain to leave.
     parked: HashMap<DeliveryId, Delivery>,
     leased: usize,
+    /// Every stored delivery (queued, parked or leased) by the time it was accepted, so the
+    /// oldest is at hand for the backlog-age gauge; a delivery keeps its entry across leases
+    /// and retries.
+    ages: BTreeSet<(SystemTime, DeliveryId)>,
 }
 
 #[derive(Debug)]
@@ -72,6 +76,7 @@ impl SinkQueue {
             let mut state = self.lock();
             let key = delivery.ordering_key.as_ref();
             state.order.add(delivery.id, &delivery.route, key);
+            state.ages.insert((delivery.accepted_at, delivery.id));
             state.enqueue(delivery);
         }
         self.added.notify_one();
@@ -98,15 +103,18 @@ impl SinkQueue {
         }
         for delivery in &purged {
             state.order.remove(delivery.id);
+            state.ages.remove(&(delivery.accepted_at, delivery.id));
         }
         purged
     }
 
     /// Forgets a leased delivery that was acked or dead-lettered, releasing its successor.
-    pub(super) fn remove(&self, id: DeliveryId) {
+    pub(super) fn remove(&self, delivery: &Delivery) {
+        let id = delivery.id;
         let released = {
             let mut state = self.lock();
             state.leased = state.leased.saturating_sub(1);
+            state.ages.remove(&(delivery.accepted_at, id));
             let next = state.order.remove(id);
             match next.and_then(|next| state.parked.remove(&next)) {
                 Some(next) => {
@@ -161,6 +169,11 @@ impl QueueState {
             .filter_map(|heap| heap.peek().map(|Reverse(e)| e.0.not_before))
             .min();
         Take::Wait(next)
+    }
+
+    /// When the oldest stored delivery (queued, parked or leased) was accepted.
+    pub(super) fn oldest(&self) -> Option<SystemTime> {
+        self.ages.first().map(|(at, _)| *at)
     }
 
     /// Deliveries stored: queued, parked and leased.

@@ -56,6 +56,7 @@
 //!
 //! Imports `event`, `config` and the rest of `spool`.
 
+mod age;
 mod conn;
 mod dead;
 mod depth;
@@ -80,6 +81,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{Delivery, NewDelivery, Priority, PurgeError, SpoolError, FULL_RETRY_AFTER};
 use crate::config::{NatsSpoolConfig, SpoolConfig};
+use age::{Ages, AGE_REFRESH};
 use conn::Names;
 use depth::Depths;
 use lanes::SinkLanes;
@@ -110,6 +112,8 @@ struct Inner {
     /// before it is no longer kept alive (other sinks' leases are not touched).
     epochs: DashMap<Arc<str>, u64>,
     depths: Depths,
+    /// Backlog ages and stored bytes, read every [`AGE_REFRESH`].
+    ages: Ages,
     /// Bumped each time the client loses its connection.
     lost: Arc<watch::Sender<u64>>,
     stop: CancellationToken,
@@ -191,6 +195,7 @@ impl NatsSpool {
             leased: DashMap::new(),
             epochs: DashMap::new(),
             depths: Depths::default(),
+            ages: Ages::default(),
             lost: Arc::new(watch::Sender::new(0)),
             stop: stop.clone(),
         });
@@ -447,8 +452,10 @@ async fn keep_alive(inner: Weak<Inner>, stop: CancellationToken) {
     }
 }
 
-/// Reads every consumer's pending and unacknowledged counts into the depths.
+/// Reads every consumer's pending and unacknowledged counts into the depths, and every
+/// [`AGE_REFRESH`] the backlog ages and the stream's size.
 async fn refresh_depths(inner: Weak<Inner>, stop: CancellationToken) {
+    let mut ages_read: Option<Instant> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -467,6 +474,12 @@ async fn refresh_depths(inner: Weak<Inner>, stop: CancellationToken) {
             }
         }
         inner.depths.observed(&before, seen.into_iter().collect());
+        if ages_read.is_none_or(|at| at.elapsed() >= AGE_REFRESH) {
+            ages_read = Some(Instant::now());
+            let sinks = inner.depths.all().into_iter().map(|(sink, _)| sink);
+            let names = &inner.names;
+            inner.ages.refresh(&conn.work, names, sinks.collect()).await;
+        }
     }
 }
 
@@ -628,5 +641,21 @@ impl super::Spool for NatsSpool {
 
     fn sink_depths(&self) -> Vec<(String, usize)> {
         self.inner.depths.all()
+    }
+
+    /// As read at the last refresh (see `age`); `None` once the sink's depth is 0.
+    fn oldest(&self, sink: &str) -> Option<SystemTime> {
+        if self.inner.depths.get(sink) == 0 {
+            return None;
+        }
+        self.inner.ages.oldest(sink)
+    }
+
+    fn tells_oldest(&self) -> bool {
+        true
+    }
+
+    fn used_bytes(&self) -> Option<u64> {
+        self.inner.ages.bytes()
     }
 }

@@ -198,6 +198,12 @@ impl Record {
         })
     }
 
+    /// When the event was accepted.
+    pub(super) fn accepted_at(&self) -> SystemTime {
+        let Self(r) = self;
+        time(r.accepted_at)
+    }
+
     /// When the delivery is due.
     pub(super) fn not_before(&self) -> SystemTime {
         let Self(r) = self;

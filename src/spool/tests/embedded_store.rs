@@ -44,7 +44,7 @@ async fn a_version_1_file_is_migrated_and_keeps_its_deliveries() {
         .unwrap();
 
     let spool = open(&dir);
-    assert_eq!(user_version(&path), 4);
+    assert_eq!(user_version(&path), 5);
     let framing = crate::spool::record::FRAMING;
     assert_eq!(
         spool.stored_bytes(),

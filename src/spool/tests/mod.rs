@@ -11,6 +11,7 @@ use super::{DeadLetter, Delivery, EmbeddedSpool, MemorySpool, NewDelivery, Prior
 use crate::event::{Event, ExtensionValue};
 
 mod contract;
+mod contract_age;
 mod contract_bounds;
 mod contract_purge;
 mod contract_store;
@@ -136,6 +137,7 @@ contract_test!(contract_store::replay_requeues_with_fresh_attempts);
 contract_test!(contract_store::replay_by_filter_and_purge);
 contract_test!(contract_store::put_unique_drops_repeats_within_the_window);
 contract_test!(contract_store::sink_depths_name_every_stored_sink);
+contract_test!(contract_age::oldest_follows_the_earliest_accepted_delivery);
 contract_test!(contract_purge::purge_spares_leased_and_other_sinks);
 contract_test!(contract_purge::purge_takes_an_ordered_chain_behind_a_leased_head);
 contract_test!(lanes::lease_takes_high_then_normal_then_low);

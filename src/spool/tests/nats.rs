@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use super::nats_server::{url, NatsServer};
 use super::{
     contract, contract_bounds, contract_store, dead_info, due, event, lanes, lease, wait_depth,
+    PATIENCE,
 };
 use crate::config::{NatsAuth, NatsConnection, NatsSpoolConfig, SpoolBackend, SpoolConfig};
 use crate::spool::{DeadLetterQuery, NatsSpool, NewDelivery, Priority, Spool, SpoolError};
@@ -619,5 +620,48 @@ async fn a_full_dead_letter_stream_refuses_and_the_delivery_stays_queued() {
     spool.release(refused);
     let again = lease(&spool, "a", 1).await.remove(0);
     assert_eq!(again.id, id, "the refused delivery is still queued");
+    spool.delete_streams().await.expect("streams deleted");
+}
+
+/// The backlog age is read from the oldest message of each lane, the stream's size with it,
+/// and the age is gone once the sink's backlog is.
+#[tokio::test]
+async fn oldest_and_used_bytes_are_read_from_the_stream() {
+    let spool = connected(1 << 30).await;
+    assert!(spool.tells_oldest());
+    let old = SystemTime::now() - Duration::from_secs(300);
+    let mut low = due(&event("age-1"), "a");
+    (low.accepted_at, low.priority) = (old, Priority::Low);
+    let mut high = due(&event("age-2"), "a");
+    high.priority = Priority::High;
+    spool.put(vec![high, low]).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    // Stored in whole microseconds.
+    let near = |t: Option<SystemTime>| {
+        t.and_then(|t| old.duration_since(t).ok())
+            .is_some_and(|d| d < Duration::from_millis(1))
+    };
+    while !near(spool.oldest("a")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            spool.oldest("a")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        spool.used_bytes().is_some_and(|b| b > 0),
+        "{:?}",
+        spool.used_bytes()
+    );
+    assert_eq!(spool.oldest("b"), None);
+
+    for _ in 0..2 {
+        let delivery = lease(&spool, "a", 1).await.remove(0);
+        spool.ack(&delivery).await.unwrap();
+    }
+    wait_depth(&spool, "a", 0).await;
+    assert_eq!(spool.oldest("a"), None);
     spool.delete_streams().await.expect("streams deleted");
 }
