@@ -96,6 +96,7 @@ impl Reloader {
             config: generation.config.clone(),
             counters: self.counters.clone(),
             pauses: self.pauses.clone(),
+            replies: self.acceptor.clone(),
         };
         dispatch::start(&ctx, &runs.dispatch, &self.tracker);
         schedule::start(

@@ -15,6 +15,7 @@ mod outbound;
 #[cfg(test)]
 mod outbound_tests;
 mod reload;
+mod reply;
 mod routes;
 mod schedules;
 mod server_tls;
@@ -51,6 +52,7 @@ pub use reload::{
     reload_channel, watch_file, watch_files, ReloadFailed, ReloadRequest, ReloadSummary,
     ReloadTrigger, RELOAD_SETTLE,
 };
+pub use reply::{ReplyPolicy, DEFAULT_MAX_HOPS, HOPS_EXTENSION};
 pub use schedules::{parse_cron, CronError, ScheduleConfig, ScheduledEvent};
 pub use server_tls::{
     files_digest, load_client_roots, load_key_pair, provider as tls_provider, FilesDigest, KeyPair,
@@ -86,6 +88,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Webhook endpoints by name (`sources:`, served at `POST /hooks/<name>`).
     pub sources: BTreeMap<String, SourceConfig>,
+    /// Most replies in a chain (`max_hops`) for sinks that set none; a reply past it is dropped.
+    pub max_hops: u32,
 }
 
 /// How long a dead letter is kept when `spool.dead_letter_ttl` is absent: 14 days.

@@ -6,10 +6,11 @@ use std::time::SystemTime;
 use tracing::Instrument;
 
 use super::dead_letter;
+use super::reply;
 use super::retry::{self, Decision};
 use super::DispatchContext;
 use crate::config::SinkConfig;
-use crate::sinks::{Attempt, Sink, SinkError};
+use crate::sinks::{Attempt, Reply, Sink, SinkError};
 use crate::spool::{Delivery, Spool, SpoolError};
 use crate::telemetry::Counters;
 
@@ -129,11 +130,17 @@ async fn attempt(
             .collect();
         let _in_flight = stats.attempt();
         match attempts.as_slice() {
-            [one] => sink.deliver(*one).await,
-            many => sink.deliver_batch(many).await,
+            [one] if config.delivery.reply.enabled => sink.deliver_for_reply(*one).await,
+            [one] => sink.deliver(*one).await.map(|()| Reply::None),
+            many => sink.deliver_batch(many).await.map(|()| Reply::None),
         }
     };
     stats.attempted(started.elapsed());
+    // A reply is stored before the delivery it answers is acked.
+    let result = match (result, live.first()) {
+        (Ok(answer), Some(first)) => reply::take(ctx, config, &first.event, answer).await?,
+        (result, _) => result.map(|_| ()),
+    };
     let mut outcomes = Vec::with_capacity(live.len());
     match result {
         Ok(()) => {

@@ -13,6 +13,7 @@
 //! - `lease`: a leased delivery held until its attempt; dropped unattempted, it goes back to
 //!   the spool at once.
 //! - `dead_letter`: the dead-letter record.
+//! - `reply`: a target's reply (`reply: true`) handed to the acceptor before the ack.
 //!
 //! Time to live under an open breaker: the TTL runs from acceptance and is never extended,
 //! but it is only acted on when a delivery comes up for an attempt. An open breaker leaves
@@ -32,6 +33,7 @@ mod deliver;
 mod gate;
 mod lease;
 pub mod rate;
+mod reply;
 pub mod retry;
 mod worker;
 
@@ -40,6 +42,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accept::Acceptor;
 use crate::config::Config;
 use crate::control::Pauses;
 use crate::sinks::Registry;
@@ -61,6 +64,8 @@ pub struct DispatchContext {
     pub counters: Arc<Counters>,
     /// Which sinks are paused (kept across reloads).
     pub pauses: Arc<Pauses>,
+    /// Takes sinks' replies in as events (the acceptor ingress uses).
+    pub replies: Acceptor,
 }
 
 /// Starts one worker per configured sink on `tracker`. Workers stop leasing when `stop` is

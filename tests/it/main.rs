@@ -27,6 +27,7 @@ mod pause;
 mod priority;
 mod readiness;
 mod reload;
+mod reply;
 mod schedules;
 mod signatures;
 mod sink_nats;

@@ -79,6 +79,7 @@ fn config(ingress: IngressConfig) -> Config {
         admin: Default::default(),
         telemetry: Default::default(),
         sources: Default::default(),
+        max_hops: crate::config::DEFAULT_MAX_HOPS,
     }
 }
 

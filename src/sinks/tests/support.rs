@@ -107,6 +107,7 @@ pub(crate) fn config(sinks: Vec<SinkConfig>) -> Config {
         admin: Default::default(),
         telemetry: Default::default(),
         sources: Default::default(),
+        max_hops: crate::config::DEFAULT_MAX_HOPS,
     }
 }
 
