@@ -154,7 +154,7 @@ async fn an_exec_sink_replies_with_the_json_it_prints() {
 sinks:
   script:
     exec:
-      command: ["sh", "-c", "cat >/dev/null; printf '%s' '{{\"specversion\":\"1.0\",\"id\":\"x-1\",\"source\":\"/exec\",\"type\":\"Reply.Done\",\"data\":{{\"from\":\"'$SWITCHYARD_EVENT_ID'\"}}}}'"]
+      command: ["sh", "-c", "cat >/dev/null; sleep 0.05; printf '%s' '{{\"specversion\":\"1.0\",\"id\":\"x-1\",\"source\":\"/exec\",\"type\":\"Reply.Done\",\"data\":{{\"from\":\"'$SWITCHYARD_EVENT_ID'\"}}}}'"]
     reply: true
   b: {{ http: {{ url: "{}" }} }}
 routes:
@@ -269,4 +269,147 @@ async fn a_reply_over_the_ingress_limit_is_invalid_not_a_failure() {
     wait_until("the large reply is dropped", WAIT, || dropped(&app) == 1).await;
     wait_until("the delivery is acked", WAIT, || delivered(&app) == 1).await;
     assert_eq!(b.count(), 0);
+}
+
+#[test]
+fn check_accepts_the_reply_keys_and_rejects_bad_values_with_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |name: &str, yaml: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, yaml).unwrap();
+        std::process::Command::new(crate::support::process::BIN)
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let good = check(
+        "good.yaml",
+        r#"
+max_hops: 4
+sinks:
+  hook: { http: { url: "http://127.0.0.1:1/x" }, reply: true, max_hops: 2 }
+  script: { exec: { command: ["true"] }, reply: false }
+routes: [{ name: r, to: [hook, script] }]
+"#,
+    );
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+
+    let bad = check(
+        "bad.yaml",
+        r#"
+max_hops: 0
+sinks:
+  hook: { http: { url: "http://127.0.0.1:1/x" }, reply: maybe, max_hops: 1000 }
+  console: { log: {}, reply: true }
+  batched: { http: { url: "http://127.0.0.1:1/y" }, reply: true, batch: { max_events: 10 } }
+routes: [{ name: r, to: [hook, console, batched] }]
+"#,
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(64), "{stderr}");
+    for path in [
+        "max_hops",
+        "sinks.hook.reply",
+        "sinks.hook.max_hops",
+        "sinks.console.reply",
+        "sinks.batched.reply",
+    ] {
+        let at = format!("- {path}: ");
+        let found = stderr.lines().any(|l| l.trim_start().starts_with(&at));
+        assert!(found, "no error at {path}:\n{stderr}");
+    }
+}
+
+/// A daemon whose exec sink answers each event with a reply `re-<id>`, routed to `b`.
+fn kill9_config(dir: &std::path::Path, port: u16, b: &TestSink) -> std::path::PathBuf {
+    let path = dir.join("routes.yaml");
+    let yaml = format!(
+        r#"
+listen: 127.0.0.1:{port}
+admin_listen: 127.0.0.1:0
+spool: {{ backend: embedded, path: "{}/spool" }}
+sinks:
+  script:
+    exec:
+      command: ["sh", "-c", "cat >/dev/null; printf '{{\"specversion\":\"1.0\",\"id\":\"re-%s\",\"source\":\"/exec\",\"type\":\"Reply.Done\"}}' \"$SWITCHYARD_EVENT_ID\""]
+    reply: true
+    concurrency: 4
+  b:
+    http: {{ url: "{}", timeout: 2s }}
+    retry: {{ schedule: [20ms, 50ms, 100ms], max_attempts: 100, event_ttl: 1h }}
+routes:
+  - {{ name: orders, match: {{ types: ["Order.Placed"] }}, to: [script] }}
+  - {{ name: replies, match: {{ types: ["Reply.Done"] }}, to: [b] }}
+"#,
+        dir.display(),
+        b.url()
+    );
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_survive_sigkill_while_deliveries_are_answered() {
+    use crate::support::process::{free_port, Daemon};
+    const EVENTS: usize = 40;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let b = TestSink::start().await;
+    b.set_default(Respond::status(503));
+    let port = free_port();
+    let config = kill9_config(dir.path(), port, &b);
+    let mut daemon = Daemon::start(&config, port).await;
+    let url = format!("http://127.0.0.1:{port}/events");
+    // One batch: every event is stored at once, and the kill meets them part-way.
+    let batch: Vec<_> = (0..EVENTS)
+        .map(|n| event(&format!("k-{n}"), "Order.Placed"))
+        .collect();
+    let headers = [("content-type", "application/cloudevents-batch+json")];
+    let body = serde_json::Value::Array(batch).to_string();
+    let reply = crate::support::post(&url, &headers, body).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    // Killed while the exec sink is still answering: some replies are stored, some not yet.
+    wait_until("some replies stored", WAIT, || b.count() >= 3).await;
+    daemon.kill9();
+    let before = b.count();
+    let stored_before: std::collections::BTreeSet<String> = b
+        .received()
+        .iter()
+        .filter_map(|r| r.header("ce-id").map(str::to_owned))
+        .collect();
+
+    b.set_default(Respond::status(200));
+    let _daemon = Daemon::start(&config, port).await;
+    let answered = |b: &TestSink| {
+        let ids: std::collections::BTreeSet<String> = b
+            .received()
+            .iter()
+            .filter(|r| r.status == 200)
+            .filter_map(|r| r.header("ce-id").map(str::to_owned))
+            .collect();
+        ids
+    };
+    wait_until("every reply delivered", Duration::from_secs(30), || {
+        answered(&b).len() == EVENTS
+    })
+    .await;
+    let expected: std::collections::BTreeSet<String> =
+        (0..EVENTS).map(|n| format!("re-k-{n}")).collect();
+    assert_eq!(answered(&b), expected);
+    assert!(before >= 3, "the kill came after replies were stored");
+    assert!(
+        stored_before.len() < EVENTS,
+        "the kill came after every reply was stored ({})",
+        stored_before.len()
+    );
+    eprintln!(
+        "replies stored before SIGKILL: {} of {EVENTS}; requests to b after restart: {}",
+        stored_before.len(),
+        b.count() - before
+    );
 }
