@@ -32,7 +32,7 @@ pub(super) async fn take(
             ctx.counters.reply_dropped(&config.name, "invalid");
             return Ok(Ok(()));
         }
-        Reply::Event(event) => event,
+        Reply::Event(event) => *event,
     };
     let hops = hops(answered).saturating_add(1);
     let max_hops = config

@@ -13,7 +13,7 @@ pub enum Reply {
     /// Nothing that is an event (no CloudEvent in the answer).
     None,
     /// A CloudEvent, decoded as ingress decodes one.
-    Event(Event),
+    Event(Box<Event>),
     /// The answer claims to be a CloudEvent but is not a valid one; the reason.
     Invalid(String),
 }
@@ -47,7 +47,7 @@ pub(crate) fn from_response(carried: Carried, headers: &HeaderMap, body: Bytes) 
         Carried::Structured => binding::decode_structured(&body),
         Carried::Binary => binding::decode_binary(headers, body),
     };
-    decoded.map_or_else(|e| Reply::Invalid(e.to_string()), Reply::Event)
+    decoded.map_or_else(|e| Reply::Invalid(e.to_string()), event)
 }
 
 /// Decodes a structured-mode JSON document (a command's stdout, a handler's event); empty or
@@ -56,7 +56,12 @@ pub(crate) fn from_json(output: &[u8]) -> Reply {
     if output.trim_ascii().is_empty() {
         return Reply::None;
     }
-    binding::decode_structured(output).map_or_else(|e| Reply::Invalid(e.to_string()), Reply::Event)
+    binding::decode_structured(output).map_or_else(|e| Reply::Invalid(e.to_string()), event)
+}
+
+/// A decoded reply.
+fn event(event: Event) -> Reply {
+    Reply::Event(Box::new(event))
 }
 
 /// A reply longer than `limit` bytes.
