@@ -251,7 +251,10 @@ async fn an_invalid_reply_does_not_fail_the_delivery() {
     assert_eq!(Counters::get(&counters.deliveries_dead_lettered), 0);
     assert_eq!(a.count(), 1);
     assert_eq!(b.count(), 0);
-    assert_eq!(app.running.spool_depth("a"), 0);
+    wait_until("nothing left for a", WAIT, || {
+        app.running.spool_depth("a") == 0
+    })
+    .await;
 }
 
 #[tokio::test]
