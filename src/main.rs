@@ -104,6 +104,9 @@ enum Command {
         #[arg(value_enum)]
         shell: CompletionShell,
     },
+    /// Print the JSON Schema (draft-07) of routes.yaml, for editors: `switchyard schema >
+    /// routes.schema.json`.
+    Schema,
 }
 
 /// The shells `completions` writes scripts for.
@@ -191,6 +194,7 @@ fn main() -> ExitCode {
             None => Ok(ExitCode::from(EXIT_CONFIG)),
         },
         Command::Completions { shell } => completions(shell),
+        Command::Schema => print_schema(),
     };
     match result {
         Ok(code) => code,
@@ -319,6 +323,16 @@ fn completions(shell: CompletionShell) -> anyhow::Result<ExitCode> {
     };
     let mut command = Cli::command();
     clap_complete::generate(shell, &mut command, "switchyard", &mut std::io::stdout());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the JSON Schema of `routes.yaml` on stdout.
+fn print_schema() -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(config::SCHEMA.as_bytes())
+        .and_then(|()| out.flush())
+        .context("write the schema to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 

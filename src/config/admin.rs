@@ -15,7 +15,7 @@ use super::server_tls::{self, TlsServerConfig};
 /// `/readyz` requires `Authorization: Bearer <token>`; `allow_unauthenticated` (default
 /// false): accept a non-loopback `admin_listen` without a token; `tls` (TLS termination, read
 /// in `server_tls`; it changes nothing of the token rules).
-const ADMIN: Shape = Shape {
+pub(super) const ADMIN: Shape = Shape {
     keys: "token allow_unauthenticated tls",
     later: "",
 };

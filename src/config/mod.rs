@@ -18,6 +18,9 @@ mod reload;
 mod reply;
 mod routes;
 mod schedules;
+mod schema;
+#[cfg(test)]
+mod schema_tests;
 mod server_tls;
 mod sign;
 mod sinks;
@@ -54,6 +57,7 @@ pub use reload::{
 };
 pub use reply::{ReplyPolicy, DEFAULT_MAX_HOPS, HOPS_EXTENSION};
 pub use schedules::{parse_cron, CronError, ScheduleConfig, ScheduledEvent};
+pub use schema::SCHEMA;
 pub use server_tls::{
     files_digest, load_client_roots, load_key_pair, provider as tls_provider, FilesDigest, KeyPair,
     TlsFileError, TlsServerConfig,

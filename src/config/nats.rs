@@ -14,7 +14,7 @@ use super::model::{Reader, Shape};
 /// switchyard), `replicas` (1..=5, default 1), `ack_wait` (how long a leased delivery stays
 /// invisible to other instances without a sign of life, default 30s), and at most one of
 /// `user` with `password`, `token` or `creds_file`.
-const SPOOL: Shape = Shape {
+pub(super) const SPOOL: Shape = Shape {
     keys: "url stream replicas ack_wait user password token creds_file",
     later: "",
 };
@@ -22,7 +22,7 @@ const SPOOL: Shape = Shape {
 /// `sinks.<name>.nats:` — `url` (as for the spool), `subject` (required), `jetstream` (wait for
 /// the stream's publish acknowledgement, default false), `timeout` (per attempt, default 10s)
 /// and the credentials of the spool's `nats:`.
-const SINK: Shape = Shape {
+pub(super) const SINK: Shape = Shape {
     keys: "url subject jetstream timeout user password token creds_file",
     later: "",
 };

@@ -23,14 +23,14 @@ const LAYOUT: &str = "six fields, seconds first: sec min hour day-of-month month
 /// One entry of `schedules:` — `name` (unique, required), `cron` (six fields, seconds first,
 /// required), `timezone` (IANA name, default UTC), `catch_up` (emit the last tick missed while
 /// the daemon was down, default false) and `event` (what each tick emits, required).
-const SCHEDULE: Shape = Shape {
+pub(super) const SCHEDULE: Shape = Shape {
     keys: "name cron timezone catch_up event",
     later: "",
 };
 
 /// `schedules[].event:` — `type` and `source` (required), `subject` and `data` (any value,
 /// sent as JSON).
-const EVENT: Shape = Shape {
+pub(super) const EVENT: Shape = Shape {
     keys: "type source subject data",
     later: "",
 };

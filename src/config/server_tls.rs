@@ -24,7 +24,7 @@ use super::x509::CertInfo;
 /// bundle: clients must present a certificate issued by one of them) and `client_subjects`
 /// (with `client_ca`: the client certificate's common name or one of its DNS names must be
 /// one of these).
-const TLS: Shape = Shape {
+pub(super) const TLS: Shape = Shape {
     keys: "cert key client_ca client_subjects",
     later: "",
 };

@@ -18,13 +18,13 @@ use super::sign::{self, HmacSignConfig, SecretKey};
 /// rotation; every preset but `hmac`), `tolerance` (`stripe` and `slack`, default 5m), `hmac`
 /// (the `hmac` preset's header, secret, prefix and encoding, as `sinks.X.http.sign.hmac`) and
 /// `event` (templates overriding the preset's mapping).
-const SOURCE: Shape = Shape {
+pub(super) const SOURCE: Shape = Shape {
     keys: "preset secret tolerance hmac event",
     later: "",
 };
 
 /// `sources.X.event:` — `type`, `source`, `id` and `subject`, each a template.
-const EVENT: Shape = Shape {
+pub(super) const EVENT: Shape = Shape {
     keys: "type source id subject",
     later: "",
 };

@@ -11,7 +11,7 @@ use super::model::{Reader, Shape};
 /// `http://127.0.0.1:4318`; spans are POSTed to `{otlp_endpoint}/v1/traces`; absent, nothing
 /// is exported) and `service_name` (the `service.name` of the exported spans, default
 /// `switchyard`).
-const TELEMETRY: Shape = Shape {
+pub(super) const TELEMETRY: Shape = Shape {
     keys: "otlp_endpoint service_name",
     later: "",
 };

@@ -29,6 +29,7 @@ mod readiness;
 mod reload;
 mod reply;
 mod schedules;
+mod schema;
 mod signatures;
 mod sink_nats;
 mod sinks;
