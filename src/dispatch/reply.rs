@@ -75,3 +75,32 @@ pub(super) fn hops(event: &Event) -> u32 {
         _ => 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_hops(value: Option<ExtensionValue>) -> Event {
+        let mut event = crate::event::http::decode_structured(
+            br#"{"specversion":"1.0","id":"1","source":"/s","type":"T"}"#,
+        )
+        .expect("a valid event");
+        if let Some(value) = value {
+            event.set_extension(HOPS_EXTENSION, value);
+        }
+        event
+    }
+
+    #[test]
+    fn the_hop_count_reads_integers_and_digit_strings_and_defaults_to_zero() {
+        assert_eq!(hops(&with_hops(None)), 0);
+        assert_eq!(hops(&with_hops(Some(ExtensionValue::Integer(3)))), 3);
+        assert_eq!(hops(&with_hops(Some(ExtensionValue::Integer(-2)))), 0);
+        let huge = ExtensionValue::Integer(i64::MAX);
+        assert_eq!(hops(&with_hops(Some(huge))), u32::MAX);
+        let text = ExtensionValue::String("5".into());
+        assert_eq!(hops(&with_hops(Some(text))), 5);
+        let junk = ExtensionValue::String("many".into());
+        assert_eq!(hops(&with_hops(Some(junk))), 0);
+    }
+}

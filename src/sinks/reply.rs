@@ -68,3 +68,49 @@ fn event(event: Event) -> Reply {
 pub(crate) fn too_large(limit: usize) -> Reply {
     Reply::Invalid(format!("the reply is over {limit} bytes"))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn an_answer_carries_a_reply_only_in_a_cloudevents_mode() {
+        let structured = headers(&[(
+            "content-type",
+            "Application/CloudEvents+JSON; charset=utf-8",
+        )]);
+        assert_eq!(carried(&structured), Some(Carried::Structured));
+        let binary = headers(&[("ce-id", "1"), ("content-type", "application/json")]);
+        assert_eq!(carried(&binary), Some(Carried::Binary));
+        assert_eq!(
+            carried(&headers(&[("content-type", "application/json")])),
+            None
+        );
+        assert_eq!(carried(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_binary_answer_without_specversion_is_invalid() {
+        let answer = headers(&[("ce-id", "1"), ("ce-type", "T"), ("ce-source", "/s")]);
+        let reply = from_response(Carried::Binary, &answer, Bytes::new());
+        assert!(matches!(reply, Reply::Invalid(_)), "{reply:?}");
+    }
+
+    #[test]
+    fn blank_output_is_no_reply_and_text_is_invalid() {
+        assert!(matches!(from_json(b" \n"), Reply::None));
+        assert!(matches!(from_json(b"done\n"), Reply::Invalid(_)));
+        let json = br#"{"specversion":"1.0","id":"1","source":"/s","type":"T"}"#;
+        assert!(matches!(from_json(json), Reply::Event(e) if e.id == "1"));
+    }
+}
