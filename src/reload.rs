@@ -100,6 +100,7 @@ impl Reloader {
             counters: self.counters.clone(),
             pauses: self.pauses.clone(),
             history: self.history.clone(),
+            replies: self.acceptor.clone(),
         };
         dispatch::start(&ctx, &runs.dispatch, &self.tracker);
         schedule::start(

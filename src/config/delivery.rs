@@ -84,6 +84,8 @@ pub struct DeliveryPolicy {
     pub breaker: Option<BreakerPolicy>,
     /// Sink that takes this sink's deliveries while its breaker is open (`fallback`).
     pub fallback: Option<String>,
+    /// Whether the target's answer is taken as an event (`reply`, `max_hops`).
+    pub reply: super::ReplyPolicy,
 }
 
 /// A token-bucket rate: `rate_limit: 500/s`.
@@ -179,11 +181,13 @@ pub(super) fn read(
         }
         Some(Some(target))
     });
+    let reply = super::reply::read(rd, o);
     Some(DeliveryPolicy {
         rate_limit: rate_limit?,
         batch: batch?,
         breaker: breaker?,
         fallback: fallback?,
+        reply: reply?,
     })
 }
 

@@ -17,6 +17,7 @@ mod outbound;
 #[cfg(test)]
 mod outbound_tests;
 mod reload;
+mod reply;
 mod routes;
 mod schedules;
 mod schema;
@@ -57,6 +58,7 @@ pub use reload::{
     reload_channel, watch_file, watch_files, ReloadFailed, ReloadRequest, ReloadSummary,
     ReloadTrigger, RELOAD_SETTLE,
 };
+pub use reply::{ReplyPolicy, DEFAULT_MAX_HOPS, HOPS_EXTENSION};
 pub use schedules::{parse_cron, CronError, ScheduleConfig, ScheduledEvent};
 pub use schema::SCHEMA;
 pub use server_tls::{
@@ -95,6 +97,8 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     /// Delivery history (`spool.history_ttl`, `spool.history_max_bytes`).
     pub history: HistoryConfig,
+    /// Most replies in a chain (`max_hops`) for sinks that set none; a reply past it is dropped.
+    pub max_hops: u32,
 }
 
 /// How long a dead letter is kept when `spool.dead_letter_ttl` is absent: 14 days.

@@ -46,10 +46,10 @@ impl Shape {
 /// targets by name), `routes` (the routing table, in order), `schedules` (cron-scheduled
 /// events), `admin_listen` and `admin` (the admin server; read in `admin`), `telemetry`
 /// (trace export; read in `telemetry`) and `sources` (webhook endpoints by name; read in
-/// `sources`).
+/// `sources`), and `max_hops` (most replies in a chain, default 8; read in `reply`).
 pub(super) const ROOT: Shape = Shape {
     keys: "listen shutdown_grace spool ingress sinks routes schedules admin_listen admin \
-           telemetry sources",
+           telemetry sources max_hops",
     later: "",
 };
 
@@ -95,11 +95,11 @@ pub(super) const STANDARD_WEBHOOKS: Shape = Shape {
 /// One sink under `sinks:` — exactly one kind from [`SINK_KINDS`], `concurrency` (deliveries in
 /// flight, 1..=10000, default 16), `retry`, `dead_letter` (another sink, which receives
 /// dead-lettered deliveries), the delivery controls read in `delivery`: `rate_limit`,
-/// `batch`, `circuit_breaker` and `fallback`, and `transform` (a jq program run on each
-/// event at delivery).
+/// `batch`, `circuit_breaker` and `fallback`, `transform` (a jq program run on each event at
+/// delivery), and `reply` and `max_hops` (read in `reply`).
 pub(super) const SINK: Shape = Shape {
     keys: "http log file exec handler nats concurrency retry dead_letter rate_limit batch \
-           circuit_breaker fallback transform",
+           circuit_breaker fallback transform reply max_hops",
     later: "",
 };
 

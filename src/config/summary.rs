@@ -42,7 +42,14 @@ impl Config {
         lines.extend(self.routes.iter().flat_map(route_lines));
         lines.push(String::new());
         lines.push(format!("sinks ({}):", self.sinks.len()));
-        lines.extend(self.sinks.values().flat_map(sink_lines));
+        for sink in self.sinks.values() {
+            lines.extend(sink_lines(sink));
+            let reply = sink.delivery.reply;
+            if reply.enabled {
+                let max_hops = reply.max_hops.unwrap_or(self.max_hops);
+                lines.push(format!("    reply         on, max_hops {max_hops}"));
+            }
+        }
         if !self.schedules.is_empty() {
             lines.push(String::new());
             lines.push(format!("schedules ({}):", self.schedules.len()));

@@ -81,6 +81,11 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
     let admin = admin::read(rd, &top);
     let telemetry = telemetry::read(rd, &top);
     let sources = sources::read(rd, &top);
+    let max_hops = rd.or(
+        top.get("max_hops"),
+        super::DEFAULT_MAX_HOPS,
+        super::reply::max_hops,
+    );
     let (mut spool, ingress) = (spool?, ingress?);
     if let Some(nats) = &mut spool.nats {
         nats.duplicate_window = ingress
@@ -100,6 +105,7 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
         telemetry: telemetry?,
         sources: sources?,
         history: history?,
+        max_hops: max_hops?,
     })
 }
 

@@ -9,12 +9,13 @@ use tracing::Instrument;
 use super::adaptive::Observed;
 use super::dead_letter;
 use super::history;
+use super::reply;
 use super::retry::{self, Decision};
 use super::transform::{self, Prepared};
 use super::DispatchContext;
 use crate::config::SinkConfig;
 use crate::event::Event;
-use crate::sinks::{Attempt, Sink, SinkError};
+use crate::sinks::{Attempt, Reply, Sink, SinkError};
 use crate::spool::{Delivery, Spool, SpoolError};
 use crate::telemetry::Counters;
 
@@ -150,8 +151,9 @@ async fn attempt(
             .collect();
         let _in_flight = stats.attempt();
         match attempts.as_slice() {
-            [one] => sink.deliver(*one).await,
-            many => sink.deliver_batch(many).await,
+            [one] if config.delivery.reply.enabled => sink.deliver_for_reply(*one).await,
+            [one] => sink.deliver(*one).await.map(|()| Reply::None),
+            many => sink.deliver_batch(many).await.map(|()| Reply::None),
         }
     };
     let took = started.elapsed();
@@ -159,6 +161,11 @@ async fn attempt(
     let observed = Observed {
         rtt: took,
         backpressure: result.as_ref().err().is_some_and(pushed_back),
+    };
+    // A reply is stored before the delivery it answers is acked.
+    let result = match (result, live.first()) {
+        (Ok(answer), Some(first)) => reply::take(ctx, config, &first.event, answer).await?,
+        (result, _) => result.map(|_| ()),
     };
     let mut outcomes = Vec::with_capacity(live.len());
     let ok = match &result {

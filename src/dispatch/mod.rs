@@ -15,6 +15,7 @@
 //!   the spool at once.
 //! - `dead_letter`: the dead-letter record.
 //! - `transform`: the route's and the sink's programs, run on each event before its attempt.
+//! - `reply`: a target's reply (`reply: true`) handed to the acceptor before the ack.
 //!
 //! Time to live under an open breaker: the TTL runs from acceptance and is never extended,
 //! but it is only acted on when a delivery comes up for an attempt. An open breaker leaves
@@ -36,6 +37,7 @@ mod gate;
 mod history;
 mod lease;
 pub mod rate;
+mod reply;
 pub mod retry;
 mod transform;
 mod worker;
@@ -45,6 +47,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accept::Acceptor;
 use crate::config::Config;
 use crate::control::Pauses;
 use crate::history::History;
@@ -70,6 +73,8 @@ pub struct DispatchContext {
     pub pauses: Arc<Pauses>,
     /// Where each attempt's outcome is recorded.
     pub history: History,
+    /// Takes sinks' replies in as events (the acceptor ingress uses).
+    pub replies: Acceptor,
 }
 
 /// Starts one worker per configured sink on `tracker`. Workers stop leasing when `stop` is

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::outcome::GENERIC_ERROR;
+use super::reply::{self, Reply};
 use super::{Attempt, BoxFuture, Sink, SinkError};
 use crate::event::to_sdk;
 
@@ -14,6 +15,46 @@ use crate::event::to_sdk;
 pub trait Handler: Send + Sync + 'static {
     /// Handles one event; `Ok` acknowledges it.
     fn handle(&self, event: cloudevents::Event) -> BoxFuture<'_, Result<(), HandlerError>>;
+
+    /// Handles one event for a sink with `reply: true`; `Ok(Some(event))` answers with an
+    /// event, which is routed like one received over HTTP. The default calls
+    /// [`Handler::handle`] and answers with nothing.
+    fn handle_reply(
+        &self,
+        event: cloudevents::Event,
+    ) -> BoxFuture<'_, Result<Option<cloudevents::Event>, HandlerError>> {
+        let handled = self.handle(event);
+        Box::pin(async move { handled.await.map(|()| None) })
+    }
+}
+
+/// A handler that may answer with an event: any
+/// `Fn(cloudevents::Event) -> impl Future<Output = Result<Option<cloudevents::Event>, HandlerError>>`
+/// wrapped in `Replying`. Without `reply: true` on its sink the answer is dropped.
+pub struct Replying<F>(pub F);
+
+impl<F> std::fmt::Debug for Replying<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replying").finish_non_exhaustive()
+    }
+}
+
+impl<F, Fut> Handler for Replying<F>
+where
+    F: Fn(cloudevents::Event) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Option<cloudevents::Event>, HandlerError>> + Send + 'static,
+{
+    fn handle(&self, event: cloudevents::Event) -> BoxFuture<'_, Result<(), HandlerError>> {
+        let answered = (self.0)(event);
+        Box::pin(async move { answered.await.map(|_| ()) })
+    }
+
+    fn handle_reply(
+        &self,
+        event: cloudevents::Event,
+    ) -> BoxFuture<'_, Result<Option<cloudevents::Event>, HandlerError>> {
+        Box::pin((self.0)(event))
+    }
 }
 
 impl<F, Fut> Handler for F
@@ -81,6 +122,8 @@ impl Handlers {
 /// Adapts a registered [`Handler`] into a [`Sink`].
 pub(crate) struct HandlerSink {
     handler: Arc<dyn Handler>,
+    /// Most bytes of a reply event, as structured JSON.
+    reply_limit: usize,
 }
 
 impl std::fmt::Debug for HandlerSink {
@@ -91,22 +134,50 @@ impl std::fmt::Debug for HandlerSink {
 
 impl HandlerSink {
     pub(crate) fn new(handler: Arc<dyn Handler>) -> Self {
-        Self { handler }
+        Self {
+            handler,
+            reply_limit: crate::config::MAX_BATCH_BYTES,
+        }
     }
 
-    async fn call(&self, event: cloudevents::Event) -> Result<(), SinkError> {
+    /// Takes replies of at most `limit` bytes (as structured JSON).
+    pub(crate) fn with_reply_limit(mut self, limit: usize) -> Self {
+        self.reply_limit = limit;
+        self
+    }
+
+    async fn call(&self, event: cloudevents::Event, want_reply: bool) -> Result<Reply, SinkError> {
         let handler = self.handler.clone();
         // Its own task, so that a panicking handler fails one attempt instead of the
         // worker; awaited right here, and aborted if this attempt is dropped.
-        let mut task = AbortOnDrop(tokio::spawn(async move { handler.handle(event).await }));
+        let mut task = AbortOnDrop(tokio::spawn(async move {
+            match want_reply {
+                true => handler.handle_reply(event).await,
+                false => handler.handle(event).await.map(|()| None),
+            }
+        }));
         match task.await_join().await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(answer)) => Ok(self.reply(answer)),
             Ok(Err(e)) if e.retryable => Err(SinkError::retryable(GENERIC_ERROR, e.message)),
             Ok(Err(e)) => Err(SinkError::permanent(GENERIC_ERROR, e.message)),
             Err(e) => Err(SinkError::retryable(
                 "Aborted",
                 format!("handler failed: {e}"),
             )),
+        }
+    }
+}
+
+impl HandlerSink {
+    /// The handler's answer read as ingress reads a structured event.
+    fn reply(&self, answer: Option<cloudevents::Event>) -> Reply {
+        let Some(event) = answer else {
+            return Reply::None;
+        };
+        match serde_json::to_vec(&event) {
+            Ok(json) if json.len() > self.reply_limit => reply::too_large(self.reply_limit),
+            Ok(json) => reply::from_json(&json),
+            Err(e) => Reply::Invalid(format!("the event cannot be written as JSON: {e}")),
         }
     }
 }
@@ -128,6 +199,13 @@ impl<T> Drop for AbortOnDrop<T> {
 
 impl Sink for HandlerSink {
     fn deliver<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(self.call(to_sdk(attempt.event)))
+        Box::pin(async move { self.call(to_sdk(attempt.event), false).await.map(|_| ()) })
+    }
+
+    fn deliver_for_reply<'a>(
+        &'a self,
+        attempt: Attempt<'a>,
+    ) -> BoxFuture<'a, Result<Reply, SinkError>> {
+        Box::pin(self.call(to_sdk(attempt.event), true))
     }
 }

@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 
 use super::classify::classify;
 use super::outcome::{SOCKET_ERROR, TIMED_OUT};
+use super::reply::{self, Carried, Reply};
 use super::sign::Signer;
 use super::{Attempt, BoxFuture, Sink, SinkError};
 use crate::config::{HttpFormat, HttpSinkConfig, ProxySetting};
@@ -66,6 +67,15 @@ pub(crate) struct HttpSink {
     batched: bool,
     /// Signs each request, when `sign` is set.
     signer: Option<Signer>,
+    /// Most bytes of a reply body read (`reply: true`).
+    reply_limit: usize,
+}
+
+/// A successful response whose body carries a reply, not read yet.
+struct Answer {
+    carried: Carried,
+    headers: HeaderMap,
+    body: Incoming,
 }
 
 impl HttpSink {
@@ -77,20 +87,48 @@ impl HttpSink {
             config,
             batched,
             signer,
+            reply_limit: crate::config::MAX_BATCH_BYTES,
         }
     }
 
+    /// Reads replies of at most `limit` bytes.
+    pub(crate) fn with_reply_limit(mut self, limit: usize) -> Self {
+        self.reply_limit = limit;
+        self
+    }
+
     async fn post(&self, batch: &[Attempt<'_>]) -> Result<(), SinkError> {
+        self.exchange(batch, false).await.map(|_| ())
+    }
+
+    /// Sends one request and classifies the answer; with `want_reply`, a successful answer
+    /// that carries a CloudEvent is read into a [`Reply`], all within the sink's timeout. A
+    /// reply body that is too large or too slow is an invalid reply, not a failed delivery.
+    async fn exchange(&self, batch: &[Attempt<'_>], want_reply: bool) -> Result<Reply, SinkError> {
         let request = match batch {
             [attempt] if !self.batched => self.request(*attempt)?,
             _ => self.batch_request(batch)?,
         };
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
         let exchange = async {
             let response = self.client.send(request).await.map_err(socket_error)?;
             let (parts, body) = response.into_parts();
-            let failed = !(200..=204).contains(&parts.status.as_u16());
-            let head = drain(body, if failed { BODY_IN_ERROR } else { 0 }).await?;
-            classify(parts.status, &parts.headers, SystemTime::now()).map_err(|mut error| {
+            let classified = classify(parts.status, &parts.headers, SystemTime::now());
+            let carried = want_reply.then(|| reply::carried(&parts.headers)).flatten();
+            if let (Ok(()), Some(carried)) = (&classified, carried) {
+                return Ok(Some(Answer {
+                    carried,
+                    headers: parts.headers,
+                    body,
+                }));
+            }
+            let keep = if classified.is_err() {
+                BODY_IN_ERROR
+            } else {
+                0
+            };
+            let head = drain(body, keep).await?;
+            classified.map(|()| None).map_err(|mut error| {
                 if !head.is_empty() {
                     let text = String::from_utf8_lossy(&head);
                     error.message = format!("{}: {}", error.message, text.trim());
@@ -98,7 +136,7 @@ impl HttpSink {
                 error
             })
         };
-        tokio::time::timeout(self.config.timeout, exchange)
+        let answer = tokio::time::timeout_at(deadline, exchange)
             .await
             .unwrap_or_else(|_| {
                 let after = self.config.timeout;
@@ -106,7 +144,21 @@ impl HttpSink {
                     TIMED_OUT,
                     format!("no complete answer within {after:?}"),
                 ))
-            })
+            })?;
+        let Some(answer) = answer else {
+            return Ok(Reply::None);
+        };
+        let limit = self.reply_limit;
+        let read = tokio::time::timeout_at(deadline, read_limited(answer.body, limit)).await;
+        Ok(match read {
+            Ok(Ok(Some(body))) => reply::from_response(answer.carried, &answer.headers, body),
+            Ok(Ok(None)) => reply::too_large(limit),
+            Ok(Err(e)) => Reply::Invalid(format!("the reply body could not be read: {e}")),
+            Err(_) => Reply::Invalid(format!(
+                "the reply body was not read within {:?}",
+                self.config.timeout
+            )),
+        })
     }
 
     fn request(&self, attempt: Attempt<'_>) -> Result<Request<Full<Bytes>>, SinkError> {
@@ -174,6 +226,13 @@ impl HttpSink {
 impl Sink for HttpSink {
     fn deliver<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move { self.post(&[attempt]).await })
+    }
+
+    fn deliver_for_reply<'a>(
+        &'a self,
+        attempt: Attempt<'a>,
+    ) -> BoxFuture<'a, Result<Reply, SinkError>> {
+        Box::pin(async move { self.exchange(&[attempt], true).await })
     }
 
     fn batches(&self) -> bool {
@@ -270,6 +329,15 @@ async fn drain(mut body: Incoming, keep: usize) -> Result<Vec<u8>, SinkError> {
         }
     }
     Ok(head)
+}
+
+/// Reads a whole body of at most `limit` bytes; `None` when it is longer.
+async fn read_limited(body: Incoming, limit: usize) -> Result<Option<Bytes>, SinkError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(Some(collected.to_bytes())),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Ok(None),
+        Err(e) => Err(SinkError::retryable(SOCKET_ERROR, e.to_string())),
+    }
 }
 
 /// A transport failure, with its cause chain in the message.

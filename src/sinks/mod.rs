@@ -23,6 +23,7 @@ mod handler;
 mod http;
 mod log;
 mod nats;
+mod reply;
 pub(crate) mod sign;
 
 use std::collections::HashMap;
@@ -35,7 +36,8 @@ use crate::config::{Config, SinkConfig, SinkKind};
 use crate::event::Event;
 use crate::outbound::{Client, ClientOptions, SystemRoots};
 
-pub use handler::{Handler, HandlerError, Handlers};
+pub use handler::{Handler, HandlerError, Handlers, Replying};
+pub use reply::Reply;
 
 /// A boxed future returned by sinks.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -73,6 +75,15 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
             }
             Ok(())
         })
+    }
+
+    /// Delivers one event like [`Sink::deliver`] and returns the event the target answered
+    /// with (`reply: true`). Sinks whose targets cannot answer return [`Reply::None`].
+    fn deliver_for_reply<'a>(
+        &'a self,
+        attempt: Attempt<'a>,
+    ) -> BoxFuture<'a, Result<Reply, SinkError>> {
+        Box::pin(async move { self.deliver(attempt).await.map(|()| Reply::None) })
     }
 
     /// The bytes `event` adds to a batch request (for `batch.max_bytes`).
@@ -179,8 +190,14 @@ pub enum BuildError {
 pub fn build(config: &Config, handlers: &Handlers) -> Result<Registry, BuildError> {
     let mut clients = Clients::default();
     let mut registry = Registry::default();
+    // A reply is taken in like one event at ingress, so ingress's limits bound it.
+    let reply_limit = config
+        .ingress
+        .max_event_bytes
+        .min(config.ingress.max_request_bytes);
     for (name, sink) in &config.sinks {
-        registry.insert(name.clone(), build_one(sink, &mut clients, handlers)?);
+        let built = build_one(sink, &mut clients, handlers, reply_limit)?;
+        registry.insert(name.clone(), built);
     }
     Ok(registry)
 }
@@ -212,16 +229,20 @@ fn build_one(
     sink: &SinkConfig,
     clients: &mut Clients,
     handlers: &Handlers,
+    reply_limit: usize,
 ) -> Result<Arc<dyn Sink>, BuildError> {
     Ok(match &sink.kind {
         SinkKind::Http(c) => {
             let client = clients.get(&sink.name, http::client_options(c))?;
             let batched = sink.delivery.batch.enabled();
-            Arc::new(http::HttpSink::new(client, &sink.name, c.clone(), batched))
+            Arc::new(
+                http::HttpSink::new(client, &sink.name, c.clone(), batched)
+                    .with_reply_limit(reply_limit),
+            )
         }
         SinkKind::Log(c) => Arc::new(log::LogSink::new(c.level)),
         SinkKind::File(c) => Arc::new(file::FileSink::new(c.path.clone())),
-        SinkKind::Exec(c) => Arc::new(exec::ExecSink::new(c.clone())),
+        SinkKind::Exec(c) => Arc::new(exec::ExecSink::new(c.clone()).with_reply_limit(reply_limit)),
         SinkKind::Nats(c) => Arc::new(nats::NatsSink::new(c.clone())),
         SinkKind::Handler(c) => {
             let handler = handlers
@@ -230,7 +251,7 @@ fn build_one(
                     sink: sink.name.clone(),
                     name: c.name.clone(),
                 })?;
-            Arc::new(handler::HandlerSink::new(handler))
+            Arc::new(handler::HandlerSink::new(handler).with_reply_limit(reply_limit))
         }
     })
 }

@@ -67,6 +67,9 @@ pub const BREAKER_STATE: &str = "switchyard_circuit_breaker_state";
 pub const SINK_CONCURRENCY_LIMIT: &str = "switchyard_sink_concurrency_limit";
 /// Whether a sink is paused by the admin API, by `sink`: 1 paused, 0 delivering.
 pub const SINK_PAUSED: &str = "switchyard_sink_paused";
+/// Replies not accepted as events, by `sink` and `reason` (`max_hops`: past the hop limit;
+/// `invalid`: not a valid CloudEvent). The deliveries that carried them count as delivered.
+pub const REPLIES_DROPPED: &str = "switchyard_replies_dropped_total";
 /// Spans the collector accepted (`telemetry.otlp_endpoint`).
 pub const OTLP_SPANS_EXPORTED: &str = "switchyard_otlp_spans_exported_total";
 /// Spans not exported, by `reason` (`buffer_full`, `export_failed`, `exporter_stopped`).
@@ -137,6 +140,7 @@ fn describe() {
     );
     describe_counter!(DEAD_LETTERS, "Deliveries dead-lettered.");
     describe_counter!(CONFIG_RELOADS, "Configuration reloads.");
+    describe_counter!(REPLIES_DROPPED, "Replies not accepted as events.");
     describe_counter!(OTLP_SPANS_EXPORTED, "Spans the OTLP collector accepted.");
     describe_counter!(OTLP_SPANS_DROPPED, "Spans not exported.");
     describe_counter!(
@@ -202,16 +206,19 @@ pub enum Format {
     Source,
     /// Rejected before its format was known (bad credentials, unsupported media type).
     Unknown,
+    /// A sink's reply to a delivery (`reply: true`).
+    Reply,
 }
 
 impl Format {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Binary,
         Self::Structured,
         Self::Batch,
         Self::EventGrid,
         Self::Source,
         Self::Unknown,
+        Self::Reply,
     ];
 
     /// The `format` label value.
@@ -223,13 +230,14 @@ impl Format {
             Self::EventGrid => "eventgrid",
             Self::Source => "source",
             Self::Unknown => "unknown",
+            Self::Reply => "reply",
         }
     }
 }
 
 /// Cached `switchyard_events_received_total` handles: `[accepted, rejected]` per format.
 #[derive(Debug)]
-struct Received([[Counter; 2]; 6]);
+struct Received([[Counter; 2]; 7]);
 
 impl Received {
     fn register() -> Self {
@@ -292,6 +300,8 @@ pub struct Counters {
     pub deliveries_dead_lettered: AtomicU64,
     /// Dead-lettered deliveries with no dead-letter sink to take them (logged at ERROR).
     pub dead_letters_dropped: AtomicU64,
+    /// Replies dropped: past `max_hops`, or not a valid CloudEvent.
+    pub replies_dropped: AtomicU64,
     received: Received,
     unrouted: Counter,
     routes: DashMap<Arc<str>, Counter>,
@@ -316,6 +326,7 @@ impl Default for Counters {
             deliveries_retried: AtomicU64::new(0),
             deliveries_dead_lettered: AtomicU64::new(0),
             dead_letters_dropped: AtomicU64::new(0),
+            replies_dropped: AtomicU64::new(0),
             received: Received::register(),
             unrouted: metrics::counter!(EVENTS_UNROUTED),
             routes: DashMap::new(),
@@ -334,6 +345,14 @@ fn config_reloaded_register() {
 }
 
 impl Counters {
+    /// Counts a reply from `sink` that was not accepted as an event, and why (`max_hops`,
+    /// `invalid`).
+    pub fn reply_dropped(&self, sink: &str, reason: &'static str) {
+        Self::add(&self.replies_dropped, 1);
+        metrics::counter!(REPLIES_DROPPED, "sink" => sink.to_owned(), "reason" => reason)
+            .increment(1);
+    }
+
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);

@@ -56,7 +56,10 @@ fn sent(app_event: Value, source: &str) -> Value {
 async fn a_failing_then_succeeding_delivery_shows_every_attempt() {
     let sink = TestSink::start().await;
     let body = format!("database down {}", "x".repeat(400));
-    sink.script([Respond::status(500).body(&body), Respond::status(503)]);
+    sink.script([
+        Respond::status(500).body(body.clone()),
+        Respond::status(503),
+    ]);
     let app = TestApp::start(&format!(
         r#"
 sinks:

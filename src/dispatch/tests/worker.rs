@@ -59,11 +59,15 @@ impl Running {
 
 fn context(config: Config) -> DispatchContext {
     let sinks = build(&config, &Handlers::default()).unwrap();
+    let spool = Arc::new(SpoolHandle::Memory(MemorySpool::new()));
+    let counters = Arc::new(Counters::default());
+    let routes = crate::config::Live::fixed(crate::routing::RouteTable::from_config(&config));
     DispatchContext {
-        spool: Arc::new(SpoolHandle::Memory(MemorySpool::new())),
+        replies: crate::accept::Acceptor::new(routes, spool.clone(), counters.clone()),
+        spool,
         sinks: Arc::new(sinks),
         config: Arc::new(config),
-        counters: Arc::new(Counters::default()),
+        counters,
         pauses: Arc::new(Pauses::default()),
         history: crate::history::History::off(),
     }

@@ -83,6 +83,7 @@ fn config(ingress: IngressConfig) -> Config {
         telemetry: Default::default(),
         history: Default::default(),
         sources: Default::default(),
+        max_hops: crate::config::DEFAULT_MAX_HOPS,
     }
 }
 

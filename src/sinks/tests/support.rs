@@ -110,6 +110,7 @@ pub(crate) fn config(sinks: Vec<SinkConfig>) -> Config {
         telemetry: Default::default(),
         history: Default::default(),
         sources: Default::default(),
+        max_hops: crate::config::DEFAULT_MAX_HOPS,
     }
 }
 

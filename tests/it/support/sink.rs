@@ -18,7 +18,10 @@ pub(crate) struct Respond {
     pub(crate) status: u16,
     pub(crate) retry_after: Option<String>,
     pub(crate) delay: Duration,
-    pub(crate) body: String,
+    /// Further response headers.
+    pub(crate) headers: Vec<(String, String)>,
+    /// The response body (empty by default).
+    pub(crate) body: Bytes,
 }
 
 impl Respond {
@@ -28,13 +31,20 @@ impl Respond {
             status,
             retry_after: None,
             delay: Duration::ZERO,
-            body: String::new(),
+            headers: Vec::new(),
+            body: Bytes::new(),
         }
     }
 
+    /// Add a response header.
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Answer with this body.
-    pub(crate) fn body(mut self, body: &str) -> Self {
-        self.body = body.to_owned();
+    pub(crate) fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
         self
     }
 
@@ -172,8 +182,15 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
     }
     inner.in_flight.fetch_sub(1, Ordering::SeqCst);
     let status = StatusCode::from_u16(answer.status).expect("valid status");
-    match answer.retry_after {
-        Some(v) => (status, [("retry-after", v)], answer.body).into_response(),
-        None => (status, answer.body).into_response(),
+    let mut response = match answer.body.is_empty() {
+        true => status.into_response(),
+        false => (status, answer.body).into_response(),
+    };
+    let headers = response.headers_mut();
+    let extra = answer.retry_after.map(|v| ("retry-after".to_owned(), v));
+    for (name, value) in answer.headers.into_iter().chain(extra) {
+        let name = axum::http::HeaderName::from_bytes(name.as_bytes()).expect("header name");
+        headers.insert(name, value.parse().expect("header value"));
     }
+    response
 }
