@@ -142,17 +142,11 @@ impl Limit {
     pub(super) fn new(config: &SinkConfig, stats: Arc<SinkStats>) -> Self {
         let max = config.concurrency.max(1);
         let control = config.adaptive.map(|adaptive| {
-            let min = adaptive.min.clamp(1, max);
-            Mutex::new(Control {
-                min,
+            Mutex::new(Control::new(
+                adaptive.min.clamp(1, max),
                 max,
-                limit: min,
-                debt: 0,
-                window: Window::new(Instant::now()),
-                past: None,
-                floor: Floor::new(Instant::now()),
-                slow_start: true,
-            })
+                Instant::now(),
+            ))
         });
         let start = control.as_ref().map_or(max, |c| lock(c).limit);
         stats.set_concurrency_limit(start);
@@ -217,6 +211,20 @@ impl Limit {
 }
 
 impl Control {
+    /// A limit at `min`, in slow start, that has observed nothing yet.
+    fn new(min: usize, max: usize, now: Instant) -> Self {
+        Self {
+            min,
+            max,
+            limit: min,
+            debt: 0,
+            window: Window::new(now),
+            past: None,
+            floor: Floor::new(now),
+            slow_start: true,
+        }
+    }
+
     /// Adds a request to the window; at the window's end, decides the change.
     fn observe(&mut self, observed: Observed, now: Instant) -> Change {
         let window = &mut self.window;
@@ -289,16 +297,11 @@ fn lock(control: &Mutex<Control>) -> MutexGuard<'_, Control> {
 mod tests {
     use super::*;
 
+    /// A controller past slow start (growing by one), unless a test turns it back on.
     fn control(min: usize, max: usize) -> Control {
         Control {
-            min,
-            max,
-            limit: min,
-            debt: 0,
-            window: Window::new(Instant::now()),
-            past: None,
-            floor: Floor::new(Instant::now()),
             slow_start: false,
+            ..Control::new(min, max, Instant::now())
         }
     }
 
