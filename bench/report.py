@@ -211,6 +211,7 @@ class Report:
                  "e2e.rate", rate, base, "B", "≥ 0.60× B", e2e_check)
         self.isolation()
         self.history()
+        self.transform()
 
         def rss_idle_check(spool):
             kb = g(f"{spool}.rss_idle_kb")
@@ -254,26 +255,36 @@ class Report:
                              "memory": mem, "ratio": None if r is None else round(r, 3)})
 
     def history(self):
-        """The end-to-end rate with delivery history on against off (embedded spool only, both
-        measured in this run)."""
+        """The end-to-end rate with delivery history on against off."""
+        self.pair("history", "End to end with delivery history on (events/s)", "off", 0.90)
+
+    def transform(self):
+        """The end-to-end rate with a reshaping `transform` against no program (reported, no
+        target)."""
+        self.pair("transform", "End to end with a transform program (events/s)",
+                  "no program", None)
+
+    def pair(self, key, figure, off_name, least):
+        """A configuration against another, both measured in this run on the embedded spool:
+        `embedded.KEY.{on,off}`; `least` is the ratio on/off the target asks for, if any."""
         g = self.get
-        figure = "End to end with delivery history on (events/s)"
-        target = "≥ 0.90× off"
-        on = g("embedded.history.on.rate")
-        off = g("embedded.history.off.rate")
+        target = f"≥ {least:.2f}× {off_name}" if least else "reported"
+        on = g(f"embedded.{key}.on.rate")
+        off = g(f"embedded.{key}.off.rate")
         r = ratio(on, off)
         if self.skipped("embedded"):
             cell = "skipped"
         elif r is None:
-            cell = "— (see notes)" if g("embedded.history.note") else "—"
+            cell = "— (see notes)" if g(f"embedded.{key}.note") else "—"
         else:
-            cell = f"{rate(on)} on ({r:.2f}× off)"
-            cpu_on = g("embedded.history.on.cpu_us_per_event")
-            cpu_off = g("embedded.history.off.cpu_us_per_event")
+            cell = f"{rate(on)} ({r:.2f}× {off_name})"
+            cpu_on = g(f"embedded.{key}.on.cpu_us_per_event")
+            cpu_off = g(f"embedded.{key}.off.cpu_us_per_event")
             if num(cpu_on) and num(cpu_off):
-                cell += f"; CPU {cpu_on:.1f} µs/event on, {cpu_off:.1f} off"
-        emb = self.verdict("embedded", None if r is None else r >= 0.90)
-        self.rows.append([figure, f"off (embedded): {rate(off)}", "not measured", cell,
+                cell += f"; CPU {cpu_on:.1f} µs/event, {cpu_off:.1f} {off_name}"
+        ok = None if r is None or least is None else r >= least
+        emb = self.verdict("embedded", ok) if least else "reported"
+        self.rows.append([figure, f"{off_name} (embedded): {rate(off)}", "not measured", cell,
                           "not measured", target, f"embedded {emb}"])
         self.targets.append({"figure": figure, "target": target, "embedded": emb,
                              "memory": "n/a (not measured)",

@@ -69,6 +69,8 @@
 #                 default, spool.history_ttl: 24h) and off (history_ttl: 0), the two alternating
 #                 run by run; the figure is the ratio of the medians (target ≥ 0.90), beside
 #                 the daemon's CPU time per delivered event (user + system, /proc/PID/stat).
+#   transform     embedded spool only: the same pair with the sink's `transform` running a
+#                 typical reshaping program (TRANSFORM_PROGRAM) and without a program.
 #   RSS idle      VmRSS 1 s after start.
 #   backlog       embedded and memory spools: N events sent in batches of 100 to a stalled
 #                 sink; RSS then, and spool-directory growth per queued event.
@@ -543,21 +545,26 @@ measure_isolation() {
   record embedded.isolation.mixed.slow_requests "$slow_seen"
 }
 
-# measure_history: the end-to-end figure on the embedded spool with delivery history on (the
-# default) and off (spool.history_ttl: 0), the two configurations alternating run by run.
-measure_history() {
-  local on_cfg="$WORK/switchyard-history-on.yaml"
-  local off_cfg="$WORK/switchyard-history-off.yaml"
+# measure_pair KEY ON_EDIT OFF_EDIT: the end-to-end figure on the embedded spool with two
+# configurations, each the common one edited by its sed expression (none when empty),
+# alternating run by run; records embedded.KEY.{on,off}.{rate,cpu_us_per_event}.
+measure_pair() {
+  local key=$1 on_edit=$2 off_edit=$3
+  local on_cfg="$WORK/switchyard-$key-on.yaml"
+  local off_cfg="$WORK/switchyard-$key-off.yaml"
   local r which line delivered status_errors socket_errors on=() off=() on_cpu=() off_cpu=()
-  local c0 c1 k0 k1 cpu hz
+  local c0 c1 k0 k1 cpu hz cfg
   hz=$(getconf CLK_TCK)
   switchyard_config "$on_cfg" embedded "$WORK/spool" "$PORT_SINK" "$CONNECTIONS" 30s
   switchyard_config "$off_cfg" embedded "$WORK/spool" "$PORT_SINK" "$CONNECTIONS" 30s
-  sed -i 's/^  max_bytes: .*/&\n  history_ttl: 0/' "$off_cfg"
-  if ! "$SWITCHYARD" check --config "$off_cfg" > "$WORK/check-history.log" 2>&1; then
-    record embedded.history.note "skipped: switchyard check rejects spool.history_ttl"
-    return
-  fi
+  [[ -z $on_edit ]] || sed -i "$on_edit" "$on_cfg"
+  [[ -z $off_edit ]] || sed -i "$off_edit" "$off_cfg"
+  for cfg in "$on_cfg" "$off_cfg"; do
+    if ! "$SWITCHYARD" check --config "$cfg" > "$WORK/check-$key.log" 2>&1; then
+      record "embedded.$key.note" "skipped: switchyard check rejects $(basename "$cfg")"
+      return
+    fi
+  done
   for r in $(seq 1 "$RUNS"); do
     for which in on off; do
       SY_CONFIG=$on_cfg
@@ -572,7 +579,7 @@ measure_history() {
       read -r delivered _ status_errors socket_errors <<< "$line"
       if [[ $which == on ]]; then on_cpu+=("$cpu"); else off_cpu+=("$cpu"); fi
       if [[ $status_errors -gt 0 || $socket_errors -gt 0 ]]; then
-        record "embedded.history.$which.warn" \
+        record "embedded.$key.$which.warn" \
           "run $r: $status_errors non-2xx answers, $socket_errors socket errors"
       fi
       if [[ $which == on ]]; then on+=("$delivered"); else off+=("$delivered"); fi
@@ -580,10 +587,24 @@ measure_history() {
   done
   stop "$SY_PID"
   SY_PID=""
-  record embedded.history.on.rate "$(printf '%s\n' "${on[@]}" | median)"
-  record embedded.history.off.rate "$(printf '%s\n' "${off[@]}" | median)"
-  record embedded.history.on.cpu_us_per_event "$(printf '%s\n' "${on_cpu[@]}" | median)"
-  record embedded.history.off.cpu_us_per_event "$(printf '%s\n' "${off_cpu[@]}" | median)"
+  record "embedded.$key.on.rate" "$(printf '%s\n' "${on[@]}" | median)"
+  record "embedded.$key.off.rate" "$(printf '%s\n' "${off[@]}" | median)"
+  record "embedded.$key.on.cpu_us_per_event" "$(printf '%s\n' "${on_cpu[@]}" | median)"
+  record "embedded.$key.off.cpu_us_per_event" "$(printf '%s\n' "${off_cpu[@]}" | median)"
+}
+
+# measure_history: delivery history on (the default) against off (spool.history_ttl: 0).
+measure_history() {
+  measure_pair history '' 's/^  max_bytes: .*/&\n  history_ttl: 0/'
+}
+
+# A typical reshaping program: a new data object around the old one, a renamed type, an
+# extension added.
+TRANSFORM_PROGRAM='.data = {id: .id, type: .type, order: .data} | .type = "reshaped." + .type | .reshaped = "yes"'
+
+# measure_transform: the sink's transform on against no program.
+measure_transform() {
+  measure_pair transform "s/^    concurrency: .*/&\n    transform: '$TRANSFORM_PROGRAM'/" ''
 }
 
 # ---- preparation ----------------------------------------------------------------------
@@ -756,6 +777,8 @@ if [[ -z $(awk -F'\t' '$1 == "embedded.skipped"' "$RESULTS") ]]; then
   measure_isolation
   log "switchyard, spool.backend: embedded — end to end with delivery history on and off"
   measure_history
+  log "switchyard, spool.backend: embedded — end to end with a transform program and without"
+  measure_transform
 else
   record embedded.isolation.note "skipped: the embedded spool is not accepted by this build"
 fi
