@@ -7,6 +7,11 @@
 //!   connection waiting for its next request: a silent client is closed after it.
 //! - A request body must arrive within `body_timeout` of its headers; past it the body reads
 //!   as [`BodyError::TimedOut`], which ingress answers with 408, and the connection closes.
+//! - A response must move: a write that has made no progress for `body_timeout` (a client
+//!   that stopped reading its answers, so its socket buffers filled) fails and the
+//!   connection closes. Without this a client could hold a connection slot forever by
+//!   pipelining requests it never reads the answers of: hyper reads no further request while
+//!   it cannot write, so no header timeout runs.
 //! - A TLS handshake runs in the connection's task, after its slot is taken, and must finish
 //!   within the header timeout, so a slow handshake holds a slot no longer than slow headers.
 //!
@@ -194,6 +199,7 @@ impl Connection {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_timeout);
+        let stream = WriteDeadline::new(stream, body_timeout);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let result = tokio::select! {
@@ -212,6 +218,100 @@ impl Connection {
             // Timeouts, resets and malformed requests: the client's doing, not ours.
             tracing::debug!(%error, "Connection closed with an error");
         }
+    }
+}
+
+// === impl WriteDeadline ===
+
+/// A connection whose writes fail with `TimedOut` once one has waited `timeout` without any
+/// progress. The timer is made only when a write first has to wait and armed only while it
+/// waits, so a client that reads its answers costs none.
+struct WriteDeadline<I> {
+    io: I,
+    timeout: Duration,
+    /// When the waiting write gives up; `None` while writes make progress.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Whether `deadline` counts for the write now waiting.
+    armed: bool,
+}
+
+impl<I> WriteDeadline<I> {
+    fn new(io: I, timeout: Duration) -> Self {
+        Self {
+            io,
+            timeout,
+            deadline: None,
+            armed: false,
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> WriteDeadline<I> {
+    /// Runs one write-side poll of the connection under the deadline.
+    fn poll_deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(Pin<&mut I>, &mut Context<'_>) -> Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if let Poll::Ready(result) = poll(Pin::new(&mut self.io), cx) {
+            self.armed = false;
+            return Poll::Ready(result);
+        }
+        let at = Instant::now() + self.timeout;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if !self.armed {
+            self.armed = true;
+            deadline.as_mut().reset(at);
+        }
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client took no data for {:?}", self.timeout),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for WriteDeadline<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.poll_deadline(cx, |io, cx| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.poll_deadline(cx, |io, cx| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.poll_deadline(cx, AsyncWrite::poll_flush)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.poll_deadline(cx, AsyncWrite::poll_shutdown)
     }
 }
 

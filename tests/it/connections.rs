@@ -1,5 +1,6 @@
 //! What one client can hold of the servers: silent and half-sent requests are closed after
-//! `header_timeout`, a stalled body is answered 408 after `body_timeout`, and past
+//! `header_timeout`, a stalled body is answered 408 after `body_timeout`, a client that
+//! reads no answers is closed after `body_timeout` of stalled writes, and past
 //! `max_connections` new connections wait in the backlog without costing a descriptor.
 
 use std::net::SocketAddr;
@@ -315,4 +316,63 @@ async fn a_reload_applies_new_timeouts_to_new_connections() {
             "a connection from before the reload was closed"
         );
     }
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_closed_after_the_body_timeout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:0\nspool: {{ backend: memory }}\n\
+             ingress: {{ body_timeout: 1s, header_timeout: 60s }}\n\
+             sinks: {{ out: {{ log: {{}} }} }}\nroutes: [{{ name: all, to: [out] }}]\n"
+        ),
+    )
+    .expect("write config");
+    let daemon = Daemon::start(&config, port).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let baseline = settled_fds(daemon.pid()).await;
+
+    // Pipelined requests whose answers are never read: once the socket buffers are full the
+    // daemon cannot write, so it stops reading too; neither header timeout applies then.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = socket.connect(addr).await.expect("connect");
+    let (_reader, mut writer) = stream.into_split();
+    let requests = "GET /no-such-path HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+    let flood = tokio::spawn(async move {
+        // Ends when the daemon closes the connection (or after far more than it buffers).
+        for _ in 0..2_000 {
+            if writer.write_all(requests.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    wait_until("the flooding connection accepted", WAIT, || {
+        open_fds(daemon.pid()) > baseline
+    })
+    .await;
+    // A client that does read is still served meanwhile.
+    let body = event("conn-w", "T").to_string();
+    let mut other = TcpStream::connect(addr).await.expect("connect");
+    other
+        .write_all((head(body.len(), "close") + &body).as_bytes())
+        .await
+        .expect("write");
+    let answer = read_until_closed(&mut other, WAIT).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 202"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    wait_until(
+        "the connection that never reads closed",
+        Duration::from_secs(20),
+        || open_fds(daemon.pid()) <= baseline,
+    )
+    .await;
+    flood.abort();
 }
