@@ -1,11 +1,12 @@
 //! The admin server, beside ingress on its own address: health and readiness probes,
 //! Prometheus metrics, a JSON API over routes, sinks, dead letters and the delivery history,
-//! and an explanation of how an event is routed.
+//! and the operator dashboard that drives it.
 //!
 //! Imports `spool`, `config`, `control`, `history`, `telemetry`, and `event` and `routing` (to
 //! explain an event); nothing imports `admin` except `app`.
 //!
 //! - `probes`: `GET /healthz` and `GET /readyz` (always open, for orchestrators).
+//! - `dashboard`: the page at `GET /` and its script and style sheet (open: they hold no data).
 //! - `api`: `GET /metrics`, `GET /api/v1/routes`, `GET /api/v1/sinks`,
 //!   `DELETE /api/v1/sinks/{name}/deliveries` (orphaned deliveries),
 //!   `POST /api/v1/sinks/{name}/pause` and `/resume`, `POST /api/v1/reload`.
@@ -18,6 +19,7 @@
 
 mod api;
 mod auth;
+mod dashboard;
 mod dead_letters;
 mod events;
 mod explain;
@@ -109,6 +111,7 @@ pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
+        .merge(dashboard::router())
         .merge(guarded)
         .with_state(state)
 }
