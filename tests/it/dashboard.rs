@@ -290,7 +290,7 @@ async fn an_operator_sees_a_failing_sink_and_replays_its_dead_letter_in_a_browse
     assert_eq!(shown[1], 0, "no element was made from the event: {shown}");
     assert_eq!(shown[2], true, "no script of the event ran: {shown}");
     let show = "//tr[td[@class='event-id' and text()='hostile-1']]//button[text()='Show']";
-    browser.click(&browser.find_xpath(show).await).await;
+    browser.click_xpath(show).await;
     let detail = "return !document.querySelector('#dl-detail').hidden
         && document.querySelector('#dl-detail pre').textContent";
     let detail = browser.wait_for("the record shown", WAIT, detail).await;
@@ -304,7 +304,7 @@ async fn an_operator_sees_a_failing_sink_and_replays_its_dead_letter_in_a_browse
     // Fixed: the replay clicked in the page reaches the sink once its breaker lets it.
     sink.set_default(Respond::status(200));
     let replay = "//tr[td[@class='event-id' and text()='order-1']]//button[text()='Replay']";
-    browser.click(&browser.find_xpath(replay).await).await;
+    browser.click_xpath(replay).await;
     wait_until("the replayed event delivered", WAIT, || {
         sink.count_matching(|r| r.status == 200 && r.header("ce-id") == Some("order-1")) == 1
     })
@@ -350,7 +350,7 @@ async fn an_operator_sees_a_failing_sink_and_replays_its_dead_letter_in_a_browse
     );
     assert_eq!(types[1], 0, "{types}");
     let show = "//tr[td[@class='event-id' and text()='order-1']]//button[text()='Show']";
-    browser.click(&browser.find_xpath(show).await).await;
+    browser.click_xpath(show).await;
     let log = "return !document.querySelector('#history-detail').hidden
         && document.querySelector('#history-detail pre').textContent";
     let log = browser.wait_for("the attempt log", WAIT, log).await;
@@ -379,6 +379,30 @@ async fn an_operator_sees_a_failing_sink_and_replays_its_dead_letter_in_a_browse
     // Back on the sinks: the breaker closed after the replay went through.
     open_view(&browser, "sinks").await;
     browser.wait_for("the breaker closed", WAIT, closed).await;
+    // Pause and resume a sink from its row.
+    let button = "//tr[@data-sink='audit']//button";
+    browser.click_xpath(button).await;
+    let paused = "const row = document.querySelector('tr[data-sink=\"audit\"]');
+        return row.querySelector('.state').textContent === 'paused'
+            && row.querySelector('button').textContent === 'Resume'";
+    browser.wait_for("audit paused", WAIT, paused).await;
+    let (_, sinks) = admin(&app, Method::GET, "/api/v1/sinks", "").await;
+    assert_eq!(sinks["sinks"][0]["paused"], true, "{sinks}");
+    browser.click_xpath(button).await;
+    let resumed = "return document.querySelector('tr[data-sink=\"audit\"] .state').textContent
+        === 'idle'";
+    browser.wait_for("audit resumed", WAIT, resumed).await;
+
+    // Delete the hostile dead letter, confirming in the dialog the page opens.
+    open_view(&browser, "dead-letters").await;
+    let delete = "//tr[td[@class='event-id' and text()='hostile-1']]//button[text()='Delete']";
+    browser.click_xpath(delete).await;
+    let asked = browser.accept_dialog().await;
+    assert!(asked.starts_with("Delete dead letter"), "{asked}");
+    let none = "return document.querySelectorAll('#dl-table tbody tr[data-id]').length === 0";
+    browser.wait_for("no dead letter left", WAIT, none).await;
+    let (_, left) = admin(&app, Method::GET, "/api/v1/dead-letters", "").await;
+    assert_eq!(left["dead_letters"], json!([]), "{left}");
     let size = browser
         .script("return [window.innerWidth, window.innerHeight]", json!([]))
         .await;

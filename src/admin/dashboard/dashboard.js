@@ -17,6 +17,7 @@
   let askingToken = false;
   let previous = null; // { at, sinks: { name: {delivered, failed} } } of the last sinks poll
   let dlFilter = "";
+  let shownDeadLetters = null; // the listing last drawn, as JSON
   let historyQuery = "";
   let historyCursor = null;
 
@@ -83,11 +84,18 @@
     return node;
   }
 
+  // Replaces a table's rows; the button that had the focus (found again by its label) keeps
+  // it, so that refreshing does not throw a keyboard user back to the top of the page.
   function fill(tbody, rows, columns, empty) {
+    const focused = tbody.contains(document.activeElement) ? document.activeElement.getAttribute("aria-label") : null;
     if (rows.length === 0) {
       tbody.replaceChildren(el("tr", {}, el("td", { colspan: String(columns), class: "empty" }, empty)));
     } else {
       tbody.replaceChildren(...rows);
+    }
+    if (focused) {
+      const again = [...tbody.querySelectorAll("button")].find((b) => b.getAttribute("aria-label") === focused);
+      if (again) again.focus();
     }
   }
 
@@ -99,6 +107,11 @@
 
   function failed(error) {
     if (error instanceof ApiError && error.status === 401) return;
+    if (error instanceof TypeError) {
+      // fetch() itself failed: no answer at all.
+      say("Cannot reach the admin server (" + error.message + "); retrying.", true);
+      return;
+    }
     say(error instanceof Error ? error.message : String(error), true);
   }
 
@@ -270,8 +283,12 @@
         act("Delete", () => deleteDeadLetter(id))));
   }
 
-  async function refreshDeadLetters() {
+  async function refreshDeadLetters(force) {
     const data = await api("GET", "/api/v1/dead-letters" + (dlFilter ? dlFilter + "&" : "?") + "limit=200");
+    // Unchanged records are not drawn again (nothing moves under the pointer).
+    const seen = JSON.stringify(data);
+    if (!force && seen === shownDeadLetters) return;
+    shownDeadLetters = seen;
     fill($("#dl-table tbody"), data.dead_letters.map(deadLetterRow), 8, "No dead letters.");
     $("#dl-more").hidden = data.next === null;
   }
@@ -445,7 +462,7 @@
   let refreshing = false;
 
   async function refresh() {
-    if (askingToken || refreshing) return;
+    if (askingToken || refreshing || document.hidden) return;
     refreshing = true;
     try {
       // Sinks every time, so that their rates stay current whatever the view.
@@ -453,7 +470,10 @@
       if (view === "routes") await refreshRoutes();
       if (view === "dead-letters") await refreshDeadLetters();
       if (view === "history" && $("#history-live").checked) await refreshHistory(false);
-      say("Updated " + time(new Date().toISOString()) + ".");
+      // Not in the live region: a screen reader would read it out every 2 seconds.
+      $("#updated").textContent = "Updated " + time(new Date().toISOString()) + ".";
+      const status = $("#status");
+      if (status.classList.contains("error")) say("");
     } catch (error) {
       failed(error);
     } finally {
@@ -466,7 +486,7 @@
     $("#dl-filter").addEventListener("submit", (event) => {
       event.preventDefault();
       dlFilter = query(event.target);
-      refreshDeadLetters().catch(failed);
+      refreshDeadLetters(true).catch(failed);
     });
     $("#dl-replay-all").addEventListener("click", replayAllMatching);
     $("#history-filter").addEventListener("submit", (event) => {
@@ -480,6 +500,7 @@
     historyQuery = query($("#history-filter"));
     showView(location.hash.slice(1));
     setInterval(refresh, POLL_MS);
+    document.addEventListener("visibilitychange", refresh);
   }
 
   start();

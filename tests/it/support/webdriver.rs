@@ -166,15 +166,27 @@ impl Browser {
     }
 
     async fn command(&self, method: Method, path: &str, body: Value) -> Value {
+        let what = format!("WebDriver {method} {path}");
+        self.try_command(method, path, body)
+            .await
+            .unwrap_or_else(|error| panic!("{what} failed: {error}"))
+    }
+
+    /// A command's `value`, or the error WebDriver answered (`{"error", "message", …}`).
+    async fn try_command(&self, method: Method, path: &str, body: Value) -> Result<Value, Value> {
         let url = format!("{}{path}", self.base);
         let body = (method != Method::GET && method != Method::DELETE).then_some(body);
         let call = send(method.clone(), &url, body);
-        let (ok, reply) = tokio::time::timeout(COMMAND_TIMEOUT, call)
+        let (ok, mut reply) = tokio::time::timeout(COMMAND_TIMEOUT, call)
             .await
             .unwrap_or_else(|_| panic!("WebDriver {method} {path} took over {COMMAND_TIMEOUT:?}"))
             .unwrap_or_else(|| panic!("WebDriver {method} {path}: no answer"));
-        assert!(ok, "WebDriver {method} {path} failed: {}", reply["value"]);
-        reply["value"].clone()
+        let value = reply["value"].take();
+        if ok {
+            Ok(value)
+        } else {
+            Err(value)
+        }
     }
 
     /// Loads `url` and waits for the document to load.
@@ -208,11 +220,33 @@ impl Browser {
         self.session(Method::POST, &path, json!({})).await;
     }
 
+    /// Clicks the first element `xpath` selects, finding it again when the page replaced
+    /// it in between (the dashboard redraws its tables as it refreshes).
+    pub(crate) async fn click_xpath(&self, xpath: &str) {
+        for _ in 0..10 {
+            let element = self.find_xpath(xpath).await;
+            let path = format!("/session/{}/element/{}/click", self.session, element.0);
+            match self.try_command(Method::POST, &path, json!({})).await {
+                Ok(_) => return,
+                Err(error) if error["error"] == "stale element reference" => continue,
+                Err(error) => panic!("clicking {xpath} failed: {error}"),
+            }
+        }
+        panic!("{xpath} was replaced every time it was about to be clicked");
+    }
+
     /// Types `text` into the element.
     pub(crate) async fn type_into(&self, element: &Element, text: &str) {
         let path = format!("/element/{}/value", element.0);
         self.session(Method::POST, &path, json!({ "text": text }))
             .await;
+    }
+
+    /// Accepts the dialog the page opened (`confirm`, `alert`), with its text.
+    pub(crate) async fn accept_dialog(&self) -> String {
+        let text = self.session(Method::GET, "/alert/text", Value::Null).await;
+        self.session(Method::POST, "/alert/accept", json!({})).await;
+        text.as_str().unwrap_or_default().to_owned()
     }
 
     /// Runs `script` (a function body; `arguments` holds `args`) in the page; its result.
