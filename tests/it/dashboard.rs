@@ -26,6 +26,7 @@ admin: {{ token: {TOKEN} }}
 sinks:
   orders-api:
     http: {{ url: "{url}" }}
+    transform: '.channel = "web"'
     retry: {{ max_attempts: 1 }}
     circuit_breaker: {{ consecutive_failures: 2, open_for: 5s }}
   audit:
@@ -134,6 +135,18 @@ async fn explain_says_which_routes_match_a_pasted_event_and_why_not() {
     let (status, body) = admin(&app, Method::POST, "/api/v1/explain", &grid.to_string()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["events"][0]["routes"][1]["matched"], true, "{body}");
+
+    // With transform=true: what each matched sink receives.
+    let path = "/api/v1/explain?transform=true";
+    let (status, body) = admin(&app, Method::POST, path, &audit.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let received = &body["events"][0]["sinks"];
+    assert_eq!(received[0]["sink"], "orders-api", "{body}");
+    assert_eq!(received[0]["event"]["channel"], "web", "{body}");
+    assert_eq!(received.as_array().map(Vec::len), Some(1), "{body}");
+    let path = "/api/v1/explain?transform=maybe";
+    let (status, _) = admin(&app, Method::POST, path, &audit.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 
     let (status, body) = admin(&app, Method::POST, "/api/v1/explain", "{\"id\": 1}").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -364,6 +377,9 @@ async fn an_operator_sees_a_failing_sink_and_replays_its_dead_letter_in_a_browse
     // Explain the example event the page offers.
     open_view(&browser, "explain").await;
     browser
+        .click(&browser.find("#explain-transform").await)
+        .await;
+    browser
         .click(&browser.find("#explain-form button").await)
         .await;
     let explained = "return document.querySelector('#explain-result table') &&
@@ -372,6 +388,11 @@ async fn an_operator_sees_a_failing_sink_and_replays_its_dead_letter_in_a_browse
     let text = text.as_str().unwrap_or_default();
     assert!(
         text.contains("matches") && text.contains("no match"),
+        "{text}"
+    );
+    let receives = "everything → orders-api receives";
+    assert!(
+        text.contains(receives) && text.contains("\"channel\": \"web\""),
         "{text}"
     );
     screenshot(&browser, "explain").await;

@@ -409,12 +409,22 @@
       body);
   }
 
+  // What each matched sink would receive (after the transforms), or the transform's error.
+  function received(event) {
+    return (event.sinks || []).map((target) => el("div", { class: "received" },
+      el("h3", {}, String(target.route) + " → " + String(target.sink) + (target.error ? ": transform failed" : " receives")),
+      target.error
+        ? el("p", { class: "error" }, target.error)
+        : el("pre", {}, JSON.stringify(target.event, null, 2))));
+  }
+
   async function explain(event) {
     event.preventDefault();
     const result = $("#explain-result");
+    const path = "/api/v1/explain" + ($("#explain-transform").checked ? "?transform=true" : "");
     try {
-      const data = await api("POST", "/api/v1/explain", $("#explain-input").value);
-      result.replaceChildren(...data.events.map(explainTable));
+      const data = await api("POST", path, $("#explain-input").value);
+      result.replaceChildren(...data.events.flatMap((e) => [explainTable(e), ...received(e)]));
       say("Explained " + data.events.length + (data.events.length === 1 ? " event." : " events."));
     } catch (error) {
       result.replaceChildren(el("p", { class: "error" }, error.message));
