@@ -108,6 +108,19 @@ async fn the_page_its_script_and_style_are_served_with_a_strict_policy_and_no_to
 }
 
 #[tokio::test]
+async fn without_a_token_the_page_is_served_but_the_api_keeps_to_loopback_names() {
+    let app = TestApp::start("sinks: { s: { log: {} } }\nroutes: [{ name: r, to: [s] }]\n").await;
+    let foreign = [("host", "evil.example")];
+    let page = request(Method::GET, &format!("{}/", app.admin), &foreign, "").await;
+    assert_eq!(page.status, StatusCode::OK, "the page holds no data");
+    let url = format!("{}/api/v1/sinks", app.admin);
+    let api = request(Method::GET, &url, &foreign, "").await;
+    assert_eq!(api.status, StatusCode::MISDIRECTED_REQUEST);
+    let local = request(Method::GET, &url, &[], "").await;
+    assert_eq!(local.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn explain_says_which_routes_match_a_pasted_event_and_why_not() {
     let sink = TestSink::start().await;
     let app = TestApp::start(&config(&sink, "{dir}")).await;
