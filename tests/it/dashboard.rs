@@ -90,6 +90,17 @@ async fn the_page_its_script_and_style_are_served_with_a_strict_policy_and_no_to
         assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
         assert_eq!(reply.header("x-frame-options"), Some("DENY"));
     }
+    // The script never turns text into markup: event attributes are the sender's choice.
+    let script = request(Method::GET, &format!("{}/dashboard.js", app.admin), &[], "").await;
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+    ] {
+        assert!(!script.text().contains(sink), "dashboard.js uses {sink}");
+    }
     // The page carries no inline script or style, which the policy would block.
     let page = request(Method::GET, &format!("{}/", app.admin), &[], "").await;
     let html = page.text();
@@ -437,6 +448,13 @@ async fn an_operator_sees_a_failing_sink_and_replays_its_dead_letter_in_a_browse
     browser.wait_for("no dead letter left", WAIT, none).await;
     let (_, left) = admin(&app, Method::GET, "/api/v1/dead-letters", "").await;
     assert_eq!(left["dead_letters"], json!([]), "{left}");
+    // Forgetting the token takes it out of the tab and asks for it again.
+    browser.click(&browser.find("#forget-token").await).await;
+    let forgotten = "return sessionStorage.length === 0
+        && !document.querySelector('#token-view').hidden";
+    browser
+        .wait_for("the token forgotten", WAIT, forgotten)
+        .await;
     let size = browser
         .script("return [window.innerWidth, window.innerHeight]", json!([]))
         .await;

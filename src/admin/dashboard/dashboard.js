@@ -436,12 +436,23 @@
 
   function askForToken(message) {
     if (message) sessionStorage.removeItem(TOKEN_KEY);
+    showForget();
     if (askingToken && !message) return;
     askingToken = true;
     $("#token-view").hidden = false;
     if (message) $("#token-message").textContent = message;
     say("The admin API needs its token.", true);
     $("#token-input").focus();
+  }
+
+  function showForget() {
+    $("#forget-token").hidden = !sessionStorage.getItem(TOKEN_KEY);
+  }
+
+  function forgetToken() {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showForget();
+    askForToken("The token is forgotten in this tab; enter it to go on.");
   }
 
   function useToken(event) {
@@ -453,6 +464,7 @@
     input.value = "";
     askingToken = false;
     $("#token-view").hidden = true;
+    showForget();
     refresh();
   }
 
@@ -493,6 +505,8 @@
 
   function start() {
     $("#token-form").addEventListener("submit", useToken);
+    $("#forget-token").addEventListener("click", forgetToken);
+    showForget();
     $("#dl-filter").addEventListener("submit", (event) => {
       event.preventDefault();
       dlFilter = query(event.target);
