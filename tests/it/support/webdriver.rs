@@ -4,8 +4,10 @@
 //!
 //! Debian's `chromium` and `chromium-driver` (`/usr/bin/chromium`, `/usr/bin/chromedriver`;
 //! `SWITCHYARD_CHROMIUM` and `SWITCHYARD_CHROMEDRIVER` name others). The browser gets a fresh
-//! profile and may resolve no host name but loopback addresses, so it downloads nothing and
-//! reaches nothing outside the machine.
+//! profile, flags that switch off its background work, and may resolve no host name but
+//! loopback ones: a net log of the test's session showed that what it still tries (the
+//! component updater, an account check, a preconnect to the default search engine) ends at
+//! name resolution, so it downloads nothing and reaches nothing outside the machine.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -54,7 +56,8 @@ const QUIET: &[&str] = &[
     "--safebrowsing-disable-auto-update",
     "--no-proxy-server",
     "--disable-features=OptimizationHints,Translate,MediaRouter,AutofillServerCommunication,\
-     CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions",
+     CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions,\
+     NetworkTimeServiceQuerying",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
 ];
 
@@ -150,7 +153,7 @@ impl Browser {
         let binary = program("SWITCHYARD_CHROMIUM", "/usr/bin/chromium");
         let capabilities = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": { "binary": binary, "args": args },
+            "goog:chromeOptions": { "binary": binary, "args": args,  },
         }}});
         let value = self.command(Method::POST, "/session", capabilities).await;
         value["sessionId"]
