@@ -253,90 +253,21 @@ async fn an_operator_sees_a_failing_sink_and_replays_its_dead_letter_in_a_browse
     let sink = TestSink::start().await;
     sink.set_default(Respond::status(500));
     let app = TestApp::start(&config(&sink, "{dir}")).await;
-
     let browser = Browser::start().await;
     browser.goto(&format!("{}/", app.admin)).await;
-
-    // The API answers 401: the page asks for the token once, then keeps it for the tab.
-    let asked = "return !document.querySelector('#token-view').hidden";
-    browser.wait_for("the token form", WAIT, asked).await;
-    let input = browser.find("#token-input").await;
-    browser.type_into(&input, TOKEN).await;
+    gives_the_token(&browser).await;
     browser
-        .click(&browser.find("#token-form button").await)
+        .wait_for("the sinks listed", WAIT, BREAKER_CLOSED)
         .await;
-
-    let closed = "const row = document.querySelector('tr[data-sink=\"orders-api\"]');
-        return row && row.querySelector('.breaker').textContent === 'closed'";
-    browser.wait_for("the sinks listed", WAIT, closed).await;
 
     // Two events fail at once (no retries): the breaker opens, both are dead-lettered.
     let mut order = event("order-1", "Contoso.Orders.OrderCreated");
     order["data"] = json!({ "total": 120 });
     app.send_batch(vec![order, event("hostile-1", HOSTILE)])
         .await;
-    // The failing sink: breaker open, failures counted, the last error shown.
-    let open = "const row = document.querySelector('tr[data-sink=\"orders-api\"]');
-        return row && row.querySelector('.breaker').textContent.startsWith('open')
-            && row.querySelector('.totals').textContent.endsWith(', 2') && row.textContent";
-    let row = browser.wait_for("the breaker open", WAIT, open).await;
-    let row = row.as_str().unwrap_or_default();
-    assert!(row.contains("breaker open") && row.contains("500"), "{row}");
-    let kept = browser
-        .script(
-            "return [sessionStorage.getItem('switchyard.admin-token'), location.href]",
-            json!([]),
-        )
-        .await;
-    assert_eq!(kept[0], TOKEN);
-    assert!(
-        !kept[1].as_str().unwrap_or_default().contains(TOKEN),
-        "{kept}"
-    );
-    screenshot(&browser, "sinks").await;
-
-    open_view(&browser, "routes").await;
-    let routes = "return document.querySelectorAll('#routes-table tbody tr').length === 2
-        && document.querySelector('#routes-table').textContent";
-    let text = browser.wait_for("two routes", WAIT, routes).await;
-    assert!(
-        text.as_str()
-            .unwrap_or_default()
-            .contains("begins with /audit/"),
-        "{text}"
-    );
-    screenshot(&browser, "routes").await;
-
-    // Both events dead-lettered; the hostile type is text, not markup.
-    open_view(&browser, "dead-letters").await;
-    let listed = "return document.querySelectorAll('#dl-table tbody tr[data-id]').length === 2";
-    browser.wait_for("two dead letters", WAIT, listed).await;
-    let shown = browser
-        .script(
-            "const cells = [...document.querySelectorAll('#dl-table .event-type')];
-             return [cells.map(c => c.textContent), document.querySelectorAll('img').length,
-                     window.pwned === undefined];",
-            json!([]),
-        )
-        .await;
-    assert_eq!(
-        shown[0],
-        json!(["Contoso.Orders.OrderCreated", HOSTILE]),
-        "{shown}"
-    );
-    assert_eq!(shown[1], 0, "no element was made from the event: {shown}");
-    assert_eq!(shown[2], true, "no script of the event ran: {shown}");
-    let show = "//tr[td[@class='event-id' and text()='hostile-1']]//button[text()='Show']";
-    browser.click_xpath(show).await;
-    let detail = "return !document.querySelector('#dl-detail').hidden
-        && document.querySelector('#dl-detail pre').textContent";
-    let detail = browser.wait_for("the record shown", WAIT, detail).await;
-    assert!(
-        detail.as_str().unwrap_or_default().contains("onerror"),
-        "{detail}"
-    );
-    browser.script("window.scrollTo(0, 0)", json!([])).await;
-    screenshot(&browser, "dead-letters").await;
+    sees_the_breaker_open(&browser).await;
+    sees_the_routes(&browser).await;
+    sees_the_dead_letters_as_text(&browser).await;
 
     // Fixed: the replay clicked in the page reaches the sink once its breaker lets it.
     sink.set_default(Respond::status(200));
@@ -351,8 +282,114 @@ async fn an_operator_sees_a_failing_sink_and_replays_its_dead_letter_in_a_browse
         .wait_for("one dead letter left", WAIT, one_left)
         .await;
 
-    // The history shows the delivery: search until its newest attempt is in.
-    open_view(&browser, "history").await;
+    finds_the_delivery_in_the_history(&browser).await;
+    explains_an_event(&browser).await;
+    open_view(&browser, "sinks").await;
+    browser
+        .wait_for("the breaker closed", WAIT, BREAKER_CLOSED)
+        .await;
+    pauses_and_resumes_a_sink(&browser, &app).await;
+    deletes_a_dead_letter(&browser, &app).await;
+
+    // Forgetting the token takes it out of the tab and asks for it again.
+    browser.click(&browser.find("#forget-token").await).await;
+    let forgotten = "return sessionStorage.length === 0
+        && !document.querySelector('#token-view').hidden";
+    browser
+        .wait_for("the token forgotten", WAIT, forgotten)
+        .await;
+    browser.quit().await;
+}
+
+/// The `orders-api` row shows a closed breaker.
+const BREAKER_CLOSED: &str = "const row = document.querySelector('tr[data-sink=\"orders-api\"]');
+    return row && row.querySelector('.breaker').textContent === 'closed'";
+
+/// The API answers 401: the page asks for the token once, then keeps it for the tab, out of
+/// the URL.
+async fn gives_the_token(browser: &Browser) {
+    let asked = "return !document.querySelector('#token-view').hidden";
+    browser.wait_for("the token form", WAIT, asked).await;
+    let input = browser.find("#token-input").await;
+    browser.type_into(&input, TOKEN).await;
+    browser
+        .click(&browser.find("#token-form button").await)
+        .await;
+    let given = "return document.querySelector('#token-view').hidden";
+    browser.wait_for("the token taken", WAIT, given).await;
+    let kept = browser
+        .script(
+            "return [sessionStorage.getItem('switchyard.admin-token'), location.href]",
+            json!([]),
+        )
+        .await;
+    assert_eq!(kept[0], TOKEN);
+    assert!(
+        !kept[1].as_str().unwrap_or_default().contains(TOKEN),
+        "{kept}"
+    );
+}
+
+/// The failing sink: breaker open, failures counted, the last error shown.
+async fn sees_the_breaker_open(browser: &Browser) {
+    let open = "const row = document.querySelector('tr[data-sink=\"orders-api\"]');
+        return row && row.querySelector('.breaker').textContent.startsWith('open')
+            && row.querySelector('.totals').textContent.endsWith(', 2') && row.textContent";
+    let row = browser.wait_for("the breaker open", WAIT, open).await;
+    let row = row.as_str().unwrap_or_default();
+    assert!(row.contains("breaker open") && row.contains("500"), "{row}");
+    let size = browser
+        .script("return [window.innerWidth, window.innerHeight]", json!([]))
+        .await;
+    assert_eq!(size, json!([WINDOW.0, WINDOW.1]), "the screenshot's size");
+    screenshot(browser, "sinks").await;
+}
+
+async fn sees_the_routes(browser: &Browser) {
+    open_view(browser, "routes").await;
+    let routes = "return document.querySelectorAll('#routes-table tbody tr').length === 2
+        && document.querySelector('#routes-table').textContent";
+    let text = browser.wait_for("two routes", WAIT, routes).await;
+    let text = text.as_str().unwrap_or_default();
+    assert!(text.contains("begins with /audit/"), "{text}");
+    screenshot(browser, "routes").await;
+}
+
+/// Both events dead-lettered; the hostile type is text, not markup, in the list and in the
+/// record shown.
+async fn sees_the_dead_letters_as_text(browser: &Browser) {
+    open_view(browser, "dead-letters").await;
+    let listed = "return document.querySelectorAll('#dl-table tbody tr[data-id]').length === 2";
+    browser.wait_for("two dead letters", WAIT, listed).await;
+    let shown = browser
+        .script(
+            "const cells = [...document.querySelectorAll('#dl-table .event-type')];
+             return [cells.map(c => c.textContent), document.querySelectorAll('img').length,
+                     window.pwned === undefined];",
+            json!([]),
+        )
+        .await;
+    let types = json!(["Contoso.Orders.OrderCreated", HOSTILE]);
+    assert_eq!(shown[0], types, "{shown}");
+    assert_eq!(shown[1], 0, "no element was made from the event: {shown}");
+    assert_eq!(shown[2], true, "no script of the event ran: {shown}");
+    let show = "//tr[td[@class='event-id' and text()='hostile-1']]//button[text()='Show']";
+    browser.click_xpath(show).await;
+    let detail = "return !document.querySelector('#dl-detail').hidden
+        && document.querySelector('#dl-detail pre').textContent";
+    let detail = browser.wait_for("the record shown", WAIT, detail).await;
+    assert!(
+        detail.as_str().unwrap_or_default().contains("onerror"),
+        "{detail}"
+    );
+    browser.script("window.scrollTo(0, 0)", json!([])).await;
+    screenshot(browser, "dead-letters").await;
+}
+
+/// Searches the history until the replayed delivery is in (attempts are recorded in the
+/// background), then opens its attempt log.
+async fn finds_the_delivery_in_the_history(browser: &Browser) {
+    open_view(browser, "history").await;
     let search = browser.find("#history-filter button[type='submit']").await;
     let delivered = "const row = [...document.querySelectorAll('#history-table tbody tr')]
             .find(r => r.querySelector('.event-id').textContent === 'order-1');
@@ -361,8 +398,7 @@ async fn an_operator_sees_a_failing_sink_and_replays_its_dead_letter_in_a_browse
     let row = loop {
         browser.click(&search).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let found = browser.script(delivered, json!([])).await;
-        if let Some(text) = found.as_str() {
+        if let Some(text) = browser.script(delivered, json!([])).await.as_str() {
             break text.to_owned();
         }
         if tokio::time::Instant::now() >= deadline {
@@ -379,13 +415,10 @@ async fn an_operator_sees_a_failing_sink_and_replays_its_dead_letter_in_a_browse
             json!([]),
         )
         .await;
-    assert!(
-        types[0]
-            .as_array()
-            .is_some_and(|t| t.contains(&json!(HOSTILE))),
-        "{types}"
-    );
-    assert_eq!(types[1], 0, "{types}");
+    let listed = types[0]
+        .as_array()
+        .is_some_and(|t| t.contains(&json!(HOSTILE)));
+    assert!(listed && types[1] == 0, "{types}");
     let show = "//tr[td[@class='event-id' and text()='order-1']]//button[text()='Show']";
     browser.click_xpath(show).await;
     let log = "return !document.querySelector('#history-detail').hidden
@@ -396,10 +429,12 @@ async fn an_operator_sees_a_failing_sink_and_replays_its_dead_letter_in_a_browse
         "{log}"
     );
     browser.script("window.scrollTo(0, 0)", json!([])).await;
-    screenshot(&browser, "history").await;
+    screenshot(browser, "history").await;
+}
 
-    // Explain the example event the page offers.
-    open_view(&browser, "explain").await;
+/// Explains the example event the page offers, with what the sink receives.
+async fn explains_an_event(browser: &Browser) {
+    open_view(browser, "explain").await;
     browser
         .click(&browser.find("#explain-transform").await)
         .await;
@@ -419,48 +454,33 @@ async fn an_operator_sees_a_failing_sink_and_replays_its_dead_letter_in_a_browse
         text.contains(receives) && text.contains("\"channel\": \"web\""),
         "{text}"
     );
-    screenshot(&browser, "explain").await;
+    screenshot(browser, "explain").await;
+}
 
-    // Back on the sinks: the breaker closed after the replay went through.
-    open_view(&browser, "sinks").await;
-    browser.wait_for("the breaker closed", WAIT, closed).await;
-    // Pause and resume a sink from its row.
+async fn pauses_and_resumes_a_sink(browser: &Browser, app: &TestApp) {
     let button = "//tr[@data-sink='audit']//button";
     browser.click_xpath(button).await;
     let paused = "const row = document.querySelector('tr[data-sink=\"audit\"]');
         return row.querySelector('.state').textContent === 'paused'
             && row.querySelector('button').textContent === 'Resume'";
     browser.wait_for("audit paused", WAIT, paused).await;
-    let (_, sinks) = admin(&app, Method::GET, "/api/v1/sinks", "").await;
+    let (_, sinks) = admin(app, Method::GET, "/api/v1/sinks", "").await;
     assert_eq!(sinks["sinks"][0]["paused"], true, "{sinks}");
     browser.click_xpath(button).await;
     let resumed = "return document.querySelector('tr[data-sink=\"audit\"] .state').textContent
         === 'idle'";
     browser.wait_for("audit resumed", WAIT, resumed).await;
+}
 
-    // Delete the hostile dead letter, confirming in the dialog the page opens.
-    open_view(&browser, "dead-letters").await;
+/// Deletes the hostile dead letter, confirming in the dialog the page opens.
+async fn deletes_a_dead_letter(browser: &Browser, app: &TestApp) {
+    open_view(browser, "dead-letters").await;
     let delete = "//tr[td[@class='event-id' and text()='hostile-1']]//button[text()='Delete']";
     browser.click_xpath(delete).await;
     let asked = browser.accept_dialog().await;
     assert!(asked.starts_with("Delete dead letter"), "{asked}");
     let none = "return document.querySelectorAll('#dl-table tbody tr[data-id]').length === 0";
     browser.wait_for("no dead letter left", WAIT, none).await;
-    let (_, left) = admin(&app, Method::GET, "/api/v1/dead-letters", "").await;
+    let (_, left) = admin(app, Method::GET, "/api/v1/dead-letters", "").await;
     assert_eq!(left["dead_letters"], json!([]), "{left}");
-    // Forgetting the token takes it out of the tab and asks for it again.
-    browser.click(&browser.find("#forget-token").await).await;
-    let forgotten = "return sessionStorage.length === 0
-        && !document.querySelector('#token-view').hidden";
-    browser
-        .wait_for("the token forgotten", WAIT, forgotten)
-        .await;
-    let size = browser
-        .script("return [window.innerWidth, window.innerHeight]", json!([]))
-        .await;
-    assert!(
-        size[0].as_u64().is_some_and(|w| w <= u64::from(WINDOW.0)),
-        "{size}"
-    );
-    browser.quit().await;
 }
