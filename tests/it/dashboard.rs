@@ -69,6 +69,7 @@ async fn the_page_its_script_and_style_are_served_with_a_strict_policy_and_no_to
         ),
         ("/dashboard.js", "text/javascript", "sessionStorage"),
         ("/dashboard.css", "text/css", "font"),
+        ("/dashboard.svg", "image/svg+xml", "<svg"),
     ] {
         let reply = request(Method::GET, &format!("{}{path}", app.admin), &[], "").await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");
@@ -298,6 +299,14 @@ async fn an_operator_sees_a_failing_sink_and_replays_its_dead_letter_in_a_browse
     browser
         .wait_for("the token forgotten", WAIT, forgotten)
         .await;
+    // Nothing went wrong in the page (no policy violation, no script error); the one
+    // failed request is the first 401 that made it ask for the token.
+    let console = browser.console().await;
+    let failed = "Failed to load resource: the server responded with a status of 401";
+    assert!(
+        console.len() == 1 && console[0].contains(failed),
+        "{console:#?}"
+    );
     browser.quit().await;
 }
 

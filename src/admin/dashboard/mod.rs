@@ -20,6 +20,8 @@ const INDEX_HTML: &str = include_str!("index.html");
 const DASHBOARD_JS: &str = include_str!("dashboard.js");
 /// Its looks.
 const DASHBOARD_CSS: &str = include_str!("dashboard.css");
+/// Its icon.
+const ICON_SVG: &str = include_str!("icon.svg");
 
 /// Only this server's own files and API; `form-action 'none'` keeps the token form from
 /// ever being submitted (into a URL) should the script not run.
@@ -27,7 +29,8 @@ pub(super) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src
      style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
-/// The dashboard's routes, open (no token): `/`, `/dashboard.js`, `/dashboard.css`.
+/// The dashboard's routes, open (no token): `/`, `/dashboard.js`, `/dashboard.css` and the
+/// icon `/dashboard.svg`.
 pub(super) fn router() -> Router<AdminState> {
     Router::new()
         .route(
@@ -41,6 +44,10 @@ pub(super) fn router() -> Router<AdminState> {
         .route(
             "/dashboard.css",
             get(|| async { file("text/css; charset=utf-8", DASHBOARD_CSS) }),
+        )
+        .route(
+            "/dashboard.svg",
+            get(|| async { file("image/svg+xml", ICON_SVG) }),
         )
 }
 

@@ -153,7 +153,8 @@ impl Browser {
         let binary = program("SWITCHYARD_CHROMIUM", "/usr/bin/chromium");
         let capabilities = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": { "binary": binary, "args": args,  },
+            "goog:chromeOptions": { "binary": binary, "args": args },
+            "goog:loggingPrefs": { "browser": "ALL" },
         }}});
         let value = self.command(Method::POST, "/session", capabilities).await;
         value["sessionId"]
@@ -276,6 +277,19 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The messages of the browser's console since the last call (chromedriver's log
+    /// extension): errors such as Content-Security-Policy violations show there.
+    pub(crate) async fn console(&self) -> Vec<String> {
+        let entries = self
+            .session(Method::POST, "/se/log", json!({ "type": "browser" }))
+            .await;
+        let entries = entries.as_array().cloned().unwrap_or_default();
+        entries
+            .iter()
+            .map(|e| format!("{} {}", e["level"], e["message"]))
+            .collect()
     }
 
     /// A PNG of the window as it is now.
