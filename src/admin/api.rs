@@ -86,8 +86,8 @@ fn match_summary(filter: &MatchConfig) -> Value {
 
 /// `{"sinks": [{name, kind, concurrency, adaptive, concurrency_limit, in_flight, backlog,
 /// oldest_age_seconds, delivered, retried, dead_lettered, last_error, breaker, paused}]}`, by
-/// name; the three counts are since the process started; `breaker` is `{state, opened_at}`, or null for a
-/// sink without one; `adaptive` is `{min, max}`, or null for a fixed limit;
+/// name; the three counts are since the process started; `breaker` is `{state, opened_at}`,
+/// or null for a sink without one; `adaptive` is `{min, max}`, or null for a fixed limit;
 /// `concurrency_limit` is the limit in force now.
 pub(super) async fn sinks(State(state): State<AdminState>) -> Json<Value> {
     let config = state.config.get();
