@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 use switchyard::config::{self, ConfigError};
-use switchyard::event::{eventgrid, http as ce_http, Event};
+use switchyard::event::{http as ce_http, Event};
 use switchyard::routing::RouteTable;
 use switchyard::telemetry::{self, LogFormat};
 use switchyard::Switchyard;
@@ -405,25 +405,7 @@ fn print_schema() -> anyhow::Result<ExitCode> {
 
 /// Decodes a file as a CloudEvents batch, Event Grid events, or one structured CloudEvent.
 fn decode_any(body: &[u8]) -> anyhow::Result<Vec<Event>> {
-    const LIMIT: usize = usize::MAX;
-    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    let is_eventgrid = memchr_str(body, b"\"eventType\"");
-    if is_eventgrid {
-        return match eventgrid::decode(body, LIMIT, LIMIT)? {
-            eventgrid::EventGridBody::Events(events) => Ok(events),
-            eventgrid::EventGridBody::Validation { .. } => {
-                anyhow::bail!("this is an Event Grid subscription validation event")
-            }
-        };
-    }
-    if first == Some(b'[') {
-        return Ok(ce_http::decode_batch(body, LIMIT, LIMIT)?);
-    }
-    Ok(vec![ce_http::decode_structured(body)?])
-}
-
-fn memchr_str(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    Ok(switchyard::event::decode_document(body)?)
 }
 
 fn serve(path: &Path, watch: bool) -> anyhow::Result<ExitCode> {

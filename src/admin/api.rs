@@ -2,7 +2,7 @@
 //! `GET /api/v1/sinks`, `DELETE /api/v1/sinks/{name}/deliveries`,
 //! `POST /api/v1/sinks/{name}/pause` and `/resume`, `POST /api/v1/reload`.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -85,8 +85,9 @@ fn match_summary(filter: &MatchConfig) -> Value {
 }
 
 /// `{"sinks": [{name, kind, concurrency, adaptive, concurrency_limit, in_flight, backlog,
-/// last_error, breaker, paused}]}`, by name; `breaker` is `{state, opened_at}`, or null for a
-/// sink without one; `adaptive` is `{min, max}`, or null for a fixed limit;
+/// oldest_age_seconds, delivered, retried, dead_lettered, last_error, breaker, paused}]}`, by
+/// name; the three counts are since the process started; `breaker` is `{state, opened_at}`,
+/// or null for a sink without one; `adaptive` is `{min, max}`, or null for a fixed limit;
 /// `concurrency_limit` is the limit in force now.
 pub(super) async fn sinks(State(state): State<AdminState>) -> Json<Value> {
     let config = state.config.get();
@@ -190,6 +191,7 @@ async fn set_paused(state: &AdminState, name: String, paused: bool) -> (StatusCo
 
 fn sink_status(state: &AdminState, sink: &SinkConfig) -> Value {
     let stats = state.counters.sink(&sink.name);
+    let outcomes = stats.outcomes();
     let last_error = stats
         .last_error()
         .map(|e| json!({ "message": e.message, "at": rfc3339(e.at) }));
@@ -204,11 +206,29 @@ fn sink_status(state: &AdminState, sink: &SinkConfig) -> Value {
         "concurrency_limit": stats.concurrency_limit(),
         "in_flight": stats.in_flight(),
         "backlog": state.spool.depth(&sink.name),
+        "oldest_age_seconds": oldest_age(state, &sink.name),
+        "delivered": outcomes.delivered,
+        "retried": outcomes.retried,
+        "dead_lettered": outcomes.dead_lettered,
         "last_error": last_error,
         "breaker": breaker,
         "paused": state.pauses.is_paused(&sink.name),
         "orphaned": false,
     })
+}
+
+/// Seconds the sink's oldest stored delivery has waited since it was accepted (0 when none
+/// is stored); `None` when the spool backend cannot tell.
+fn oldest_age(state: &AdminState, sink: &str) -> Option<f64> {
+    if !state.spool.tells_oldest() {
+        return None;
+    }
+    let age = state.spool.oldest(sink).map_or(Duration::ZERO, |at| {
+        SystemTime::now()
+            .duration_since(at)
+            .unwrap_or(Duration::ZERO)
+    });
+    Some(age.as_secs_f64())
 }
 
 fn rfc3339(at: SystemTime) -> String {

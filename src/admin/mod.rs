@@ -1,22 +1,28 @@
 //! The admin server, beside ingress on its own address: health and readiness probes,
-//! Prometheus metrics, and a read-only JSON API over routes and sinks.
+//! Prometheus metrics, a JSON API over routes, sinks, dead letters and the delivery history,
+//! and the operator dashboard that drives it.
 //!
-//! Imports `spool`, `config`, `control` and `telemetry`; nothing imports `admin` except `app`.
+//! Imports `spool`, `config`, `control`, `history`, `telemetry`, and `event` and `routing` (to
+//! explain an event); nothing imports `admin` except `app`.
 //!
 //! - `probes`: `GET /healthz` and `GET /readyz` (always open, for orchestrators).
+//! - `dashboard`: the page at `GET /` and its script and style sheet (open: they hold no data).
 //! - `api`: `GET /metrics`, `GET /api/v1/routes`, `GET /api/v1/sinks`,
 //!   `DELETE /api/v1/sinks/{name}/deliveries` (orphaned deliveries),
 //!   `POST /api/v1/sinks/{name}/pause` and `/resume`, `POST /api/v1/reload`.
 //! - `dead_letters`: list, show, replay and purge dead letters under `/api/v1/dead-letters`.
 //! - `events`: the delivery history under `/api/v1/events`.
+//! - `explain`: `POST /api/v1/explain`, which routes match an event and why.
 //! - `auth`: with `admin.token` set, everything but the probes needs `Authorization: Bearer`;
 //!   without it, only requests addressed to `localhost` or an IP address are served; requests
 //!   that change something are refused when a browser sent them from another site.
 
 mod api;
 mod auth;
+mod dashboard;
 mod dead_letters;
 mod events;
+mod explain;
 mod probes;
 
 use std::sync::Arc;
@@ -91,6 +97,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/api/v1/sinks/{name}/pause", post(api::pause))
         .route("/api/v1/sinks/{name}/resume", post(api::resume))
         .route("/api/v1/reload", post(api::reload))
+        .route("/api/v1/explain", post(explain::explain))
         .merge(dead_letters::router())
         .merge(events::router())
         .route_layer(middleware::from_fn_with_state(
@@ -104,6 +111,7 @@ pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
+        .merge(dashboard::router())
         .merge(guarded)
         .with_state(state)
 }

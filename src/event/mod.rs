@@ -128,6 +128,26 @@ pub fn is_json_media_type(content_type: &str) -> bool {
     essence.ends_with("/json") || essence.ends_with("+json")
 }
 
+/// Decodes a JSON document of events as a file or a pasted text holds them: one structured
+/// CloudEvent, a CloudEvents batch (a JSON array), or an Event Grid array (recognised by an
+/// `eventType` member). No size limit: the caller bounds the input. Backs `switchyard
+/// explain` and the admin API's explain endpoint.
+pub fn decode_document(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
+    const LIMIT: usize = usize::MAX;
+    if memchr::memmem::find(body, b"\"eventType\"").is_some() {
+        return match eventgrid::decode(body, LIMIT, LIMIT)? {
+            eventgrid::EventGridBody::Events(events) => Ok(events),
+            eventgrid::EventGridBody::Validation { .. } => Err(DecodeError::body(
+                "this is an Event Grid subscription validation event",
+            )),
+        };
+    }
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => http::decode_batch(body, LIMIT, LIMIT),
+        _ => http::decode_structured(body).map(|event| vec![event]),
+    }
+}
+
 /// True for media types whose payload is text: `text/*`, `*/xml`, `*/*+xml`, and any media
 /// type with a `charset` parameter (parameters compared case-insensitively).
 pub fn is_textual_media_type(content_type: &str) -> bool {

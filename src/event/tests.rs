@@ -1,5 +1,5 @@
-//! Tests of the CloudEvents HTTP binding in binary mode, and the helpers the other test
-//! modules of `event` share.
+//! Tests of the CloudEvents HTTP binding in binary mode, of decoding a document of events,
+//! and the helpers the other test modules of `event` share.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
@@ -311,4 +311,24 @@ fn binary_encoding_leaves_out_a_content_type_a_header_cannot_carry() {
     let back = decode_binary(&headers, body).expect("what was sent decodes");
     assert_eq!(back.datacontenttype, None);
     assert_eq!(back.data, event.data);
+}
+
+#[test]
+fn a_document_holds_one_event_a_batch_or_event_grid_events() {
+    use super::decode_document;
+    let one = br#"{"specversion":"1.0","id":"a","source":"/s","type":"T"}"#;
+    let ids = |events: Vec<Event>| events.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(ids(decode_document(one).expect("one event")), ["a"]);
+    let batch = br#" [{"specversion":"1.0","id":"a","source":"/s","type":"T"},
+                     {"specversion":"1.0","id":"b","source":"/s","type":"T"}]"#;
+    assert_eq!(ids(decode_document(batch).expect("a batch")), ["a", "b"]);
+    let grid = br#"[{"id":"g","subject":"/x","eventType":"T","eventTime":"2026-01-01T00:00:00Z",
+                   "data":{},"dataVersion":"1"}]"#;
+    assert_eq!(ids(decode_document(grid).expect("Event Grid")), ["g"]);
+    let validation = br#"[{"id":"v","subject":"","eventTime":"2026-01-01T00:00:00Z",
+        "eventType":"Microsoft.EventGrid.SubscriptionValidationEvent","dataVersion":"1",
+        "data":{"validationCode":"c"}}]"#;
+    let refused = decode_document(validation).expect_err("a handshake is no event");
+    assert!(refused.message.contains("validation"), "{refused}");
+    assert!(decode_document(b"{\"id\": 1}").is_err());
 }

@@ -438,6 +438,8 @@ pub struct SinkStats {
     success: Counter,
     retry: Counter,
     dead_letter: Counter,
+    /// The three outcome counters above, readable (the admin API shows them).
+    outcomes: [AtomicU64; 3],
     duration: Histogram,
     depth: Gauge,
     /// Registered at its first value, so a backend that cannot tell exports no series.
@@ -454,6 +456,17 @@ pub struct BreakerStatus {
     pub state: &'static str,
     /// When it last opened; `None` while closed.
     pub opened_at: Option<SystemTime>,
+}
+
+/// How many of a sink's deliveries ended each way since the process started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkOutcomes {
+    /// Confirmed by the sink.
+    pub delivered: u64,
+    /// Failed attempts scheduled for retry.
+    pub retried: u64,
+    /// Dead-lettered.
+    pub dead_lettered: u64,
 }
 
 /// The most recent failed attempt of a sink.
@@ -487,6 +500,7 @@ impl SinkStats {
             success: outcome("success"),
             retry: outcome("retry"),
             dead_letter: outcome("dead_letter"),
+            outcomes: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
             duration: metrics::histogram!(DELIVERY_DURATION, "sink" => sink()),
             depth: metrics::gauge!(SPOOL_DEPTH, "sink" => sink()),
             oldest_age: OnceLock::new(),
@@ -531,18 +545,21 @@ impl SinkStats {
     /// Records a confirmed delivery.
     pub fn delivered(&self) {
         self.success.increment(1);
+        Counters::add(&self.outcomes[0], 1);
         otlp::record_outcome("success");
     }
 
     /// Records a failed attempt scheduled for retry.
     pub fn retried(&self) {
         self.retry.increment(1);
+        Counters::add(&self.outcomes[1], 1);
         otlp::record_outcome("retry");
     }
 
     /// Records a dead-lettered delivery and Event Grid's `reason` for it.
     pub fn dead_lettered(&self, reason: &'static str) {
         self.dead_letter.increment(1);
+        Counters::add(&self.outcomes[2], 1);
         otlp::record_outcome("dead_letter");
         let sink = SharedString::from(Arc::clone(&self.name));
         metrics::counter!(DEAD_LETTERS, "sink" => sink, "reason" => reason).increment(1);
@@ -607,6 +624,16 @@ impl SinkStats {
             metrics::gauge!(SPOOL_OLDEST_AGE, "sink" => sink)
         });
         gauge.set(age.as_secs_f64());
+    }
+
+    /// Outcomes counted since the process started.
+    pub fn outcomes(&self) -> SinkOutcomes {
+        let [delivered, retried, dead_lettered] = self.outcomes.each_ref().map(Counters::get);
+        SinkOutcomes {
+            delivered,
+            retried,
+            dead_lettered,
+        }
     }
 
     /// Attempts in flight now.

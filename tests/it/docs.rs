@@ -577,10 +577,12 @@ fn links_between_pages_resolve() {
                 dir.join(file)
             };
             links += 1;
-            let Ok(linked) = std::fs::read_to_string(root().join(&file)) else {
+            // Read as bytes: a link may lead to an image.
+            let Ok(linked) = std::fs::read(root().join(&file)) else {
                 failures.push(format!("{page}: ({target}): no file {}", file.display()));
                 continue;
             };
+            let linked = String::from_utf8_lossy(&linked);
             if !anchor.is_empty() && !anchors(&linked).iter().any(|a| a == anchor) {
                 failures.push(format!("{page}: ({target}): no heading #{anchor}"));
             }

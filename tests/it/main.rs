@@ -11,6 +11,7 @@ mod cesql;
 mod cli;
 mod cli_json;
 mod connections;
+mod dashboard;
 mod dead_letters;
 mod delivery;
 mod delivery_control;

@@ -12,6 +12,7 @@ pub(crate) mod proxy;
 pub(crate) mod sink;
 pub(crate) mod tls;
 pub(crate) mod wait;
+pub(crate) mod webdriver;
 
 pub(crate) use client::{post, request};
 pub(crate) use daemon::TestApp;
