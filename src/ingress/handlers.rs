@@ -9,6 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use tracing::Instrument as _;
 
 use super::auth::{self, Claim, ReplayGuard};
 use super::error::IngressError;
@@ -18,7 +19,7 @@ use crate::config::IngressConfig;
 use crate::event::eventgrid::{self, EventGridBody};
 use crate::event::{http, DecodeError, Event, ExtensionValue};
 use crate::server::BodyError;
-use crate::telemetry::{Counters, Format};
+use crate::telemetry::{self, Counters, Format};
 
 const BATCH: &str = "application/cloudevents-batch";
 const BATCH_JSON: &str = "application/cloudevents-batch+json";
@@ -96,7 +97,19 @@ async fn publish(
     request: Request,
 ) -> Response {
     let format = detect_mode(request.headers()).map_or(Format::Unknown, Mode::format);
-    match try_publish(state, replay, endpoint, request).await {
+    let span = telemetry::ingress_span(request.headers());
+    let published = try_publish(state, replay, endpoint, request)
+        .instrument(span.clone())
+        .await;
+    telemetry::span_outcome(
+        &span,
+        if published.is_ok() {
+            "accepted"
+        } else {
+            "rejected"
+        },
+    );
+    match published {
         Ok(response) => response,
         Err(e) => {
             Counters::add(&state.counters.events_rejected, e.rejected_events());
@@ -136,6 +149,13 @@ async fn try_publish(
         }
     };
     let count = events.len();
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("events", count);
+        if let [one] = events.as_slice() {
+            span.record("event_id", one.id.as_str());
+        }
+    }
     // The acceptor's store finishes even when this future is dropped (the client hung up),
     // so from here a dropped claim keeps its id: hanging up must not let a replay through.
     let claim = claim.map(Claim::kept_on_drop);
