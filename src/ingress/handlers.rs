@@ -1,6 +1,7 @@
 //! The publish endpoints: authenticate → size check → detect the mode → read the body →
 //! verify a body signature → decode → accept → 2xx, or one of [`IngressError`]'s answers.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -178,11 +179,16 @@ async fn try_publish(
 
 /// Sets a request's `traceparent` header as the `traceparent` extension of each event that
 /// has none (CloudEvents distributed-tracing extension), so every delivery carries it on.
+/// Without the header, while spans are exported, the request's own `ingress` span starts
+/// the trace and is the one carried on.
 fn carry_traceparent(headers: &HeaderMap, events: &mut [Event]) {
-    let Some(value) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) else {
-        return;
+    let value = match headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) {
+        Some(value) => Cow::Borrowed(value.trim()),
+        None => match telemetry::current_traceparent() {
+            Some(own) => Cow::Owned(own),
+            None => return,
+        },
     };
-    let value = value.trim();
     if value.is_empty() || value.len() > MAX_TRACEPARENT {
         return;
     }
@@ -190,7 +196,7 @@ fn carry_traceparent(headers: &HeaderMap, events: &mut [Event]) {
         .iter_mut()
         .filter(|e| e.extension(TRACEPARENT).is_none())
     {
-        event.set_extension(TRACEPARENT, ExtensionValue::String(value.to_owned()));
+        event.set_extension(TRACEPARENT, ExtensionValue::String(value.to_string()));
     }
 }
 

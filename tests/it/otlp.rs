@@ -252,6 +252,43 @@ async fn every_attempt_is_a_span_and_shutdown_sends_the_last_ones() {
     assert_eq!(status(&spans[1]), Some(1), "{:#?}", spans[1]);
 }
 
+#[tokio::test]
+async fn without_a_traceparent_the_ingress_span_starts_the_trace() {
+    let _turn = EXPORTING.lock().await;
+    let (collector, sink) = tokio::join!(Collector::start(), TestSink::start());
+    let app = start_app(&collector, &sink, "").await;
+
+    let reply = app.send(event("otlp-3", "Otlp.Test")).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+
+    let ingress_of = |c: &Collector| {
+        c.requests()
+            .into_iter()
+            .flat_map(|r| r.body.resource_spans)
+            .flat_map(|rs| rs.scope_spans)
+            .flat_map(|ss| ss.spans)
+            .find(|s| s.name == "ingress" && attribute(&s.attributes, "event_id") == "otlp-3")
+    };
+    wait_until("the ingress span", WAIT, || {
+        ingress_of(&collector).is_some()
+    })
+    .await;
+    let ingress = ingress_of(&collector).expect("ingress span");
+    let trace_id = hex(&ingress.trace_id);
+    wait_until("the delivery span", WAIT, || {
+        collector.spans(&trace_id).len() == 2
+    })
+    .await;
+    let delivery = collector.one(&trace_id, "delivery");
+    assert!(ingress.parent_span_id.is_empty(), "{ingress:#?}");
+    assert_eq!(delivery.span.parent_span_id, ingress.span_id);
+    // The event carries the ingress span as its trace context, to the target too.
+    let delivered = &sink.received()[0];
+    let carried = format!("00-{trace_id}-{}-01", hex(&ingress.span_id));
+    assert_eq!(delivered.header("ce-traceparent"), Some(carried.as_str()));
+    app.running.stop().await.expect("clean shutdown");
+}
+
 // === The compiled daemon, configured by the standard environment ===
 
 /// A spawned daemon routing every event to `sink`, with `env` set on it only.
