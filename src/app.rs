@@ -168,6 +168,7 @@ impl Switchyard {
             acceptor: acceptor.clone(),
             config: live_ingress.clone(),
             counters: counters.clone(),
+            traced: config.telemetry.traces_url.is_some(),
         };
         let hooks = SourcesState {
             acceptor: acceptor.clone(),

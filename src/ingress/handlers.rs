@@ -98,7 +98,11 @@ async fn publish(
     request: Request,
 ) -> Response {
     let format = detect_mode(request.headers()).map_or(Format::Unknown, Mode::format);
-    let span = telemetry::ingress_span(request.headers());
+    let span = if state.traced {
+        telemetry::ingress_span(request.headers())
+    } else {
+        tracing::Span::none()
+    };
     let published = try_publish(state, replay, endpoint, request)
         .instrument(span.clone())
         .await;
