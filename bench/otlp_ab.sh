@@ -135,7 +135,7 @@ for r in $(seq 1 "$RUNS"); do
       "http://127.0.0.1:$PORT_SY/events" > "$WORK/wrk.log" 2>&1
     c1=$(count "$PORT_SINK") k1=$(cpu_ticks "$pid") t1=$(date +%s.%N)
     rate=$(awk -v a="$c0" -v b="$c1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
-    cpu=$(awk -v k="$((k1 - k0))" -v n="$((c1 - c0))" -v hz="$hz" 'BEGIN { printf "%.1f", n > 0 ? k / hz * 1e6 / n : 0 }')
+    cpu=$(awk -v k="$((k1 - k0))" -v n="$((c1 - c0))" -v hz="$hz" 'BEGIN { printf "%.1f", (n > 0 ? k / hz * 1e6 / n : 0) }')
     RATE[$which]+="$rate "
     CPU[$which]+="$cpu "
     if [[ $which == on ]]; then
