@@ -29,7 +29,7 @@ use crate::server_tls::{ServerTls, ServerTlsError};
 use crate::sinks::{self, Handler, Handlers};
 use crate::sources::{self, SourcesState};
 use crate::spool::{Spool, SpoolHandle};
-use crate::telemetry::{Counters, SpanExport};
+use crate::telemetry::{Counters, ExportSettings, SpanExport};
 
 /// A switchyard instance being assembled: a configuration plus registered handlers.
 #[derive(Debug)]
@@ -158,10 +158,7 @@ impl Switchyard {
         let counters = Arc::new(Counters::default());
         let pauses = Arc::new(Pauses::open(pause_dir(&config.spool))?);
         let history = History::open(config.history, &config.spool)?;
-        let spans = SpanExport::start(
-            config.telemetry.otlp_endpoint.as_ref(),
-            &config.telemetry.service_name,
-        );
+        let spans = SpanExport::start(export_settings(&config.telemetry));
         let (routes, live_routes) = live(RouteTable::from_config(&config));
         let (ingress_config, live_ingress) = live(config.ingress.clone());
         let (config_publisher, live_config) = live(Config::clone(&config));
@@ -171,6 +168,7 @@ impl Switchyard {
             acceptor: acceptor.clone(),
             config: live_ingress.clone(),
             counters: counters.clone(),
+            traced: config.telemetry.traces_url.is_some(),
         };
         let hooks = SourcesState {
             acceptor: acceptor.clone(),
@@ -357,6 +355,18 @@ fn pause_dir(spool: &SpoolConfig) -> Option<&Path> {
 }
 
 /// Binds `addr` without waiting (for the synchronous [`Switchyard::start_on`]).
+/// What `SpanExport` needs of the telemetry settings; `None` when nothing is exported.
+fn export_settings(config: &crate::config::TelemetryConfig) -> Option<ExportSettings<'_>> {
+    Some(ExportSettings {
+        url: config.traces_url.as_ref()?,
+        service_name: &config.service_name,
+        resource_attributes: &config.resource_attributes,
+        headers: &config.headers,
+        timeout: config.timeout,
+        queue: config.queue_size,
+    })
+}
+
 fn bind_now(addr: SocketAddr) -> Result<TcpListener, RunError> {
     let bind = || {
         let listener = std::net::TcpListener::bind(addr)?;

@@ -24,8 +24,7 @@ pub fn percent_encode(value: &str) -> String {
 
 /// What a `traceparent` value says: trace id and parent span id (lower-case hex), sampled.
 pub fn parse_traceparent(value: &str) -> Option<(String, String, bool)> {
-    crate::telemetry::otlp::context::TraceParent::parse(value)
-        .map(|p| (p.trace_id.to_string(), p.parent_id.to_string(), p.sampled))
+    crate::telemetry::otlp::parse_traceparent(value)
 }
 
 /// The wait a `Retry-After` header value asks for, read at `now`; `None` when it is not

@@ -17,7 +17,7 @@ use crate::config::SinkConfig;
 use crate::event::Event;
 use crate::sinks::{Attempt, Reply, Sink, SinkError};
 use crate::spool::{Delivery, Spool, SpoolError};
-use crate::telemetry::Counters;
+use crate::telemetry::{self, Counters};
 
 /// What became of a delivery after one step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,18 +108,37 @@ pub(super) async fn deliver_batch(
         sink = %config.name,
         attempt = live.iter().map(|(d, _)| d.attempts).max().unwrap_or(0).saturating_add(1),
         events = live.len(),
-        // The publisher's trace context: the exported span continues that trace.
-        traceparent = first.event.extension("traceparent").map(|t| t.to_canonical_string()),
+        otel.kind = "client",
     );
+    if !span.is_disabled() {
+        // The publisher's trace context: the exported span continues that trace.
+        let parent = first.event.extension("traceparent");
+        telemetry::continue_trace(&span, parent.map(|t| t.to_canonical_string()).as_deref());
+    }
     let (ok, observed, mut done) = attempt(ctx, sink, config, live, now)
-        .instrument(span)
+        .instrument(span.clone())
         .await?;
+    telemetry::span_outcome(&span, most_severe(&done));
     outcomes.append(&mut done);
     Ok(Step {
         outcomes,
         attempt: Some(ok),
         observed: Some(observed),
     })
+}
+
+/// How a (batch) attempt ended, for its span: the most severe outcome of its deliveries.
+fn most_severe(outcomes: &[Outcome]) -> &'static str {
+    let rank = |o: &Outcome| match o {
+        Outcome::Delivered => 0,
+        Outcome::Retrying { .. } => 1,
+        Outcome::DeadLettered { .. } => 2,
+    };
+    match outcomes.iter().map(rank).max() {
+        Some(2) => "dead_letter",
+        Some(1) => "retry",
+        _ => "success",
+    }
 }
 
 /// One attempt of `live` (not expired), then ack, nack or dead-letter for each.

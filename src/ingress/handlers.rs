@@ -1,6 +1,7 @@
 //! The publish endpoints: authenticate → size check → detect the mode → read the body →
 //! verify a body signature → decode → accept → 2xx, or one of [`IngressError`]'s answers.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -9,6 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use tracing::Instrument as _;
 
 use super::auth::{self, Claim, ReplayGuard};
 use super::error::IngressError;
@@ -18,7 +20,7 @@ use crate::config::IngressConfig;
 use crate::event::eventgrid::{self, EventGridBody};
 use crate::event::{http, DecodeError, Event, ExtensionValue};
 use crate::server::BodyError;
-use crate::telemetry::{Counters, Format};
+use crate::telemetry::{self, Counters, Format};
 
 const BATCH: &str = "application/cloudevents-batch";
 const BATCH_JSON: &str = "application/cloudevents-batch+json";
@@ -96,7 +98,23 @@ async fn publish(
     request: Request,
 ) -> Response {
     let format = detect_mode(request.headers()).map_or(Format::Unknown, Mode::format);
-    match try_publish(state, replay, endpoint, request).await {
+    let span = if state.traced {
+        telemetry::ingress_span(request.headers())
+    } else {
+        tracing::Span::none()
+    };
+    let published = try_publish(state, replay, endpoint, request)
+        .instrument(span.clone())
+        .await;
+    telemetry::span_outcome(
+        &span,
+        if published.is_ok() {
+            "accepted"
+        } else {
+            "rejected"
+        },
+    );
+    match published {
         Ok(response) => response,
         Err(e) => {
             Counters::add(&state.counters.events_rejected, e.rejected_events());
@@ -136,6 +154,13 @@ async fn try_publish(
         }
     };
     let count = events.len();
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("events", count);
+        if let [one] = events.as_slice() {
+            span.record("event_id", one.id.as_str());
+        }
+    }
     // The acceptor's store finishes even when this future is dropped (the client hung up),
     // so from here a dropped claim keeps its id: hanging up must not let a replay through.
     let claim = claim.map(Claim::kept_on_drop);
@@ -158,11 +183,16 @@ async fn try_publish(
 
 /// Sets a request's `traceparent` header as the `traceparent` extension of each event that
 /// has none (CloudEvents distributed-tracing extension), so every delivery carries it on.
+/// Without the header, while spans are exported, the request's own `ingress` span starts
+/// the trace and is the one carried on.
 fn carry_traceparent(headers: &HeaderMap, events: &mut [Event]) {
-    let Some(value) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) else {
-        return;
+    let value = match headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) {
+        Some(value) => Cow::Borrowed(value.trim()),
+        None => match telemetry::current_traceparent() {
+            Some(own) => Cow::Owned(own),
+            None => return,
+        },
     };
-    let value = value.trim();
     if value.is_empty() || value.len() > MAX_TRACEPARENT {
         return;
     }
@@ -170,7 +200,7 @@ fn carry_traceparent(headers: &HeaderMap, events: &mut [Event]) {
         .iter_mut()
         .filter(|e| e.extension(TRACEPARENT).is_none())
     {
-        event.set_extension(TRACEPARENT, ExtensionValue::String(value.to_owned()));
+        event.set_extension(TRACEPARENT, ExtensionValue::String(value.to_string()));
     }
 }
 

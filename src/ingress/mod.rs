@@ -34,6 +34,8 @@ pub struct IngressState {
     pub config: Live<IngressConfig>,
     /// Process counters.
     pub counters: Arc<Counters>,
+    /// This daemon exports spans: each publish request gets an `ingress` span.
+    pub traced: bool,
 }
 
 /// What the handlers of one router share: [`IngressState`], and the `webhook-id`s seen

@@ -23,7 +23,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use ingress::{IngressMetrics, INGRESS_DURATION, INGRESS_REQUESTS};
 pub use logging::{init_logging, LogFormat};
-pub use otlp::{current_traceparent, otlp_layer, SpanExport};
+pub use otlp::{
+    continue_trace, current_traceparent, ingress_span, otlp_layer, span_outcome, ExportSettings,
+    SpanExport,
+};
 pub use process::{render_process, PROCESS_METRICS};
 
 /// Events that reached ingress, by `format` and `outcome` (`accepted` or `rejected`).
@@ -70,7 +73,7 @@ pub const SINK_PAUSED: &str = "switchyard_sink_paused";
 /// Replies not accepted as events, by `sink` and `reason` (`max_hops`: past the hop limit;
 /// `invalid`: not a valid CloudEvent). The deliveries that carried them count as delivered.
 pub const REPLIES_DROPPED: &str = "switchyard_replies_dropped_total";
-/// Spans the collector accepted (`telemetry.otlp_endpoint`).
+/// Spans the collector accepted (`telemetry.otlp_endpoint` or `OTEL_EXPORTER_OTLP_*`).
 pub const OTLP_SPANS_EXPORTED: &str = "switchyard_otlp_spans_exported_total";
 /// Spans not exported, by `reason` (`buffer_full`, `export_failed`, `exporter_stopped`).
 pub const OTLP_SPANS_DROPPED: &str = "switchyard_otlp_spans_dropped_total";
@@ -546,21 +549,18 @@ impl SinkStats {
     pub fn delivered(&self) {
         self.success.increment(1);
         Counters::add(&self.outcomes[0], 1);
-        otlp::record_outcome("success");
     }
 
     /// Records a failed attempt scheduled for retry.
     pub fn retried(&self) {
         self.retry.increment(1);
         Counters::add(&self.outcomes[1], 1);
-        otlp::record_outcome("retry");
     }
 
     /// Records a dead-lettered delivery and Event Grid's `reason` for it.
     pub fn dead_lettered(&self, reason: &'static str) {
         self.dead_letter.increment(1);
         Counters::add(&self.outcomes[2], 1);
-        otlp::record_outcome("dead_letter");
         let sink = SharedString::from(Arc::clone(&self.name));
         metrics::counter!(DEAD_LETTERS, "sink" => sink, "reason" => reason).increment(1);
     }

@@ -111,6 +111,7 @@ impl Server {
             acceptor: Acceptor::new(routes, spool.clone(), counters.clone()),
             config: Live::fixed(config.ingress),
             counters: counters.clone(),
+            traced: false,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -1,259 +1,272 @@
-//! The exporter: a bounded buffer between the layer and a background task that POSTs
-//! batches of finished spans to `{endpoint}/v1/traces` as OTLP/HTTP JSON.
+//! The exporter: the OpenTelemetry SDK's batch span processor in front of the OTLP/HTTP
+//! protobuf exporter, with a gate that bounds the queue and counts what it drops.
 //!
-//! The `tracing` subscriber is process-wide, so the buffer's sending end is too: a daemon
-//! attaches its exporter when it starts and detaches it when it stops, and the one attached
-//! last receives every exported span of the process (several daemons in one test process
-//! share it). Imports `outbound` (the HTTP client) and nothing else internal.
+//! The delivery path never waits for telemetry: a finished span is handed to the batch
+//! processor's bounded queue without blocking, and past `queue` spans it is dropped and
+//! counted (`reason="buffer_full"`). The processor exports from a thread of its own. Imports
+//! `outbound` (the HTTP client) and nothing else internal.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{header, Request, Uri};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio::task::JoinHandle;
+use axum::http::{HeaderName, HeaderValue, Uri};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::resource::TelemetryResourceDetector;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, Span, SpanData, SpanExporter,
+    SpanProcessor,
+};
+use opentelemetry_sdk::Resource;
 
-use super::encode;
-use super::layer::FinishedSpan;
+use super::client::RuntimeClient;
+use super::tracer;
 use crate::outbound::{Client, ClientOptions, SystemRoots};
 use crate::telemetry::{spans_dropped as dropped, spans_exported};
 
-/// Finished spans waiting for the exporter; past this, new spans are dropped and counted,
-/// because the delivery path must never wait for telemetry.
-const BUFFER: usize = 2048;
 /// Most spans in one request.
 const MAX_BATCH: usize = 512;
 /// Longest a finished span waits before it is sent.
 const INTERVAL: Duration = Duration::from_secs(1);
-/// Time allowed for one request, the collector's answer included.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time shutdown waits for the last batch.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest collector answer read (it is read only so the connection can be reused).
-const MAX_ANSWER: usize = 64 * 1024;
 
-/// The process-wide sending end; `None` while no exporter is attached.
-static SENDER: RwLock<Option<Attached>> = RwLock::new(None);
-/// Mirrors `SENDER.is_some()`, read by the layer's filter without taking the lock.
-static ATTACHED: AtomicBool = AtomicBool::new(false);
-/// Numbers the exporters, so a stopping daemon detaches only its own.
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-
-#[derive(Debug)]
-struct Attached {
-    generation: u64,
-    sender: mpsc::Sender<FinishedSpan>,
-}
-
-/// Whether an exporter is attached (spans are recorded only then).
-pub(crate) fn is_attached() -> bool {
-    ATTACHED.load(Ordering::Relaxed)
-}
-
-/// Hands a finished span to the attached exporter without waiting; drops and counts it
-/// when the buffer is full.
-pub(crate) fn push(span: FinishedSpan) {
-    let slot = SENDER.read().unwrap_or_else(|e| e.into_inner());
-    let Some(attached) = slot.as_ref() else {
-        return;
-    };
-    match attached.sender.try_send(span) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) => dropped("buffer_full", 1),
-        Err(TrySendError::Closed(_)) => dropped("exporter_stopped", 1),
-    }
+/// Where and how a daemon exports its spans (`telemetry` in the configuration, the
+/// `OTEL_*` environment resolved).
+#[derive(Debug, Clone, Copy)]
+pub struct ExportSettings<'a> {
+    /// The full URL spans are POSTed to (`…/v1/traces`).
+    pub url: &'a Uri,
+    /// The `service.name` resource attribute.
+    pub service_name: &'a str,
+    /// Further resource attributes.
+    pub resource_attributes: &'a [(String, String)],
+    /// Headers sent with every request (credentials: never logged).
+    pub headers: &'a [(HeaderName, HeaderValue)],
+    /// Time allowed for one request.
+    pub timeout: Duration,
+    /// Finished spans that may wait for export; past it, new spans are dropped and counted.
+    pub queue: usize,
 }
 
 /// A daemon's span exporter: attached while this value lives. Call [`SpanExport::flush`]
-/// at shutdown to send what is buffered; dropping it detaches without waiting.
+/// at shutdown to send what is queued; dropping it detaches without waiting.
 #[derive(Debug)]
 pub struct SpanExport {
-    running: Option<(u64, JoinHandle<()>)>,
+    running: Option<(u64, SdkTracerProvider)>,
 }
 
 impl SpanExport {
-    /// Starts exporting to the collector at `endpoint` (spans go to `{endpoint}/v1/traces`)
-    /// as `service_name`; does nothing when `endpoint` is `None`. Needs a Tokio runtime.
-    pub fn start(endpoint: Option<&Uri>, service_name: &str) -> Self {
-        let Some(endpoint) = endpoint else {
+    /// Starts exporting as `settings` say; does nothing when they are `None`. Needs a Tokio
+    /// runtime (export requests run on it).
+    pub fn start(settings: Option<ExportSettings<'_>>) -> Self {
+        let Some(settings) = settings else {
             return Self { running: None };
         };
-        let Some(poster) = Poster::new(endpoint, service_name) else {
-            return Self { running: None };
+        let provider = match provider(&settings) {
+            Ok(provider) => provider,
+            Err(error) => {
+                tracing::error!(%error, "Cannot export spans; continuing without");
+                return Self { running: None };
+            }
         };
         if !super::ensure_layer() {
             tracing::warn!("The installed tracing subscriber has no span export layer; spans will not be exported");
         }
-        let (sender, receiver) = mpsc::channel(BUFFER);
-        let task = tokio::spawn(run(receiver, poster));
-        let generation = attach(sender);
-        tracing::info!(endpoint = %endpoint, service_name, "Exporting delivery spans over OTLP");
+        let scope = InstrumentationScope::builder("switchyard")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        let generation = tracer::attach(provider.tracer_with_scope(scope));
+        // The URL only: the headers may hold credentials.
+        tracing::info!(url = %settings.url, service_name = settings.service_name, "Exporting spans over OTLP/HTTP");
         Self {
-            running: Some((generation, task)),
+            running: Some((generation, provider)),
         }
     }
 
     /// Detaches the exporter and waits (a few seconds at most) until it has sent the spans
     /// it holds.
     pub async fn flush(mut self) {
-        let Some((generation, task)) = self.running.take() else {
+        let Some((generation, provider)) = self.running.take() else {
             return;
         };
-        detach(generation);
-        if tokio::time::timeout(FLUSH_TIMEOUT, task).await.is_err() {
-            tracing::warn!(timeout = ?FLUSH_TIMEOUT, "The last spans were not exported in time");
+        tracer::detach(generation);
+        // The processor's thread waits for the last export, which runs on this runtime.
+        let stop =
+            tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(FLUSH_TIMEOUT));
+        match tokio::time::timeout(FLUSH_TIMEOUT * 2, stop).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "The last spans were not exported"),
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!(timeout = ?FLUSH_TIMEOUT, "The last spans were not exported in time");
+            }
         }
     }
 }
 
 impl Drop for SpanExport {
     fn drop(&mut self) {
-        if let Some((generation, _task)) = self.running.take() {
-            detach(generation);
+        if let Some((generation, provider)) = self.running.take() {
+            tracer::detach(generation);
+            // Shutting the provider down waits for its thread: not on the caller's.
+            let _stopping = std::thread::Builder::new()
+                .name("span-export-stop".into())
+                .spawn(move || drop(provider));
         }
     }
 }
 
-/// Makes `sender` the process-wide sending end, replacing any other; returns its generation.
-pub(super) fn attach(sender: mpsc::Sender<FinishedSpan>) -> u64 {
-    let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
-    *SENDER.write().unwrap_or_else(|e| e.into_inner()) = Some(Attached { generation, sender });
-    ATTACHED.store(true, Ordering::Relaxed);
-    generation
+/// The tracer provider: resource, batch processor behind the gate, OTLP/HTTP exporter.
+fn provider(settings: &ExportSettings<'_>) -> Result<SdkTracerProvider, String> {
+    let client = Client::new(&ClientOptions::default(), &SystemRoots::load())
+        .map_err(|e| format!("no HTTP client: {e}"))?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
+    let headers: HashMap<String, String> = settings
+        .headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
+        .collect();
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(RuntimeClient::new(client, runtime, settings.timeout))
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(settings.url.to_string())
+        .with_timeout(settings.timeout)
+        .with_headers(headers)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let pending = Arc::new(AtomicUsize::new(0));
+    let exporter = Counted {
+        inner: exporter,
+        pending: pending.clone(),
+        failing: AtomicBool::new(false),
+    };
+    let config = BatchConfigBuilder::default()
+        .with_max_queue_size(settings.queue)
+        .with_max_export_batch_size(MAX_BATCH.min(settings.queue))
+        .with_scheduled_delay(INTERVAL)
+        .build();
+    let gate = Gate {
+        inner: BatchSpanProcessor::new(exporter, config),
+        pending,
+        capacity: settings.queue,
+        stopped: AtomicBool::new(false),
+    };
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(gate)
+        .with_resource(resource(settings))
+        .build())
 }
 
-/// Drops the sending end if it is still `generation`'s; its task then sends what it holds
-/// and ends.
-pub(super) fn detach(generation: u64) {
-    let mut slot = SENDER.write().unwrap_or_else(|e| e.into_inner());
-    if slot.as_ref().is_some_and(|a| a.generation == generation) {
-        *slot = None;
-        ATTACHED.store(false, Ordering::Relaxed);
-    }
+fn resource(settings: &ExportSettings<'_>) -> Resource {
+    let attributes = settings
+        .resource_attributes
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()));
+    Resource::builder_empty()
+        .with_detector(Box::new(TelemetryResourceDetector))
+        .with_attributes(attributes)
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .with_service_name(settings.service_name.to_owned())
+        .build()
 }
 
-/// Collects spans into batches and sends each when it is full or [`INTERVAL`] has passed;
-/// sends the rest and ends when the sending end is dropped.
-async fn run(mut spans: mpsc::Receiver<FinishedSpan>, mut poster: Poster) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut tick = tokio::time::interval(INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            received = spans.recv() => match received {
-                Some(span) => {
-                    batch.push(span);
-                    if batch.len() >= MAX_BATCH {
-                        poster.send(&mut batch).await;
-                    }
-                }
-                None => break,
-            },
-            _ = tick.tick() => poster.send(&mut batch).await,
-        }
-    }
-    poster.send(&mut batch).await;
-}
-
-/// Sends batches to the collector.
+/// Bounds what waits for export: counts spans between the processor's queue and the
+/// exporter, and drops (and counts) a span rather than let the processor's queue fill.
 #[derive(Debug)]
-struct Poster {
-    client: Client,
-    url: Uri,
-    service_name: String,
-    /// The last request failed (failures are logged at WARN once, then until recovery at DEBUG).
-    failing: bool,
+struct Gate {
+    inner: BatchSpanProcessor,
+    /// Spans handed to `inner` and not yet taken by the exporter.
+    pending: Arc<AtomicUsize>,
+    /// Most spans `pending` may hold: the processor's queue size.
+    capacity: usize,
+    /// Shut down: spans that end now are not exported.
+    stopped: AtomicBool,
 }
 
-impl Poster {
-    fn new(endpoint: &Uri, service_name: &str) -> Option<Self> {
-        let base = endpoint.to_string();
-        let url = match format!("{}/v1/traces", base.trim_end_matches('/')).parse::<Uri>() {
-            Ok(url) => url,
-            Err(error) => {
-                tracing::error!(endpoint = %endpoint, %error, "Invalid OTLP endpoint; spans will not be exported");
-                return None;
-            }
-        };
-        // The system's roots, and the environment's proxy for a collector off this host.
-        let client = match Client::new(&ClientOptions::default(), &SystemRoots::load()) {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::error!(%error, "No client for the OTLP endpoint; spans will not be exported");
-                return None;
-            }
-        };
-        Some(Self {
-            client,
-            url,
-            service_name: service_name.to_owned(),
-            failing: false,
-        })
+impl SpanProcessor for Gate {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.inner.on_start(span, cx);
     }
 
-    /// POSTs `batch` (emptying it); a failed batch is dropped and counted.
-    async fn send(&mut self, batch: &mut Vec<FinishedSpan>) {
-        if batch.is_empty() {
+    fn on_end(&self, span: SpanData) {
+        if self.stopped.load(Ordering::Relaxed) {
+            dropped("exporter_stopped", 1);
             return;
         }
-        let body = encode::traces(&self.service_name, batch);
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            dropped("buffer_full", 1);
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.stopped.store(true, Ordering::Relaxed);
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The OTLP exporter, counting what it sends and what fails.
+#[derive(Debug)]
+struct Counted<E> {
+    inner: E,
+    /// Shared with [`Gate`]: a batch taken for export leaves the count.
+    pending: Arc<AtomicUsize>,
+    /// The last export failed (failures are logged at WARN once, then until recovery at DEBUG).
+    failing: AtomicBool,
+}
+
+impl<E: SpanExporter> SpanExporter for Counted<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let n = batch.len();
-        batch.clear();
-        match self.post(body).await {
+        let _taken = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                Some(p.saturating_sub(n))
+            });
+        let result = self.inner.export(batch).await;
+        match &result {
             Ok(()) => {
                 spans_exported(n);
-                if std::mem::take(&mut self.failing) {
-                    tracing::info!(url = %self.url, "Span export recovered");
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("Span export recovered");
                 }
             }
             Err(error) => {
                 dropped("export_failed", n);
-                if std::mem::replace(&mut self.failing, true) {
-                    tracing::debug!(url = %self.url, %error, spans = n, "Span export failed");
+                if self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(%error, spans = n, "Span export failed");
                 } else {
-                    tracing::warn!(url = %self.url, %error, spans = n, "Span export failed; dropping spans until the collector answers");
+                    tracing::warn!(%error, spans = n, "Span export failed; dropping spans until the collector answers");
                 }
             }
         }
+        result
     }
 
-    async fn post(&self, body: Vec<u8>) -> Result<(), ExportError> {
-        let request = Request::post(self.url.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(ExportError::Request)?;
-        let exchange = async {
-            let response = self.client.send(request).await?;
-            let status = response.status();
-            // Read to the end so the connection goes back to the pool.
-            let _answer = Limited::new(response.into_body(), MAX_ANSWER)
-                .collect()
-                .await;
-            Ok::<_, ExportError>(status)
-        };
-        let status = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-            .await
-            .map_err(|_| ExportError::Timeout)??;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(ExportError::Status(status.as_u16()))
-        }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
     }
-}
 
-/// Why a batch could not be exported.
-#[derive(Debug, thiserror::Error)]
-enum ExportError {
-    #[error("cannot build the request: {0}")]
-    Request(#[source] axum::http::Error),
-    #[error("request failed: {0}")]
-    Send(#[from] hyper_util::client::legacy::Error),
-    #[error("no answer within {REQUEST_TIMEOUT:?}")]
-    Timeout,
-    #[error("the collector answered {0}")]
-    Status(u16),
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
 }
