@@ -9,6 +9,7 @@
 //!   `POST /api/v1/sinks/{name}/pause` and `/resume`, `POST /api/v1/reload`.
 //! - `dead_letters`: list, show, replay and purge dead letters under `/api/v1/dead-letters`.
 //! - `events`: the delivery history under `/api/v1/events`.
+//! - `replay`: `POST /api/v1/replay` and `GET /api/v1/replays/{id}` (retained events).
 //! - `auth`: with `admin.token` set, everything but the probes needs `Authorization: Bearer`;
 //!   without it, only requests addressed to `localhost` or an IP address are served; requests
 //!   that change something are refused when a browser sent them from another site.
@@ -18,6 +19,7 @@ mod auth;
 mod dead_letters;
 mod events;
 mod probes;
+mod replay;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -34,7 +36,7 @@ use crate::control::Pauses;
 use crate::history::History;
 use crate::server::{Server, ADMIN_MAX_CONNECTIONS};
 use crate::server_tls::ServerTls;
-use crate::spool::{Spool, SpoolHandle};
+use crate::spool::{Retained, Spool, SpoolHandle};
 use crate::telemetry::{self, Counters};
 
 /// How often spool-depth gauges are refreshed and histogram samples folded in, so memory
@@ -61,6 +63,8 @@ pub(crate) struct AdminState {
     pub(crate) reload: Option<ReloadTrigger>,
     /// Delivery history (`/api/v1/events`).
     pub(crate) history: History,
+    /// Delivered events kept for replay (`/api/v1/replay`).
+    pub(crate) retained: Retained,
 }
 
 impl AdminState {
@@ -93,6 +97,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/api/v1/reload", post(api::reload))
         .merge(dead_letters::router())
         .merge(events::router())
+        .merge(replay::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -75,6 +75,7 @@ fn the_repository_routes_yaml_is_valid() {
             path: "./data".into(),
             max_bytes: 1 << 30,
             dead_letter_ttl: Some(crate::config::DEFAULT_DEAD_LETTER_TTL),
+            retain_delivered: None,
             nats: None,
         }
     );
