@@ -176,7 +176,9 @@ async fn attempt(
     let ok = match &result {
         Ok(()) => {
             // Kept for replay before the spool lets go of them.
-            ctx.retained.keep(&live, SystemTime::now()).await;
+            if ctx.retained.enabled() {
+                ctx.retained.keep(&live, SystemTime::now()).await;
+            }
             for delivery in &live {
                 ctx.spool.ack(delivery).await?;
                 Counters::add(&ctx.counters.deliveries_succeeded, 1);

@@ -154,6 +154,10 @@ fn status(admin: &AdminArgs, id: u64, wait: bool, output: Output) -> anyhow::Res
         if !wait || reply["state"] == "done" {
             break reply;
         }
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the command is synchronous: no runtime thread runs here"
+        )]
         std::thread::sleep(POLL);
     };
     match output {

@@ -222,7 +222,7 @@ async fn write(mut rx: mpsc::Receiver<Batch>, parts: WriterParts) {
         let (kept, waiting): (Vec<_>, Vec<_>) = taken.into_iter().map(|b| (b.kept, b.done)).unzip();
         let (store, budget, ttl) = (parts.store.clone(), budget(&parts), parts.ttl);
         let written = tokio::task::spawn_blocking(move || {
-            let written = append(&store, kept);
+            let written = append(&store, &kept);
             bound(&store, budget, ttl);
             written
         });
@@ -260,7 +260,7 @@ fn bound(store: &Mutex<Store>, budget: u64, ttl: Duration) {
 }
 
 /// Encodes delivered events (off the delivery path) and appends them.
-fn append(store: &Mutex<Store>, kept: Vec<Vec<Kept>>) -> io::Result<()> {
+fn append(store: &Mutex<Store>, kept: &[Vec<Kept>]) -> io::Result<()> {
     let mut bytes = Vec::new();
     for kept in kept.iter().flatten() {
         if let Err(error) = kept.encode(&mut bytes) {
