@@ -82,6 +82,7 @@ impl AdminState {
             }
         }
         telemetry::spool_bytes(self.spool.used_bytes(), config.spool.max_bytes);
+        telemetry::spool_retained_bytes(self.retained.bytes());
     }
 }
 

@@ -202,6 +202,9 @@ async fn a_replay_queues_the_range_of_one_sink_and_counts_its_outcomes() {
         .iter()
         .all(|d| d.event.extension(REPLAY_EXTENSION) == Some(&tag)));
 
+    let mut elsewhere = leased[0].clone();
+    elsewhere.sink = Arc::from("dead-letters");
+    retained.observe(&elsewhere, true);
     retained.observe(&leased[0], true);
     let running = retained.replay_status(status.id).expect("status");
     assert_eq!(
