@@ -346,6 +346,19 @@ async fn the_replay_command_starts_and_follows_a_replay() {
     let until = rfc3339(mark().await);
     let admin = ["--admin", &app.admin, "--token", "rp-token"];
 
+    // The admin API's guards hold: a token, and no cross-site browser request.
+    let body = json!({"sink": "lossy", "since": since, "until": until}).to_string();
+    let url = format!("{}/api/v1/replay", app.admin);
+    let bare = request(Method::POST, &url, &[], body.clone()).await;
+    assert_eq!(bare.status, StatusCode::UNAUTHORIZED);
+    let browser = [
+        ("authorization", "Bearer rp-token"),
+        ("origin", "http://evil.example"),
+    ];
+    let cross_site = request(Method::POST, &url, &browser, body).await;
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
+    assert_eq!(lossy.count(), 2, "nothing replayed");
+
     let mut args = vec![
         "replay", "--sink", "lossy", "--since", &since, "--until", &until, "-o", "json",
     ];
