@@ -11,7 +11,8 @@
 //!
 //! Retained events count toward `spool.max_bytes` but never take room from new events: after
 //! each write, and at least once a second, the oldest are dropped until the spool's own
-//! bytes plus the retained ones fit under the bound; past `retain_delivered` they go too.
+//! bytes plus the retained ones fit under the bound, and while the disk is short of what the
+//! spool needs (see `Store::make_room`); past `retain_delivered` they go too.
 //!
 //! [`Retained::replay`] puts the retained events of one sink received in a time range back
 //! into the spool as new deliveries (see `replay`).
@@ -222,7 +223,7 @@ async fn write(mut rx: mpsc::Receiver<Batch>, parts: WriterParts) {
         let (kept, waiting): (Vec<_>, Vec<_>) = taken.into_iter().map(|b| (b.kept, b.done)).unzip();
         let (store, budget, ttl) = (parts.store.clone(), budget(&parts), parts.ttl);
         let written = tokio::task::spawn_blocking(move || {
-            let written = append(&store, &kept);
+            let written = append(&store, &kept, budget.used);
             bound(&store, budget, ttl);
             written
         });
@@ -239,18 +240,30 @@ async fn write(mut rx: mpsc::Receiver<Batch>, parts: WriterParts) {
     }
 }
 
-/// The bytes retained events may take now: what the spool's own bytes leave of
-/// `spool.max_bytes`.
-fn budget(parts: &WriterParts) -> u64 {
-    let used = parts.spool.used_bytes().unwrap_or(0);
-    parts.max_bytes.saturating_sub(used)
+/// The spool's own bytes now, and what they leave of `spool.max_bytes` to retained events.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    used: u64,
+    left: u64,
 }
 
-/// Drops what is past the TTL, then the oldest while over `budget`.
-fn bound(store: &Mutex<Store>, budget: u64, ttl: Duration) {
+fn budget(parts: &WriterParts) -> Budget {
+    let used = parts.spool.used_bytes().unwrap_or(0);
+    Budget {
+        used,
+        left: parts.max_bytes.saturating_sub(used),
+    }
+}
+
+/// Drops what is past the TTL, then the oldest while over the budget or while the disk is
+/// short.
+fn bound(store: &Mutex<Store>, budget: Budget, ttl: Duration) {
     let mut store = lock(store);
     store.expire(store::cutoff(SystemTime::now(), ttl));
-    let evicted = store.evict_to(budget);
+    let before = store.bytes();
+    store.evict_to(budget.left);
+    store.make_room(0, budget.used);
+    let evicted = before - store.bytes();
     if evicted > 0 {
         tracing::debug!(
             bytes = evicted,
@@ -259,15 +272,24 @@ fn bound(store: &Mutex<Store>, budget: u64, ttl: Duration) {
     }
 }
 
-/// Encodes delivered events (off the delivery path) and appends them.
-fn append(store: &Mutex<Store>, kept: &[Vec<Kept>]) -> io::Result<()> {
+/// Encodes delivered events (off the delivery path) and appends them, unless the disk is
+/// short even without any retained event (the spool comes first).
+fn append(store: &Mutex<Store>, kept: &[Vec<Kept>], spool_bytes: u64) -> io::Result<()> {
     let mut bytes = Vec::new();
     for kept in kept.iter().flatten() {
         if let Err(error) = kept.encode(&mut bytes) {
             tracing::warn!(%error, event_id = %kept.event.id, "Cannot encode a delivered event to retain it");
         }
     }
-    lock(store).append(&bytes, SystemTime::now())
+    let mut store = lock(store);
+    if !store.make_room(bytes.len() as u64, spool_bytes) {
+        tracing::warn!(
+            bytes = bytes.len(),
+            "The disk is short: delivered events not retained"
+        );
+        return Ok(());
+    }
+    store.append(&bytes, SystemTime::now())
 }
 
 #[cfg(test)]

@@ -18,6 +18,10 @@ use crate::spool::record::to_millis;
 /// Smallest and largest segment.
 const SEGMENT_MIN: u64 = 64 << 10;
 const SEGMENT_MAX: u64 = 16 << 20;
+/// Smallest and largest free space kept on the file system; between them an eighth of it,
+/// twice the reserve the embedded spool keeps there (as the delivery history does).
+const FLOOR_MIN: u64 = 512 << 10;
+const FLOOR_MAX: u64 = 128 << 20;
 
 /// Where one record is: its segment's number and its offset in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +179,31 @@ impl Store {
             freed += self.drop_first();
         }
         freed
+    }
+
+    /// Whether the file system keeps its floor of free space plus `wanted` more bytes, after
+    /// dropping the oldest segments if need be: the floor is [`FLOOR_MIN`]..[`FLOOR_MAX`] and
+    /// twice `spool_bytes` (room for the spool to copy what it holds, as its own admission
+    /// asks). Always true in memory, or when the file system cannot be asked.
+    pub(crate) fn make_room(&mut self, wanted: u64, spool_bytes: u64) -> bool {
+        let Some(stat) = self
+            .dir
+            .as_deref()
+            .and_then(|d| rustix::fs::statvfs(d).ok())
+        else {
+            return true;
+        };
+        let block = stat.f_frsize.max(1);
+        let total = stat.f_blocks.saturating_mul(block);
+        let mut free = stat.f_bavail.saturating_mul(block);
+        let floor = (total / 8).clamp(FLOOR_MIN, FLOOR_MAX) + spool_bytes.saturating_mul(2);
+        while free < floor.saturating_add(wanted) {
+            if self.segments.is_empty() {
+                return false;
+            }
+            free += self.drop_first();
+        }
+        true
     }
 
     /// Drops the oldest segments until at most `limit` bytes are kept; returns the bytes

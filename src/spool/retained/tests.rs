@@ -144,6 +144,11 @@ fn records_survive_reopening_and_a_torn_tail_is_cut() {
     let c = Kept::new(&delivery("c", "s", now), now);
     store.append(&encoded(&[c]), now).expect("append");
     assert_eq!(ids(&store, "s"), ["a", "c"]);
+
+    // A spool that would need more than the disk has: every retained file gives way.
+    assert!(!store.make_room(0, u64::MAX / 4));
+    assert_eq!(store.bytes(), 0);
+    assert!(ids(&store, "s").is_empty());
 }
 
 fn memory_config(max_bytes: u64) -> SpoolConfig {
