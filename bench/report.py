@@ -211,6 +211,7 @@ class Report:
                  "e2e.rate", rate, base, "B", "≥ 0.60× B", e2e_check)
         self.isolation()
         self.history()
+        self.retention()
         self.transform()
 
         def rss_idle_check(spool):
@@ -257,6 +258,11 @@ class Report:
     def history(self):
         """The end-to-end rate with delivery history on against off."""
         self.pair("history", "End to end with delivery history on (events/s)", "off", 0.90)
+
+    def retention(self):
+        """The end-to-end rate with delivered events retained for replay against off
+        (reported, no target)."""
+        self.pair("retention", "End to end with spool.retain_delivered (events/s)", "off", None)
 
     def transform(self):
         """The end-to-end rate with a reshaping `transform` against no program (reported, no

@@ -69,6 +69,8 @@
 #                 default, spool.history_ttl: 24h) and off (history_ttl: 0), the two alternating
 #                 run by run; the figure is the ratio of the medians (target ≥ 0.90), beside
 #                 the daemon's CPU time per delivered event (user + system, /proc/PID/stat).
+#   retention     embedded spool only: the same pair with spool.retain_delivered: 24h (every
+#                 delivered event written to <spool.path>/retained/ before its ack) and without.
 #   transform     embedded spool only: the same pair with the sink's `transform` running a
 #                 typical reshaping program (TRANSFORM_PROGRAM) and without a program.
 #   RSS idle      VmRSS 1 s after start.
@@ -598,6 +600,12 @@ measure_history() {
   measure_pair history '' 's/^  max_bytes: .*/&\n  history_ttl: 0/'
 }
 
+# measure_retention: delivered events retained for replay (spool.retain_delivered: 24h)
+# against off (the default).
+measure_retention() {
+  measure_pair retention 's/^  max_bytes: .*/&\n  retain_delivered: 24h/' ''
+}
+
 # A typical reshaping program: a new data object around the old one, a renamed type, an
 # extension added.
 TRANSFORM_PROGRAM='.data = {id: .id, type: .type, order: .data} | .type = "reshaped." + .type | .reshaped = "yes"'
@@ -777,6 +785,8 @@ if [[ -z $(awk -F'\t' '$1 == "embedded.skipped"' "$RESULTS") ]]; then
   measure_isolation
   log "switchyard, spool.backend: embedded — end to end with delivery history on and off"
   measure_history
+  log "switchyard, spool.backend: embedded — end to end with delivered events retained and not"
+  measure_retention
   log "switchyard, spool.backend: embedded — end to end with a transform program and without"
   measure_transform
 else

@@ -28,7 +28,7 @@ use crate::server::Server;
 use crate::server_tls::{ServerTls, ServerTlsError};
 use crate::sinks::{self, Handler, Handlers};
 use crate::sources::{self, SourcesState};
-use crate::spool::{Spool, SpoolHandle};
+use crate::spool::{Retained, Spool, SpoolHandle};
 use crate::telemetry::{Counters, ExportSettings, SpanExport};
 
 /// A switchyard instance being assembled: a configuration plus registered handlers.
@@ -57,6 +57,10 @@ pub enum RunError {
     /// The delivery history could not be opened (`<spool.path>/history/`).
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// The store of delivered events kept for replay could not be opened
+    /// (`<spool.path>/retained/`).
+    #[error(transparent)]
+    Retained(#[from] crate::spool::RetainError),
     /// The ingress or admin address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -158,6 +162,7 @@ impl Switchyard {
         let counters = Arc::new(Counters::default());
         let pauses = Arc::new(Pauses::open(pause_dir(&config.spool))?);
         let history = History::open(config.history, &config.spool)?;
+        let retained = Retained::open(&config.spool, spool.clone())?;
         let spans = SpanExport::start(export_settings(&config.telemetry));
         let (routes, live_routes) = live(RouteTable::from_config(&config));
         let (ingress_config, live_ingress) = live(config.ingress.clone());
@@ -201,6 +206,7 @@ impl Switchyard {
             shutdown: shutdown.clone(),
             tracker: deliveries.clone(),
             history: history.clone(),
+            retained: retained.clone(),
         };
         // Schedules feed the accept side, so they stop with ingress, before leasing stops.
         let runs = reloader.start_runs(Generation {
@@ -228,13 +234,14 @@ impl Switchyard {
                 stopping: shutdown.clone(),
                 reload: reload.clone(),
                 history: history.clone(),
+                retained: retained.clone(),
             },
             admin_tls,
         );
         let server = tokio::spawn(serve_with_admin(
             admin,
             spans,
-            history,
+            (history, retained),
             ServeParts {
                 listener,
                 router: ingress::metered(
@@ -382,13 +389,14 @@ fn bind_now(addr: SocketAddr) -> Result<TcpListener, RunError> {
 async fn serve_with_admin(
     admin: AdminServer,
     spans: SpanExport,
-    history: History,
+    (history, retained): (History, Retained),
     parts: ServeParts,
 ) -> Result<(), RunError> {
     let result = serve(parts).await;
     admin.stop().await;
     spans.flush().await;
     history.close().await;
+    retained.close().await;
     result
 }
 

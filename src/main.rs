@@ -97,6 +97,10 @@ enum Command {
     /// List or show a running daemon's delivery history: every attempt of every delivery.
     #[command(after_help = EXIT_CODES)]
     Events(ops::EventsArgs),
+    /// Deliver the events a running daemon retained (spool.retain_delivered) to a sink again,
+    /// by time range; `replay status ID` follows one.
+    #[command(after_help = EXIT_CODES)]
+    Replay(ops::ReplayArgs),
     /// Exit 0 when a running daemon's admin server answers its readiness (or liveness)
     /// probe with 200, 1 with the reason otherwise: for a container HEALTHCHECK.
     #[command(after_help = EXIT_CODES)]
@@ -197,6 +201,7 @@ fn main() -> ExitCode {
         Command::PurgeSink(args) => ops::purge_sink(&args),
         Command::DeadLetter(args) => ops::dead_letter(&args),
         Command::Events(args) => ops::events(&args),
+        Command::Replay(args) => ops::replay(&args),
         Command::Health(args) => ops::health(&args),
         Command::Spool(args) => match load_config(args.config()) {
             Some(loaded) => ops::spool::run(&args, &loaded),

@@ -68,6 +68,8 @@ pub(crate) struct Reloader {
     pub(crate) tracker: TaskTracker,
     /// Delivery history (kept).
     pub(crate) history: History,
+    /// Delivered events kept for replay (kept).
+    pub(crate) retained: crate::spool::Retained,
 }
 
 /// The tokens of the dispatcher and schedules now running.
@@ -100,6 +102,7 @@ impl Reloader {
             counters: self.counters.clone(),
             pauses: self.pauses.clone(),
             history: self.history.clone(),
+            retained: self.retained.clone(),
             replies: self.acceptor.clone(),
         };
         dispatch::start(&ctx, &runs.dispatch, &self.tracker);

@@ -13,6 +13,7 @@
 //! - `dead_letters`: list, show, replay and purge dead letters under `/api/v1/dead-letters`.
 //! - `events`: the delivery history under `/api/v1/events`.
 //! - `explain`: `POST /api/v1/explain`, which routes match an event and why.
+//! - `replay`: `POST /api/v1/replay` and `GET /api/v1/replays/{id}` (retained events).
 //! - `auth`: with `admin.token` set, everything but the probes needs `Authorization: Bearer`;
 //!   without it, only requests addressed to `localhost` or an IP address are served; requests
 //!   that change something are refused when a browser sent them from another site.
@@ -24,6 +25,7 @@ mod dead_letters;
 mod events;
 mod explain;
 mod probes;
+mod replay;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -40,7 +42,7 @@ use crate::control::Pauses;
 use crate::history::History;
 use crate::server::{Server, ADMIN_MAX_CONNECTIONS};
 use crate::server_tls::ServerTls;
-use crate::spool::{Spool, SpoolHandle};
+use crate::spool::{Retained, Spool, SpoolHandle};
 use crate::telemetry::{self, Counters};
 
 /// How often spool-depth gauges are refreshed and histogram samples folded in, so memory
@@ -67,6 +69,8 @@ pub(crate) struct AdminState {
     pub(crate) reload: Option<ReloadTrigger>,
     /// Delivery history (`/api/v1/events`).
     pub(crate) history: History,
+    /// Delivered events kept for replay (`/api/v1/replay`).
+    pub(crate) retained: Retained,
 }
 
 impl AdminState {
@@ -84,6 +88,7 @@ impl AdminState {
             }
         }
         telemetry::spool_bytes(self.spool.used_bytes(), config.spool.max_bytes);
+        telemetry::spool_retained_bytes(self.retained.bytes());
     }
 }
 
@@ -100,6 +105,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/api/v1/explain", post(explain::explain))
         .merge(dead_letters::router())
         .merge(events::router())
+        .merge(replay::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -118,6 +118,9 @@ pub struct SpoolConfig {
     pub dead_letter_ttl: Option<Duration>,
     /// Settings of the `nats` backend; `None` for the others.
     pub nats: Option<NatsSpoolConfig>,
+    /// How long a delivered event is kept for replay (`spool.retain_delivered`); `None`
+    /// keeps none.
+    pub retain_delivered: Option<Duration>,
 }
 
 /// The spool backends.

@@ -56,10 +56,12 @@ pub(super) const ROOT: Shape = Shape {
 /// `spool:` — `backend` (embedded, the default, memory or nats), `path` (directory
 /// for on-disk state, default ./data), `max_bytes` (most event bytes stored, default 1GiB),
 /// `dead_letter_ttl` (how long a dead letter is kept, default 14d, `0` keeps it), `nats`
-/// (the NATS backend's settings; read in `nats`), and `history_ttl` and `history_max_bytes`
-/// (delivery history; read in `history`).
+/// (the NATS backend's settings; read in `nats`), `history_ttl` and `history_max_bytes`
+/// (delivery history; read in `history`), and `retain_delivered` (how long delivered events
+/// are kept for replay; off when absent; not with `nats`).
 pub(super) const SPOOL: Shape = Shape {
-    keys: "backend path max_bytes dead_letter_ttl nats history_ttl history_max_bytes",
+    keys: "backend path max_bytes dead_letter_ttl nats history_ttl history_max_bytes \
+           retain_delivered",
     later: "",
 };
 

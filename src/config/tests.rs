@@ -75,6 +75,7 @@ fn the_repository_routes_yaml_is_valid() {
             path: "./data".into(),
             max_bytes: 1 << 30,
             dead_letter_ttl: Some(crate::config::DEFAULT_DEAD_LETTER_TTL),
+            retain_delivered: None,
             nats: None,
         }
     );
@@ -615,6 +616,42 @@ fn spool_dead_letter_ttl_defaults_to_14_days_and_0_keeps_them() {
     assert_eq!(ttl, Some(Some(Duration::from_secs(24 * 3600))));
     let errors = errors("spool: { dead_letter_ttl: soon }");
     assert_error(&errors, "spool.dead_letter_ttl", "duration");
+}
+
+#[test]
+fn spool_retain_delivered_is_off_by_default_and_refused_with_nats() {
+    assert_eq!(load_ok("sinks: {}").spool.retain_delivered, None);
+    let set = load_ok("spool: { retain_delivered: 24h }");
+    assert_eq!(
+        set.spool.retain_delivered,
+        Some(Duration::from_secs(24 * 3600))
+    );
+    let memory = load_ok("spool: { backend: memory, retain_delivered: 10m }");
+    assert_eq!(
+        memory.spool.retain_delivered,
+        Some(Duration::from_secs(600))
+    );
+    assert_error(
+        &errors("spool: { retain_delivered: soon }"),
+        "spool.retain_delivered",
+        "duration",
+    );
+    assert_error(
+        &errors("spool: { retain_delivered: 0s }"),
+        "spool.retain_delivered",
+        "longer than 0s",
+    );
+    let nats = errors("spool: { backend: nats, retain_delivered: 1h }");
+    assert_error(
+        &nats,
+        "spool.retain_delivered",
+        "not supported by the nats spool backend",
+    );
+    assert_error(
+        &errors("spool: { retain_deliverd: 1h }"),
+        "spool.retain_deliverd",
+        "unknown",
+    );
 }
 
 #[test]

@@ -141,13 +141,31 @@ fn spool(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<SpoolConfig> {
             }
         },
     );
+    let retain_delivered = rd.or(o.get("retain_delivered"), None, |rd, n| {
+        match rd.duration(n)? {
+            ttl if ttl.is_zero() => rd.fail(
+                &n.path,
+                "must be longer than 0s (leave it out to keep nothing)",
+            ),
+            ttl => Some(Some(ttl)),
+        }
+    });
     let backend = backend?;
+    if backend == SpoolBackend::Nats {
+        if let Some(node) = o.get("retain_delivered") {
+            return rd.fail(
+                &node.path,
+                "spool.retain_delivered is not supported by the nats spool backend (use embedded or memory)",
+            );
+        }
+    }
     Some(SpoolConfig {
         backend,
         path: path?,
         max_bytes: max_bytes?,
         dead_letter_ttl: dead_letter_ttl?,
         nats: Some(nats?).filter(|_| backend == SpoolBackend::Nats),
+        retain_delivered: retain_delivered?,
     })
 }
 

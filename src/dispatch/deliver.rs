@@ -80,6 +80,11 @@ pub(super) async fn deliver_batch(
         match retry::expired(&config.retry, &delivery, now) {
             Some(Decision::DeadLetter { reason }) => {
                 let outcome = dead_letter::run(ctx, config, &delivery, reason, None).await?;
+                observe(
+                    ctx,
+                    std::slice::from_ref(&delivery),
+                    std::slice::from_ref(&outcome),
+                );
                 history::record(
                     ctx,
                     &[delivery],
@@ -189,6 +194,10 @@ async fn attempt(
     let mut outcomes = Vec::with_capacity(live.len());
     let ok = match &result {
         Ok(()) => {
+            // Kept for replay before the spool lets go of them.
+            if ctx.retained.enabled() {
+                ctx.retained.keep(&live, SystemTime::now()).await;
+            }
             for delivery in &live {
                 ctx.spool.ack(delivery).await?;
                 Counters::add(&ctx.counters.deliveries_succeeded, 1);
@@ -209,6 +218,7 @@ async fn attempt(
             !error.retryable
         }
     };
+    observe(ctx, &live, &outcomes);
     history::record(
         ctx,
         &live,
@@ -218,6 +228,20 @@ async fn attempt(
         Some(took),
     );
     Ok((ok, observed, outcomes))
+}
+
+/// Counts the final outcomes of replayed deliveries (see [`crate::spool::Retained::replay`]).
+fn observe(ctx: &DispatchContext, deliveries: &[Delivery], outcomes: &[Outcome]) {
+    if !ctx.retained.enabled() {
+        return;
+    }
+    for (delivery, outcome) in deliveries.iter().zip(outcomes) {
+        match outcome {
+            Outcome::Delivered => ctx.retained.observe(delivery, true),
+            Outcome::DeadLettered { .. } => ctx.retained.observe(delivery, false),
+            Outcome::Retrying { .. } => {}
+        }
+    }
 }
 
 /// Whether a failure says the target is overloaded: 429, 503 or no answer in time.

@@ -52,7 +52,7 @@ use crate::config::Config;
 use crate::control::Pauses;
 use crate::history::History;
 use crate::sinks::Registry;
-use crate::spool::SpoolHandle;
+use crate::spool::{Retained, SpoolHandle};
 use crate::telemetry::Counters;
 
 pub use deliver::{deliver_one, Outcome};
@@ -75,6 +75,8 @@ pub struct DispatchContext {
     pub history: History,
     /// Takes sinks' replies in as events (the acceptor ingress uses).
     pub replies: Acceptor,
+    /// Where delivered events are kept for replay (`spool.retain_delivered`).
+    pub retained: Retained,
 }
 
 /// Starts one worker per configured sink on `tracker`. Workers stop leasing when `stop` is

@@ -58,5 +58,6 @@ async fn failed(
     delivery.last_status = None;
     let cause = SinkError::permanent(TRANSFORM_FAILED, message);
     ctx.counters.sink(&config.name).failed(&cause);
+    ctx.retained.observe(&delivery, false);
     dead_letter::run(ctx, config, &delivery, TRANSFORM_FAILED, Some(&cause)).await
 }

@@ -13,6 +13,7 @@ fn spool() -> SpoolConfig {
         path: ".".into(),
         max_bytes: 1 << 20,
         dead_letter_ttl: None,
+        retain_delivered: None,
         nats: None,
     }
 }

@@ -23,6 +23,7 @@ mod memory;
 mod nats;
 mod record;
 mod repair;
+mod retained;
 mod rows;
 mod space;
 mod writer;
@@ -50,6 +51,10 @@ pub use memory::MemorySpool;
 pub use nats::NatsSpool;
 pub use repair::{
     repair, verify, DatabaseState, MaintenanceError, Repair, SegmentState, Verification,
+};
+pub use retained::{
+    ReplayError, ReplayFilter, ReplayRequest, ReplayState, ReplayStatus, RetainError, Retained,
+    REPLAY_EXTENSION,
 };
 
 /// Default bound on stored event bytes (`spool.max_bytes`): 1 GiB.

@@ -50,6 +50,8 @@ pub const SPOOL_DEPTH: &str = "switchyard_spool_depth";
 pub const SPOOL_OLDEST_AGE: &str = "switchyard_spool_oldest_age_seconds";
 /// Bytes stored as `spool.max_bytes` counts them (on the `nats` spool, the work stream's bytes).
 pub const SPOOL_BYTES: &str = "switchyard_spool_bytes";
+/// Bytes of delivered events kept for replay (`spool.retain_delivered`).
+pub const SPOOL_RETAINED_BYTES: &str = "switchyard_spool_retained_bytes";
 /// `spool.max_bytes`: the most bytes the spool stores before ingress answers 503.
 pub const SPOOL_MAX_BYTES: &str = "switchyard_spool_max_bytes";
 /// Always 1, by `version`: the running build.
@@ -166,6 +168,11 @@ fn describe() {
     );
     describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes stored in the spool.");
     describe_gauge!(
+        SPOOL_RETAINED_BYTES,
+        Unit::Bytes,
+        "Bytes of delivered events kept for replay."
+    );
+    describe_gauge!(
         SPOOL_MAX_BYTES,
         Unit::Bytes,
         "The spool's bound (spool.max_bytes)."
@@ -178,6 +185,13 @@ fn describe() {
     );
     describe_gauge!(BUILD_INFO, "Always 1; the label says which build runs.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Sets the bytes of delivered events kept for replay (nothing when retention is off).
+pub fn spool_retained_bytes(retained: Option<u64>) {
+    if let Some(retained) = retained {
+        metrics::gauge!(SPOOL_RETAINED_BYTES).set(retained as f64);
+    }
 }
 
 /// Sets the spool's size gauges: bytes stored (when the backend can tell) and its bound.

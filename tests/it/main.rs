@@ -32,6 +32,7 @@ mod pause;
 mod priority;
 mod readiness;
 mod reload;
+mod replay;
 mod reply;
 mod schedules;
 mod schema;

@@ -64,6 +64,7 @@ fn config(ingress: IngressConfig) -> Config {
             path: PathBuf::new(),
             max_bytes: 1 << 30,
             dead_letter_ttl: None,
+            retain_delivered: None,
             nats: None,
         },
         ingress,

@@ -86,6 +86,7 @@ pub(crate) fn config(sinks: Vec<SinkConfig>) -> Config {
             path: PathBuf::from("."),
             max_bytes: 1 << 30,
             dead_letter_ttl: None,
+            retain_delivered: None,
             nats: None,
         },
         ingress: IngressConfig {

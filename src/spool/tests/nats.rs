@@ -37,6 +37,7 @@ fn spool(max_bytes: u64) -> NatsSpool {
         path: ".".into(),
         max_bytes,
         dead_letter_ttl: None,
+        retain_delivered: None,
         nats: Some(nats),
     })
 }
@@ -116,6 +117,7 @@ async fn two_spools_on_one_stream_share_the_work() {
         path: ".".into(),
         max_bytes: 1 << 30,
         dead_letter_ttl: None,
+        retain_delivered: None,
         nats: Some(NatsSpoolConfig {
             stream: a_stream(&a),
             connection: test_server(),
@@ -153,6 +155,7 @@ async fn an_unreachable_server_refuses_puts_as_unreachable() {
         path: ".".into(),
         max_bytes: 1 << 30,
         dead_letter_ttl: None,
+        retain_delivered: None,
         nats: Some(NatsSpoolConfig {
             connection: NatsConnection {
                 urls: vec!["nats://127.0.0.1:1".into()],
@@ -199,6 +202,7 @@ async fn a_server_restart_is_ridden_out() {
         path: ".".into(),
         max_bytes: 1 << 30,
         dead_letter_ttl: None,
+        retain_delivered: None,
         nats: Some(NatsSpoolConfig {
             stream: "sy-test-restart".into(),
             ack_wait: Duration::from_secs(2),
@@ -556,6 +560,7 @@ async fn dead_letters_go_after_the_stream_max_age() {
         path: ".".into(),
         max_bytes: 1 << 30,
         dead_letter_ttl: Some(Duration::from_secs(1)),
+        retain_delivered: None,
         nats: Some(NatsSpoolConfig {
             stream: format!("sy-test-{:016x}", fastrand::u64(..)),
             connection: test_server(),
