@@ -83,8 +83,9 @@ BIN="$ROOT/target/release"
 SWITCHYARD="${SWITCHYARD_BIN:-$BIN/switchyard}"
 SINK="$BIN/examples/baseline_ingest"
 LOADER="$BIN/examples/fixed_load"
-# Info for the daemon's own start-up line (nothing per event logs at info).
-export RUST_LOG=warn,switchyard=info
+# Info for the daemon's start-up line only: a wider filter would enable the delivery span
+# (info) and count its cost per event.
+export RUST_LOG=warn,switchyard::app=info
 export BENCH_LISTEN="127.0.0.1:$PORT_SY"
 export BENCH_SINK_URL="http://127.0.0.1:$PORT_SINK/events"
 export BENCH_SPOOL="$WORK/spool"
