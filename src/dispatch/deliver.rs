@@ -79,7 +79,8 @@ pub(super) async fn deliver_batch(
     for delivery in deliveries {
         match retry::expired(&config.retry, &delivery, now) {
             Some(Decision::DeadLetter { reason }) => {
-                let outcome = dead_letter::run(ctx, config, &delivery, reason, None).await?;
+                let outcome =
+                    Box::pin(dead_letter::run(ctx, config, &delivery, reason, None)).await?;
                 observe(
                     ctx,
                     std::slice::from_ref(&delivery),
@@ -188,7 +189,10 @@ async fn attempt(
     };
     // A reply is stored before the delivery it answers is acked.
     let result = match (result, live.first()) {
-        (Ok(answer), Some(first)) => reply::take(ctx, config, &first.event, answer).await?,
+        (Ok(Reply::None), _) => Ok(()),
+        (Ok(answer), Some(first)) => {
+            Box::pin(reply::take(ctx, config, &first.event, answer)).await?
+        }
         (result, _) => result.map(|_| ()),
     };
     let mut outcomes = Vec::with_capacity(live.len());
@@ -213,7 +217,8 @@ async fn attempt(
             // come due together and are retried as one batch again.
             let decided = (SystemTime::now(), fastrand::f64());
             for delivery in &live {
-                outcomes.push(failed(ctx, config, delivery.clone(), error, decided).await?);
+                let failed = failed(ctx, config, delivery.clone(), error, decided);
+                outcomes.push(Box::pin(failed).await?);
             }
             !error.retryable
         }

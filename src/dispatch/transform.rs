@@ -36,7 +36,9 @@ pub(super) async fn prepare(
         let steps = transform::steps(&ctx.config, &delivery.route, &config.name);
         match transform::apply_all(&delivery.event, &steps) {
             Ok(event) => prepared.push((delivery, event)),
-            Err(error) => outcomes.push(failed(ctx, config, delivery, &error, now).await?),
+            Err(error) => {
+                outcomes.push(Box::pin(failed(ctx, config, delivery, &error, now)).await?)
+            }
         }
     }
     Ok(prepared)

@@ -232,7 +232,9 @@ impl Worker {
         self.tracker.spawn(async move {
             // Taken only once the task runs: a task dropped unstarted releases its batch.
             let batch = batch.into_iter().map(Held::take).collect();
-            match deliver_batch(&ctx, target.as_ref(), &config, batch).await {
+            // Boxed: the task's own future stays small, so spawning it copies little.
+            let step = Box::pin(deliver_batch(&ctx, target.as_ref(), &config, batch));
+            match step.await {
                 Ok(step) => {
                     gate.report(admission, step.attempt);
                     // Only the sink's own answers teach its limit, not the fallback's.

@@ -413,23 +413,32 @@ macro_rules! each_backend {
             Self::Nats($s) => $call,
         }
     };
+    // For the calls on a delivery's or a request's path: the nats backend's futures are
+    // boxed, so that they do not make every caller's future as large as theirs.
+    (boxed_nats $self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Self::Memory($s) => $call,
+            Self::Embedded($s) => $call,
+            Self::Nats($s) => Box::pin(async move { $call }).await,
+        }
+    };
 }
 
 impl Spool for SpoolHandle {
     async fn put(&self, deliveries: Vec<NewDelivery>) -> Result<(), SpoolError> {
-        each_backend!(self, s => s.put(deliveries).await)
+        each_backend!(boxed_nats self, s => s.put(deliveries).await)
     }
 
     async fn lease(&self, sink: &str, max: usize) -> Result<Vec<Delivery>, SpoolError> {
-        each_backend!(self, s => s.lease(sink, max).await)
+        each_backend!(boxed_nats self, s => s.lease(sink, max).await)
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), SpoolError> {
-        each_backend!(self, s => s.ack(delivery).await)
+        each_backend!(boxed_nats self, s => s.ack(delivery).await)
     }
 
     async fn nack(&self, delivery: Delivery, not_before: SystemTime) -> Result<(), SpoolError> {
-        each_backend!(self, s => s.nack(delivery, not_before).await)
+        each_backend!(boxed_nats self, s => s.nack(delivery, not_before).await)
     }
 
     async fn dead_letter(
@@ -438,7 +447,7 @@ impl Spool for SpoolHandle {
         info: DeadLetter,
         forward: Option<NewDelivery>,
     ) -> Result<(), SpoolError> {
-        each_backend!(self, s => s.dead_letter(delivery, info, forward).await)
+        each_backend!(boxed_nats self, s => s.dead_letter(delivery, info, forward).await)
     }
 
     async fn put_unique(
@@ -446,7 +455,7 @@ impl Spool for SpoolHandle {
         deliveries: Vec<NewDelivery>,
         window: Duration,
     ) -> Result<usize, SpoolError> {
-        each_backend!(self, s => s.put_unique(deliveries, window).await)
+        each_backend!(boxed_nats self, s => s.put_unique(deliveries, window).await)
     }
 
     async fn dead_letters(
