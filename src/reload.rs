@@ -68,6 +68,8 @@ pub(crate) struct Reloader {
     pub(crate) tracker: TaskTracker,
     /// Delivery history (kept).
     pub(crate) history: History,
+    /// The saga store (kept).
+    pub(crate) sagas: Option<crate::saga::Sagas>,
 }
 
 /// The tokens of the dispatcher and schedules now running.
@@ -101,6 +103,7 @@ impl Reloader {
             pauses: self.pauses.clone(),
             history: self.history.clone(),
             replies: self.acceptor.clone(),
+            sagas: self.sagas.clone(),
         };
         dispatch::start(&ctx, &runs.dispatch, &self.tracker);
         schedule::start(

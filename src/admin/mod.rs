@@ -18,6 +18,7 @@ mod auth;
 mod dead_letters;
 mod events;
 mod probes;
+mod sagas;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -61,6 +62,8 @@ pub(crate) struct AdminState {
     pub(crate) reload: Option<ReloadTrigger>,
     /// Delivery history (`/api/v1/events`).
     pub(crate) history: History,
+    /// Saga instances (`/api/v1/sagas`); `None` when no saga runs here.
+    pub(crate) sagas: Option<crate::saga::Sagas>,
 }
 
 impl AdminState {
@@ -93,6 +96,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/api/v1/reload", post(api::reload))
         .merge(dead_letters::router())
         .merge(events::router())
+        .merge(sagas::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -70,6 +70,7 @@ fn context(config: Config) -> DispatchContext {
         counters,
         pauses: Arc::new(Pauses::default()),
         history: crate::history::History::off(),
+        sagas: None,
     }
 }
 
