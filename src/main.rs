@@ -97,6 +97,9 @@ enum Command {
     /// List or show a running daemon's delivery history: every attempt of every delivery.
     #[command(after_help = EXIT_CODES)]
     Events(ops::EventsArgs),
+    /// List, show or abort a running daemon's saga instances.
+    #[command(after_help = EXIT_CODES)]
+    Sagas(ops::SagasArgs),
     /// Exit 0 when a running daemon's admin server answers its readiness (or liveness)
     /// probe with 200, 1 with the reason otherwise: for a container HEALTHCHECK.
     #[command(after_help = EXIT_CODES)]
@@ -197,6 +200,7 @@ fn main() -> ExitCode {
         Command::PurgeSink(args) => ops::purge_sink(&args),
         Command::DeadLetter(args) => ops::dead_letter(&args),
         Command::Events(args) => ops::events(&args),
+        Command::Sagas(args) => ops::sagas(&args),
         Command::Health(args) => ops::health(&args),
         Command::Spool(args) => match load_config(args.config()) {
             Some(loaded) => ops::spool::run(&args, &loaded),

@@ -165,3 +165,56 @@ fn unique(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::load_text;
+
+    const SINKS: &str = "sinks: { a: { log: {} }, b: { log: {} } }\n";
+
+    fn errors(sagas: &str) -> String {
+        match load_text(&format!("{SINKS}{sagas}"), &[]) {
+            Err(text) => text,
+            Ok(_) => panic!("expected errors for:\n{sagas}"),
+        }
+    }
+
+    #[test]
+    fn a_saga_reads_with_its_defaults() {
+        let yaml = format!(
+            "{SINKS}sagas:\n  - name: order\n    match: {{ types: [T] }}\n    steps:\n      - {{ name: one, to: a, compensate: b }}\n      - {{ name: two, to: b }}\n"
+        );
+        let config = load_text(&yaml, &[]).expect("valid");
+        let saga = &config.sagas[0];
+        assert_eq!(saga.name, "order");
+        assert_eq!(saga.timeout, super::DEFAULT_SAGA_TIMEOUT);
+        assert_eq!(saga.steps.len(), 2);
+        assert_eq!(saga.steps[0].compensate.as_deref(), Some("b"));
+        assert_eq!(config.saga_retention, super::DEFAULT_SAGA_RETENTION);
+    }
+
+    #[test]
+    fn every_saga_error_is_reported_with_its_path() {
+        let text = errors(
+            "sagas:\n  - name: s\n    steps:\n      - { name: one, to: nowhere }\n      - { name: one, compensate: a }\n  - name: s\n    steps: []\n  - name: t\n",
+        );
+        for expected in [
+            "sagas[0].steps[0].to: unknown sink `nowhere`",
+            "sagas[0].steps[1].name: duplicate step name `one`",
+            "sagas[0].steps[1].to: required",
+            "sagas[1].name: duplicate saga name `s`",
+            "sagas[1].steps: needs at least one step",
+            "sagas[2].steps: required",
+        ] {
+            assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_nats_spool_refuses_sagas() {
+        let text = errors(
+            "spool: { backend: nats }\nsagas: [ { name: s, steps: [ { name: one, to: a } ] } ]\n",
+        );
+        assert!(text.contains("sagas: sagas need the embedded or memory spool"), "{text}");
+    }
+}

@@ -3,7 +3,8 @@
 //! or with `-o json` as the API's JSON);
 //! `purge-sink` deletes the deliveries kept for a removed sink; `dead-letter`
 //! ([`dead_letters`]) lists, replays and purges dead letters; `events` ([`events`]) reads
-//! the delivery history; `health` ([`health`]) asks the admin server's probes.
+//! the delivery history; `sagas` ([`sagas`]) lists, shows and aborts saga instances;
+//! `health` ([`health`]) asks the admin server's probes.
 //!
 //! Part of the binary, not the library (`lib.rs` does not declare it). Bad arguments exit
 //! 64; a failed exchange or a non-2xx answer exits 1.
@@ -11,6 +12,7 @@
 mod dead_letters;
 mod events;
 mod health;
+mod sagas;
 pub(crate) mod spool;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +37,7 @@ use switchyard::outbound::{Client, ClientOptions, Proxy, SystemRoots};
 pub(crate) use dead_letters::{dead_letter, DeadLetterArgs};
 pub(crate) use events::{events, EventsArgs};
 pub(crate) use health::{health, HealthArgs};
+pub(crate) use sagas::{sagas, SagasArgs};
 
 /// Exit code for bad arguments (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
