@@ -326,6 +326,8 @@ impl Sagas {
         let now = SystemTime::now();
         let (nexts, tally) = self.with(move |s| s.start(&starts, now)).await?;
         self.note(tally);
+        // The runner sleeps until the earliest deadline it knew of; this one may be earlier.
+        self.kick.notify_one();
         Ok(nexts)
     }
 
@@ -428,7 +430,7 @@ impl Sagas {
         self.with(move |s| s.get(&id)).await
     }
 
-    /// Resolves once something asks the saga runner to look again (an abort).
+    /// Resolves once something asks the saga runner to look again (a start, an abort).
     pub async fn kicked(&self) {
         self.kick.notified().await;
     }

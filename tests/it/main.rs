@@ -32,6 +32,7 @@ mod priority;
 mod readiness;
 mod reload;
 mod reply;
+mod sagas;
 mod schedules;
 mod schema;
 mod signatures;
