@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::config::SagaConfig;
 use crate::config::{DeliveryOrder, Live};
 use crate::event::Event;
-use crate::config::SagaConfig;
 use crate::routing::{RouteTable, SqlError, Target};
 use crate::saga::{Next, Sagas};
 use crate::spool::{NewDelivery, Spool, SpoolError, SpoolHandle};

@@ -20,7 +20,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
 use super::AdminState;
-use crate::saga::{Abort, InstanceQuery, InstanceView, SagaError, State as SagaState, StepView, MAX_LIST_LIMIT};
+use crate::saga::{
+    Abort, InstanceQuery, InstanceView, SagaError, State as SagaState, StepView, MAX_LIST_LIMIT,
+};
 
 /// Instances per page when the request names no `limit`.
 const DEFAULT_LIMIT: usize = 100;
@@ -148,7 +150,10 @@ async fn list(
     };
     let limit = query.limit;
     let page = sagas.list(query).await?;
-    let next = page.last().map(|v| v.cursor).filter(|_| page.len() == limit);
+    let next = page
+        .last()
+        .map(|v| v.cursor)
+        .filter(|_| page.len() == limit);
     let items: Vec<Value> = page.iter().map(|v| instance_json(v, false)).collect();
     Ok(Json(json!({ "sagas": items, "next": next })))
 }

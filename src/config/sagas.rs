@@ -215,6 +215,9 @@ mod tests {
         let text = errors(
             "spool: { backend: nats }\nsagas: [ { name: s, steps: [ { name: one, to: a } ] } ]\n",
         );
-        assert!(text.contains("sagas: sagas need the embedded or memory spool"), "{text}");
+        assert!(
+            text.contains("sagas: sagas need the embedded or memory spool"),
+            "{text}"
+        );
     }
 }

@@ -205,13 +205,17 @@ const PLACES: &[Place] = &[
         ..place("sagas[].steps[]", "sagas::STEP", &sagas::STEP)
     },
     Place {
-        skeletons: &[r#"{"sagas": [{"name": "n", "steps": [{"name": "a", "to": "archive"}],
-            "match": {}}]}"#],
+        skeletons: &[
+            r#"{"sagas": [{"name": "n", "steps": [{"name": "a", "to": "archive"}],
+            "match": {}}]}"#,
+        ],
         ..place("sagas[].match", "model::MATCH", &model::MATCH)
     },
     Place {
-        skeletons: &[r#"{"sagas": [{"name": "n", "steps": [{"name": "a", "to": "archive"}],
-            "match": {"subject": {"begins_with": "/"}}}]}"#],
+        skeletons: &[
+            r#"{"sagas": [{"name": "n", "steps": [{"name": "a", "to": "archive"}],
+            "match": {"subject": {"begins_with": "/"}}}]}"#,
+        ],
         ..place("sagas[].match.subject", "model::SUBJECT", &model::SUBJECT)
     },
     Place {

@@ -69,7 +69,7 @@ pub(super) async fn delivered(
     reply: Reply,
 ) -> Result<Result<(), SinkError>, SpoolError> {
     let reply = match reply {
-        Reply::Event(event) => Some(*event),
+        Reply::Event(event) => Some(event),
         Reply::None => None,
         Reply::Invalid(reason) => {
             tracing::warn!(sink = %delivery.sink, event_id = %delivery.event.id, %reason, "A saga step's reply is not a valid CloudEvent; the next step gets this step's input");
@@ -209,7 +209,9 @@ impl SagaRunner {
                 Err(error) => tracing::warn!(%error, "Cannot check saga deadlines"),
             }
             for next in due {
-                if let Err(error) = carry_out(&self.spool, &self.acceptor, &self.sagas, next.clone()).await {
+                if let Err(error) =
+                    carry_out(&self.spool, &self.acceptor, &self.sagas, next.clone()).await
+                {
                     tracing::debug!(%error, instance = %next.instance, "Cannot store a saga's next step yet; will retry");
                     retry.push(next);
                 }
@@ -241,10 +243,15 @@ impl SagaRunner {
             }
         };
         if !pending.is_empty() {
-            tracing::info!(instances = pending.len(), "Storing saga steps left pending at the last stop");
+            tracing::info!(
+                instances = pending.len(),
+                "Storing saga steps left pending at the last stop"
+            );
         }
         for next in pending {
-            if let Err(error) = carry_out(&self.spool, &self.acceptor, &self.sagas, next.clone()).await {
+            if let Err(error) =
+                carry_out(&self.spool, &self.acceptor, &self.sagas, next.clone()).await
+            {
                 tracing::warn!(%error, instance = %next.instance, "Cannot store a pending saga step; will retry");
                 self.sagas.requeue(next);
             }

@@ -148,7 +148,7 @@ fn print_instance(reply: &Value) {
     }
     let failed = list(reply, "failed_compensations");
     if !failed.is_empty() {
-        let names: Vec<String> = failed.iter().map(|v| text(v)).collect();
+        let names: Vec<String> = failed.iter().map(text).collect();
         println!("failed compensations: {}", names.join(", "));
     }
     let header = [

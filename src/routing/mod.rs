@@ -52,7 +52,10 @@ fn compile_saga(saga: &SagaConfig) -> (Arc<SagaConfig>, filter::CompiledRoute) {
         ordering: DeliveryOrder::Any,
         transform: None,
     };
-    (Arc::new(saga.clone()), filter::CompiledRoute::compile(&route))
+    (
+        Arc::new(saga.clone()),
+        filter::CompiledRoute::compile(&route),
+    )
 }
 
 /// The compiled routing table.

@@ -4,10 +4,12 @@
 
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
-use serde_json::value::RawValue;
 use serde_json::json;
+use serde_json::value::RawValue;
 
-use super::{SagaError, State, COMPENSATE_EXTENSION, COMPENSATE_TYPE, SAGA_EXTENSION, STEP_EXTENSION};
+use super::{
+    SagaError, State, COMPENSATE_EXTENSION, COMPENSATE_TYPE, SAGA_EXTENSION, STEP_EXTENSION,
+};
 use crate::event::{http as ce_http, Event, ExtensionValue};
 
 /// The source of every event a saga makes: `/switchyard/sagas/<name>`.
@@ -75,7 +77,10 @@ pub(super) fn compensation(c: &Compensation<'_>, subject: Option<String>) -> Eve
         subject,
         &data,
     );
-    event.set_extension(SAGA_EXTENSION, ExtensionValue::String(c.instance.to_owned()));
+    event.set_extension(
+        SAGA_EXTENSION,
+        ExtensionValue::String(c.instance.to_owned()),
+    );
     event.set_extension(STEP_EXTENSION, ExtensionValue::String(c.step.to_owned()));
     event.set_extension(COMPENSATE_EXTENSION, ExtensionValue::Bool(true));
     event
@@ -118,12 +123,21 @@ pub(super) fn ending(e: &Ending<'_>) -> Event {
         Some(e.instance.to_owned()),
         &data,
     );
-    event.set_extension(SAGA_EXTENSION, ExtensionValue::String(e.instance.to_owned()));
+    event.set_extension(
+        SAGA_EXTENSION,
+        ExtensionValue::String(e.instance.to_owned()),
+    );
     event
 }
 
 /// An event of the saga `saga` with JSON data.
-fn base(id: String, saga: &str, ty: String, subject: Option<String>, data: &serde_json::Value) -> Event {
+fn base(
+    id: String,
+    saga: &str,
+    ty: String,
+    subject: Option<String>,
+    data: &serde_json::Value,
+) -> Event {
     Event {
         specversion: "1.0".into(),
         id,

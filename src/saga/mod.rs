@@ -196,7 +196,7 @@ impl Position {
 #[derive(Debug, Clone)]
 pub enum StepOutcome {
     /// The sink confirmed it, with the event it replied, if any.
-    Delivered(Option<Event>),
+    Delivered(Option<Box<Event>>),
     /// It was dead-lettered, for this reason (Event Grid's `deadLetterReason`).
     DeadLettered(String),
 }
@@ -247,7 +247,7 @@ pub enum Abort {
     /// The instance is already compensating or ended, in this state.
     Already(State),
     /// Compensation started.
-    Started(Next),
+    Started(Box<Next>),
 }
 
 /// Why the saga store failed.
@@ -305,7 +305,7 @@ impl Sagas {
     }
 
     /// Records the transitions' effects in the metrics.
-    fn note(&self, tally: Tally) {
+    fn note(tally: &Tally) {
         for saga in &tally.started {
             telemetry::saga_moved(saga, None);
         }
@@ -325,7 +325,7 @@ impl Sagas {
     ) -> Result<Vec<Next>, SagaError> {
         let now = SystemTime::now();
         let (nexts, tally) = self.with(move |s| s.start(&starts, now)).await?;
-        self.note(tally);
+        Self::note(&tally);
         // The runner sleeps until the earliest deadline it knew of; this one may be earlier.
         self.kick.notify_one();
         Ok(nexts)
@@ -352,22 +352,20 @@ impl Sagas {
         let (next, tally) = self
             .with(move |s| s.advance(&position, &result, now))
             .await?;
-        self.note(tally);
+        Self::note(&tally);
         Ok(next)
     }
 
     /// Starts compensating instance `id` now; the saga runner puts the compensation.
     pub async fn abort(&self, id: String) -> Result<Abort, SagaError> {
         let now = SystemTime::now();
-        let (abort, tally) = self
-            .with(move |s| s.abort(&id, "aborted", now))
-            .await?;
-        self.note(tally);
+        let (abort, tally) = self.with(move |s| s.abort(&id, "aborted", now)).await?;
+        Self::note(&tally);
         if let Abort::Started(next) = &abort {
             self.queued
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(next.clone());
+                .push(Next::clone(next));
             self.kick.notify_one();
         }
         Ok(abort)
@@ -381,7 +379,7 @@ impl Sagas {
     /// Starts compensating every running instance whose deadline is past `now`.
     pub async fn expire(&self, now: SystemTime) -> Result<Vec<Next>, SagaError> {
         let (nexts, tally) = self.with(move |s| s.expire(now)).await?;
-        self.note(tally);
+        Self::note(&tally);
         Ok(nexts)
     }
 

@@ -157,8 +157,10 @@ impl Store {
     /// Opens (or creates) the store at `path`: WAL, each commit synced.
     pub(super) fn open(path: &Path) -> Result<Self, SagaError> {
         if let Some(dir) = path.parent() {
-            // A missing directory shows as SQLite's "unable to open", which names no path.
-            let _ = std::fs::create_dir_all(dir);
+            // The spool opened first and made the directory; a failure shows in the open.
+            if let Err(error) = std::fs::create_dir_all(dir) {
+                tracing::debug!(%error, dir = %dir.display(), "Cannot create the saga store's directory");
+            }
         }
         let conn = Connection::open(path)?;
         let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -209,7 +211,15 @@ impl Store {
                     json(&pending)?,
                 ],
             )?;
-            insert_step(&tx, &id, Phase::Forward, 0, (&first.name, &first.to), &stored, now)?;
+            insert_step(
+                &tx,
+                &id,
+                Phase::Forward,
+                0,
+                (&first.name, &first.to),
+                &stored,
+                now,
+            )?;
             tally.started.push(def.name.clone());
             nexts.push(Next {
                 instance: id,
@@ -284,7 +294,15 @@ impl Store {
                     Some(next) => {
                         let input = events::step(&events::decode(&output)?, &inst.id, &next.name);
                         let stored = events::encode(&input);
-                        insert_step(&tx, &inst.id, Phase::Forward, inst.cursor, (&next.name, &next.to), &stored, now)?;
+                        insert_step(
+                            &tx,
+                            &inst.id,
+                            Phase::Forward,
+                            inst.cursor,
+                            (&next.name, &next.to),
+                            &stored,
+                            now,
+                        )?;
                         inst.pending.puts.push((next.to, stored));
                     }
                     None => end(&mut inst, State::Completed, Some(&output), &mut tally),
@@ -333,7 +351,7 @@ impl Store {
         let mut nexts = Vec::new();
         for id in ids {
             if let Abort::Started(next) = abort_in(&tx, &id, "deadline passed", now, &mut tally)? {
-                nexts.push(next);
+                nexts.push(*next);
             }
         }
         tx.commit()?;
@@ -378,7 +396,11 @@ impl Store {
         Ok(())
     }
 
-    pub(super) fn sweep(&mut self, now: SystemTime, retention: Duration) -> Result<usize, SagaError> {
+    pub(super) fn sweep(
+        &mut self,
+        now: SystemTime,
+        retention: Duration,
+    ) -> Result<usize, SagaError> {
         let cutoff = millis(now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH));
         let tx = self.conn.transaction()?;
         tx.execute(
@@ -568,7 +590,13 @@ fn save(tx: &Transaction<'_>, inst: &mut Instance, now: SystemTime) -> Result<Ne
             finished_at,
         ],
     )?;
-    next_of(inst.id.clone(), inst.def.name.clone(), inst.seq, &inst.pending, now)
+    next_of(
+        inst.id.clone(),
+        inst.def.name.clone(),
+        inst.seq,
+        &inst.pending,
+        now,
+    )
 }
 
 fn next_of(
@@ -583,7 +611,11 @@ fn next_of(
         .iter()
         .map(|(sink, event)| Ok(delivery(&saga, sink, events::decode(event)?, now)))
         .collect::<Result<_, SagaError>>()?;
-    let finished = pending.finished.as_deref().map(events::decode).transpose()?;
+    let finished = pending
+        .finished
+        .as_deref()
+        .map(events::decode)
+        .transpose()?;
     Ok(Next {
         instance,
         saga,
@@ -630,7 +662,7 @@ fn finish_step(
         StepOutcome::Delivered(reply) => (
             "delivered",
             None,
-            reply.as_ref().map(events::encode),
+            reply.as_deref().map(events::encode),
             reply.as_ref().map(|r| r.id.clone()),
         ),
         StepOutcome::DeadLettered(reason) => ("dead-lettered", Some(reason.clone()), None, None),
@@ -675,7 +707,11 @@ fn step_text(
     let text: Option<Option<String>> = tx
         .query_row(
             &sql,
-            params![instance, phase.name(), i64::try_from(idx).unwrap_or(i64::MAX)],
+            params![
+                instance,
+                phase.name(),
+                i64::try_from(idx).unwrap_or(i64::MAX)
+            ],
             |r| r.get(0),
         )
         .optional()?;
@@ -696,7 +732,9 @@ fn compensate_below(
         let Some(step) = inst.def.steps.get(j).cloned() else {
             continue;
         };
-        let Some(sink) = step.compensate else { continue };
+        let Some(sink) = step.compensate else {
+            continue;
+        };
         let input = step_text(tx, &inst.id, Phase::Forward, j, "input")?;
         let reply = step_text(tx, &inst.id, Phase::Forward, j, "reply").ok();
         let subject = events::decode(&input)?.subject;
@@ -713,7 +751,15 @@ fn compensate_below(
             subject,
         );
         let stored = events::encode(&event);
-        insert_step(tx, &inst.id, Phase::Compensate, j, (&step.name, &sink), &stored, now)?;
+        insert_step(
+            tx,
+            &inst.id,
+            Phase::Compensate,
+            j,
+            (&step.name, &sink),
+            &stored,
+            now,
+        )?;
         inst.state = State::Compensating;
         inst.cursor = j;
         inst.pending.puts.push((sink, stored));
@@ -772,5 +818,5 @@ fn abort_in(
     inst.reason = Some(reason.to_owned());
     let below = inst.cursor;
     compensate_below(tx, &mut inst, below, now, tally)?;
-    Ok(Abort::Started(save(tx, &mut inst, now)?))
+    Ok(Abort::Started(Box::new(save(tx, &mut inst, now)?)))
 }

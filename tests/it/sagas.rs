@@ -150,14 +150,17 @@ async fn three_steps_complete_each_receiving_the_previous_reply() {
     let steps = shown["steps"].as_array().expect("steps");
     let names: Vec<&str> = steps.iter().filter_map(|s| s["name"].as_str()).collect();
     assert_eq!(names, ["reserve", "charge", "ship"]);
-    assert!(steps.iter().all(|s| s["outcome"] == "delivered" && s["attempts"] == 1));
+    assert!(steps
+        .iter()
+        .all(|s| s["outcome"] == "delivered" && s["attempts"] == 1));
     assert_eq!(steps[0]["reply_id"], "r-reserve");
     assert_eq!(steps[2]["reply_id"], Value::Null);
 
     let metrics = app.admin_get("/metrics", None).await.text();
     assert!(
-        metrics.lines().any(|l| l.starts_with("switchyard_sagas_total")
-            && l.contains(r#"outcome="completed""#)),
+        metrics.lines().any(
+            |l| l.starts_with("switchyard_sagas_total") && l.contains(r#"outcome="completed""#)
+        ),
         "{metrics}"
     );
     assert!(metrics.contains("switchyard_saga_step_duration_seconds_bucket"));
@@ -187,11 +190,23 @@ async fn a_dead_lettered_third_step_compensates_the_second_then_the_first() {
 
     let (ty, data) = services.outcome().await;
     assert_eq!(ty, "switchyard.saga.compensated");
-    assert!(data["reason"].as_str().unwrap_or_default().contains("`ship`"), "{data}");
+    assert!(
+        data["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`ship`"),
+        "{data}"
+    );
     assert_eq!(services.refund.count(), 1);
     assert_eq!(services.release.count(), 1);
-    let (refund, release) = (&services.refund.received()[0], &services.release.received()[0]);
-    assert!(refund.at <= release.at, "the charge is undone before the reservation");
+    let (refund, release) = (
+        &services.refund.received()[0],
+        &services.release.received()[0],
+    );
+    assert!(
+        refund.at <= release.at,
+        "the charge is undone before the reservation"
+    );
     assert_compensation(refund, "charge", "r-reserve", "r-charge");
     assert_compensation(release, "reserve", "o-2", "r-reserve");
 
@@ -247,7 +262,11 @@ async fn a_failing_compensation_ends_failed_and_the_others_still_run() {
     let (ty, data) = services.outcome().await;
     assert_eq!(ty, "switchyard.saga.failed");
     assert_eq!(data["failed_compensations"], serde_json::json!(["charge"]));
-    assert_eq!(services.release.count(), 1, "the reservation is still released");
+    assert_eq!(
+        services.release.count(),
+        1,
+        "the reservation is still released"
+    );
     let (_, list) = admin(&app.admin, Method::GET, "/api/v1/sagas?state=failed").await;
     assert_eq!(list["sagas"][0]["failed_compensations"][0], "charge");
 }
@@ -261,7 +280,10 @@ async fn cli(args: &[&str]) -> (Option<i32>, String) {
         .output()
         .await
         .expect("run the binary");
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -270,11 +292,22 @@ async fn instances_are_listed_shown_and_aborted_through_the_api_and_the_cli() {
     services.payments.set_default(Respond::status(500));
     let app = TestApp::start(&services.yaml("1h")).await;
     app.send(order("o-5")).await;
-    wait_until("the charge is tried", WAIT, || services.payments.count() >= 1).await;
+    wait_until("the charge is tried", WAIT, || {
+        services.payments.count() >= 1
+    })
+    .await;
 
-    let (status, list) = admin(&app.admin, Method::GET, "/api/v1/sagas?name=order&state=running").await;
+    let (status, list) = admin(
+        &app.admin,
+        Method::GET,
+        "/api/v1/sagas?name=order&state=running",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    let id = list["sagas"][0]["id"].as_str().expect("one running").to_owned();
+    let id = list["sagas"][0]["id"]
+        .as_str()
+        .expect("one running")
+        .to_owned();
     assert_eq!(list["sagas"][0]["step"], "charge");
     assert_eq!(list["next"], Value::Null);
     let (status, _) = admin(&app.admin, Method::GET, "/api/v1/sagas?state=bogus").await;
@@ -289,7 +322,10 @@ async fn instances_are_listed_shown_and_aborted_through_the_api_and_the_cli() {
     assert_eq!(listed["sagas"][0]["id"], id.as_str());
     let (code, out) = cli(&["sagas", "show", &id, "--admin", &url]).await;
     assert_eq!(code, Some(0));
-    assert!(out.contains("reserve") && out.contains("charge") && out.contains("running"), "{out}");
+    assert!(
+        out.contains("reserve") && out.contains("charge") && out.contains("running"),
+        "{out}"
+    );
 
     let (code, out) = cli(&["sagas", "abort", &id, "--admin", &url, "-o", "json"]).await;
     assert_eq!(code, Some(0), "{out}");
@@ -298,7 +334,12 @@ async fn instances_are_listed_shown_and_aborted_through_the_api_and_the_cli() {
     let (ty, _) = services.outcome().await;
     assert_eq!(ty, "switchyard.saga.compensated");
     assert_eq!(services.release.count(), 1);
-    let (status, _) = admin(&app.admin, Method::POST, &format!("/api/v1/sagas/{id}/abort")).await;
+    let (status, _) = admin(
+        &app.admin,
+        Method::POST,
+        &format!("/api/v1/sagas/{id}/abort"),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT);
     let (code, _) = cli(&["sagas", "abort", &id, "--admin", &url]).await;
     assert_eq!(code, Some(1));
@@ -350,7 +391,11 @@ async fn kill_while(services: &Services, reached: impl Fn() -> bool) -> Value {
         "/api/v1/sagas",
     )
     .await;
-    assert_eq!(all["sagas"].as_array().map(Vec::len), Some(1), "one instance: {all}");
+    assert_eq!(
+        all["sagas"].as_array().map(Vec::len),
+        Some(1),
+        "one instance: {all}"
+    );
     shown
 }
 
@@ -358,12 +403,17 @@ async fn kill_while(services: &Services, reached: impl Fn() -> bool) -> Value {
 async fn a_kill_during_the_second_step_resumes_it_and_completes() {
     let services = Services::start().await;
     // The first charge hangs long enough to be killed in the middle of it.
-    services.payments.script([reply("r-charge", "Contoso.Payments.Charged").delay(Duration::from_secs(30))]);
+    services
+        .payments
+        .script([reply("r-charge", "Contoso.Payments.Charged").delay(Duration::from_secs(30))]);
 
     let shown = kill_while(&services, || services.payments.count() == 1).await;
 
     assert_eq!(shown["state"], "completed", "{shown}");
-    assert!(services.payments.count() >= 2, "the charge is delivered again");
+    assert!(
+        services.payments.count() >= 2,
+        "the charge is delivered again"
+    );
     // At least once: a reservation whose ack the kill cut off may be delivered again.
     assert!(services.inventory.count() >= 1);
     assert!(services.shipping.count() >= 1, "no step is skipped");
@@ -375,13 +425,22 @@ async fn a_kill_during_the_second_step_resumes_it_and_completes() {
 async fn a_kill_during_a_compensation_resumes_it_and_the_rest() {
     let services = Services::start().await;
     services.shipping.set_default(Respond::status(400));
-    services.refund.script([Respond::status(200).delay(Duration::from_secs(30))]);
+    services
+        .refund
+        .script([Respond::status(200).delay(Duration::from_secs(30))]);
 
     let shown = kill_while(&services, || services.refund.count() == 1).await;
 
     assert_eq!(shown["state"], "compensated", "{shown}");
-    assert!(services.refund.count() >= 2, "the refund is delivered again");
-    assert_eq!(services.release.count(), 1, "then the reservation is released");
+    assert!(
+        services.refund.count() >= 2,
+        "the refund is delivered again"
+    );
+    assert_eq!(
+        services.release.count(),
+        1,
+        "then the reservation is released"
+    );
     let (refund, release) = (services.refund.received(), services.release.received());
     assert!(refund[1].at <= release[0].at);
     assert_compensation(&release[0], "reserve", "o-kill", "r-reserve");
