@@ -295,11 +295,8 @@ impl Started {
     async fn settle(self, stored: bool) {
         let result = match stored {
             true => {
-                let mut result = Ok(());
-                for next in self.nexts {
-                    result = result.and(self.sagas.flushed(next.instance, next.seq).await);
-                }
-                result
+                let done = self.nexts.into_iter().map(|n| (n.instance, n.seq));
+                self.sagas.flushed_all(done.collect()).await
             }
             false => {
                 let ids = self.nexts.into_iter().map(|n| n.instance).collect();

@@ -396,7 +396,12 @@ impl Sagas {
 
     /// The deliveries and finished event of transition `seq` of `instance` are stored.
     pub async fn flushed(&self, instance: String, seq: i64) -> Result<(), SagaError> {
-        self.with(move |s| s.flushed(&instance, seq)).await
+        self.with(move |s| s.flushed(&[(instance, seq)])).await
+    }
+
+    /// [`Sagas::flushed`] for several transitions, in one commit.
+    pub async fn flushed_all(&self, done: Vec<(String, i64)>) -> Result<(), SagaError> {
+        self.with(move |s| s.flushed(&done)).await
     }
 
     /// Deletes instances that ended before `now - retention`; returns how many.

@@ -388,11 +388,26 @@ impl Store {
         Ok(nexts)
     }
 
-    pub(super) fn flushed(&mut self, id: &str, seq: i64) -> Result<(), SagaError> {
-        self.conn.execute(
-            "UPDATE instances SET pending = NULL WHERE id = ?1 AND seq = ?2",
-            params![id, seq],
-        )?;
+    /// Clears what the transitions `(instance, seq)` asked for, in one commit that is not
+    /// synced: losing it to a crash only makes the next start put those deliveries again
+    /// (a repeat, which at-least-once allows), and the next synced commit carries it to disk.
+    pub(super) fn flushed(&mut self, done: &[(String, i64)]) -> Result<(), SagaError> {
+        self.conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        let result = self.clear(done);
+        self.conn.execute_batch("PRAGMA synchronous = FULL")?;
+        result
+    }
+
+    fn clear(&mut self, done: &[(String, i64)]) -> Result<(), SagaError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx
+                .prepare_cached("UPDATE instances SET pending = NULL WHERE id = ?1 AND seq = ?2")?;
+            for (id, seq) in done {
+                stmt.execute(params![id, seq])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -194,10 +194,14 @@ fn what_a_transition_asked_for_stays_pending_until_flushed() {
         &delivered(None),
     );
     // Clearing an older transition leaves the newer one pending.
-    store.flushed(&first.instance, first.seq).expect("flush");
+    store
+        .flushed(&[(first.instance.clone(), first.seq)])
+        .expect("flush");
     let pending = store.pending(now).expect("read");
     assert_eq!(puts(&pending[0]), puts(&second));
-    store.flushed(&second.instance, second.seq).expect("flush");
+    store
+        .flushed(&[(second.instance.clone(), second.seq)])
+        .expect("flush");
     assert!(store.pending(now).expect("read").is_empty());
 }
 
