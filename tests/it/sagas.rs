@@ -26,6 +26,11 @@ fn reply(id: &str, ty: &str) -> Respond {
         .body(format!(r#"{{"ref":"{id}"}}"#))
 }
 
+/// The `order` saga's steps.
+const THREE_STEPS: &str = "      - { name: reserve, to: inventory, compensate: inventory-release }
+      - { name: charge, to: payments, compensate: payments-refund }
+      - { name: ship, to: shipping }";
+
 /// The sinks of the `order` saga, and one for its outcome events.
 struct Services {
     inventory: TestSink,
@@ -59,6 +64,11 @@ impl Services {
     /// The configuration: three steps, two of which have compensations; every sink retries
     /// fast.
     fn yaml(&self, timeout: &str) -> String {
+        self.yaml_with(timeout, THREE_STEPS)
+    }
+
+    /// The configuration with other steps.
+    fn yaml_with(&self, timeout: &str, steps: &str) -> String {
         let sink = |s: &TestSink| {
             format!(
                 r#"{{ http: {{ url: "{}" }}, retry: {{ max_attempts: 100, schedule: [100ms] }} }}"#,
@@ -81,9 +91,7 @@ sagas:
     match: {{ types: ["Contoso.Orders.Created"] }}
     timeout: {timeout}
     steps:
-      - {{ name: reserve, to: inventory, compensate: inventory-release }}
-      - {{ name: charge, to: payments, compensate: payments-refund }}
-      - {{ name: ship, to: shipping }}
+{steps}
 "#,
             sink(&self.inventory),
             sink(&self.payments),
@@ -269,6 +277,42 @@ async fn a_failing_compensation_ends_failed_and_the_others_still_run() {
     );
     let (_, list) = admin(&app.admin, Method::GET, "/api/v1/sagas?state=failed").await;
     assert_eq!(list["sagas"][0]["failed_compensations"][0], "charge");
+}
+
+#[tokio::test]
+async fn an_instance_in_flight_keeps_the_definition_it_started_with() {
+    let services = Services::start().await;
+    services.payments.set_default(Respond::status(500));
+    let app = TestApp::start_file(&services.yaml("1h"), false).await;
+    app.send(order("o-6")).await;
+    wait_until("the charge is tried", WAIT, || {
+        services.payments.count() >= 1
+    })
+    .await;
+
+    // The new file drops the shipping step.
+    let two_steps = "      - { name: reserve, to: inventory, compensate: inventory-release }
+      - { name: charge, to: payments, compensate: payments-refund }";
+    app.rewrite(&services.yaml_with("1h", two_steps));
+    let (status, body) = admin(&app.admin, Method::POST, "/api/v1/reload").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    services
+        .payments
+        .set_default(reply("r-charge", "Contoso.Payments.Charged"));
+
+    let (ty, _) = services.outcome().await;
+    assert_eq!(ty, "switchyard.saga.completed");
+    assert_eq!(services.shipping.count(), 1, "the old instance still ships");
+    app.send(order("o-7")).await;
+    wait_until("the new instance ends", WAIT, || {
+        services.outcomes.count() == 2
+    })
+    .await;
+    assert_eq!(
+        services.shipping.count(),
+        1,
+        "a new instance has no shipping step"
+    );
 }
 
 /// Runs the binary; returns (exit code, stdout).
