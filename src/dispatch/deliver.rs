@@ -174,6 +174,7 @@ async fn attempt(
         backpressure: result.as_ref().err().is_some_and(pushed_back),
     };
     // A reply is stored before the delivery it answers is acked.
+    let batched = live.len() > 1;
     let result = match (result, live.first(), step) {
         (Ok(answer), Some(first), Some(step)) => saga::delivered(ctx, step, first, answer).await?,
         (Ok(answer), Some(first), None) => reply::take(ctx, config, &first.event, answer).await?,
@@ -183,6 +184,10 @@ async fn attempt(
     let ok = match &result {
         Ok(()) => {
             for delivery in &live {
+                if batched {
+                    // A step sent in a batch has no answer of its own.
+                    saga::delivered_in_batch(ctx, delivery).await?;
+                }
                 ctx.spool.ack(delivery).await?;
                 Counters::add(&ctx.counters.deliveries_succeeded, 1);
                 stats.delivered();

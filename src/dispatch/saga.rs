@@ -84,6 +84,22 @@ pub(super) async fn delivered(
     advance(ctx, position, result).await
 }
 
+/// A delivery that went out in a batch was confirmed: when it is a saga step, its instance
+/// advances (with no answer). A failure to record it is logged; the instance then waits
+/// for its deadline.
+pub(super) async fn delivered_in_batch(
+    ctx: &DispatchContext,
+    delivery: &Delivery,
+) -> Result<(), SpoolError> {
+    let Some(step) = position(ctx, delivery) else {
+        return Ok(());
+    };
+    if let Err(error) = delivered(ctx, step, delivery, Reply::None).await? {
+        tracing::error!(%error, event_id = %delivery.event.id, "A saga could not record a step delivered in a batch; it compensates at its deadline");
+    }
+    Ok(())
+}
+
 /// A saga step (or compensation) is being dead-lettered: advances its instance.
 pub(super) async fn dead_lettered(
     ctx: &DispatchContext,

@@ -315,6 +315,38 @@ async fn an_instance_in_flight_keeps_the_definition_it_started_with() {
     );
 }
 
+#[tokio::test]
+async fn steps_delivered_in_one_batch_advance_their_instances() {
+    let services = Services::start().await;
+    let plain = format!(
+        "shipping: {{ http: {{ url: \"{}\" }},",
+        services.shipping.url()
+    );
+    let batched = format!(
+        "shipping: {{ http: {{ url: \"{}\" }}, batch: {{ max_events: 10, linger: 300ms }},",
+        services.shipping.url()
+    );
+    let yaml = services.yaml("1h").replacen(&plain, &batched, 1);
+    assert_ne!(yaml, services.yaml("1h"));
+    let app = TestApp::start(&yaml).await;
+
+    app.send_batch((0..4).map(|i| order(&format!("b-{i}"))).collect())
+        .await;
+
+    wait_until("every instance ends", WAIT, || {
+        services.outcomes.count() == 4
+    })
+    .await;
+    let completed = services
+        .outcomes
+        .count_matching(|r| r.header("ce-type") == Some("switchyard.saga.completed"));
+    assert_eq!(completed, 4);
+    assert!(
+        services.shipping.count() < 4,
+        "some shipments went out together"
+    );
+}
+
 /// Runs the binary; returns (exit code, stdout).
 async fn cli(args: &[&str]) -> (Option<i32>, String) {
     let out = tokio::process::Command::new(BIN)
