@@ -262,7 +262,17 @@ pub enum SagaError {
     /// The blocking task running the query was lost.
     #[error("saga store: the query task ended abnormally")]
     Task,
+    /// The commit shared by several steps failed (each of them gets this).
+    #[error(transparent)]
+    Shared(Arc<SagaError>),
 }
+
+/// A step outcome waiting for the next group commit, with where its answer goes.
+type Waiting = (
+    Position,
+    StepResult,
+    tokio::sync::oneshot::Sender<Result<Option<Next>, SagaError>>,
+);
 
 /// The saga store and the signal that tells the saga runner it has work.
 #[derive(Debug, Clone)]
@@ -271,6 +281,8 @@ pub struct Sagas {
     kick: Arc<Notify>,
     /// Transitions made outside the delivery path (aborts) for the saga runner to carry out.
     queued: Arc<Mutex<Vec<Next>>>,
+    /// Step outcomes waiting to be recorded together.
+    waiting: Arc<Mutex<Vec<Waiting>>>,
 }
 
 impl Sagas {
@@ -285,6 +297,7 @@ impl Sagas {
             store: Arc::new(Mutex::new(store)),
             kick: Arc::new(Notify::new()),
             queued: Arc::default(),
+            waiting: Arc::default(),
         })
     }
 
@@ -305,7 +318,7 @@ impl Sagas {
     }
 
     /// Records the transitions' effects in the metrics.
-    fn note(tally: &Tally) {
+    pub(crate) fn note(tally: &Tally) {
         for saga in &tally.started {
             telemetry::saga_moved(saga, None);
         }
@@ -343,17 +356,45 @@ impl Sagas {
 
     /// Records the outcome of the delivery at `position` and what follows; `None` when that
     /// step is no longer current (a repeat, or the instance moved on).
+    ///
+    /// Outcomes that arrive while another commit runs wait for the store together and are
+    /// recorded in one synced commit (group commit): the first blocking task to get the
+    /// store takes every outcome waiting, the others find none left.
     pub async fn advance(
         &self,
         position: Position,
         result: StepResult,
     ) -> Result<Option<Next>, SagaError> {
-        let now = SystemTime::now();
-        let (next, tally) = self
-            .with(move |s| s.advance(&position, &result, now))
-            .await?;
-        Self::note(&tally);
-        Ok(next)
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((position, result, answer));
+        let (store, waiting) = (self.store.clone(), self.waiting.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+            let group = std::mem::take(&mut *waiting.lock().unwrap_or_else(|p| p.into_inner()));
+            if group.is_empty() {
+                return;
+            }
+            let (outcomes, answers): (Vec<_>, Vec<_>) =
+                group.into_iter().map(|(p, r, a)| ((p, r), a)).unzip();
+            match store.advance_all(&outcomes, SystemTime::now()) {
+                Ok(results) => {
+                    for (answer, result) in answers.into_iter().zip(results) {
+                        // The caller may have gone (its delivery was dropped); nothing to do.
+                        drop(answer.send(result));
+                    }
+                }
+                Err(error) => {
+                    let error = Arc::new(error);
+                    for answer in answers {
+                        drop(answer.send(Err(SagaError::Shared(error.clone()))));
+                    }
+                }
+            }
+        });
+        answered.await.map_err(|_| SagaError::Task)?
     }
 
     /// Starts compensating instance `id` now; the saga runner puts the compensation.

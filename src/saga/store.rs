@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::events::{self, Compensation, Ending};
@@ -259,71 +259,40 @@ impl Store {
         Ok(found.is_some())
     }
 
+    /// Records the outcome of each step in `outcomes`, all in one synced commit: concurrent
+    /// steps share it (group commit). A step whose record fails gets its error, the others
+    /// are kept; when the commit itself fails, every one gets the error.
+    pub(super) fn advance_all(
+        &mut self,
+        outcomes: &[(Position, StepResult)],
+        now: SystemTime,
+    ) -> Result<Vec<Result<Option<Next>, SagaError>>, SagaError> {
+        let mut tx = self.conn.transaction()?;
+        let mut answers = Vec::with_capacity(outcomes.len());
+        let mut tally = Tally::default();
+        for (p, result) in outcomes {
+            let sp = tx.savepoint()?;
+            let answer = advance_in(&sp, p, result, now, &mut tally);
+            if answer.is_ok() {
+                sp.commit()?;
+            }
+            answers.push(answer);
+        }
+        tx.commit()?;
+        super::Sagas::note(&tally);
+        Ok(answers)
+    }
+
+    /// [`Store::advance_all`] for one step.
+    #[cfg(test)]
     pub(super) fn advance(
         &mut self,
         p: &Position,
         result: &StepResult,
         now: SystemTime,
-    ) -> Result<(Option<Next>, Tally), SagaError> {
-        let tx = self.conn.transaction()?;
-        let mut tally = Tally::default();
-        let Some(mut inst) = load(&tx, &p.instance)? else {
-            return Ok((None, tally));
-        };
-        let at = inst.def.steps.get(inst.cursor).map(|s| s.name.as_str());
-        let expected = match inst.state {
-            State::Running => Phase::Forward,
-            State::Compensating => Phase::Compensate,
-            _ => return Ok((None, tally)),
-        };
-        if at != Some(p.step.as_str()) || expected != p.phase {
-            return Ok((None, tally));
-        }
-        let took = finish_step(&tx, &inst, p.phase, result, now)?;
-        tally
-            .steps
-            .push((inst.def.name.clone(), p.step.clone(), took));
-        match (p.phase, &result.outcome) {
-            (Phase::Forward, StepOutcome::Delivered(reply)) => {
-                let output = match reply {
-                    Some(reply) => events::encode(reply),
-                    None => step_text(&tx, &inst.id, Phase::Forward, inst.cursor, "input")?,
-                };
-                inst.cursor += 1;
-                match inst.def.steps.get(inst.cursor).cloned() {
-                    Some(next) => {
-                        let input = events::step(&events::decode(&output)?, &inst.id, &next.name);
-                        let stored = events::encode(&input);
-                        insert_step(
-                            &tx,
-                            &inst.id,
-                            Phase::Forward,
-                            inst.cursor,
-                            (&next.name, &next.to),
-                            &stored,
-                            now,
-                        )?;
-                        inst.pending.puts.push((next.to, stored));
-                    }
-                    None => end(&mut inst, State::Completed, Some(&output), &mut tally),
-                }
-            }
-            (Phase::Forward, StepOutcome::DeadLettered(reason)) => {
-                inst.reason = Some(format!("step `{}` dead-lettered ({reason})", p.step));
-                let below = inst.cursor;
-                compensate_below(&tx, &mut inst, below, now, &mut tally)?;
-            }
-            (Phase::Compensate, outcome) => {
-                if matches!(outcome, StepOutcome::DeadLettered(_)) {
-                    inst.failed.push(p.step.clone());
-                }
-                let below = inst.cursor;
-                compensate_below(&tx, &mut inst, below, now, &mut tally)?;
-            }
-        }
-        let next = save(&tx, &mut inst, now)?;
-        tx.commit()?;
-        Ok((Some(next), tally))
+    ) -> Result<Option<Next>, SagaError> {
+        let mut answers = self.advance_all(&[(p.clone(), result.clone())], now)?;
+        answers.pop().unwrap_or(Ok(None))
     }
 
     pub(super) fn abort(
@@ -504,6 +473,72 @@ impl Store {
     }
 }
 
+/// [`Store::advance_all`] for one step, inside the caller's transaction.
+fn advance_in(
+    tx: &Connection,
+    p: &Position,
+    result: &StepResult,
+    now: SystemTime,
+    tally: &mut Tally,
+) -> Result<Option<Next>, SagaError> {
+    let Some(mut inst) = load(tx, &p.instance)? else {
+        return Ok(None);
+    };
+    let at = inst.def.steps.get(inst.cursor).map(|s| s.name.as_str());
+    let expected = match inst.state {
+        State::Running => Phase::Forward,
+        State::Compensating => Phase::Compensate,
+        _ => return Ok(None),
+    };
+    if at != Some(p.step.as_str()) || expected != p.phase {
+        return Ok(None);
+    }
+    let took = finish_step(tx, &inst, p.phase, result, now)?;
+    tally
+        .steps
+        .push((inst.def.name.clone(), p.step.clone(), took));
+    match (p.phase, &result.outcome) {
+        (Phase::Forward, StepOutcome::Delivered(reply)) => {
+            let output = match reply {
+                Some(reply) => events::encode(reply),
+                None => step_text(tx, &inst.id, Phase::Forward, inst.cursor, "input")?,
+            };
+            inst.cursor += 1;
+            match inst.def.steps.get(inst.cursor).cloned() {
+                Some(next) => {
+                    let input = events::step(&events::decode(&output)?, &inst.id, &next.name);
+                    let stored = events::encode(&input);
+                    insert_step(
+                        tx,
+                        &inst.id,
+                        Phase::Forward,
+                        inst.cursor,
+                        (&next.name, &next.to),
+                        &stored,
+                        now,
+                    )?;
+                    inst.pending.puts.push((next.to, stored));
+                }
+                None => end(&mut inst, State::Completed, Some(&output), tally),
+            }
+        }
+        (Phase::Forward, StepOutcome::DeadLettered(reason)) => {
+            inst.reason = Some(format!("step `{}` dead-lettered ({reason})", p.step));
+            let below = inst.cursor;
+            compensate_below(tx, &mut inst, below, now, tally)?;
+        }
+        (Phase::Compensate, outcome) => {
+            if matches!(outcome, StepOutcome::DeadLettered(_)) {
+                inst.failed.push(p.step.clone());
+            }
+            let below = inst.cursor;
+            compensate_below(tx, &mut inst, below, now, tally)?;
+        }
+    }
+    let next = save(tx, &mut inst, now)?;
+    Ok(Some(next))
+}
+
 /// Reads an instance row into a view (its steps left empty).
 fn view_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<InstanceView, SagaError>> {
     let state: String = r.get(3)?;
@@ -539,7 +574,7 @@ fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, SagaError> {
     serde_json::from_str(text).map_err(|e| SagaError::Record(e.to_string()))
 }
 
-fn load(tx: &Transaction<'_>, id: &str) -> Result<Option<Instance>, SagaError> {
+fn load(tx: &Connection, id: &str) -> Result<Option<Instance>, SagaError> {
     let row = tx
         .query_row(
             "SELECT definition, state, cursor, trigger_id, reason, failed, seq \
@@ -577,7 +612,7 @@ fn load(tx: &Transaction<'_>, id: &str) -> Result<Option<Instance>, SagaError> {
 }
 
 /// Writes the instance's new state and what it asks for; returns the [`Next`] to carry out.
-fn save(tx: &Transaction<'_>, inst: &mut Instance, now: SystemTime) -> Result<Next, SagaError> {
+fn save(tx: &Connection, inst: &mut Instance, now: SystemTime) -> Result<Next, SagaError> {
     inst.seq += 1;
     let step = inst
         .def
@@ -641,7 +676,7 @@ fn next_of(
 }
 
 fn insert_step(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     instance: &str,
     phase: Phase,
     idx: usize,
@@ -667,7 +702,7 @@ fn insert_step(
 
 /// Records the end of the current step's delivery; returns how long it took, in seconds.
 fn finish_step(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     inst: &Instance,
     phase: Phase,
     result: &StepResult,
@@ -712,7 +747,7 @@ fn finish_step(
 
 /// A column (`input` or `reply`) of a step row.
 fn step_text(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     instance: &str,
     phase: Phase,
     idx: usize,
@@ -737,7 +772,7 @@ fn step_text(
 /// Queues the compensation of the last step below `below` that has one; with none left, ends
 /// the instance (compensated, or failed when a compensation was dead-lettered).
 fn compensate_below(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     inst: &mut Instance,
     below: usize,
     now: SystemTime,
@@ -807,7 +842,7 @@ fn end(inst: &mut Instance, state: State, output: Option<&str>, tally: &mut Tall
 /// Starts compensating a running instance: its step in flight is cancelled (its delivery
 /// is dropped when it comes up), the steps before it are compensated.
 fn abort_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &str,
     reason: &str,
     now: SystemTime,
