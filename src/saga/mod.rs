@@ -264,7 +264,7 @@ pub enum SagaError {
     Task,
     /// The commit shared by several steps failed (each of them gets this).
     #[error(transparent)]
-    Shared(Arc<SagaError>),
+    Shared(Arc<Self>),
 }
 
 /// A step outcome waiting for the next group commit, with where its answer goes.
