@@ -20,6 +20,8 @@ mod events;
 mod store;
 #[cfg(test)]
 mod tests;
+mod transition;
+mod views;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,7 +34,7 @@ use crate::event::{Event, ExtensionValue};
 use crate::spool::{NewDelivery, Priority};
 use crate::telemetry;
 
-pub use store::{InstanceQuery, InstanceView, StepView};
+pub use views::{InstanceQuery, InstanceView, StepView};
 
 /// The extension carrying the saga instance id on every event a step or compensation receives.
 pub const SAGA_EXTENSION: &str = "switchyardsaga";
