@@ -205,6 +205,10 @@ impl SagaRunner {
         let mut swept = tokio::time::Instant::now();
         let mut retry: Vec<Next> = Vec::new();
         loop {
+            // Until it knows when it wakes, every start kicks it (the kick is kept for the
+            // wait below), so a deadline stored meanwhile is not slept past.
+            self.sagas
+                .sleeps_until(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX)));
             let wait = match (retry.is_empty(), self.sagas.next_deadline().await) {
                 (false, _) => RETRY_AFTER,
                 (true, Ok(Some(at))) => at
@@ -213,6 +217,7 @@ impl SagaRunner {
                     .min(SWEEP_EVERY),
                 (true, _) => SWEEP_EVERY,
             };
+            self.sagas.sleeps_until(SystemTime::now() + wait);
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = self.sagas.kicked() => {}

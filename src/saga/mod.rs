@@ -281,6 +281,9 @@ type Waiting = (
 pub struct Sagas {
     store: Arc<Mutex<store::Store>>,
     kick: Arc<Notify>,
+    /// When the saga runner wakes next (ms since the epoch): a start whose deadline comes
+    /// earlier kicks it.
+    wakes_at: Arc<std::sync::atomic::AtomicI64>,
     /// Transitions made outside the delivery path (aborts) for the saga runner to carry out.
     queued: Arc<Mutex<Vec<Next>>>,
     /// Step outcomes waiting to be recorded together.
@@ -298,6 +301,7 @@ impl Sagas {
         Ok(Self {
             store: Arc::new(Mutex::new(store)),
             kick: Arc::new(Notify::new()),
+            wakes_at: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             queued: Arc::default(),
             waiting: Arc::default(),
         })
@@ -339,10 +343,14 @@ impl Sagas {
         starts: Vec<(Arc<SagaConfig>, Arc<Event>)>,
     ) -> Result<Vec<Next>, SagaError> {
         let now = SystemTime::now();
+        let soonest = starts.iter().map(|(c, _)| c.timeout).min();
         let (nexts, tally) = self.with(move |s| s.start(&starts, now)).await?;
         Self::note(&tally);
-        // The runner sleeps until the earliest deadline it knew of; this one may be earlier.
-        self.kick.notify_one();
+        // The runner sleeps until the earliest deadline it knew of; these may come earlier.
+        let wakes_at = self.wakes_at.load(std::sync::atomic::Ordering::Relaxed);
+        if soonest.is_some_and(|t| millis(now + t) < wakes_at) {
+            self.kick.notify_one();
+        }
         Ok(nexts)
     }
 
@@ -474,6 +482,12 @@ impl Sagas {
     /// One instance with its steps.
     pub async fn get(&self, id: String) -> Result<Option<InstanceView>, SagaError> {
         self.with(move |s| s.get(&id)).await
+    }
+
+    /// The saga runner sleeps until `at` unless kicked.
+    pub fn sleeps_until(&self, at: SystemTime) {
+        self.wakes_at
+            .store(millis(at), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Resolves once something asks the saga runner to look again (a start, an abort).
