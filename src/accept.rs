@@ -1,14 +1,18 @@
 //! The narrow waist between ingress and delivery: route events and store every matched
 //! (event, sink) delivery in the spool, all or nothing.
 //!
-//! Imports `routing`, `spool`, `event` and `telemetry`; nothing of the delivery side.
+//! Imports `routing`, `spool`, `saga`, `event` and `telemetry`; nothing of the delivery side.
+//! An event a saga matches starts an instance: the saga store records it, and its first
+//! step's delivery is stored with the event's other deliveries.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::config::SagaConfig;
 use crate::config::{DeliveryOrder, Live};
 use crate::event::Event;
 use crate::routing::{RouteTable, SqlError, Target};
+use crate::saga::{Next, Sagas};
 use crate::spool::{NewDelivery, Spool, SpoolError, SpoolHandle};
 use crate::telemetry::{Counters, Format};
 
@@ -20,6 +24,8 @@ pub struct Acceptor {
     counters: Arc<Counters>,
     /// `ingress.dedup_window`: a repeat of a (`source`, `id`) stored within it is dropped.
     dedup_window: Option<Duration>,
+    /// Where saga instances start; `None` when no saga store was given.
+    sagas: Option<Sagas>,
 }
 
 /// What an accepted request amounted to.
@@ -77,7 +83,14 @@ impl Acceptor {
             spool,
             counters,
             dedup_window: None,
+            sagas: None,
         }
+    }
+
+    /// Starts saga instances in `sagas` for the events a saga of the route table matches.
+    pub fn sagas(mut self, sagas: Sagas) -> Self {
+        self.sagas = Some(sagas);
+        self
     }
 
     /// Drops a repeat of the same (`source`, `id`) stored within `window`; `None` turns
@@ -120,14 +133,27 @@ impl Acceptor {
         // and would keep all of it alive (several KiB per queued event). The other backends
         // copy the event into their store, and a copy here would only cost time.
         let own_data = self.spool.keeps_events();
+        let mut starts: Vec<(Arc<SagaConfig>, Arc<Event>)> = Vec::new();
+        let mut matched: Vec<Arc<SagaConfig>> = Vec::new();
         for mut event in events {
             targets.clear();
             routes.targets_reporting(&event, &mut targets, &mut sql_errors);
             for error in sql_errors.drain(..) {
                 self.sql_error(&event, &error, now);
             }
-            if targets.is_empty() {
+            if self.sagas.is_some() {
+                routes.sagas(&event, &mut matched);
+            }
+            if targets.is_empty() && matched.is_empty() {
                 receipt.unrouted += 1;
+                continue;
+            }
+            if targets.is_empty() {
+                if own_data {
+                    event.own_data();
+                }
+                let event = Arc::new(event);
+                starts.extend(matched.drain(..).map(|saga| (saga, event.clone())));
                 continue;
             }
             let first = routed.len();
@@ -146,6 +172,7 @@ impl Acceptor {
                 event.own_data();
             }
             let event = Arc::new(event);
+            starts.extend(matched.drain(..).map(|saga| (saga, event.clone())));
             deliveries.extend(targets.drain(..).map(|t| NewDelivery {
                 event: event.clone(),
                 route: t.route,
@@ -159,6 +186,7 @@ impl Acceptor {
                 },
             }));
         }
+        let started = self.start_sagas(starts, &mut deliveries).await?;
         receipt.deliveries = deliveries.len();
         let counted = Counted {
             counters: self.counters.clone(),
@@ -171,7 +199,13 @@ impl Acceptor {
             counted.count();
             return Ok(receipt);
         }
-        let store = store_and_count(self.spool.clone(), deliveries, self.dedup_window, counted);
+        let store = store_and_count(
+            self.spool.clone(),
+            deliveries,
+            self.dedup_window,
+            counted,
+            started,
+        );
         receipt.duplicates = if self.spool.stores_in_one_poll() {
             // Nothing can drop this future between the store and the count.
             store.await?
@@ -184,6 +218,31 @@ impl Acceptor {
                 .map_err(|_| AcceptError::Closed)??
         };
         Ok(receipt)
+    }
+
+    /// Records a saga instance for each (saga, event) and adds its first step's delivery.
+    async fn start_sagas(
+        &self,
+        starts: Vec<(Arc<SagaConfig>, Arc<Event>)>,
+        deliveries: &mut Vec<NewDelivery>,
+    ) -> Result<Option<Started>, AcceptError> {
+        let Some(sagas) = self.sagas.as_ref().filter(|_| !starts.is_empty()) else {
+            return Ok(None);
+        };
+        let nexts = sagas.start(starts).await.map_err(|error| {
+            tracing::error!(%error, "Cannot record saga instances; the events are refused");
+            AcceptError::Unreachable {
+                store: "saga store",
+                retry_after: crate::spool::FULL_RETRY_AFTER,
+            }
+        })?;
+        for next in &nexts {
+            deliveries.extend(next.deliveries.iter().cloned());
+        }
+        Ok(Some(Started {
+            sagas: sagas.clone(),
+            nexts,
+        }))
     }
 
     /// Counts a CESQL evaluation error and logs it, at most once a second.
@@ -209,13 +268,45 @@ async fn store_and_count(
     deliveries: Vec<NewDelivery>,
     window: Option<Duration>,
     counted: Counted,
+    started: Option<Started>,
 ) -> Result<usize, SpoolError> {
-    let duplicates = match window {
-        Some(window) => spool.put_unique(deliveries, window).await?,
-        None => spool.put(deliveries).await.map(|()| 0)?,
+    let stored = match window {
+        Some(window) => spool.put_unique(deliveries, window).await,
+        None => spool.put(deliveries).await.map(|()| 0),
     };
+    if let Some(started) = started {
+        started.settle(stored.is_ok()).await;
+    }
+    let duplicates = stored?;
     counted.count();
     Ok(duplicates)
+}
+
+/// Saga instances started for a request, until their first steps are stored or refused.
+struct Started {
+    sagas: Sagas,
+    nexts: Vec<Next>,
+}
+
+impl Started {
+    /// Clears what the instances asked to be stored, or removes them when the request was
+    /// refused (its sender will try again). A failure here leaves them pending, to be put at
+    /// the next start: a step delivered twice rather than never.
+    async fn settle(self, stored: bool) {
+        let result = match stored {
+            true => {
+                let done = self.nexts.into_iter().map(|n| (n.instance, n.seq));
+                self.sagas.flushed_all(done.collect()).await
+            }
+            false => {
+                let ids = self.nexts.into_iter().map(|n| n.instance).collect();
+                self.sagas.discard(ids).await
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "Cannot update the saga store after storing first steps");
+        }
+    }
 }
 
 /// What one request adds to the counters once its deliveries are stored.

@@ -54,6 +54,9 @@ pub enum RunError {
     /// The paused sinks could not be read (`<spool.path>/paused.json`).
     #[error(transparent)]
     Pauses(#[from] crate::control::PauseError),
+    /// The saga store could not be opened (`<spool.path>/sagas.db`).
+    #[error(transparent)]
+    Sagas(#[from] crate::saga::SagaError),
     /// The delivery history could not be opened (`<spool.path>/history/`).
     #[error(transparent)]
     History(#[from] HistoryError),
@@ -167,8 +170,12 @@ impl Switchyard {
         let (routes, live_routes) = live(RouteTable::from_config(&config));
         let (ingress_config, live_ingress) = live(config.ingress.clone());
         let (config_publisher, live_config) = live(Config::clone(&config));
-        let acceptor = Acceptor::new(live_routes, spool.clone(), counters.clone())
+        let sagas = open_sagas(&config)?;
+        let mut acceptor = Acceptor::new(live_routes, spool.clone(), counters.clone())
             .dedup_window(config.ingress.dedup_window);
+        if let Some(sagas) = &sagas {
+            acceptor = acceptor.sagas(sagas.clone());
+        }
         let state = IngressState {
             acceptor: acceptor.clone(),
             config: live_ingress.clone(),
@@ -186,6 +193,15 @@ impl Switchyard {
         tokio::spawn(crate::spool::sweep_until(spool.clone(), shutdown.clone()));
         let deliveries = TaskTracker::new();
         let stop_leasing = CancellationToken::new();
+        if let Some(sagas) = &sagas {
+            let runner = crate::dispatch::SagaRunner {
+                sagas: sagas.clone(),
+                spool: spool.clone(),
+                acceptor: acceptor.clone(),
+                retention: config.saga_retention,
+            };
+            deliveries.spawn(runner.run(stop_leasing.clone()));
+        }
         let loaded = match (self.config_source, &self.config_file) {
             (Some(bytes), _) => bytes,
             (None, Some(path)) => std::fs::read(path).unwrap_or_default(),
@@ -207,6 +223,7 @@ impl Switchyard {
             tracker: deliveries.clone(),
             history: history.clone(),
             retained: retained.clone(),
+            sagas: sagas.clone(),
         };
         // Schedules feed the accept side, so they stop with ingress, before leasing stops.
         let runs = reloader.start_runs(Generation {
@@ -235,6 +252,7 @@ impl Switchyard {
                 reload: reload.clone(),
                 history: history.clone(),
                 retained: retained.clone(),
+                sagas,
             },
             admin_tls,
         );
@@ -359,6 +377,17 @@ fn pause_dir(spool: &SpoolConfig) -> Option<&Path> {
         SpoolBackend::Memory => None,
         SpoolBackend::Embedded | SpoolBackend::Nats => Some(&spool.path),
     }
+}
+
+/// The saga store, when the configuration has sagas or the spool directory has a store
+/// (instances of sagas a later file removed still run to their end).
+fn open_sagas(config: &Config) -> Result<Option<crate::saga::Sagas>, RunError> {
+    let kept = config.spool.backend == SpoolBackend::Embedded
+        && config.spool.path.join("sagas.db").exists();
+    if config.sagas.is_empty() && !kept {
+        return Ok(None);
+    }
+    Ok(Some(crate::saga::Sagas::open(&config.spool)?))
 }
 
 /// Binds `addr` without waiting (for the synchronous [`Switchyard::start_on`]).

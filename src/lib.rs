@@ -34,6 +34,7 @@ pub mod ingress;
 pub mod outbound;
 mod reload;
 pub mod routing;
+pub mod saga;
 mod schedule;
 mod server;
 mod server_tls;

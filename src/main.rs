@@ -101,6 +101,9 @@ enum Command {
     /// by time range; `replay status ID` follows one.
     #[command(after_help = EXIT_CODES)]
     Replay(ops::ReplayArgs),
+    /// List, show or abort a running daemon's saga instances.
+    #[command(after_help = EXIT_CODES)]
+    Sagas(ops::SagasArgs),
     /// Exit 0 when a running daemon's admin server answers its readiness (or liveness)
     /// probe with 200, 1 with the reason otherwise: for a container HEALTHCHECK.
     #[command(after_help = EXIT_CODES)]
@@ -202,6 +205,7 @@ fn main() -> ExitCode {
         Command::DeadLetter(args) => ops::dead_letter(&args),
         Command::Events(args) => ops::events(&args),
         Command::Replay(args) => ops::replay(&args),
+        Command::Sagas(args) => ops::sagas(&args),
         Command::Health(args) => ops::health(&args),
         Command::Spool(args) => match load_config(args.config()) {
             Some(loaded) => ops::spool::run(&args, &loaded),

@@ -70,6 +70,8 @@ pub(crate) struct Reloader {
     pub(crate) history: History,
     /// Delivered events kept for replay (kept).
     pub(crate) retained: crate::spool::Retained,
+    /// The saga store (kept).
+    pub(crate) sagas: Option<crate::saga::Sagas>,
 }
 
 /// The tokens of the dispatcher and schedules now running.
@@ -104,6 +106,7 @@ impl Reloader {
             history: self.history.clone(),
             retained: self.retained.clone(),
             replies: self.acceptor.clone(),
+            sagas: self.sagas.clone(),
         };
         dispatch::start(&ctx, &runs.dispatch, &self.tracker);
         schedule::start(

@@ -26,6 +26,7 @@ mod events;
 mod explain;
 mod probes;
 mod replay;
+mod sagas;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -71,6 +72,8 @@ pub(crate) struct AdminState {
     pub(crate) history: History,
     /// Delivered events kept for replay (`/api/v1/replay`).
     pub(crate) retained: Retained,
+    /// Saga instances (`/api/v1/sagas`); `None` when no saga runs here.
+    pub(crate) sagas: Option<crate::saga::Sagas>,
 }
 
 impl AdminState {
@@ -106,6 +109,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         .merge(dead_letters::router())
         .merge(events::router())
         .merge(replay::router())
+        .merge(sagas::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -19,6 +19,7 @@ mod outbound_tests;
 mod reload;
 mod reply;
 mod routes;
+mod sagas;
 mod schedules;
 mod schema;
 #[cfg(test)]
@@ -59,6 +60,7 @@ pub use reload::{
     ReloadTrigger, RELOAD_SETTLE,
 };
 pub use reply::{ReplyPolicy, DEFAULT_MAX_HOPS, HOPS_EXTENSION};
+pub use sagas::{SagaConfig, SagaStepConfig, DEFAULT_SAGA_RETENTION, DEFAULT_SAGA_TIMEOUT};
 pub use schedules::{parse_cron, CronError, ScheduleConfig, ScheduledEvent};
 pub use schema::SCHEMA;
 pub use server_tls::{
@@ -99,6 +101,10 @@ pub struct Config {
     pub history: HistoryConfig,
     /// Most replies in a chain (`max_hops`) for sinks that set none; a reply past it is dropped.
     pub max_hops: u32,
+    /// Multi-step workflows with compensations (`sagas:`), in file order.
+    pub sagas: Vec<SagaConfig>,
+    /// How long a finished saga instance is kept (`spool.saga_retention`).
+    pub saga_retention: Duration,
 }
 
 /// How long a dead letter is kept when `spool.dead_letter_ttl` is absent: 14 days.

@@ -46,10 +46,11 @@ impl Shape {
 /// targets by name), `routes` (the routing table, in order), `schedules` (cron-scheduled
 /// events), `admin_listen` and `admin` (the admin server; read in `admin`), `telemetry`
 /// (trace export; read in `telemetry`) and `sources` (webhook endpoints by name; read in
-/// `sources`), and `max_hops` (most replies in a chain, default 8; read in `reply`).
+/// `sources`), `max_hops` (most replies in a chain, default 8; read in `reply`) and `sagas`
+/// (multi-step workflows; read in `sagas`).
 pub(super) const ROOT: Shape = Shape {
     keys: "listen shutdown_grace spool ingress sinks routes schedules admin_listen admin \
-           telemetry sources max_hops",
+           telemetry sources max_hops sagas",
     later: "",
 };
 
@@ -57,11 +58,12 @@ pub(super) const ROOT: Shape = Shape {
 /// for on-disk state, default ./data), `max_bytes` (most event bytes stored, default 1GiB),
 /// `dead_letter_ttl` (how long a dead letter is kept, default 14d, `0` keeps it), `nats`
 /// (the NATS backend's settings; read in `nats`), `history_ttl` and `history_max_bytes`
-/// (delivery history; read in `history`), and `retain_delivered` (how long delivered events
-/// are kept for replay; off when absent; not with `nats`).
+/// (delivery history; read in `history`), `retain_delivered` (how long delivered events
+/// are kept for replay; off when absent; not with `nats`), and `saga_retention` (how long a
+/// finished saga instance is kept, default 7d; read in `sagas`).
 pub(super) const SPOOL: Shape = Shape {
     keys: "backend path max_bytes dead_letter_ttl nats history_ttl history_max_bytes \
-           retain_delivered",
+           retain_delivered saga_retention",
     later: "",
 };
 

@@ -76,7 +76,7 @@ fn route(
 }
 
 /// Reads a CESQL filter: it must parse, call only known functions and yield a boolean.
-fn sql(rd: &mut Reader<'_>, node: &Node<'_>) -> Option<Expr> {
+pub(super) fn sql(rd: &mut Reader<'_>, node: &Node<'_>) -> Option<Expr> {
     let text = rd.text(node)?;
     let expr = match Expr::parse(&text) {
         Ok(expr) => expr,
@@ -94,7 +94,7 @@ fn sql(rd: &mut Reader<'_>, node: &Node<'_>) -> Option<Expr> {
     }
 }
 
-fn filter(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<MatchConfig> {
+pub(super) fn filter(rd: &mut Reader<'_>, o: &Obj<'_>) -> Option<MatchConfig> {
     let types = rd.or(o.get("types"), Vec::new(), |rd, n| rd.each(n, pattern));
     let sources = rd.or(o.get("source"), Vec::new(), |rd, n| {
         match n.value.is_string() {

@@ -22,7 +22,9 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::model::{self, Shape};
-use super::{admin, delivery, load_str, nats, schedules, server_tls, sources, telemetry, SCHEMA};
+use super::{
+    admin, delivery, load_str, nats, sagas, schedules, server_tls, sources, telemetry, SCHEMA,
+};
 
 /// One mapping of `routes.yaml`: where it is, the loader's table for it, and documents that
 /// hold a valid instance of it (`*` is the entry named `s`, `[]` the first item).
@@ -52,6 +54,7 @@ const SINK_S: &str = r#"{"sinks": {"s": {"log": {}}}}"#;
 const HTTP_S: &str = r#"{"sinks": {"s": {"http": {"url": "http://127.0.0.1:9/"}}}}"#;
 const NATS_S: &str = r#"{"sinks": {"s": {"nats": {"subject": "events"}}}}"#;
 const ROUTE_0: &str = r#"{"routes": [{"name": "r", "to": ["archive"]}]}"#;
+const SAGA_0: &str = r#"{"sagas": [{"name": "n", "steps": [{"name": "a", "to": "archive"}]}]}"#;
 const SCHEDULE_0: &str = r#"{"schedules": [{"name": "n", "cron": "0 * * * * *",
     "event": {"type": "t", "source": "/s"}}]}"#;
 
@@ -192,6 +195,41 @@ const PLACES: &[Place] = &[
     Place {
         skeletons: &[SCHEDULE_0],
         ..place("schedules[]", "schedules::SCHEDULE", &schedules::SCHEDULE)
+    },
+    Place {
+        skeletons: &[SAGA_0],
+        ..place("sagas[]", "sagas::SAGA", &sagas::SAGA)
+    },
+    Place {
+        skeletons: &[SAGA_0],
+        ..place("sagas[].steps[]", "sagas::STEP", &sagas::STEP)
+    },
+    Place {
+        skeletons: &[
+            r#"{"sagas": [{"name": "n", "steps": [{"name": "a", "to": "archive"}],
+            "match": {}}]}"#,
+        ],
+        ..place("sagas[].match", "model::MATCH", &model::MATCH)
+    },
+    Place {
+        skeletons: &[
+            r#"{"sagas": [{"name": "n", "steps": [{"name": "a", "to": "archive"}],
+            "match": {"subject": {"begins_with": "/"}}}]}"#,
+        ],
+        ..place("sagas[].match.subject", "model::SUBJECT", &model::SUBJECT)
+    },
+    Place {
+        skeletons: &[
+            r#"{"sagas": [{"name": "n", "steps": [{"name": "a", "to": "archive"}],
+                "match": {"advanced": [{"key": "data.n", "op": "NumberLessThan", "value": 1}]}}]}"#,
+            r#"{"sagas": [{"name": "n", "steps": [{"name": "a", "to": "archive"}],
+                "match": {"advanced": [{"key": "data.s", "op": "StringIn", "values": ["a"]}]}}]}"#,
+        ],
+        ..place(
+            "sagas[].match.advanced[]",
+            "model::ADVANCED",
+            &model::ADVANCED,
+        )
     },
     Place {
         skeletons: &[SCHEDULE_0],

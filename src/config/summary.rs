@@ -64,6 +64,22 @@ impl Config {
                 )
             }));
         }
+        if !self.sagas.is_empty() {
+            lines.push(String::new());
+            lines.push(format!("sagas ({}):", self.sagas.len()));
+            for saga in &self.sagas {
+                lines.push(format!(
+                    "  {}  timeout {}, retention {}",
+                    saga.name,
+                    format_duration(saga.timeout),
+                    format_duration(self.saga_retention)
+                ));
+                lines.extend(saga.steps.iter().map(|step| {
+                    let undo = step.compensate.as_deref().unwrap_or("none");
+                    format!("    {:<12}  to {}, compensate {undo}", step.name, step.to)
+                }));
+            }
+        }
         if !self.sources.is_empty() {
             lines.push(String::new());
             lines.push(format!("sources ({}):", self.sources.len()));

@@ -16,6 +16,7 @@ use super::history;
 use super::model::{self, Reader};
 use super::nats;
 use super::routes;
+use super::sagas;
 use super::schedules;
 use super::server_tls;
 use super::sign;
@@ -64,6 +65,7 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
     let spool_section = rd.section(&top, "spool", &model::SPOOL);
     let spool = spool_section.as_ref().and_then(|o| spool(rd, o));
     let history = spool_section.as_ref().and_then(|o| history::read(rd, o));
+    let saga_retention = spool_section.as_ref().and_then(|o| sagas::retention(rd, o));
     let ingress = rd
         .section(&top, "ingress", &model::INGRESS)
         .and_then(|o| ingress(rd, &o));
@@ -78,6 +80,8 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
         routes::routes(rd, n, &names)
     });
     let schedules = rd.or(top.get("schedules"), Vec::new(), schedules::read);
+    let backend = spool.as_ref().map(|s| s.backend);
+    let sagas = sagas::read(rd, &top, &names, backend);
     let admin = admin::read(rd, &top);
     let telemetry = telemetry::read(rd, &top);
     let sources = sources::read(rd, &top);
@@ -106,6 +110,8 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
         sources: sources?,
         history: history?,
         max_hops: max_hops?,
+        sagas: sagas?,
+        saga_retention: saga_retention?,
     })
 }
 

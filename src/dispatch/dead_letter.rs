@@ -22,6 +22,10 @@ pub(super) async fn run(
     reason: &'static str,
     cause: Option<&SinkError>,
 ) -> Result<Outcome, SpoolError> {
+    if let Some(step) = super::saga::position(ctx, delivery) {
+        // The instance moves on (to its compensations) before the step leaves the spool.
+        super::saga::dead_lettered(ctx, step, delivery, reason).await?;
+    }
     let now = SystemTime::now();
     let target = config
         .dead_letter

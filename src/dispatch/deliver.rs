@@ -11,6 +11,7 @@ use super::dead_letter;
 use super::history;
 use super::reply;
 use super::retry::{self, Decision};
+use super::saga;
 use super::transform::{self, Prepared};
 use super::DispatchContext;
 use crate::config::SinkConfig;
@@ -99,6 +100,9 @@ pub(super) async fn deliver_batch(
             _ => live.push(delivery),
         }
     }
+    let before = live.len();
+    let live = saga::drop_overtaken(ctx, live).await?;
+    outcomes.extend((live.len()..before).map(|_| Outcome::Delivered));
     let live = transform::prepare(ctx, config, live, now, &mut outcomes).await?;
     let Some((first, _)) = live.first() else {
         return Ok(Step {
@@ -162,6 +166,11 @@ async fn attempt(
         delivery.last_attempt_at = Some(now);
     }
     let stats = ctx.counters.sink(&config.name);
+    // A saga step's reply is its instance's, whatever the sink's `reply` says.
+    let step = match live.as_slice() {
+        [one] => saga::position(ctx, one),
+        _ => None,
+    };
     let started = tokio::time::Instant::now();
     let result = {
         let attempts: Vec<Attempt<'_>> = live
@@ -176,7 +185,9 @@ async fn attempt(
             .collect();
         let _in_flight = stats.attempt();
         match attempts.as_slice() {
-            [one] if config.delivery.reply.enabled => sink.deliver_for_reply(*one).await,
+            [one] if config.delivery.reply.enabled || step.is_some() => {
+                sink.deliver_for_reply(*one).await
+            }
             [one] => sink.deliver(*one).await.map(|()| Reply::None),
             many => sink.deliver_batch(many).await.map(|()| Reply::None),
         }
@@ -188,12 +199,16 @@ async fn attempt(
         backpressure: result.as_ref().err().is_some_and(pushed_back),
     };
     // A reply is stored before the delivery it answers is acked.
-    let result = match (result, live.first()) {
-        (Ok(Reply::None), _) => Ok(()),
-        (Ok(answer), Some(first)) => {
+    let batched = live.len() > 1;
+    let result = match (result, live.first(), step) {
+        (Ok(answer), Some(first), Some(step)) => {
+            Box::pin(saga::delivered(ctx, step, first, answer)).await?
+        }
+        (Ok(Reply::None), _, None) => Ok(()),
+        (Ok(answer), Some(first), None) => {
             Box::pin(reply::take(ctx, config, &first.event, answer)).await?
         }
-        (result, _) => result.map(|_| ()),
+        (result, _, _) => result.map(|_| ()),
     };
     let mut outcomes = Vec::with_capacity(live.len());
     let ok = match &result {
@@ -203,6 +218,10 @@ async fn attempt(
                 ctx.retained.keep(&live, SystemTime::now()).await;
             }
             for delivery in &live {
+                if batched {
+                    // A step sent in a batch has no answer of its own.
+                    saga::delivered_in_batch(ctx, delivery).await?;
+                }
                 ctx.spool.ack(delivery).await?;
                 Counters::add(&ctx.counters.deliveries_succeeded, 1);
                 stats.delivered();

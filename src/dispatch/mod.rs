@@ -16,6 +16,8 @@
 //! - `dead_letter`: the dead-letter record.
 //! - `transform`: the route's and the sink's programs, run on each event before its attempt.
 //! - `reply`: a target's reply (`reply: true`) handed to the acceptor before the ack.
+//! - `saga`: a saga step's outcome advances its instance before the ack or dead letter; the
+//!   saga runner handles deadlines, aborts and what a crash left pending.
 //!
 //! Time to live under an open breaker: the TTL runs from acceptance and is never extended,
 //! but it is only acted on when a delivery comes up for an attempt. An open breaker leaves
@@ -39,6 +41,7 @@ mod lease;
 pub mod rate;
 mod reply;
 pub mod retry;
+mod saga;
 mod transform;
 mod worker;
 
@@ -56,6 +59,7 @@ use crate::spool::{Retained, SpoolHandle};
 use crate::telemetry::Counters;
 
 pub use deliver::{deliver_one, Outcome};
+pub use saga::SagaRunner;
 pub use transform::TRANSFORM_FAILED;
 
 /// What the dispatcher needs to run.
@@ -77,6 +81,8 @@ pub struct DispatchContext {
     pub replies: Acceptor,
     /// Where delivered events are kept for replay (`spool.retain_delivered`).
     pub retained: Retained,
+    /// The saga store, whose steps are advanced by their deliveries' outcomes.
+    pub sagas: Option<crate::saga::Sagas>,
 }
 
 /// Starts one worker per configured sink on `tracker`. Workers stop leasing when `stop` is

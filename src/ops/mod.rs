@@ -3,8 +3,9 @@
 //! or with `-o json` as the API's JSON);
 //! `purge-sink` deletes the deliveries kept for a removed sink; `dead-letter`
 //! ([`dead_letters`]) lists, replays and purges dead letters; `events` ([`events`]) reads
-//! the delivery history; `health` ([`health`]) asks the admin server's probes; `replay`
-//! ([`replay`]) delivers retained events to a sink again.
+//! the delivery history; `sagas` ([`sagas`]) lists, shows and aborts saga instances;
+//! `health` ([`health`]) asks the admin server's probes; `replay` ([`replay`]) delivers
+//! retained events to a sink again.
 //!
 //! Part of the binary, not the library (`lib.rs` does not declare it). Bad arguments exit
 //! 64; a failed exchange or a non-2xx answer exits 1.
@@ -13,6 +14,7 @@ mod dead_letters;
 mod events;
 mod health;
 mod replay;
+mod sagas;
 pub(crate) mod spool;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +40,7 @@ pub(crate) use dead_letters::{dead_letter, DeadLetterArgs};
 pub(crate) use events::{events, EventsArgs};
 pub(crate) use health::{health, HealthArgs};
 pub(crate) use replay::{replay, ReplayArgs};
+pub(crate) use sagas::{sagas, SagasArgs};
 
 /// Exit code for bad arguments (EX_USAGE).
 const EXIT_USAGE: u8 = 64;

@@ -21,7 +21,7 @@ mod text;
 
 use std::sync::Arc;
 
-use crate::config::{Config, DeliveryOrder, Priority, RouteConfig};
+use crate::config::{Config, DeliveryOrder, Priority, RouteConfig, SagaConfig};
 use crate::event::Event;
 
 pub use explain::{Explanation, RouteVerdict, SqlVerdict};
@@ -40,24 +40,64 @@ pub struct Target {
     pub ordering: DeliveryOrder,
 }
 
+/// A saga's trigger compiled as a route to its first step's sink (the route's targets are
+/// not used: the saga store makes the deliveries).
+fn compile_saga(saga: &SagaConfig) -> (Arc<SagaConfig>, filter::CompiledRoute) {
+    let route = RouteConfig {
+        name: format!("saga:{}", saga.name),
+        filter: saga.filter.clone(),
+        sql: saga.sql.clone(),
+        to: Vec::new(),
+        priority: Priority::Normal,
+        ordering: DeliveryOrder::Any,
+        transform: None,
+    };
+    (
+        Arc::new(saga.clone()),
+        filter::CompiledRoute::compile(&route),
+    )
+}
+
 /// The compiled routing table.
 #[derive(Debug)]
 pub struct RouteTable {
     routes: Vec<filter::CompiledRoute>,
     index: index::RouteIndex,
+    /// Each saga with its `match` and `sql`, compiled as a route's.
+    sagas: Vec<(Arc<SagaConfig>, filter::CompiledRoute)>,
 }
 
 impl RouteTable {
     /// Compiles the routes of a validated configuration.
     pub fn from_config(config: &Config) -> Self {
-        Self::from_routes(&config.routes)
+        let mut table = Self::from_routes(&config.routes);
+        table.sagas = config.sagas.iter().map(compile_saga).collect();
+        table
     }
 
     /// Compiles a list of validated routes, in table order.
     pub(crate) fn from_routes(routes: &[RouteConfig]) -> Self {
         let routes: Vec<_> = routes.iter().map(filter::CompiledRoute::compile).collect();
         let index = index::RouteIndex::build(&routes);
-        Self { routes, index }
+        Self {
+            routes,
+            index,
+            sagas: Vec::new(),
+        }
+    }
+
+    /// Appends to `out` every saga the event starts an instance of, in file order. A saga's
+    /// filter that raises a CESQL error does not match.
+    pub fn sagas(&self, event: &Event, out: &mut Vec<Arc<SagaConfig>>) {
+        if self.sagas.is_empty() {
+            return;
+        }
+        let data = key::LazyData::new(event);
+        for (saga, filter) in &self.sagas {
+            if filter.check(event, &data).is_ok() {
+                out.push(saga.clone());
+            }
+        }
     }
 
     /// Appends to `out` every (route, sink) the event must be delivered to, in table order.

@@ -82,6 +82,13 @@ pub const OTLP_SPANS_DROPPED: &str = "switchyard_otlp_spans_dropped_total";
 /// Delivery attempts not recorded in the history because its writer was behind.
 pub const HISTORY_DROPPED: &str = "switchyard_history_dropped_total";
 
+/// Saga instances that ended, by `saga` and `outcome` (`completed`, `compensated`, `failed`).
+pub const SAGAS: &str = "switchyard_sagas_total";
+/// Saga instances running or compensating, by `saga`.
+pub const SAGAS_ACTIVE: &str = "switchyard_sagas_active";
+/// Time from queuing a saga step (or compensation) to its outcome, by `saga` and `step`.
+pub const SAGA_STEP_DURATION: &str = "switchyard_saga_step_duration_seconds";
+
 /// Upper bounds of the delivery-duration histogram buckets, in seconds.
 const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -106,6 +113,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .set_buckets_for_metric(Matcher::Full(DELIVERY_DURATION.to_owned()), DURATION_BUCKETS)
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(INGRESS_DURATION.to_owned()), INGRESS_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(SAGA_STEP_DURATION.to_owned()),
+                    DURATION_BUCKETS,
+                )
             })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
@@ -183,6 +196,13 @@ fn describe() {
         Unit::Seconds,
         "Time from an ingress request's arrival to its answer."
     );
+    describe_counter!(SAGAS, "Saga instances that ended.");
+    describe_gauge!(SAGAS_ACTIVE, "Saga instances running or compensating.");
+    describe_histogram!(
+        SAGA_STEP_DURATION,
+        Unit::Seconds,
+        "Time from queuing a saga step or compensation to its outcome."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the label says which build runs.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
@@ -200,6 +220,30 @@ pub fn spool_bytes(stored: Option<u64>, max: u64) {
         metrics::gauge!(SPOOL_BYTES).set(stored as f64);
     }
     metrics::gauge!(SPOOL_MAX_BYTES).set(max as f64);
+}
+
+/// Counts a saga instance that started (`ended` None) or ended with `outcome`, moving the
+/// active gauge by one.
+pub fn saga_moved(saga: &str, ended: Option<&'static str>) {
+    let active = metrics::gauge!(SAGAS_ACTIVE, "saga" => saga.to_owned());
+    match ended {
+        None => active.increment(1.0),
+        Some(outcome) => {
+            active.decrement(1.0);
+            metrics::counter!(SAGAS, "saga" => saga.to_owned(), "outcome" => outcome).increment(1);
+        }
+    }
+}
+
+/// Sets the active gauge of `saga` (at start, from the saga store).
+pub fn sagas_active(saga: &str, n: u64) {
+    metrics::gauge!(SAGAS_ACTIVE, "saga" => saga.to_owned()).set(n as f64);
+}
+
+/// Records how long a saga step (or its compensation) took.
+pub fn saga_step(saga: &str, step: &str, seconds: f64) {
+    metrics::histogram!(SAGA_STEP_DURATION, "saga" => saga.to_owned(), "step" => step.to_owned())
+        .record(seconds);
 }
 
 /// Sets a sink's paused gauge.
@@ -225,10 +269,12 @@ pub enum Format {
     Unknown,
     /// A sink's reply to a delivery (`reply: true`).
     Reply,
+    /// A saga's outcome event (`switchyard.saga.*`).
+    Saga,
 }
 
 impl Format {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Binary,
         Self::Structured,
         Self::Batch,
@@ -236,6 +282,7 @@ impl Format {
         Self::Source,
         Self::Unknown,
         Self::Reply,
+        Self::Saga,
     ];
 
     /// The `format` label value.
@@ -248,13 +295,14 @@ impl Format {
             Self::Source => "source",
             Self::Unknown => "unknown",
             Self::Reply => "reply",
+            Self::Saga => "saga",
         }
     }
 }
 
 /// Cached `switchyard_events_received_total` handles: `[accepted, rejected]` per format.
 #[derive(Debug)]
-struct Received([[Counter; 2]; 7]);
+struct Received([[Counter; 2]; 8]);
 
 impl Received {
     fn register() -> Self {

@@ -51,6 +51,11 @@ const NOT_RUN: &[(&str, &str, &str)] = &[
         "a release build and a benchmark of about a minute, not a test",
     ),
     (
+        "docs/performance.md",
+        "cargo build --release --example saga_bench",
+        "a release build and a measurement, not a test",
+    ),
+    (
         "docs/security.md",
         "az eventgrid event-subscription create --name orders-to-switchyard \\",
         "needs the Azure CLI and an Azure subscription",

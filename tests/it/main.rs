@@ -34,6 +34,7 @@ mod readiness;
 mod reload;
 mod replay;
 mod reply;
+mod sagas;
 mod schedules;
 mod schema;
 mod signatures;

@@ -71,6 +71,7 @@ fn context(config: Config) -> DispatchContext {
         pauses: Arc::new(Pauses::default()),
         history: crate::history::History::off(),
         retained: crate::spool::Retained::off(),
+        sagas: None,
     }
 }
 

@@ -85,6 +85,8 @@ fn config(ingress: IngressConfig) -> Config {
         history: Default::default(),
         sources: Default::default(),
         max_hops: crate::config::DEFAULT_MAX_HOPS,
+        sagas: Vec::new(),
+        saga_retention: crate::config::DEFAULT_SAGA_RETENTION,
     }
 }
 

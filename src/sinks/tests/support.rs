@@ -112,6 +112,8 @@ pub(crate) fn config(sinks: Vec<SinkConfig>) -> Config {
         history: Default::default(),
         sources: Default::default(),
         max_hops: crate::config::DEFAULT_MAX_HOPS,
+        sagas: Vec::new(),
+        saga_retention: crate::config::DEFAULT_SAGA_RETENTION,
     }
 }
 
