@@ -16,7 +16,7 @@
 //! journaled deliveries (key and record location, 32 bytes each, in lease order), which a
 //! refill merges with the rows it reads from SQLite.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -107,7 +107,8 @@ pub(super) struct SinkState {
     order: OrderIndex,
     /// Ordered deliveries whose predecessor left: read them by id.
     fetch: Vec<DeliveryId>,
-    leased: HashSet<DeliveryId>,
+    /// Leased deliveries, with when each was accepted (unix millis).
+    leased: HashMap<DeliveryId, i64>,
     /// Stored deliveries, queued and leased, as of the last commit.
     pub(super) depth: usize,
     /// Per lane, the journaled deliveries (leased ones included), in lease order.
@@ -179,7 +180,8 @@ impl SinkState {
             let Some(delivery) = self.lanes.get_mut(chosen).and_then(Lane::pop_first) else {
                 break;
             };
-            self.leased.insert(delivery.id);
+            self.leased
+                .insert(delivery.id, super::record::to_millis(delivery.accepted_at));
             out.push(delivery);
         }
         if !out.is_empty() {
@@ -257,7 +259,7 @@ impl SinkState {
     /// A committed delivery that is not leased: keep it ready when it is leasable and falls
     /// in its lane's cached prefix.
     pub(super) fn insert(&mut self, delivery: Delivery) {
-        if self.leased.contains(&delivery.id) || !self.order.may_lease(&delivery) {
+        if self.leased.contains_key(&delivery.id) || !self.order.may_lease(&delivery) {
             return;
         }
         if let Some(lane) = self.lanes.get_mut(lane(delivery.priority)) {
@@ -313,6 +315,13 @@ impl SinkState {
             .min()
     }
 
+    /// When the earliest leased delivery was accepted (unix millis). A retry of a journaled
+    /// delivery leaves the journal's index before its row is committed to the database and
+    /// stays leased until then, so this covers it in between.
+    pub(super) fn leased_oldest(&self) -> Option<i64> {
+        self.leased.values().min().copied()
+    }
+
     /// Takes a delivery out of its lane's journal index; `None` when it is not journaled.
     pub(super) fn unindex(&mut self, priority: Priority, key: Key) -> Option<Loc> {
         let index = self.journal.get_mut(lane(priority))?;
@@ -349,7 +358,7 @@ impl SinkState {
         let mut taken = Vec::new();
         for (l, index) in self.journal.iter_mut().enumerate() {
             index.retain(|(key, loc)| {
-                let keep = self.leased.contains(&key.1);
+                let keep = self.leased.contains_key(&key.1);
                 if !keep {
                     taken.push((priority(l), *key, *loc));
                 }
@@ -406,7 +415,7 @@ impl SinkState {
 
     /// The deliveries leased now, which a purge must spare.
     pub(super) fn leased_ids(&self) -> Vec<DeliveryId> {
-        self.leased.iter().copied().collect()
+        self.leased.keys().copied().collect()
     }
 
     fn forget(&mut self) {

@@ -619,7 +619,15 @@ impl Spool for EmbeddedSpool {
     /// The earlier of the journal index's front and one probe of SQLite's `deliveries_age`
     /// index; a failed read leaves the database's part out (it is logged by the next refill).
     fn oldest(&self, sink: &str) -> Option<SystemTime> {
-        let journaled = self.shared.queues.get(sink)?.lock().journal_oldest();
+        let journaled = {
+            let queue = self.shared.queues.get(sink)?;
+            let state = queue.lock();
+            // Leased first: a retry moving into the database is leased until it is there.
+            match (state.journal_oldest(), state.leased_oldest()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
         let stored = {
             let reader = self.shared.reader.lock().unwrap_or_else(|e| e.into_inner());
             db::oldest(&reader, sink).ok().flatten()
