@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs every fuzz target (or those named) for SECONDS_EACH seconds, two at a time, each one
 # process on one core (no -jobs: libFuzzer would fork a worker and log to a file instead),
-# starting from the seeds; logs go to logs/<target>.log, a summary line per target to stdout.
+# starting from the seeds and the kept corpus (see README.md); logs go to logs/<target>.log,
+# a summary line per target to stdout.
 set -eu
 cd "$(dirname "$0")"
 SECONDS_EACH=${SECONDS_EACH:-180}
@@ -9,6 +10,10 @@ targets=${*:-$(cargo +nightly fuzz list)}
 mkdir -p logs
 run() {
     mkdir -p "corpus/$1"
+    # A fresh checkout continues from the corpus kept from the last long run.
+    if [ -f "corpus-kept/$1.tar.gz" ] && [ -z "$(ls -A "corpus/$1")" ]; then
+        tar -C "corpus/$1" -xzf "corpus-kept/$1.tar.gz"
+    fi
     cargo +nightly fuzz run -O "$1" "corpus/$1" "seeds/$1" -- \
         -max_total_time="$SECONDS_EACH" -print_final_stats=1 \
         >"logs/$1.log" 2>&1 || echo "$1: stopped with status $? (see logs/$1.log)"
