@@ -885,14 +885,19 @@ impl Writer {
         }
         self.last_shrink = now;
         self.freed = 0;
-        let shrunk = self
-            .conn
-            .execute_batch("PRAGMA incremental_vacuum")
-            .and_then(|()| {
-                self.conn
-                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            });
-        if let Err(error) = shrunk {
+        // The WAL first: checkpointed and truncated, it gives its blocks back, and the vacuum
+        // writes into the WAL, which on a disk full to the last block it could not grow. Each
+        // step is tried whatever the one before did; the last one moves the vacuum's pages
+        // into the database file and truncates the WAL again.
+        let checkpoint = |conn: &rusqlite::Connection| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        };
+        let steps = [
+            checkpoint(&self.conn),
+            self.conn.execute_batch("PRAGMA incremental_vacuum"),
+            checkpoint(&self.conn),
+        ];
+        for error in steps.into_iter().filter_map(Result::err) {
             tracing::debug!(%error, "Cannot shrink the spool database yet");
         }
     }
