@@ -257,14 +257,17 @@ impl<I: AsyncWrite + Unpin> WriteDeadline<I> {
             self.armed = false;
             return Poll::Ready(result);
         }
-        let at = Instant::now() + self.timeout;
-        let deadline = self
-            .deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        if !self.armed {
-            self.armed = true;
-            deadline.as_mut().reset(at);
-        }
+        // The clock is read once per wait, not on every poll of a waiting write.
+        let timeout = self.timeout;
+        let deadline = match self.deadline.as_mut() {
+            Some(deadline) if self.armed => deadline,
+            Some(deadline) => {
+                deadline.as_mut().reset(Instant::now() + timeout);
+                deadline
+            }
+            None => self.deadline.insert(Box::pin(tokio::time::sleep(timeout))),
+        };
+        self.armed = true;
         match deadline.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
