@@ -18,10 +18,15 @@ use serde_json::{Map as JsonMap, Value as Json};
 
 use super::model::{self, Reader};
 use super::units::{self, UnitError};
-use super::ConfigError;
+use super::{ConfigError, FieldError};
 
 /// Prefix of the variables that override file settings (`SWITCHYARD_SPOOL__PATH`).
 const PREFIX: &str = "SWITCHYARD";
+
+/// The most digits of a list index in an overlay variable (`SWITCHYARD_ROUTES__99999__TO`):
+/// the `config` crate fills a list up to the index it is given, so a longer one could ask
+/// for gigabytes.
+const MAX_INDEX_DIGITS: usize = 5;
 
 /// The process environment as a map (read once per load; never modified).
 pub(super) fn process_env() -> BTreeMap<String, String> {
@@ -50,11 +55,21 @@ pub(super) fn merged_tree(
     origin: &Path,
     vars: &BTreeMap<String, String>,
 ) -> Result<Json, ConfigError> {
-    let file = build(text, origin, None)?;
+    refuse_subscripted_keys(text)?;
     let overlay: ::config::Map<String, String> = vars
         .iter()
-        .filter_map(|(name, value)| overlay_name(name).map(|name| (name, value.clone())))
-        .collect();
+        .filter_map(|(name, value)| overlay_name(name).map(|key| (name, key, value)))
+        .map(|(name, key, value)| match long_index(&key) {
+            Some(index) => Err(ConfigError::Syntax {
+                path: origin.to_path_buf(),
+                message: format!(
+                    "{name}: list index {index} has more than {MAX_INDEX_DIGITS} digits"
+                ),
+            }),
+            None => Ok((key, value.clone())),
+        })
+        .collect::<Result<_, _>>()?;
+    let file = build(text, origin, None)?;
     if overlay.is_empty() {
         return Ok(file);
     }
@@ -86,6 +101,45 @@ fn build(
         .map_err(syntax)?
         .try_deserialize()
         .map_err(syntax)
+}
+
+/// Refuses top-level keys with a list subscript (`routes[7]:`, `-[43333333]:`): the `config`
+/// crate reads each top-level key as a path and would fill a list up to the index, which a
+/// typing error or a file caught mid-write could make gigabytes long. Such a key is unknown
+/// anyway; a text that is not YAML is left for the crate to report.
+fn refuse_subscripted_keys(text: &str) -> Result<(), ConfigError> {
+    let Ok(docs) = yaml_rust2::YamlLoader::load_from_str(text) else {
+        return Ok(());
+    };
+    let Some(yaml_rust2::Yaml::Hash(map)) = docs.first() else {
+        return Ok(());
+    };
+    let errors: Vec<FieldError> = map
+        .keys()
+        .filter_map(|key| match key {
+            yaml_rust2::Yaml::String(key) | yaml_rust2::Yaml::Real(key) => Some(key),
+            _ => None,
+        })
+        .filter(|key| key.contains(['[', ']']))
+        .map(|key| FieldError {
+            path: key.clone(),
+            message: format!("unknown key (allowed here: {})", model::ROOT.allowed()),
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(errors))
+    }
+}
+
+/// The first subscript of an overlay key (as [`overlay_name`] writes it) longer than
+/// [`MAX_INDEX_DIGITS`].
+fn long_index(key: &str) -> Option<&str> {
+    key.split('[')
+        .skip(1)
+        .filter_map(|part| part.split(']').next())
+        .find(|index| index.len() > MAX_INDEX_DIGITS)
 }
 
 /// The name to hand the `config` crate for an overlay variable, or `None` to ignore it.

@@ -982,6 +982,39 @@ sinks: { s: { http: { url: 'http://${HOST}/x', timeout: '${T:-5s}' } } }
 }
 
 #[test]
+fn a_top_level_key_with_a_subscript_is_unknown_and_allocates_nothing() {
+    // Found by the `config` fuzz target: the crate filled a list of 43 million entries.
+    for text in [
+        "-[43333333]:\n",
+        "routes[99999999]: x\n",
+        "sinks: {}\n'a[-99999999]': 1\n",
+    ] {
+        let errors = errors_with(text, &[]);
+        assert_eq!(errors.len(), 1, "{text}: {errors:#?}");
+        let (path, message) = errors[0].split_once(": ").unwrap_or_default();
+        assert!(path.contains('['), "{text}: {errors:#?}");
+        assert!(
+            message.starts_with("unknown key (allowed here: "),
+            "{errors:#?}"
+        );
+    }
+}
+
+#[test]
+fn an_overlay_variable_with_a_huge_list_index_is_refused() {
+    let error = load_with(MINIMAL, &[("SWITCHYARD_ROUTES__123456789__NAME", "x")]).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains(
+            "SWITCHYARD_ROUTES__123456789__NAME: list index 123456789 has more than 5 digits"
+        ),
+        "{message}"
+    );
+    let config = load_with(MINIMAL, &[("SWITCHYARD_ROUTES__0__NAME", "renamed")]).unwrap();
+    assert_eq!(config.routes[0].name, "renamed");
+}
+
+#[test]
 fn switchyard_variables_override_the_file() {
     let config = load_with(
         MINIMAL,
