@@ -5,16 +5,10 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 
+use crate::support::cli::{check, write};
 use crate::support::daemon::event;
+use crate::support::process::BIN;
 use crate::support::{post, wait_until};
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-
-fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.path().join(name);
-    std::fs::write(&path, text).expect("write test file");
-    path
-}
 
 #[test]
 fn check_prints_a_summary_for_the_default_routes_file() {
@@ -53,12 +47,7 @@ routes:
     to: [hook, nowhere]
 "#,
     );
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("sinks.hook.colour"), "{stderr}");

@@ -6,12 +6,12 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
+use crate::support::cli::run;
 use crate::support::daemon::event;
 use crate::support::process::{free_port, Daemon};
 use crate::support::{request, wait_until, Respond, TestApp, TestSink};
 
 const WAIT: Duration = Duration::from_secs(10);
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const TOKEN: &str = "dl-token";
 
 /// Two routes to two sinks that answer 400, so every delivery is dead-lettered at once.
@@ -200,16 +200,6 @@ async fn the_token_guards_the_dead_letter_api() {
         let reply = request(method.clone(), &format!("{url}{path}"), &wrong, "").await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {path}");
     }
-}
-
-async fn run(args: &[String]) -> (Option<i32>, String, String) {
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
-        .output()
-        .await
-        .expect("run the binary");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
 #[tokio::test]

@@ -6,8 +6,9 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use crate::support::cli::run;
 use crate::support::daemon::event;
-use crate::support::process::{free_port, Daemon, BIN};
+use crate::support::process::{free_port, Daemon};
 use crate::support::{request, wait_until, Respond, TestApp, TestSink};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -279,16 +280,6 @@ async fn history_off_records_nothing() {
         "{body}"
     );
     assert!(!app.dir.path().join("spool/history").exists());
-}
-
-async fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
-        .output()
-        .await
-        .expect("run the binary");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
 #[tokio::test]
