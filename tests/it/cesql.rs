@@ -3,14 +3,12 @@
 //! with a changed expression; `check` and `explain` of the binary.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::cli::{check, write};
-use crate::support::process::BIN;
+use crate::support::cli::{check_refused, explain, write};
 use crate::support::{request, wait_until, TestApp, TestSink};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -215,9 +213,7 @@ routes:
   - { name: unknown, sql: "SHOUT(subject) = 'A'", to: [console] }
 "#,
     );
-    let out = check(&path);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    let stderr = check_refused(&path);
     assert!(
         stderr.contains("routes[1].sql: CESQL column 37: expected `)`"),
         "{stderr}"
@@ -248,19 +244,7 @@ routes:
         json!({"region": "eu", "retries": 2}),
     );
     let event_file = write(&dir, "event.json", &ev.to_string());
-    let out = Command::new(BIN)
-        .arg("explain")
-        .arg("--config")
-        .arg(&config)
-        .arg(&event_file)
-        .output()
-        .expect("run explain");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = explain(&config, &event_file);
     assert!(
         stdout.contains(
             "high: no match: sql raised an error (its value does not count)\n  \

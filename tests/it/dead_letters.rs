@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::support::cli::run;
 use crate::support::daemon::event;
-use crate::support::process::{free_port, Daemon};
+use crate::support::process::{free_port, restart_config, Daemon};
 use crate::support::{request, wait_until, Respond, TestApp, TestSink};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -264,15 +264,7 @@ async fn dead_letters_survive_a_restart_of_the_binary() {
     let sink = TestSink::start().await;
     sink.set_default(Respond::status(400));
     let (port, admin_port) = (free_port(), free_port());
-    let config = dir.path().join("routes.yaml");
-    let yaml = format!(
-        "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin_port}\n\
-         spool: {{ path: \"{}/spool\" }}\n\
-         sinks: {{ hook: {{ http: {{ url: \"{}\" }} }} }}\nroutes: [{{ name: all, to: [hook] }}]\n",
-        dir.path().display(),
-        sink.url()
-    );
-    std::fs::write(&config, yaml).expect("write config");
+    let config = restart_config(dir.path(), port, admin_port, &sink);
     let list = format!("http://127.0.0.1:{admin_port}/api/v1/dead-letters");
     let count = |body: &Value| body["dead_letters"].as_array().map_or(0, Vec::len);
 

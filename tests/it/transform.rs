@@ -9,7 +9,7 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::support::cli::{check, write};
+use crate::support::cli::{check_refused, write};
 use crate::support::process::BIN;
 use crate::support::{request, wait_until, Respond, TestApp, TestSink};
 
@@ -215,9 +215,7 @@ routes:
       | .b = $ENV.PATH
 "#,
     );
-    let out = check(&path);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    let stderr = check_refused(&path);
     assert!(
         stderr.contains("sinks.hook.transform: jq: undefined filter `env/0` at line 1, column 1"),
         "{stderr}"

@@ -51,6 +51,22 @@ sinks:
     path
 }
 
+/// Writes `dir/routes.yaml`: the daemon on `port`, its admin API on `admin_port`, the
+/// default (embedded) spool in `dir/spool`, and every event routed to one sink `hook` that
+/// posts to `sink`.
+pub(crate) fn restart_config(dir: &Path, port: u16, admin_port: u16, sink: &TestSink) -> PathBuf {
+    let config = dir.join("routes.yaml");
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin_port}\n\
+         spool: {{ path: \"{}/spool\" }}\n\
+         sinks: {{ hook: {{ http: {{ url: \"{}\" }} }} }}\nroutes: [{{ name: all, to: [hook] }}]\n",
+        dir.display(),
+        sink.url()
+    );
+    std::fs::write(&config, yaml).expect("write config");
+    config
+}
+
 /// A free TCP port on 127.0.0.1 (bound once, then released).
 pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
