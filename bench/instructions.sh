@@ -100,24 +100,9 @@ for tool in valgrind strace curl; do
   command -v "$tool" > /dev/null || { echo "needs $tool" >&2; exit 69; }
 done
 
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-# wait_port PORT SECONDS
-wait_port() {
-  local port=$1 tries=$(($2 * 20)) i
-  for i in $(seq 1 "$tries"); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $port after $2 s" >&2
-  return 1
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+trap stop_all EXIT
 
 # wait_started LOG SECONDS: until the daemon has logged that it started.
 wait_started() {

@@ -54,42 +54,16 @@ WORK=$(mktemp -d)
 PORT_SY=18580 PORT_ADMIN=18581 PORT_SINK=18582 PORT_COLLECTOR=18583
 if [[ $(nproc) -ge 2 ]]; then PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1); else PIN_SERVER=() PIN_LOAD=(); fi
 
-PIDS=()
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_all
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-wait_port() {
-  local i
-  for i in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2
-  return 1
-}
-
 # start PORT CMD...: runs CMD in the background, waits for PORT; sets STARTED_PID.
-start() {
-  local port=$1
-  shift
-  "$@" >> "$WORK/processes.log" 2>&1 &
-  STARTED_PID=$!
-  PIDS+=("$STARTED_PID")
-  wait_port "$port"
-}
-
-stop() {
-  local i
-  kill -TERM "$1" 2>/dev/null || return 0
-  for i in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.05; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
+start() { spawn "$WORK/processes.log" "$@"; }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 count() { curl -s --max-time 5 "http://127.0.0.1:$1/count"; }

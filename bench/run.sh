@@ -170,56 +170,20 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) pr
 
 # ---- processes ------------------------------------------------------------------------
 
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+trap stop_all EXIT
 
-wait_port() {
-  local port=$1 i
-  for i in $(seq 1 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      return 0
-    fi
-    sleep 0.05
-  done
-  echo "nothing listens on port $port after 10 s" >&2
-  return 1
-}
-
-# start NAME PORT PIN... -- CMD...: starts a server in the background; sets STARTED_PID.
+# start NAME PORT PIN... -- CMD...: starts a server in the background, logging to a fresh
+# $WORK/NAME.log; sets STARTED_PID.
 start() {
   local name=$1 port=$2
   shift 2
   local pin=()
   while [[ $1 != -- ]]; do pin+=("$1"); shift; done
   shift
-  "${pin[@]}" "$@" > "$WORK/$name.log" 2>&1 &
-  STARTED_PID=$!
-  PIDS+=("$STARTED_PID")
-  if ! wait_port "$port"; then
-    echo "---- $WORK/$name.log" >&2
-    tail -20 "$WORK/$name.log" >&2
-    return 1
-  fi
-}
-
-stop() {
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  : > "$WORK/$name.log"
+  spawn "$WORK/$name.log" "$port" "${pin[@]}" "$@"
 }
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }

@@ -36,6 +36,7 @@ mod reload;
 pub mod routing;
 pub mod saga;
 mod schedule;
+mod segments;
 mod server;
 mod server_tls;
 pub mod sinks;

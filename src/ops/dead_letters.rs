@@ -11,7 +11,8 @@ use bytes::Bytes;
 use hyper::{HeaderMap, Method, Uri};
 use serde_json::{json, Value};
 
-use super::{bearer, exchange, list, print_json, print_table, text, AdminArgs, Output, OutputArg};
+use super::query::{filter_params, page_params, print_page, table};
+use super::{bearer, exchange, list, print_json, text, AdminArgs, Output, OutputArg};
 
 /// `switchyard dead-letter`.
 #[derive(Debug, clap::Args)]
@@ -84,16 +85,12 @@ struct Filter {
 
 impl Filter {
     fn params(&self) -> Vec<(&'static str, String)> {
-        let fields = [
+        filter_params([
             ("route", &self.route),
             ("sink", &self.sink),
             ("reason", &self.reason),
             ("since", &self.since),
-        ];
-        fields
-            .into_iter()
-            .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
-            .collect()
+        ])
     }
 }
 
@@ -162,10 +159,8 @@ impl Pages<'_> {
     fn fetch(&self, mut after: Option<u64>) -> anyhow::Result<Option<(Vec<Value>, Option<u64>)>> {
         let mut records: Vec<Value> = Vec::new();
         loop {
-            let mut params = self.filter.params();
             let wanted = self.limit.saturating_sub(records.len());
-            params.push(("limit", wanted.to_string()));
-            params.extend(after.map(|a| ("after", a.to_string())));
+            let params = page_params(self.filter.params(), wanted, ("after", after));
             let Some(reply) = call(self.admin, Method::GET, "/api/v1/dead-letters", &params)?
             else {
                 return Ok(None);
@@ -239,7 +234,7 @@ fn print_list(records: &[Value], next: Option<u64>) {
         "DEAD_LETTERED",
         "EVENT",
     ];
-    let mut rows = vec![header.map(str::to_owned).to_vec()];
+    let mut rows = table(&header);
     for record in records {
         let event = &record["event"];
         rows.push(vec![
@@ -253,8 +248,5 @@ fn print_list(records: &[Value], next: Option<u64>) {
             format!("{} {}", text(&event["type"]), text(&event["id"])),
         ]);
     }
-    print_table(&rows);
-    if let Some(next) = next {
-        println!("more: --after {next}");
-    }
+    print_page(&rows, "after", next);
 }

@@ -10,6 +10,7 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 use super::dead_letters::call;
+use super::query::{filter_params, page_params, print_page, table};
 use super::{list, print_json, print_table, text, AdminArgs, Output, OutputArg};
 
 /// `switchyard events`.
@@ -76,7 +77,7 @@ struct Filter {
 
 impl Filter {
     fn params(&self) -> Vec<(&'static str, String)> {
-        let fields = [
+        filter_params([
             ("source", &self.source),
             ("id", &self.id),
             ("type", &self.ty),
@@ -84,11 +85,7 @@ impl Filter {
             ("outcome", &self.outcome),
             ("since", &self.since),
             ("until", &self.until),
-        ];
-        fields
-            .into_iter()
-            .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
-            .collect()
+        ])
     }
 }
 
@@ -102,9 +99,7 @@ pub(crate) fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
             cursor,
             output,
         } => {
-            let mut params = filter.params();
-            params.push(("limit", limit.to_string()));
-            params.extend(cursor.map(|c| ("cursor", c.to_string())));
+            let params = page_params(filter.params(), *limit, ("cursor", *cursor));
             let reply = call(admin, Method::GET, "/api/v1/events", &params)?;
             if let Some(reply) = &reply {
                 match output.output {
@@ -132,7 +127,7 @@ fn print_list(reply: &Value) {
     let header = [
         "KEY", "TYPE", "ID", "SOURCE", "SINK", "ROUTE", "ATTEMPTS", "OUTCOME", "STATUS", "TIME",
     ];
-    let mut rows = vec![header.map(str::to_owned).to_vec()];
+    let mut rows = table(&header);
     for event in list(reply, "events") {
         for delivery in list(event, "deliveries") {
             rows.push(vec![
@@ -149,10 +144,7 @@ fn print_list(reply: &Value) {
             ]);
         }
     }
-    print_table(&rows);
-    if let Some(next) = reply["next"].as_u64() {
-        println!("more: --cursor {next}");
-    }
+    print_page(&rows, "cursor", reply["next"].as_u64());
 }
 
 fn print_event(reply: &Value) {
@@ -178,7 +170,7 @@ fn print_event(reply: &Value) {
         "STATUS",
         "ERROR",
     ];
-    let mut rows = vec![header.map(str::to_owned).to_vec()];
+    let mut rows = table(&header);
     for delivery in list(reply, "deliveries") {
         for attempt in list(delivery, "attempt_log") {
             let duration = attempt["duration_ms"]

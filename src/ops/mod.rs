@@ -13,6 +13,7 @@
 mod dead_letters;
 mod events;
 mod health;
+mod query;
 mod replay;
 mod sagas;
 pub(crate) mod spool;

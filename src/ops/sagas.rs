@@ -11,6 +11,7 @@ use hyper::Method;
 use serde_json::Value;
 
 use super::dead_letters::{call, encode};
+use super::query::{filter_params, page_params, print_page, table};
 use super::{list, print_json, print_table, text, AdminArgs, Output, OutputArg};
 
 /// `switchyard sagas`.
@@ -77,13 +78,8 @@ pub(crate) fn sagas(args: &SagasArgs) -> anyhow::Result<ExitCode> {
             after,
             output,
         } => {
-            let filters = [("name", name), ("state", state), ("since", since)];
-            let mut params: Vec<(&str, String)> = filters
-                .into_iter()
-                .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
-                .collect();
-            params.push(("limit", limit.to_string()));
-            params.extend(after.map(|a| ("after", a.to_string())));
+            let filters = filter_params([("name", name), ("state", state), ("since", since)]);
+            let params = page_params(filters, *limit, ("after", *after));
             let reply = call(admin, Method::GET, "/api/v1/sagas", &params)?;
             show_with(reply.as_ref(), *output, print_list)?;
             reply.map(|_| ())
@@ -117,7 +113,7 @@ fn show_with(reply: Option<&Value>, output: OutputArg, print: fn(&Value)) -> any
 
 fn print_list(reply: &Value) {
     let header = ["ID", "SAGA", "STATE", "STEP", "STARTED", "FINISHED"];
-    let mut rows = vec![header.map(str::to_owned).to_vec()];
+    let mut rows = table(&header);
     for saga in list(reply, "sagas") {
         rows.push(vec![
             text(&saga["id"]),
@@ -128,10 +124,7 @@ fn print_list(reply: &Value) {
             text(&saga["finished"]),
         ]);
     }
-    print_table(&rows);
-    if let Some(next) = reply["next"].as_u64() {
-        println!("more: --after {next}");
-    }
+    print_page(&rows, "after", reply["next"].as_u64());
 }
 
 fn print_instance(reply: &Value) {
@@ -154,7 +147,7 @@ fn print_instance(reply: &Value) {
     let header = [
         "STEP", "KIND", "SINK", "STARTED", "FINISHED", "ATTEMPTS", "OUTCOME", "STATUS", "REPLY",
     ];
-    let mut rows = vec![header.map(str::to_owned).to_vec()];
+    let mut rows = table(&header);
     for step in list(reply, "steps") {
         rows.push(vec![
             text(&step["name"]),

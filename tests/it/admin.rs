@@ -10,7 +10,6 @@ use crate::support::daemon::event;
 use crate::support::{wait_until, Respond, TestApp, TestSink};
 
 const WAIT: Duration = Duration::from_secs(10);
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
 /// Polls the admin `path` until `check` holds for its JSON; panics with `what` after [`WAIT`].
 async fn poll_json(app: &TestApp, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
@@ -159,13 +158,7 @@ routes:
 /// Runs the compiled binary with whitespace-separated `args`; gives its exit code, stdout
 /// and stderr.
 async fn run(args: &str) -> (Option<i32>, String, String) {
-    let out = tokio::process::Command::new(BIN)
-        .args(args.split_whitespace())
-        .output()
-        .await
-        .expect("run the binary");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
+    crate::support::cli::run(args.split_whitespace()).await
 }
 
 async fn cli_app(target: &TestSink) -> TestApp {

@@ -3,17 +3,15 @@
 //! with a changed expression; `check` and `explain` of the binary.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
+use crate::support::cli::{check_refused, explain, write};
 use crate::support::{request, wait_until, TestApp, TestSink};
 
 const WAIT: Duration = Duration::from_secs(10);
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-
 /// Route names are unique to this file: the metrics recorder is shared by the whole process.
 const ROUTES: &[(&str, &str)] = &[
     (
@@ -201,12 +199,6 @@ async fn a_reload_swaps_the_expression_and_a_bad_one_is_kept_out() {
     assert_eq!(ids, ["r2", "r4", "r5"]);
 }
 
-fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.path().join(name);
-    std::fs::write(&path, text).expect("write test file");
-    path
-}
-
 #[test]
 fn check_names_the_path_and_column_of_a_bad_expression() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -221,14 +213,7 @@ routes:
   - { name: unknown, sql: "SHOUT(subject) = 'A'", to: [console] }
 "#,
     );
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .expect("run check");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    let stderr = check_refused(&path);
     assert!(
         stderr.contains("routes[1].sql: CESQL column 37: expected `)`"),
         "{stderr}"
@@ -259,19 +244,7 @@ routes:
         json!({"region": "eu", "retries": 2}),
     );
     let event_file = write(&dir, "event.json", &ev.to_string());
-    let out = Command::new(BIN)
-        .arg("explain")
-        .arg("--config")
-        .arg(&config)
-        .arg(&event_file)
-        .output()
-        .expect("run explain");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = explain(&config, &event_file);
     assert!(
         stdout.contains(
             "high: no match: sql raised an error (its value does not count)\n  \

@@ -5,16 +5,10 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 
+use crate::support::cli::{check_refused, explain, write};
 use crate::support::daemon::event;
+use crate::support::process::BIN;
 use crate::support::{post, wait_until};
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-
-fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.path().join(name);
-    std::fs::write(&path, text).expect("write test file");
-    path
-}
 
 #[test]
 fn check_prints_a_summary_for_the_default_routes_file() {
@@ -53,14 +47,7 @@ routes:
     to: [hook, nowhere]
 "#,
     );
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    let stderr = check_refused(&path);
     assert!(stderr.contains("sinks.hook.colour"), "{stderr}");
     assert!(stderr.contains("sinks.hook.http.timeout"), "{stderr}");
     assert!(stderr.contains("routes[0].to[1]"), "{stderr}");
@@ -90,19 +77,7 @@ routes:
         "data": {"total": 50}
     });
     let event_file = write(&dir, "event.json", &ev.to_string());
-    let out = Command::new(BIN)
-        .arg("explain")
-        .arg("--config")
-        .arg(&config)
-        .arg(&event_file)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = explain(&config, &event_file);
     let big = stdout
         .lines()
         .find(|l| l.starts_with("big-orders"))

@@ -6,12 +6,12 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
+use crate::support::cli::run;
 use crate::support::daemon::event;
-use crate::support::process::{free_port, Daemon};
+use crate::support::process::{free_port, restart_config, Daemon};
 use crate::support::{request, wait_until, Respond, TestApp, TestSink};
 
 const WAIT: Duration = Duration::from_secs(10);
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const TOKEN: &str = "dl-token";
 
 /// Two routes to two sinks that answer 400, so every delivery is dead-lettered at once.
@@ -202,16 +202,6 @@ async fn the_token_guards_the_dead_letter_api() {
     }
 }
 
-async fn run(args: &[String]) -> (Option<i32>, String, String) {
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
-        .output()
-        .await
-        .expect("run the binary");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
-}
-
 #[tokio::test]
 async fn the_dead_letter_command_lists_replays_and_purges() {
     let (orders, audit) = (TestSink::start().await, TestSink::start().await);
@@ -274,15 +264,7 @@ async fn dead_letters_survive_a_restart_of_the_binary() {
     let sink = TestSink::start().await;
     sink.set_default(Respond::status(400));
     let (port, admin_port) = (free_port(), free_port());
-    let config = dir.path().join("routes.yaml");
-    let yaml = format!(
-        "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin_port}\n\
-         spool: {{ path: \"{}/spool\" }}\n\
-         sinks: {{ hook: {{ http: {{ url: \"{}\" }} }} }}\nroutes: [{{ name: all, to: [hook] }}]\n",
-        dir.path().display(),
-        sink.url()
-    );
-    std::fs::write(&config, yaml).expect("write config");
+    let config = restart_config(dir.path(), port, admin_port, &sink);
     let list = format!("http://127.0.0.1:{admin_port}/api/v1/dead-letters");
     let count = |body: &Value| body["dead_letters"].as_array().map_or(0, Vec::len);
 

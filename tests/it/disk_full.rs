@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use bytes::Bytes;
 
 use crate::support::client::try_post;
-use crate::support::process::{free_port, Daemon};
+use crate::support::process::{embedded_config, free_port, Daemon};
 use crate::support::{Respond, TestSink};
 
 /// A tmpfs mounted on a temporary directory, unmounted when dropped (a panic included).
@@ -115,27 +115,6 @@ fn journal_files(spool: &Path) -> usize {
     std::fs::read_dir(spool.join("journal")).map_or(0, |d| d.count())
 }
 
-fn config(dir: &Path, spool: &Path, port: u16, sink: &TestSink) -> PathBuf {
-    let path = dir.join("routes.yaml");
-    let yaml = format!(
-        r#"
-listen: 127.0.0.1:{port}
-admin_listen: 127.0.0.1:0
-spool: {{ backend: embedded, path: "{}" }}
-sinks:
-  hook:
-    http: {{ url: "{}", timeout: 2s }}
-    concurrency: 16
-    retry: {{ schedule: [2s], max_attempts: 100, event_ttl: 1h }}
-routes: [{{ name: all, to: [hook] }}]
-"#,
-        spool.display(),
-        sink.url()
-    );
-    std::fs::write(&path, yaml).expect("write config");
-    path
-}
-
 /// A batch of `n` events with ids `{prefix}-{i}`, each with about 3 KB of data.
 fn batch(prefix: &str, n: usize) -> (Vec<String>, Bytes) {
     let pad = "x".repeat(3000);
@@ -200,7 +179,17 @@ async fn a_full_disk_refuses_puts_then_drains_and_accepts_again() {
     let sink = TestSink::start().await;
     sink.set_default(Respond::status(503));
     let port = free_port();
-    let config = config(dir.path(), &spool, port, &sink);
+    let config = embedded_config(
+        dir.path(),
+        &spool,
+        port,
+        &sink,
+        "2s",
+        &[
+            "concurrency: 16",
+            "retry: { schedule: [2s], max_attempts: 100, event_ttl: 1h }",
+        ],
+    );
     let url = format!("http://127.0.0.1:{port}/events");
     let daemon = Daemon::start(&config, port).await;
 

@@ -9,32 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::support::client::try_post;
-use crate::support::process::{free_port, Daemon};
+use crate::support::process::{embedded_config, free_port, Daemon};
 use crate::support::{wait_until, Respond, TestSink};
 
 const SENDERS: usize = 4;
 const KILLS: usize = 5;
-
-fn config(dir: &std::path::Path, port: u16, sink: &TestSink) -> std::path::PathBuf {
-    let path = dir.join("routes.yaml");
-    let yaml = format!(
-        r#"
-listen: 127.0.0.1:{port}
-admin_listen: 127.0.0.1:0
-spool: {{ backend: embedded, path: "{}/spool" }}
-sinks:
-  hook:
-    http: {{ url: "{}", timeout: 2s }}
-    concurrency: 8
-    retry: {{ schedule: [20ms, 50ms, 100ms], max_attempts: 100, event_ttl: 1h }}
-routes: [{{ name: all, to: [hook] }}]
-"#,
-        dir.display(),
-        sink.url()
-    );
-    std::fs::write(&path, yaml).expect("write config");
-    path
-}
 
 /// Posts events with unique ids until `stop`; records the ids that got a 2xx.
 async fn sender(
@@ -73,7 +52,17 @@ async fn every_acknowledged_event_survives_repeated_sigkill() {
     let sink = TestSink::start().await;
     sink.set_default(Respond::status(503));
     let port = free_port();
-    let config = config(dir.path(), port, &sink);
+    let config = embedded_config(
+        dir.path(),
+        &dir.path().join("spool"),
+        port,
+        &sink,
+        "2s",
+        &[
+            "concurrency: 8",
+            "retry: { schedule: [20ms, 50ms, 100ms], max_attempts: 100, event_ttl: 1h }",
+        ],
+    );
     let url = format!("http://127.0.0.1:{port}/events");
 
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();

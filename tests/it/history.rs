@@ -6,8 +6,9 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use crate::support::cli::run;
 use crate::support::daemon::event;
-use crate::support::process::{free_port, Daemon, BIN};
+use crate::support::process::{free_port, restart_config, Daemon};
 use crate::support::{request, wait_until, Respond, TestApp, TestSink};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -281,16 +282,6 @@ async fn history_off_records_nothing() {
     assert!(!app.dir.path().join("spool/history").exists());
 }
 
-async fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
-        .output()
-        .await
-        .expect("run the binary");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
-}
-
 #[tokio::test]
 async fn the_events_command_lists_and_shows() {
     let sink = TestSink::start().await;
@@ -359,15 +350,7 @@ async fn history_survives_a_restart_of_the_binary() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sink = TestSink::start().await;
     let (port, admin_port) = (free_port(), free_port());
-    let config = dir.path().join("routes.yaml");
-    let yaml = format!(
-        "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin_port}\n\
-         spool: {{ path: \"{}/spool\" }}\n\
-         sinks: {{ hook: {{ http: {{ url: \"{}\" }} }} }}\nroutes: [{{ name: all, to: [hook] }}]\n",
-        dir.path().display(),
-        sink.url()
-    );
-    std::fs::write(&config, yaml).expect("write config");
+    let config = restart_config(dir.path(), port, admin_port, &sink);
     let list = format!("http://127.0.0.1:{admin_port}/api/v1/events");
     let url = format!("http://127.0.0.1:{port}/events");
     let ct = [("content-type", "application/cloudevents+json")];

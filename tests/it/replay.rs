@@ -9,8 +9,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use crate::support::cli::run;
 use crate::support::daemon::event;
-use crate::support::process::{free_port, Daemon, BIN};
+use crate::support::process::{free_port, Daemon};
 use crate::support::{request, wait_until, TestApp, TestSink};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -319,16 +320,6 @@ async fn retained_events_survive_kill_9_on_the_embedded_spool() {
     again.dedup();
     assert_eq!(again, ["k-1", "k-2", "k-3"]);
     daemon.terminate();
-}
-
-async fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
-        .output()
-        .await
-        .expect("run the binary");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
 #[tokio::test]

@@ -10,29 +10,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::support::process::{free_port, Daemon, BIN};
+use crate::support::process::{embedded_config, free_port, Daemon, BIN};
 use crate::support::{post, wait_until, Respond, TestSink};
 
 const EVENTS: usize = 30;
 
-fn config(dir: &Path, port: u16, sink: &TestSink) -> PathBuf {
-    let path = dir.join("routes.yaml");
-    let yaml = format!(
-        r#"
-listen: 127.0.0.1:{port}
-admin_listen: 127.0.0.1:0
-spool: {{ backend: embedded, path: "{}/spool" }}
-sinks:
-  hook:
-    http: {{ url: "{}", timeout: 60s }}
-    concurrency: 1
-routes: [{{ name: all, to: [hook] }}]
-"#,
-        dir.display(),
-        sink.url()
-    );
-    std::fs::write(&path, yaml).expect("write config");
-    path
+/// One sink, `hook`, that takes one event at a time.
+fn spool_config(dir: &Path, port: u16, sink: &TestSink) -> PathBuf {
+    let spool = dir.join("spool");
+    embedded_config(dir, &spool, port, sink, "60s", &["concurrency: 1"])
 }
 
 /// The journal segment and offset of the record holding `"{id}"`.
@@ -118,7 +104,7 @@ async fn a_damaged_journal_stops_start_up_until_repaired() {
     let held = TestSink::start().await;
     held.set_default(Respond::status(200).delay(Duration::from_secs(30)));
     let port = free_port();
-    let first = config(dir.path(), port, &held);
+    let first = spool_config(dir.path(), port, &held);
     let mut daemon = Daemon::start(&first, port).await;
     let pad = "p".repeat(200);
     for i in 0..EVENTS {
@@ -185,7 +171,7 @@ async fn a_damaged_journal_stops_start_up_until_repaired() {
 
     // Started again against a healthy sink: every other event arrives, ev-10 does not.
     let sink = TestSink::start().await;
-    let second = config(dir.path(), port, &sink);
+    let second = spool_config(dir.path(), port, &sink);
     let daemon = Daemon::start(&second, port).await;
     let delivered = || -> HashSet<String> {
         sink.received()

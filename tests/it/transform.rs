@@ -9,11 +9,11 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use crate::support::cli::{check_refused, write};
+use crate::support::process::BIN;
 use crate::support::{request, wait_until, Respond, TestApp, TestSink};
 
 const WAIT: Duration = Duration::from_secs(10);
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-
 /// The route reshapes `data` and moves `data.region` into an extension; the sink renames
 /// the type. `seen` records the order the programs ran in.
 const RESHAPING: &str = r#"
@@ -197,12 +197,6 @@ async fn a_reload_swaps_the_program_and_a_bad_one_is_kept_out() {
     assert_eq!(subjects, ["one", "two", "two"]);
 }
 
-fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.path().join(name);
-    std::fs::write(&path, text).expect("write test file");
-    path
-}
-
 #[test]
 fn check_names_the_yaml_path_and_position_of_a_bad_program() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -221,14 +215,7 @@ routes:
       | .b = $ENV.PATH
 "#,
     );
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .expect("run check");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    let stderr = check_refused(&path);
     assert!(
         stderr.contains("sinks.hook.transform: jq: undefined filter `env/0` at line 1, column 1"),
         "{stderr}"

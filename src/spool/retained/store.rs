@@ -6,22 +6,25 @@
 //! of the process loses nothing written, a power cut may lose the last moments, and a torn
 //! tail is cut off when the store is opened.
 
-use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{self, Read as _, Seek as _, SeekFrom};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::record::{Decoded, Head, Kept, HEADER};
+use crate::segments::{Messages, Segments};
 use crate::spool::record::to_millis;
 
 /// Smallest and largest segment.
 const SEGMENT_MIN: u64 = 64 << 10;
 const SEGMENT_MAX: u64 = 16 << 20;
-/// Smallest and largest free space kept on the file system; between them an eighth of it,
-/// twice the reserve the embedded spool keeps there (as the delivery history does).
-const FLOOR_MIN: u64 = 512 << 10;
-const FLOOR_MAX: u64 = 128 << 20;
+
+/// What the store says in its warnings.
+static MESSAGES: Messages = Messages {
+    torn: "Retained events ended in a torn record; cut it off",
+    remove: "Cannot remove a file of retained events",
+    read: "Cannot read a file of retained events",
+};
 
 /// Where one record is: its segment's number and its offset in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,104 +33,37 @@ pub(crate) struct Pos {
     offset: u64,
 }
 
-/// The segments and what they hold.
+/// The segments, numbered in order, and what they hold.
 #[derive(Debug)]
 pub(crate) struct Store {
-    /// `None` keeps the segments in memory.
-    dir: Option<PathBuf>,
-    segments: VecDeque<Segment>,
-    total: u64,
+    segments: Segments,
     next_segment: u64,
-    segment_bytes: u64,
-}
-
-#[derive(Debug)]
-struct Segment {
-    number: u64,
-    bytes: u64,
-    /// When it was last appended to (no record in it was delivered later).
-    newest: SystemTime,
-    /// The records, for a store in memory.
-    memory: Vec<u8>,
 }
 
 impl Store {
     /// A store in memory, in segments of about a sixteenth of `max_bytes`.
     pub(crate) fn memory(max_bytes: u64) -> Self {
         Self {
-            dir: None,
-            segments: VecDeque::new(),
-            total: 0,
+            segments: Segments::memory(segment_bytes(max_bytes), &MESSAGES),
             next_segment: 1,
-            segment_bytes: (max_bytes / 16).clamp(SEGMENT_MIN, SEGMENT_MAX),
         }
     }
 
     /// Opens (or creates) the store in `dir`, cutting off a torn tail.
     pub(crate) fn open(dir: &Path, max_bytes: u64) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
-        let mut store = Self {
-            dir: Some(dir.to_owned()),
-            ..Self::memory(max_bytes)
-        };
-        let mut found = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let number = name.to_str().and_then(|n| n.strip_suffix(".log"));
-            if let Some(number) = number.and_then(|n| n.parse::<u64>().ok()) {
-                found.push((number, entry.metadata()?));
-            }
-        }
-        found.sort_by_key(|(number, _)| *number);
-        for (number, meta) in found {
-            store.total += meta.len();
-            store.next_segment = number + 1;
-            store.segments.push_back(Segment {
-                number,
-                bytes: meta.len(),
-                newest: meta.modified().unwrap_or_else(|_| SystemTime::now()),
-                memory: Vec::new(),
-            });
-        }
-        store.repair_tail()?;
-        Ok(store)
-    }
-
-    /// Cuts off what follows the last whole record of the last segment.
-    fn repair_tail(&mut self) -> io::Result<()> {
-        let Some(last) = self.segments.back() else {
-            return Ok(());
-        };
-        let path = self.path(last.number);
-        let bytes = fs::read(&path)?;
-        let mut at = 0;
-        while let Some((_, len)) = Kept::decode(&bytes[at..], false) {
-            at += len;
-        }
-        if at < bytes.len() {
-            OpenOptions::new()
-                .write(true)
-                .open(&path)?
-                .set_len(at as u64)?;
-            let cut = (bytes.len() - at) as u64;
-            tracing::warn!(path = %path.display(), bytes = cut, "Retained events ended in a torn record; cut it off");
-            self.total -= cut;
-            if let Some(last) = self.segments.back_mut() {
-                last.bytes = at as u64;
-            }
-        }
-        Ok(())
-    }
-
-    fn path(&self, number: u64) -> PathBuf {
-        let dir = self.dir.as_deref().unwrap_or(Path::new("."));
-        dir.join(format!("{number:020}.log"))
+        let mut segments = Segments::open(dir, segment_bytes(max_bytes), &MESSAGES)
+            .map_err(|error| error.source)?;
+        segments.repair_tail(|bytes| Kept::decode(bytes, false).map(|(_, len)| len))?;
+        let next_segment = segments.last().map_or(1, |last| last.key + 1);
+        Ok(Self {
+            segments,
+            next_segment,
+        })
     }
 
     /// Bytes the records take.
     pub(crate) fn bytes(&self) -> u64 {
-        self.total
+        self.segments.bytes()
     }
 
     /// Appends encoded records (whole records only), starting a new segment when the last
@@ -136,98 +72,41 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        let full = self
-            .segments
-            .back()
-            .is_none_or(|s| s.bytes >= self.segment_bytes);
-        if full {
-            self.segments.push_back(Segment {
-                number: self.next_segment,
-                bytes: 0,
-                newest: now,
-                memory: Vec::new(),
-            });
+        if self.segments.full(0) {
+            self.segments.start(self.next_segment, now);
             self.next_segment += 1;
         }
-        let Some(last) = self.segments.back() else {
-            return Ok(());
-        };
-        if self.dir.is_some() {
-            let mut file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.path(last.number))?;
-            file.write_all(records)?;
-        }
-        let in_memory = self.dir.is_none();
-        if let Some(last) = self.segments.back_mut() {
-            last.bytes += records.len() as u64;
-            last.newest = now;
-            if in_memory {
-                last.memory.extend_from_slice(records);
-            }
-        }
-        self.total += records.len() as u64;
-        Ok(())
+        self.segments.write(records, now)
     }
 
     /// Drops the segments whose every record was delivered before `cutoff`; returns the
     /// bytes freed.
     pub(crate) fn expire(&mut self, cutoff: SystemTime) -> u64 {
         let mut freed = 0;
-        while self.segments.front().is_some_and(|s| s.newest < cutoff) {
-            freed += self.drop_first();
+        while self.segments.first().is_some_and(|s| s.newest < cutoff) {
+            freed += self.segments.drop_first();
         }
         freed
     }
 
     /// Whether the file system keeps its floor of free space plus `wanted` more bytes, after
-    /// dropping the oldest segments if need be: the floor is [`FLOOR_MIN`]..[`FLOOR_MAX`] and
-    /// twice `spool_bytes` (room for the spool to copy what it holds, as its own admission
-    /// asks). Always true in memory, or when the file system cannot be asked.
+    /// dropping the oldest segments if need be: the floor is that of
+    /// [`Segments::make_room`] and twice `spool_bytes` (room for the spool to copy what it
+    /// holds, as its own admission asks). Always true in memory, or when the file system
+    /// cannot be asked.
     pub(crate) fn make_room(&mut self, wanted: u64, spool_bytes: u64) -> bool {
-        let Some(stat) = self
-            .dir
-            .as_deref()
-            .and_then(|d| rustix::fs::statvfs(d).ok())
-        else {
-            return true;
-        };
-        let block = stat.f_frsize.max(1);
-        let total = stat.f_blocks.saturating_mul(block);
-        let mut free = stat.f_bavail.saturating_mul(block);
-        let floor = (total / 8).clamp(FLOOR_MIN, FLOOR_MAX) + spool_bytes.saturating_mul(2);
-        while free < floor.saturating_add(wanted) {
-            if self.segments.is_empty() {
-                return false;
-            }
-            free += self.drop_first();
-        }
-        true
+        self.segments
+            .make_room(wanted, spool_bytes.saturating_mul(2))
     }
 
     /// Drops the oldest segments until at most `limit` bytes are kept; returns the bytes
     /// freed.
     pub(crate) fn evict_to(&mut self, limit: u64) -> u64 {
         let mut freed = 0;
-        while self.total > limit && !self.segments.is_empty() {
-            freed += self.drop_first();
+        while self.segments.bytes() > limit && !self.segments.is_empty() {
+            freed += self.segments.drop_first();
         }
         freed
-    }
-
-    fn drop_first(&mut self) -> u64 {
-        let Some(first) = self.segments.pop_front() else {
-            return 0;
-        };
-        self.total -= first.bytes;
-        if self.dir.is_some() {
-            let path = self.path(first.number);
-            if let Err(error) = fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), %error, "Cannot remove a file of retained events");
-            }
-        }
-        first.bytes
     }
 
     /// The place of every record delivered at or after `cutoff` whose head `wanted` selects,
@@ -239,46 +118,29 @@ impl Store {
     ) -> Vec<Pos> {
         let cutoff_ms = to_millis(cutoff);
         let mut found = Vec::new();
-        for segment in &self.segments {
-            if segment.newest < cutoff {
-                continue;
-            }
-            let read;
-            let bytes = match &self.dir {
-                None => &segment.memory,
-                Some(_) => match fs::read(self.path(segment.number)) {
-                    Ok(bytes) => {
-                        read = bytes;
-                        &read
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "Cannot read a file of retained events");
-                        continue;
-                    }
-                },
-            };
+        self.segments.each_since(cutoff, |segment, bytes| {
             let mut at = 0;
             while let Some((Decoded::Head(head), len)) = Kept::decode(&bytes[at..], false) {
                 if head.delivered_ms >= cutoff_ms && wanted(&head) {
                     found.push(Pos {
-                        segment: segment.number,
+                        segment: segment.key,
                         offset: at as u64,
                     });
                 }
                 at += len;
             }
-        }
+        });
         found
     }
 
     /// The record at `pos`; `None` when its segment is gone (expired or evicted since).
     pub(crate) fn read(&self, pos: Pos) -> Option<Kept> {
-        let segment = self.segments.iter().find(|s| s.number == pos.segment)?;
+        let segment = self.segments.iter().find(|s| s.key == pos.segment)?;
         let start = usize::try_from(pos.offset).ok()?;
-        let decoded = match &self.dir {
-            None => Kept::decode(segment.memory.get(start..)?, true),
-            Some(_) => {
-                let bytes = read_record(&self.path(pos.segment), pos.offset).ok()?;
+        let decoded = match self.segments.in_memory() {
+            true => Kept::decode(segment.memory.get(start..)?, true),
+            false => {
+                let bytes = read_record(&self.segments.path(pos.segment), pos.offset).ok()?;
                 Kept::decode(&bytes, true)
             }
         };
@@ -287,6 +149,11 @@ impl Store {
             _ => None,
         }
     }
+}
+
+/// A segment's size for a bound of `max_bytes`.
+fn segment_bytes(max_bytes: u64) -> u64 {
+    (max_bytes / 16).clamp(SEGMENT_MIN, SEGMENT_MAX)
 }
 
 /// The bytes of the record at `offset` in the file at `path`.

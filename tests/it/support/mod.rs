@@ -2,6 +2,7 @@
 //! forward proxy, an HTTP client and bounded waits.
 
 pub(crate) mod certs;
+pub(crate) mod cli;
 pub(crate) mod client;
 pub(crate) mod daemon;
 pub(crate) mod nats;

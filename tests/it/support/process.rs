@@ -1,8 +1,10 @@
 //! The compiled daemon as a child process, for tests that kill and restart it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use super::TestSink;
 
 /// Path of the compiled binary.
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
@@ -18,6 +20,52 @@ const PROXY_VARIABLES: [&str; 8] = [
     "NO_PROXY",
     "no_proxy",
 ];
+
+/// Writes `dir/routes.yaml`: the daemon on `port` with an embedded spool at `spool`, and
+/// every event routed to one sink `hook` that posts to `sink` within `timeout`, with the
+/// further sink settings `settings` (one YAML line each).
+pub(crate) fn embedded_config(
+    dir: &Path,
+    spool: &Path,
+    port: u16,
+    sink: &TestSink,
+    timeout: &str,
+    settings: &[&str],
+) -> PathBuf {
+    let path = dir.join("routes.yaml");
+    let settings: String = settings.iter().map(|s| format!("    {s}\n")).collect();
+    let yaml = format!(
+        r#"
+listen: 127.0.0.1:{port}
+admin_listen: 127.0.0.1:0
+spool: {{ backend: embedded, path: "{}" }}
+sinks:
+  hook:
+    http: {{ url: "{}", timeout: {timeout} }}
+{settings}routes: [{{ name: all, to: [hook] }}]
+"#,
+        spool.display(),
+        sink.url()
+    );
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
+/// Writes `dir/routes.yaml`: the daemon on `port`, its admin API on `admin_port`, the
+/// default (embedded) spool in `dir/spool`, and every event routed to one sink `hook` that
+/// posts to `sink`.
+pub(crate) fn restart_config(dir: &Path, port: u16, admin_port: u16, sink: &TestSink) -> PathBuf {
+    let config = dir.join("routes.yaml");
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin_port}\n\
+         spool: {{ path: \"{}/spool\" }}\n\
+         sinks: {{ hook: {{ http: {{ url: \"{}\" }} }} }}\nroutes: [{{ name: all, to: [hook] }}]\n",
+        dir.display(),
+        sink.url()
+    );
+    std::fs::write(&config, yaml).expect("write config");
+    config
+}
 
 /// A free TCP port on 127.0.0.1 (bound once, then released).
 pub(crate) fn free_port() -> u16 {

@@ -1,0 +1,52 @@
+# bench/lib.sh — the process helpers of the bench scripts; source it, do not run it.
+#
+# PIDS holds every background process started with `spawn` (a script may add its own);
+# `stop_all` ends them, for the script's EXIT trap.
+
+PIDS=()
+
+# stop_all: SIGTERM to every process in PIDS, then waits for each.
+stop_all() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+
+# wait_port PORT [SECONDS]: until something listens on 127.0.0.1:PORT (at most SECONDS,
+# default 10).
+wait_port() {
+  local port=$1 seconds=${2:-10} i
+  for i in $(seq 1 $((seconds * 20))); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $port after $seconds s" >&2
+  return 1
+}
+
+# spawn LOG PORT CMD...: runs CMD in the background with its output appended to LOG and
+# waits for PORT; sets STARTED_PID. Prints the end of LOG when nothing comes to listen.
+spawn() {
+  local log=$1 port=$2
+  shift 2
+  "$@" >> "$log" 2>&1 &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
+  if ! wait_port "$port"; then
+    echo "---- $log" >&2
+    tail -20 "$log" >&2
+    return 1
+  fi
+}
+
+# stop PID: SIGTERM, up to 5 s to exit, then SIGKILL; waits for it.
+stop() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
