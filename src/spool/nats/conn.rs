@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream, Context};
-use async_nats::{ConnectOptions, Event, ServerAddr};
+use async_nats::jetstream::{self, consumer, stream, AckKind, Context};
+use async_nats::{ConnectOptions, Event, Request, RequestError, ServerAddr, Subject};
 use tokio::sync::watch;
 
 use super::record::{sink_of, token};
@@ -114,6 +114,19 @@ pub(crate) async fn client(
             .map_err(NatsError::Credentials)?,
     };
     Ok(options.connect(addrs).await?)
+}
+
+/// Acks a leased message and waits until JetStream confirms it. One request on the client's
+/// shared reply subscription: a `double_ack` subscribes and unsubscribes a reply subject of
+/// its own for every ack, four protocol messages where this sends two.
+pub(super) async fn confirmed_ack(
+    client: &async_nats::Client,
+    reply: Subject,
+) -> Result<(), RequestError> {
+    let request = Request::new()
+        .payload(AckKind::Ack.into())
+        .timeout(Some(REQUEST_TIMEOUT));
+    client.send_request(reply, request).await.map(drop)
 }
 
 /// A JetStream context with the spool's request timeout.

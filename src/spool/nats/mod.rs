@@ -327,8 +327,8 @@ impl Inner {
         };
         let acked = async {
             let conn = self.conn().await?;
-            let acker = Acker::new(conn.js.clone(), Some(lease.reply));
-            acker.double_ack().await.map_err(|e| unavailable(&*e))
+            let acked = conn::confirmed_ack(&conn.client, lease.reply).await;
+            acked.map_err(|e| unavailable(&e))
         };
         let acked = acked.await;
         if acked.is_err() {
