@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
+use async_nats::jetstream::stream;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{watch, OnceCell};
@@ -92,23 +93,23 @@ impl KvStore {
         let js = nats_context(&self.config.connection, lost)
             .await
             .map_err(nats)?;
-        let store = match js.get_key_value(&self.bucket).await {
-            Ok(store) => store,
-            Err(_) => {
-                let config = kv::Config {
-                    bucket: self.bucket.clone(),
-                    description: "switchyard saga instances".to_owned(),
-                    history: 1,
-                    num_replicas: self.config.replicas,
-                    ..kv::Config::default()
-                };
-                match js.create_key_value(config).await {
-                    Ok(store) => store,
-                    // Another daemon created it meanwhile.
-                    Err(_) => js.get_key_value(&self.bucket).await.map_err(nats)?,
-                }
-            }
+        // The bucket's stream as JetStream's KV layout has it (made here rather than by the
+        // client's bucket creation, which reads account details older servers lay out
+        // otherwise); two daemons creating it at once get the same stream.
+        let stream = stream::Config {
+            name: format!("KV_{}", self.bucket),
+            description: Some("switchyard saga instances".to_owned()),
+            subjects: vec![format!("$KV.{}.>", self.bucket)],
+            max_messages_per_subject: 1,
+            num_replicas: self.config.replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..stream::Config::default()
         };
+        js.get_or_create_stream(stream).await.map_err(nats)?;
+        let store = js.get_key_value(&self.bucket).await.map_err(nats)?;
         let values = store.status().await.map_err(nats)?.values();
         let (caught_up, mut known) = watch::channel(values == 0);
         tokio::spawn(follow(
