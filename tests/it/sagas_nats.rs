@@ -411,3 +411,85 @@ async fn two_daemons_share_sagas_and_the_survivor_of_a_kill_finishes_them() {
     );
     drop(daemons);
 }
+
+/// The record a daemon leaves when it dies between recording a transition and storing the
+/// delivery it asked for: instance `id` of the `order` saga, its reservation done, the
+/// charge recorded and pending since `pending_at` (ms), but not in the queue.
+fn stranded_record(id: &str, now_ms: i64, pending_at: i64) -> Value {
+    let charge = serde_json::json!({
+        "specversion": "1.0", "id": "r-reserve", "source": "/services",
+        "type": "Contoso.Inventory.Reserved", "datacontenttype": "application/json",
+        "switchyardsaga": id, "switchyardsagastep": "charge", "data": {"ref": "r-reserve"}
+    });
+    let reserve = serde_json::json!({
+        "specversion": "1.0", "id": "o-stranded", "source": "/test",
+        "type": "Contoso.Orders.Created", "switchyardsaga": id, "switchyardsagastep": "reserve"
+    });
+    let step = |idx: u32, name: &str, sink: &str, input: &Value, done: bool| {
+        serde_json::json!({
+            "compensation": false, "idx": idx, "name": name, "sink": sink,
+            "input": input.to_string(), "reply": done.then(|| charge.to_string()),
+            "reply_id": done.then_some("r-reserve"), "started": now_ms,
+            "finished": done.then_some(now_ms), "attempts": u32::from(done), "status": null,
+            "outcome": done.then_some("delivered"), "detail": null
+        })
+    };
+    let definition = |name: &str, to: &str, compensate: Option<&str>| serde_json::json!({"name": name, "to": to, "compensate": compensate});
+    serde_json::json!({
+        "id": id, "state": "running", "cursor": 1, "trigger": "o-stranded", "reason": null,
+        "failed": [], "seq": 2,
+        "pending": {"puts": [["payments", charge.to_string()]], "finished": null},
+        "def": {"name": "order", "timeout_ms": 3_600_000, "steps": [
+            definition("reserve", "inventory", Some("inventory-release")),
+            definition("charge", "payments", Some("payments-refund")),
+            definition("ship", "shipping", None),
+        ]},
+        "order": now_ms * 1000, "started": now_ms, "deadline": now_ms + 3_600_000,
+        "finished": null, "pending_at": pending_at,
+        "steps": [
+            step(0, "reserve", "inventory", &reserve, true),
+            step(1, "charge", "payments", &charge, false),
+        ]
+    })
+}
+
+#[tokio::test]
+async fn a_transition_left_pending_by_a_dead_daemon_is_stored_by_another() {
+    let stream = unique("sy-it-saga");
+    let _streams = Streams::spool_and_sagas(&stream);
+    let services = Services::start().await;
+    let app = on_nats(&stream, &services).await;
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_millis(),
+    )
+    .expect("in range");
+    // A listing opens the saga store, which makes the bucket.
+    let (status, _) = admin(&app.admin, Method::GET, "/api/v1/sagas").await;
+    assert_eq!(status, StatusCode::OK);
+    let bucket = jetstream()
+        .await
+        .get_key_value(format!("{stream}-sagas"))
+        .await
+        .expect("the daemon made the bucket");
+    // Pending for a minute: longer than any live daemon takes to store it.
+    let record = stranded_record("stranded1", now_ms - 60_000, now_ms - 60_000);
+    bucket
+        .create("stranded1", record.to_string().into())
+        .await
+        .expect("the record is written");
+
+    let (ty, data) = services.outcome().await;
+    assert_eq!(ty, "switchyard.saga.completed");
+    assert_eq!(data["instance"], "stranded1");
+    let charges = of(&services.payments, "stranded1");
+    assert_eq!(charges.len(), 1, "the pending charge is stored once");
+    assert_eq!(charges[0].header("ce-id"), Some("r-reserve"));
+    assert_eq!(services.inventory.count(), 0, "the reservation was done");
+    assert_eq!(of(&services.shipping, "stranded1").len(), 1);
+    let (_, shown) = admin(&app.admin, Method::GET, "/api/v1/sagas/stranded1").await;
+    assert_eq!(shown["state"], "completed", "{shown}");
+    assert_eq!(shown["steps"][1]["outcome"], "delivered", "{shown}");
+}
