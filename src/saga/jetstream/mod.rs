@@ -211,8 +211,22 @@ impl KvStore {
             else {
                 continue;
             };
-            let value = Bytes::from(serde_json::to_vec(&record).map_err(nats)?);
-            let revision = kv.create(&record.inst.id, value).await.map_err(nats)?;
+            let created = match serde_json::to_vec(&record) {
+                Ok(value) => kv.create(&record.inst.id, value.into()).await.map_err(nats),
+                Err(error) => Err(nats(error)),
+            };
+            let revision = match created {
+                Ok(revision) => revision,
+                Err(error) => {
+                    // The request is refused: the instances it made must not start later
+                    // (another daemon would store their first steps as stranded).
+                    let made = nexts.into_iter().map(|n: Next| n.instance).collect();
+                    if let Err(error) = self.discard(made).await {
+                        tracing::warn!(%error, "Cannot remove the saga instances of a refused request");
+                    }
+                    return Err(error);
+                }
+            };
             self.index.put(revision, &record);
             tally.started.push(next.saga.clone());
             nexts.push(next);
@@ -221,14 +235,19 @@ impl KvStore {
         Ok(nexts)
     }
 
+    /// Deletes instances whose first step was not stored; tries every one, and answers the
+    /// last failure.
     pub(super) async fn discard(&self, ids: Vec<String>) -> Result<(), SagaError> {
         let kv = self.kv().await?;
+        let mut failed = Ok(());
         for id in ids {
-            kv.purge(&id).await.map_err(nats)?;
-            self.index.remove(&id, u64::MAX);
+            match kv.purge(&id).await {
+                Ok(()) => self.index.remove(&id, u64::MAX),
+                Err(error) => failed = Err(nats(error)),
+            }
         }
         self.set_gauges();
-        Ok(())
+        failed
     }
 
     pub(super) async fn is_current(&self, p: &Position) -> Result<bool, SagaError> {
@@ -342,10 +361,12 @@ impl KvStore {
         let cutoff = millis(now.checked_sub(retention).unwrap_or(UNIX_EPOCH));
         let mut removed = 0;
         for (id, revision) in self.index.ended_before(cutoff) {
+            // A failure (another daemon deleted it, or the view is behind) leaves it to the
+            // watch and the next sweep.
             if kv.purge_expect_revision(&id, Some(revision)).await.is_ok() {
+                self.index.remove(&id, u64::MAX);
                 removed += 1;
             }
-            self.index.remove(&id, u64::MAX);
         }
         self.set_gauges();
         Ok(removed)

@@ -2,9 +2,11 @@
 //! and what survives writing the record and reading it back.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::record::Record;
+use super::KvStore;
+use crate::config::{NatsAuth, NatsConnection, NatsSpoolConfig};
 use crate::saga::tests::{at, dead, delivered, event, puts, saga};
 use crate::saga::{Abort, Phase, State, Tally};
 
@@ -91,4 +93,80 @@ fn a_record_compensates_in_reverse_and_an_abort_cancels_the_step_in_flight() {
         other.abort("aborted", now, &mut tally),
         Ok(Abort::Already(State::Compensated))
     ));
+}
+
+#[path = "../../../tests/it/support/nats_server.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod nats_server;
+
+/// Two stores on one fresh bucket of the test server, as two daemons have them.
+fn two_stores() -> (KvStore, KvStore, String) {
+    let config = NatsSpoolConfig {
+        stream: format!("sy-test-saga-{:016x}", fastrand::u64(..)),
+        connection: NatsConnection {
+            urls: vec![nats_server::url().to_owned()],
+            auth: NatsAuth::None,
+        },
+        ..NatsSpoolConfig::default()
+    };
+    let bucket = format!("KV_{}-sagas", config.stream);
+    (KvStore::new(config.clone()), KvStore::new(config), bucket)
+}
+
+#[tokio::test]
+async fn of_two_daemons_advancing_one_step_one_wins_and_a_sweep_deletes_what_ended() {
+    let (a, b, stream) = two_stores();
+    let now = SystemTime::now();
+    let trigger = Arc::new(event("trigger"));
+    let mut started = a
+        .start(vec![(saga(), trigger)], now)
+        .await
+        .expect("started");
+    let first = started.pop().expect("one instance");
+    let reserve = at(&first, "reserve", Phase::Forward);
+    let reply = delivered(Some("r1"));
+    let (x, y) = tokio::join!(a.advance(&reserve, &reply), b.advance(&reserve, &reply));
+    let (x, y) = (x.expect("recorded"), y.expect("read"));
+    assert_eq!(
+        usize::from(x.is_some()) + usize::from(y.is_some()),
+        1,
+        "one daemon advances the step, the other finds it done"
+    );
+    for step in ["charge", "ship"] {
+        let p = at(&first, step, Phase::Forward);
+        b.advance(&p, &delivered(None)).await.expect("recorded");
+    }
+    let shown = a.get(&first.instance).await.expect("read").expect("kept");
+    assert_eq!(shown.state, State::Completed);
+
+    // `a` learns of the end from the bucket, then removes it once past retention.
+    let ended = crate::saga::InstanceQuery {
+        state: Some(State::Completed),
+        limit: 10,
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a.list(&ended).await.expect("listed").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watch shows the end"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let later = now + Duration::from_secs(3600);
+    let removed = a
+        .sweep(later, Duration::from_secs(60))
+        .await
+        .expect("swept");
+    assert_eq!(removed, 1);
+    assert!(b.get(&first.instance).await.expect("read").is_none());
+
+    let js = async_nats::jetstream::new(
+        async_nats::connect(nats_server::url())
+            .await
+            .expect("the test server"),
+    );
+    js.delete_stream(&stream)
+        .await
+        .expect("the bucket is deleted");
 }
