@@ -29,7 +29,7 @@ mod space;
 mod writer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::future::Future;
 use std::path::Path;

@@ -9,6 +9,7 @@ use super::KvStore;
 use crate::config::{NatsAuth, NatsConnection, NatsSpoolConfig};
 use crate::saga::tests::{at, dead, delivered, event, puts, saga};
 use crate::saga::{Abort, Phase, State, Tally};
+use crate::spool::tests::nats_server;
 
 /// A record through JSON, as the bucket keeps it.
 fn stored(record: &Record) -> Record {
@@ -94,10 +95,6 @@ fn a_record_compensates_in_reverse_and_an_abort_cancels_the_step_in_flight() {
         Ok(Abort::Already(State::Compensated))
     ));
 }
-
-#[path = "../../../tests/it/support/nats_server.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod nats_server;
 
 /// Two stores on one fresh bucket of the test server, as two daemons have them.
 fn two_stores() -> (KvStore, KvStore, String) {
