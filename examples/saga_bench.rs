@@ -4,8 +4,11 @@
 //!
 //! ```sh
 //! cargo build --release --example saga_bench
-//! target/release/examples/saga_bench [--sagas 5000] [--spool embedded|memory]
+//! target/release/examples/saga_bench [--sagas 5000] [--spool embedded|memory|nats] [--nats-url URL]
 //! ```
+//!
+//! With `--spool nats` the queue and the saga bucket are JetStream's, on the server at
+//! `--nats-url`, under a stream prefix of this run's own, deleted at the end.
 //!
 //! The daemon runs in this process (one runtime with the sinks and the load), started from
 //! routes.yaml text; its spool is in a temporary directory. The starting events are posted in
@@ -40,9 +43,29 @@ struct Args {
     /// Sagas per run.
     #[arg(long, default_value_t = 5000)]
     sagas: usize,
-    /// Spool backend: embedded or memory.
+    /// Spool backend: embedded, memory or nats.
     #[arg(long, default_value = "embedded")]
     spool: String,
+    /// The NATS server of `--spool nats` (JetStream enabled).
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+}
+
+/// The stream prefix of a `--spool nats` run.
+fn prefix() -> String {
+    format!("saga-bench-{}", std::process::id())
+}
+
+/// Deletes the streams a `--spool nats` run made: the queue, the dead letters, the sagas.
+async fn delete_streams(url: &str) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await?);
+    let p = prefix();
+    for name in [p.clone(), format!("{p}-dlq"), format!("KV_{p}-sagas")] {
+        if let Err(error) = js.delete_stream(&name).await {
+            eprintln!("stream {name} not deleted: {error}");
+        }
+    }
+    Ok(())
 }
 
 /// What the sinks saw.
@@ -95,8 +118,16 @@ async fn sink(
     }
 }
 
-fn config(spool: &str, dir: &Path, sinks: SocketAddr) -> String {
+fn config(args: &Args, dir: &Path, sinks: SocketAddr) -> String {
     let url = |step: &str| format!("http://{sinks}/{step}");
+    let spool = match args.spool.as_str() {
+        "nats" => format!(
+            "nats, nats: {{ url: \"{}\", stream: {} }}",
+            args.nats_url,
+            prefix()
+        ),
+        other => other.to_owned(),
+    };
     format!(
         r#"
 listen: 127.0.0.1:0
@@ -151,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let dir = tempfile::tempdir()?;
-    let yaml = config(&args.spool, &dir.path().join("spool"), sinks);
+    let yaml = config(&args, &dir.path().join("spool"), sinks);
     let config = switchyard::config::load_str(&yaml, Path::new("bench.yaml"), &BTreeMap::new())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -205,5 +236,8 @@ async fn main() -> anyhow::Result<()> {
         seen.other_outcomes.load(Ordering::Relaxed)
     );
     running.stop().await?;
+    if args.spool == "nats" {
+        delete_streams(&args.nats_url).await?;
+    }
     Ok(())
 }

@@ -11,7 +11,7 @@ use super::env::{Node, Obj};
 use super::model::{Reader, Shape};
 use super::routes;
 use super::validate::sink_ref;
-use super::{MatchConfig, SpoolBackend};
+use super::MatchConfig;
 
 /// A saga's whole-instance deadline when it sets no `timeout`: 24 hours.
 pub const DEFAULT_SAGA_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
@@ -59,25 +59,16 @@ pub struct SagaStepConfig {
     pub compensate: Option<String>,
 }
 
-/// Reads the `sagas:` list; `names` are the defined sinks. Sagas need a spool that keeps
-/// their state: `backend: nats` is refused.
+/// Reads the `sagas:` list; `names` are the defined sinks. Every spool backend keeps saga
+/// state (SQLite beside the embedded spool, memory, or a JetStream bucket for nats).
 pub(super) fn read(
     rd: &mut Reader<'_>,
     top: &Obj<'_>,
     names: &[String],
-    backend: Option<SpoolBackend>,
 ) -> Option<Vec<SagaConfig>> {
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     rd.or(top.get("sagas"), Vec::new(), |rd, n| {
-        let sagas = rd.each(n, |rd, n| saga(rd, n, names, &mut seen))?;
-        if !sagas.is_empty() && backend == Some(SpoolBackend::Nats) {
-            return rd.fail(
-                &n.path,
-                "sagas need the embedded or memory spool; the nats backend does not keep saga \
-                 state yet",
-            );
-        }
-        Some(sagas)
+        rd.each(n, |rd, n| saga(rd, n, names, &mut seen))
     })
 }
 
@@ -211,13 +202,14 @@ mod tests {
     }
 
     #[test]
-    fn the_nats_spool_refuses_sagas() {
-        let text = errors(
-            "spool: { backend: nats }\nsagas: [ { name: s, steps: [ { name: one, to: a } ] } ]\n",
+    fn the_nats_spool_takes_sagas() {
+        let yaml = format!(
+            "{SINKS}spool: {{ backend: nats, saga_retention: 1h }}\nsagas: [ {{ name: s, steps: [ {{ name: one, to: a }} ] }} ]\n"
         );
-        assert!(
-            text.contains("sagas: sagas need the embedded or memory spool"),
-            "{text}"
-        );
+        let config = load_text(&yaml, &[]).expect("sagas on the nats spool are valid");
+        assert_eq!(config.spool.backend, crate::config::SpoolBackend::Nats);
+        assert_eq!(config.sagas.len(), 1);
+        assert_eq!(config.sagas[0].steps[0].to, "a");
+        assert_eq!(config.saga_retention, std::time::Duration::from_secs(3600));
     }
 }

@@ -80,8 +80,7 @@ fn config(rd: &mut Reader<'_>, root: &Node<'_>) -> Option<Config> {
         routes::routes(rd, n, &names)
     });
     let schedules = rd.or(top.get("schedules"), Vec::new(), schedules::read);
-    let backend = spool.as_ref().map(|s| s.backend);
-    let sagas = sagas::read(rd, &top, &names, backend);
+    let sagas = sagas::read(rd, &top, &names);
     let admin = admin::read(rd, &top);
     let telemetry = telemetry::read(rd, &top);
     let sources = sources::read(rd, &top);

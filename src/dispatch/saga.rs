@@ -199,7 +199,8 @@ pub struct SagaRunner {
 
 impl SagaRunner {
     /// Until `stop`: stores what a crash left pending, then compensates instances past their
-    /// deadline, carries out aborts, and removes finished instances past retention.
+    /// deadline, carries out aborts, removes finished instances past retention and, on a
+    /// store other daemons share, stores what a daemon that died left pending.
     pub async fn run(self, stop: CancellationToken) {
         self.recover().await;
         let mut swept = tokio::time::Instant::now();
@@ -217,6 +218,7 @@ impl SagaRunner {
                     .min(SWEEP_EVERY),
                 (true, _) => SWEEP_EVERY,
             };
+            let wait = self.sagas.poll_every().map_or(wait, |most| wait.min(most));
             self.sagas.sleeps_until(SystemTime::now() + wait);
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -229,6 +231,11 @@ impl SagaRunner {
                 Ok(expired) => due.extend(expired),
                 Err(error) => tracing::warn!(%error, "Cannot check saga deadlines"),
             }
+            match self.sagas.stranded().await {
+                Ok(stranded) => due.extend(stranded),
+                Err(error) => tracing::warn!(%error, "Cannot look for stranded saga steps"),
+            }
+            self.sagas.refresh_gauges();
             for next in due {
                 if let Err(error) =
                     carry_out(&self.spool, &self.acceptor, &self.sagas, next.clone()).await

@@ -4,7 +4,8 @@
 //!
 //! Imports `config`, `event`, `spool` and `telemetry`. This module owns saga state the way the spool owns
 //! deliveries: each instance and its step history live in a SQLite store ([`store`]) —
-//! `<spool.path>/sagas.db` for the embedded spool, in memory for the memory spool. The
+//! `<spool.path>/sagas.db` for the embedded spool, in memory for the memory spool — or, for
+//! the nats spool, in a JetStream KV bucket shared by every daemon on it ([`jetstream`]). The
 //! accept side starts instances ([`Sagas::start`]); the delivery side reports each step's
 //! outcome ([`Sagas::advance`]) and puts what the store asks for.
 //!
@@ -17,6 +18,7 @@
 //! without an attempt.
 
 mod events;
+mod jetstream;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -267,6 +269,9 @@ pub enum SagaError {
     /// The commit shared by several steps failed (each of them gets this).
     #[error(transparent)]
     Shared(Arc<Self>),
+    /// A JetStream request of the nats saga store failed.
+    #[error("saga store: JetStream request failed")]
+    Nats(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// A step outcome waiting for the next group commit, with where its answer goes.
@@ -276,10 +281,19 @@ type Waiting = (
     tokio::sync::oneshot::Sender<Result<Option<Next>, SagaError>>,
 );
 
+/// Where instances are kept.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// SQLite, in a file or in memory; this process is its only user.
+    Sqlite(Arc<Mutex<store::Store>>),
+    /// A JetStream KV bucket shared by every daemon on the nats spool.
+    JetStream(Arc<jetstream::KvStore>),
+}
+
 /// The saga store and the signal that tells the saga runner it has work.
 #[derive(Debug, Clone)]
 pub struct Sagas {
-    store: Arc<Mutex<store::Store>>,
+    backend: Backend,
     kick: Arc<Notify>,
     /// When the saga runner wakes next (ms since the epoch): a start whose deadline comes
     /// earlier kicks it.
@@ -292,14 +306,19 @@ pub struct Sagas {
 
 impl Sagas {
     /// Opens the store the spool configuration calls for: `<path>/sagas.db` for the embedded
-    /// spool, memory otherwise.
+    /// spool, memory for the memory spool, the bucket `<stream>-sagas` for the nats spool
+    /// (connected on first use).
     pub fn open(config: &SpoolConfig) -> Result<Self, SagaError> {
-        let store = match config.backend {
-            SpoolBackend::Embedded => store::Store::open(&config.path.join("sagas.db"))?,
-            SpoolBackend::Memory | SpoolBackend::Nats => store::Store::memory()?,
+        let sqlite = |store| Backend::Sqlite(Arc::new(Mutex::new(store)));
+        let backend = match config.backend {
+            SpoolBackend::Embedded => sqlite(store::Store::open(&config.path.join("sagas.db"))?),
+            SpoolBackend::Memory => sqlite(store::Store::memory()?),
+            SpoolBackend::Nats => Backend::JetStream(Arc::new(jetstream::KvStore::new(
+                config.nats.clone().unwrap_or_default(),
+            ))),
         };
         Ok(Self {
-            store: Arc::new(Mutex::new(store)),
+            backend,
             kick: Arc::new(Notify::new()),
             wakes_at: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             queued: Arc::default(),
@@ -307,12 +326,12 @@ impl Sagas {
         })
     }
 
-    /// Runs `f` on the store in a blocking task.
+    /// Runs `f` on the SQLite store in a blocking task.
     async fn with<T: Send + 'static>(
-        &self,
+        store: &Arc<Mutex<store::Store>>,
         f: impl FnOnce(&mut store::Store) -> Result<T, SagaError> + Send + 'static,
     ) -> Result<T, SagaError> {
-        let store = self.store.clone();
+        let store = store.clone();
         tokio::task::spawn_blocking(move || {
             // A panic while holding the lock leaves SQLite consistent (its transaction rolls
             // back), so a poisoned lock is safe to take.
@@ -336,16 +355,22 @@ impl Sagas {
         }
     }
 
-    /// Starts one instance per (saga, trigger) in one commit; each [`Next`] holds the first
-    /// step's delivery.
+    /// Starts one instance per (saga, trigger) (in one commit on SQLite); each [`Next`] holds
+    /// the first step's delivery.
     pub async fn start(
         &self,
         starts: Vec<(Arc<SagaConfig>, Arc<Event>)>,
     ) -> Result<Vec<Next>, SagaError> {
         let now = SystemTime::now();
         let soonest = starts.iter().map(|(c, _)| c.timeout).min();
-        let (nexts, tally) = self.with(move |s| s.start(&starts, now)).await?;
-        Self::note(&tally);
+        let nexts = match &self.backend {
+            Backend::Sqlite(store) => {
+                let (nexts, tally) = Self::with(store, move |s| s.start(&starts, now)).await?;
+                Self::note(&tally);
+                nexts
+            }
+            Backend::JetStream(kv) => kv.start(starts, now).await?,
+        };
         // The runner sleeps until the earliest deadline it knew of; these may come earlier.
         let wakes_at = self.wakes_at.load(std::sync::atomic::Ordering::Relaxed);
         if soonest.is_some_and(|t| millis(now + t) < wakes_at) {
@@ -356,31 +381,42 @@ impl Sagas {
 
     /// Removes instances whose first step could not be stored (the trigger was refused).
     pub async fn discard(&self, ids: Vec<String>) -> Result<(), SagaError> {
-        self.with(move |s| s.discard(&ids)).await
+        match &self.backend {
+            Backend::Sqlite(store) => Self::with(store, move |s| s.discard(&ids)).await,
+            Backend::JetStream(kv) => kv.discard(ids).await,
+        }
     }
 
     /// Whether `position` is the step or compensation its instance waits for.
     pub async fn is_current(&self, position: Position) -> Result<bool, SagaError> {
-        self.with(move |s| s.is_current(&position)).await
+        match &self.backend {
+            Backend::Sqlite(store) => Self::with(store, move |s| s.is_current(&position)).await,
+            Backend::JetStream(kv) => kv.is_current(&position).await,
+        }
     }
 
     /// Records the outcome of the delivery at `position` and what follows; `None` when that
     /// step is no longer current (a repeat, or the instance moved on).
     ///
-    /// Outcomes that arrive while another commit runs wait for the store together and are
-    /// recorded in one synced commit (group commit): the first blocking task to get the
-    /// store takes every outcome waiting, the others find none left.
+    /// On SQLite, outcomes that arrive while another commit runs wait for the store together
+    /// and are recorded in one synced commit (group commit): the first blocking task to get
+    /// the store takes every outcome waiting, the others find none left. On JetStream each
+    /// is one compare-and-set write of its instance.
     pub async fn advance(
         &self,
         position: Position,
         result: StepResult,
     ) -> Result<Option<Next>, SagaError> {
+        let store = match &self.backend {
+            Backend::Sqlite(store) => store.clone(),
+            Backend::JetStream(kv) => return kv.advance(&position, &result).await,
+        };
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((position, result, answer));
-        let (store, waiting) = (self.store.clone(), self.waiting.clone());
+        let waiting = self.waiting.clone();
         tokio::task::spawn_blocking(move || {
             let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
             let group = std::mem::take(&mut *waiting.lock().unwrap_or_else(|p| p.into_inner()));
@@ -409,9 +445,16 @@ impl Sagas {
 
     /// Starts compensating instance `id` now; the saga runner puts the compensation.
     pub async fn abort(&self, id: String) -> Result<Abort, SagaError> {
-        let now = SystemTime::now();
-        let (abort, tally) = self.with(move |s| s.abort(&id, "aborted", now)).await?;
-        Self::note(&tally);
+        let abort = match &self.backend {
+            Backend::Sqlite(store) => {
+                let now = SystemTime::now();
+                let (abort, tally) =
+                    Self::with(store, move |s| s.abort(&id, "aborted", now)).await?;
+                Self::note(&tally);
+                abort
+            }
+            Backend::JetStream(kv) => kv.abort(&id, "aborted").await?,
+        };
         if let Abort::Started(next) = &abort {
             self.queued
                 .lock()
@@ -429,40 +472,90 @@ impl Sagas {
 
     /// Starts compensating every running instance whose deadline is past `now`.
     pub async fn expire(&self, now: SystemTime) -> Result<Vec<Next>, SagaError> {
-        let (nexts, tally) = self.with(move |s| s.expire(now)).await?;
-        Self::note(&tally);
-        Ok(nexts)
+        match &self.backend {
+            Backend::Sqlite(store) => {
+                let (nexts, tally) = Self::with(store, move |s| s.expire(now)).await?;
+                Self::note(&tally);
+                Ok(nexts)
+            }
+            Backend::JetStream(kv) => kv.expire(now).await,
+        }
     }
 
     /// The earliest deadline of a running instance.
     pub async fn next_deadline(&self) -> Result<Option<SystemTime>, SagaError> {
-        self.with(store::Store::next_deadline).await
+        match &self.backend {
+            Backend::Sqlite(store) => Self::with(store, store::Store::next_deadline).await,
+            Backend::JetStream(kv) => Ok(kv.next_deadline()),
+        }
     }
 
-    /// Everything transitions asked for that was not confirmed put (after a crash).
+    /// Everything transitions asked for that was not confirmed put (after a crash). On
+    /// JetStream, only what waited longer than a live daemon takes to store it, claimed for
+    /// this daemon: the others' transitions in flight are theirs to store.
     pub async fn pending(&self) -> Result<Vec<Next>, SagaError> {
         let now = SystemTime::now();
-        self.with(move |s| s.pending(now)).await
+        match &self.backend {
+            Backend::Sqlite(store) => Self::with(store, move |s| s.pending(now)).await,
+            Backend::JetStream(kv) => kv.stranded(now).await,
+        }
+    }
+
+    /// What transitions left pending and no one stores: on SQLite nothing once the runner
+    /// started (it stores the pending ones at start); on JetStream what a daemon that died
+    /// left pending, claimed for this one.
+    pub async fn stranded(&self) -> Result<Vec<Next>, SagaError> {
+        let now = SystemTime::now();
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::JetStream(kv) => kv.stranded(now).await,
+        }
+    }
+
+    /// The longest the saga runner sleeps when other daemons share the store (the nats
+    /// spool): their deadlines and stranded transitions are found within this long.
+    pub fn poll_every(&self) -> Option<Duration> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::JetStream(_) => Some(jetstream::STRANDED_AFTER / 2),
+        }
+    }
+
+    /// Sets the active gauges from a store other daemons share (their starts and ends
+    /// count too); nothing on SQLite, whose gauges move with each transition here.
+    pub fn refresh_gauges(&self) {
+        if let Backend::JetStream(kv) = &self.backend {
+            kv.set_gauges();
+        }
     }
 
     /// The deliveries and finished event of transition `seq` of `instance` are stored.
     pub async fn flushed(&self, instance: String, seq: i64) -> Result<(), SagaError> {
-        self.with(move |s| s.flushed(&[(instance, seq)])).await
+        self.flushed_all(vec![(instance, seq)]).await
     }
 
-    /// [`Sagas::flushed`] for several transitions, in one commit.
+    /// [`Sagas::flushed`] for several transitions (in one commit on SQLite).
     pub async fn flushed_all(&self, done: Vec<(String, i64)>) -> Result<(), SagaError> {
-        self.with(move |s| s.flushed(&done)).await
+        match &self.backend {
+            Backend::Sqlite(store) => Self::with(store, move |s| s.flushed(&done)).await,
+            Backend::JetStream(kv) => kv.flushed(done).await,
+        }
     }
 
     /// Deletes instances that ended before `now - retention`; returns how many.
     pub async fn sweep(&self, now: SystemTime, retention: Duration) -> Result<usize, SagaError> {
-        self.with(move |s| s.sweep(now, retention)).await
+        match &self.backend {
+            Backend::Sqlite(store) => Self::with(store, move |s| s.sweep(now, retention)).await,
+            Backend::JetStream(kv) => kv.sweep(now, retention).await,
+        }
     }
 
     /// Running or compensating instances per saga.
     pub async fn active(&self) -> Result<Vec<(String, u64)>, SagaError> {
-        self.with(store::Store::active).await
+        match &self.backend {
+            Backend::Sqlite(store) => Self::with(store, store::Store::active).await,
+            Backend::JetStream(kv) => kv.active().await,
+        }
     }
 
     /// Hands a transition that could not be carried out to the saga runner, to retry.
@@ -476,12 +569,18 @@ impl Sagas {
 
     /// Instances the query selects, oldest first.
     pub async fn list(&self, query: InstanceQuery) -> Result<Vec<InstanceView>, SagaError> {
-        self.with(move |s| s.list(&query)).await
+        match &self.backend {
+            Backend::Sqlite(store) => Self::with(store, move |s| s.list(&query)).await,
+            Backend::JetStream(kv) => kv.list(&query).await,
+        }
     }
 
     /// One instance with its steps.
     pub async fn get(&self, id: String) -> Result<Option<InstanceView>, SagaError> {
-        self.with(move |s| s.get(&id)).await
+        match &self.backend {
+            Backend::Sqlite(store) => Self::with(store, move |s| s.get(&id)).await,
+            Backend::JetStream(kv) => kv.get(&id).await,
+        }
     }
 
     /// The saga runner sleeps until `at` unless kicked.

@@ -7,7 +7,7 @@ use super::store::Store;
 use super::*;
 use crate::config::{SagaConfig, SagaStepConfig};
 
-fn saga() -> Arc<SagaConfig> {
+pub(super) fn saga() -> Arc<SagaConfig> {
     let step = |name: &str, to: &str, compensate: Option<&str>| SagaStepConfig {
         name: name.into(),
         to: to.into(),
@@ -26,7 +26,7 @@ fn saga() -> Arc<SagaConfig> {
     })
 }
 
-fn event(id: &str) -> Event {
+pub(super) fn event(id: &str) -> Event {
     crate::event::http::decode_structured(
         format!(r#"{{"specversion":"1.0","id":"{id}","source":"/s","type":"T"}}"#).as_bytes(),
     )
@@ -40,7 +40,7 @@ fn started(store: &mut Store, now: SystemTime) -> Next {
     nexts.pop().expect("one instance")
 }
 
-fn at(next: &Next, step: &str, phase: Phase) -> Position {
+pub(super) fn at(next: &Next, step: &str, phase: Phase) -> Position {
     Position {
         instance: next.instance.clone(),
         step: step.into(),
@@ -48,7 +48,7 @@ fn at(next: &Next, step: &str, phase: Phase) -> Position {
     }
 }
 
-fn delivered(reply: Option<&str>) -> StepResult {
+pub(super) fn delivered(reply: Option<&str>) -> StepResult {
     StepResult {
         outcome: StepOutcome::Delivered(reply.map(|id| Box::new(event(id)))),
         attempts: 1,
@@ -56,7 +56,7 @@ fn delivered(reply: Option<&str>) -> StepResult {
     }
 }
 
-fn dead() -> StepResult {
+pub(super) fn dead() -> StepResult {
     StepResult {
         outcome: StepOutcome::DeadLettered("UndeliverableDueToHttpBadRequest".into()),
         attempts: 1,
@@ -70,7 +70,7 @@ fn advance(store: &mut Store, p: &Position, r: &StepResult) -> Next {
 }
 
 /// (sink, event id, step extension) of each delivery a transition asks for.
-fn puts(next: &Next) -> Vec<(String, String)> {
+pub(super) fn puts(next: &Next) -> Vec<(String, String)> {
     next.deliveries
         .iter()
         .map(|d| (d.sink.to_string(), d.event.id.clone()))

@@ -22,8 +22,8 @@ pub(super) struct Pending {
     pub(super) finished: Option<String>,
 }
 
-/// An instance row, as transitions work on it.
-#[derive(Debug)]
+/// An instance row, as transitions work on it (and, with its steps, the JetStream record).
+#[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Instance {
     pub(super) id: String,
     pub(super) def: Definition,

@@ -29,7 +29,7 @@ mod space;
 mod writer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::future::Future;
 use std::path::Path;
@@ -48,6 +48,7 @@ pub use dead_letter::{
 pub use disk::DiskUsage;
 pub use embedded::EmbeddedSpool;
 pub use memory::MemorySpool;
+pub(crate) use nats::connect as nats_context;
 pub use nats::NatsSpool;
 pub use repair::{
     repair, verify, DatabaseState, MaintenanceError, Repair, SegmentState, Verification,

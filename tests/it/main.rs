@@ -35,6 +35,7 @@ mod reload;
 mod replay;
 mod reply;
 mod sagas;
+mod sagas_nats;
 mod schedules;
 mod schema;
 mod signatures;

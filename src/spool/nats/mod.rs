@@ -80,7 +80,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{Delivery, NewDelivery, Priority, PurgeError, SpoolError, FULL_RETRY_AFTER};
-use crate::config::{NatsSpoolConfig, SpoolConfig};
+use crate::config::{NatsConnection, NatsSpoolConfig, SpoolConfig};
 use age::{Ages, AGE_REFRESH};
 use conn::Names;
 use depth::Depths;
@@ -88,6 +88,15 @@ use lanes::SinkLanes;
 use record::Record;
 
 use conn::{client, context, NatsError};
+
+/// A JetStream context on a connection of its own to the servers of `connection`, with the
+/// spool's timeouts (the saga store keeps its bucket beside the spool's streams).
+pub(crate) async fn connect(
+    connection: &NatsConnection,
+    lost: Arc<watch::Sender<u64>>,
+) -> Result<Context, NatsError> {
+    Ok(context(client(connection, lost).await?))
+}
 
 /// How often depths are read from JetStream.
 const DEPTH_REFRESH: Duration = Duration::from_secs(1);

@@ -24,7 +24,7 @@ mod lanes;
 mod nats;
 #[path = "../../../tests/it/support/nats_server.rs"]
 #[allow(dead_code, unreachable_pub)]
-mod nats_server;
+pub(crate) mod nats_server;
 
 /// Longest any single wait in these tests may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(10);

@@ -35,6 +35,13 @@ impl Streams {
         }
     }
 
+    /// The streams of the spool prefix `prefix` and the stream of its saga bucket.
+    pub(crate) fn spool_and_sagas(prefix: &str) -> Self {
+        let mut streams = Self::spool(prefix);
+        streams.names.push(format!("KV_{prefix}-sagas"));
+        streams
+    }
+
     /// Creates a stream capturing `subjects`, to be deleted with the guard.
     pub(crate) async fn create(name: &str, subjects: Vec<String>) -> (Self, stream::Stream) {
         let config = stream::Config {
