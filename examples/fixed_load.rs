@@ -8,7 +8,9 @@
 //!
 //! Each connection sends its share one request after another (the next once the last was
 //! answered), so the daemon sees at most `--connections` requests at a time. Every event has
-//! its own `ce-id`. Exits non-zero when any request failed or was not answered with a 2xx.
+//! its own `ce-id`. With `--batch N` each request carries N structured events in one
+//! `application/cloudevents-batch+json` array instead (`--events` is then rounded up to whole
+//! batches). Exits non-zero when any request failed or was not answered with a 2xx.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,6 +36,9 @@ struct Args {
     /// Bytes of `data` per event.
     #[arg(long, default_value_t = 1024)]
     size: usize,
+    /// Events per request: 1 posts binary mode, more posts batched mode.
+    #[arg(long, default_value_t = 1)]
+    batch: u64,
     /// Where to post.
     url: Uri,
 }
@@ -44,22 +49,36 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(usize::try_from(args.connections).unwrap_or(usize::MAX))
         .build_http::<Full<Bytes>>();
-    let body = Bytes::from(payload(args.size));
+    let data = payload(args.size);
+    let batch = args.batch.max(1);
+    let requests = args.events.div_ceil(batch);
+    let body = Bytes::from(data.clone());
+    let data = Arc::new(data);
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.connections.max(1) {
-        let (client, body, next, failed) =
-            (client.clone(), body.clone(), next.clone(), failed.clone());
-        let (url, events) = (args.url.clone(), args.events);
+        let (client, body, data, next, failed) = (
+            client.clone(),
+            body.clone(),
+            data.clone(),
+            next.clone(),
+            failed.clone(),
+        );
+        let url = args.url.clone();
         tasks.spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= events {
+                if n >= requests {
                     return;
                 }
-                if !post(&client, &url, n, body.clone()).await {
-                    failed.fetch_add(1, Ordering::Relaxed);
+                let sent = if batch > 1 {
+                    post_batch(&client, &url, n, batch, &data).await
+                } else {
+                    post(&client, &url, n, body.clone()).await
+                };
+                if !sent {
+                    failed.fetch_add(batch, Ordering::Relaxed);
                 }
             }
         });
@@ -67,10 +86,10 @@ async fn main() -> anyhow::Result<()> {
     while let Some(joined) = tasks.join_next().await {
         joined.context("a sender task failed")?;
     }
-    let failed = failed.load(Ordering::Relaxed);
-    println!("sent={} failed={failed}", args.events - failed);
+    let (events, failed) = (requests * batch, failed.load(Ordering::Relaxed));
+    println!("sent={} failed={failed}", events - failed);
     if failed > 0 {
-        bail!("{failed} of {} events were not acknowledged", args.events);
+        bail!("{failed} of {events} events were not acknowledged");
     }
     Ok(())
 }
@@ -93,6 +112,47 @@ async fn post(
     let Ok(request) = request else {
         return false;
     };
+    send(client, request).await
+}
+
+/// Posts batch number `n`: `batch` structured events with `data` as each one's data.
+async fn post_batch(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    url: &Uri,
+    n: u64,
+    batch: u64,
+    data: &[u8],
+) -> bool {
+    let mut body = Vec::with_capacity(usize::try_from(batch).unwrap_or(1) * (data.len() + 200));
+    body.push(b'[');
+    for i in 0..batch {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(
+            format!(
+                r#"{{"specversion":"1.0","id":"fixed-load-{n}-{i}","source":"/bench/fixed-load","type":"com.example.bench.order.created","subject":"/orders/1","datacontenttype":"application/json","data":"#
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.push(b'}');
+    }
+    body.push(b']');
+    let request = Request::post(url.clone())
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(Full::new(Bytes::from(body)));
+    let Ok(request) = request else {
+        return false;
+    };
+    send(client, request).await
+}
+
+/// Sends one request; whether it got a 2xx, read to the end.
+async fn send(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> bool {
     match client.request(request).await {
         Ok(response) => {
             let ok = response.status().is_success();
