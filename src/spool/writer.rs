@@ -303,7 +303,7 @@ impl Writer {
             })
             .sum();
         let room = puts == 0 || self.space.admits(self.journal_bytes, puts);
-        self.journal.eager = self.space.low();
+        self.short_of_space(self.space.low());
         let mut admitted = Vec::with_capacity(group.len());
         for command in group {
             if let Command::Put { batch, .. } = &command {
@@ -356,7 +356,7 @@ impl Writer {
             if let Err(error) = written {
                 let failure = storage_failed(&error);
                 self.space.exhausted();
-                self.journal.eager = true;
+                self.short_of_space(true);
                 // Nothing of the journal's part happened: retire what it stored (part of it
                 // may have reached the file) next time, and index what purges took again.
                 // Acks stay done in memory (see `Journal::release`): the delivery is never
@@ -659,12 +659,25 @@ impl Writer {
     /// A journaled delivery's retirement is durable: count it off its segment.
     fn release(&mut self, segment: u32) {
         let deleted = self.journal.release(segment);
-        if !deleted.is_empty() {
-            for seq in deleted {
-                self.shared.segments.forget(seq);
-            }
-            self.prune_moved = Some(self.journal.oldest_id().unwrap_or(self.next_id));
+        self.deleted(deleted);
+    }
+
+    /// Tells the journal whether space is short: while it is, a drained active segment is
+    /// closed and deleted (see [`Journal::short_of_space`]).
+    fn short_of_space(&mut self, short: bool) {
+        let deleted = self.journal.short_of_space(short);
+        self.deleted(deleted);
+    }
+
+    /// Journal segments whose files were deleted.
+    fn deleted(&mut self, segments: Vec<u32>) {
+        if segments.is_empty() {
+            return;
         }
+        for seq in segments {
+            self.shared.segments.forget(seq);
+        }
+        self.prune_moved = Some(self.journal.oldest_id().unwrap_or(self.next_id));
     }
 
     /// Applies the database part of a group in one transaction, or command by command when
@@ -689,7 +702,7 @@ impl Writer {
             Err(error) => {
                 tracing::error!(%error, commands = items.len(), "Spool group commit failed; retrying one by one");
                 self.space.exhausted();
-                self.journal.eager = true;
+                self.short_of_space(true);
                 for item in items {
                     let result = self.commit_alone(group, *item, via);
                     if let Some(slot) = results.get_mut(item.0) {
