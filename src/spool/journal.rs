@@ -645,7 +645,7 @@ pub(super) struct Journal {
     /// nothing is written after them until they are.
     uncut: bool,
     /// Space is short: a segment whose deliveries are all gone is closed at once, even the
-    /// active one, so that its file can go.
+    /// active one, so that its file can go (set with [`Journal::short_of_space`]).
     pub(super) eager: bool,
     /// Bytes appended since the last commit, not yet written.
     buf: Vec<u8>,
@@ -1128,13 +1128,37 @@ impl Journal {
         if seg.live > 0 {
             return Vec::new();
         }
-        if segment == self.active_seq && self.eager && self.buf.is_empty() && self.active_len > 0 {
-            // Short of space: close the spent active segment so that it can be deleted.
-            if let Err(error) = self.roll() {
+        self.close_spent();
+        self.sweep()
+    }
+
+    /// Whether space is short (see [`Journal::eager`]). While it is, an active segment whose
+    /// deliveries all went while space was plentiful is closed: no later retirement would
+    /// close it, and its file would keep the disk full. Returns the segments whose files were
+    /// deleted as a result.
+    pub(super) fn short_of_space(&mut self, short: bool) -> Vec<u32> {
+        self.eager = short;
+        if self.close_spent() {
+            self.sweep()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Short of space, between commits: closes the active segment when it held puts and
+    /// none of their deliveries is stored, so that it can be deleted. Returns whether it did.
+    fn close_spent(&mut self) -> bool {
+        let spent = (self.segs.get(&self.active_seq)).is_some_and(|s| s.puts > 0 && s.live == 0);
+        if !(spent && self.eager && self.buf.is_empty() && self.active_len > 0) {
+            return false;
+        }
+        match self.roll() {
+            Ok(()) => true,
+            Err(error) => {
                 tracing::debug!(%error, "Cannot close the spent journal segment");
+                false
             }
         }
-        self.sweep()
     }
 
     /// Deletes every segment that holds no stored delivery, is not the active one, and whose

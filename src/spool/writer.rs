@@ -32,6 +32,9 @@ use super::{
 
 /// Most commands applied in one transaction; bounds a commit's size and latency.
 const MAX_GROUP: usize = 4096;
+/// Most acks that wait for a later commit (see [`Writer::defers`]); past it they are written
+/// and synced at once.
+const MAX_DEFERRED_ACKS: usize = 4096;
 /// Freed event bytes after which free pages are handed back to the file system.
 const VACUUM_AFTER: u64 = 8 << 20;
 /// Most expired rows (sightings or dead letters) one sweep transaction deletes; a sweep
@@ -241,7 +244,8 @@ impl Writer {
             // Sweeps run after the rest of the group, in transactions of their own.
             let (sweeps, group) = take_sweeps(group);
             let group = self.admit(group);
-            if !group.is_empty() {
+            // A sweep comes every second: it also writes the acks that waited for a commit.
+            if !group.is_empty() || (!sweeps.is_empty() && !self.unwritten.is_empty()) {
                 self.commit_group(group);
             }
             for sweep in sweeps {
@@ -265,6 +269,24 @@ impl Writer {
                 self.empty_segment(segment);
             }
         }
+        if !self.unwritten.is_empty() {
+            self.commit_group(Vec::new());
+        }
+    }
+
+    /// Whether a group's journaled acks (`acks` with those still waiting) are written by a
+    /// later commit instead of their own: when the group holds nothing but acks, fewer than
+    /// [`MAX_DEFERRED_ACKS`] wait, and the disk is not short of space. An ack has no caller
+    /// waiting for it, and a lost ack only delivers its event again, as at-least-once allows:
+    /// its sync would buy nothing a crash can tell apart. Acks still ride with the next put's
+    /// sync, with any other journal commit, or with the next sweep (every second) at the latest,
+    /// and `close` writes them. The delivery is retired in memory at once (never leased again);
+    /// its segment may go meanwhile, which retires it durably.
+    fn defers(&self, group: &[Command], acks: usize) -> bool {
+        !group.is_empty()
+            && acks < MAX_DEFERRED_ACKS
+            && !self.journal.eager
+            && group.iter().all(|c| matches!(c, Command::Ack { .. }))
     }
 
     /// Refuses, with `Full`, every put that would carry the stored bytes past the bound,
@@ -281,7 +303,7 @@ impl Writer {
             })
             .sum();
         let room = puts == 0 || self.space.admits(self.journal_bytes, puts);
-        self.journal.eager = self.space.low();
+        self.short_of_space(self.space.low());
         let mut admitted = Vec::with_capacity(group.len());
         for command in group {
             if let Command::Put { batch, .. } = &command {
@@ -314,8 +336,16 @@ impl Writer {
         // Those whose segment went meanwhile are durable already.
         let mut unwritten = std::mem::take(&mut self.unwritten);
         unwritten.retain(|(_, segment)| self.journal.holds(*segment));
+        let deferred = undone.is_empty() && self.defers(&group, unwritten.len() + retired.len());
+        if deferred {
+            // Acks alone wait for a later commit (see `defers`).
+            unwritten.extend(retired.iter().map(|r| (r.key.1, r.loc.segment)));
+            self.unwritten = std::mem::take(&mut unwritten);
+            gone.clear();
+        }
         gone.extend_from_slice(&unwritten);
-        let journaled = via.iter().any(|v| matches!(v, Via::Journal)) || !gone.is_empty();
+        let journaled =
+            !deferred && (via.iter().any(|v| matches!(v, Via::Journal)) || !gone.is_empty());
         let mut results: Vec<Option<Result<u64, SpoolError>>> = Vec::with_capacity(group.len());
         results.resize_with(group.len(), || None);
         if journaled {
@@ -326,7 +356,7 @@ impl Writer {
             if let Err(error) = written {
                 let failure = storage_failed(&error);
                 self.space.exhausted();
-                self.journal.eager = true;
+                self.short_of_space(true);
                 // Nothing of the journal's part happened: retire what it stored (part of it
                 // may have reached the file) next time, and index what purges took again.
                 // Acks stay done in memory (see `Journal::release`): the delivery is never
@@ -629,12 +659,25 @@ impl Writer {
     /// A journaled delivery's retirement is durable: count it off its segment.
     fn release(&mut self, segment: u32) {
         let deleted = self.journal.release(segment);
-        if !deleted.is_empty() {
-            for seq in deleted {
-                self.shared.segments.forget(seq);
-            }
-            self.prune_moved = Some(self.journal.oldest_id().unwrap_or(self.next_id));
+        self.deleted(deleted);
+    }
+
+    /// Tells the journal whether space is short: while it is, a drained active segment is
+    /// closed and deleted (see [`Journal::short_of_space`]).
+    fn short_of_space(&mut self, short: bool) {
+        let deleted = self.journal.short_of_space(short);
+        self.deleted(deleted);
+    }
+
+    /// Journal segments whose files were deleted.
+    fn deleted(&mut self, segments: Vec<u32>) {
+        if segments.is_empty() {
+            return;
         }
+        for seq in segments {
+            self.shared.segments.forget(seq);
+        }
+        self.prune_moved = Some(self.journal.oldest_id().unwrap_or(self.next_id));
     }
 
     /// Applies the database part of a group in one transaction, or command by command when
@@ -659,7 +702,7 @@ impl Writer {
             Err(error) => {
                 tracing::error!(%error, commands = items.len(), "Spool group commit failed; retrying one by one");
                 self.space.exhausted();
-                self.journal.eager = true;
+                self.short_of_space(true);
                 for item in items {
                     let result = self.commit_alone(group, *item, via);
                     if let Some(slot) = results.get_mut(item.0) {

@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 
-use crate::support::client::try_post;
-use crate::support::process::{embedded_config, free_port, Daemon};
+use crate::support::client::{request, try_post};
+use crate::support::process::{free_port, Daemon};
 use crate::support::{Respond, TestSink};
 
 /// A tmpfs mounted on a temporary directory, unmounted when dropped (a panic included).
@@ -115,6 +115,35 @@ fn journal_files(spool: &Path) -> usize {
     std::fs::read_dir(spool.join("journal")).map_or(0, |d| d.count())
 }
 
+/// The daemon's configuration: ingress on `port`, the admin API on `admin` (0: any port),
+/// `spool_keys` added to the spool's.
+fn config(
+    dir: &Path,
+    spool: &Path,
+    (port, admin): (u16, u16),
+    sink: &TestSink,
+    spool_keys: &str,
+) -> PathBuf {
+    let path = dir.join("routes.yaml");
+    let yaml = format!(
+        r#"
+listen: 127.0.0.1:{port}
+admin_listen: 127.0.0.1:{admin}
+spool: {{ backend: embedded, path: "{}"{spool_keys} }}
+sinks:
+  hook:
+    http: {{ url: "{}", timeout: 2s }}
+    concurrency: 16
+    retry: {{ schedule: [2s], max_attempts: 100, event_ttl: 1h }}
+routes: [{{ name: all, to: [hook] }}]
+"#,
+        spool.display(),
+        sink.url()
+    );
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
 /// A batch of `n` events with ids `{prefix}-{i}`, each with about 3 KB of data.
 fn batch(prefix: &str, n: usize) -> (Vec<String>, Bytes) {
     let pad = "x".repeat(3000);
@@ -179,17 +208,7 @@ async fn a_full_disk_refuses_puts_then_drains_and_accepts_again() {
     let sink = TestSink::start().await;
     sink.set_default(Respond::status(503));
     let port = free_port();
-    let config = embedded_config(
-        dir.path(),
-        &spool,
-        port,
-        &sink,
-        "2s",
-        &[
-            "concurrency: 16",
-            "retry: { schedule: [2s], max_attempts: 100, event_ttl: 1h }",
-        ],
-    );
+    let config = config(dir.path(), &spool, (port, 0), &sink, "");
     let url = format!("http://127.0.0.1:{port}/events");
     let daemon = Daemon::start(&config, port).await;
 
@@ -327,5 +346,137 @@ async fn a_full_disk_refuses_puts_then_drains_and_accepts_again() {
         files <= 4,
         "journal directory holds {files} files at the end"
     );
+    drop(daemon);
+}
+
+/// Bytes of the spool's journal segment files.
+fn journal_bytes(spool: &Path) -> u64 {
+    std::fs::read_dir(spool.join("journal"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum()
+}
+
+/// The `switchyard_spool_bytes` gauge read from the admin API at `admin`.
+async fn spool_bytes(admin: &str) -> Option<f64> {
+    let reply = request(hyper::Method::GET, &format!("{admin}/metrics"), &[], "").await;
+    String::from_utf8_lossy(&reply.body)
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_spool_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Events delivered while space was plentiful leave their journal segment drained but still
+/// the active one. When another program then fills the disk, puts are refused and no later
+/// delivery comes for that segment: it must go all the same, or its blocks keep the disk full
+/// and ingress refuses for good. Its blocks are then enough for ingress to accept again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_journal_segment_does_not_hold_a_full_disk() {
+    if !rustix::process::geteuid().is_root() && std::env::var_os(IN_NAMESPACE).is_none() {
+        rerun_in_namespace("disk_full::a_drained_journal_segment_does_not_hold_a_full_disk");
+        return;
+    }
+    let _heavy = crate::support::HEAVY.lock().await;
+    let fs = Tmpfs::mount("8m");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spool = fs.path().join("spool");
+    let sink = TestSink::start().await;
+    sink.set_default(Respond::status(200));
+    let (port, admin) = (free_port(), free_port());
+    // The delivery history, which writes beside the spool and gives way on a short disk, is off:
+    // only the spool's own files take the space.
+    let config = config(dir.path(), &spool, (port, admin), &sink, ", history_ttl: 0");
+    let url = format!("http://127.0.0.1:{port}/events");
+    let admin = format!("http://127.0.0.1:{admin}");
+    let daemon = Daemon::start(&config, port).await;
+
+    // About 1.9 MB of events, each delivered and acked while space is plentiful.
+    let mut acked: HashSet<String> = HashSet::new();
+    for round in 0..60 {
+        let (ids, body) = batch(&format!("b{round}"), 10);
+        let status = try_post(&url, &BATCH, body).await;
+        assert!(
+            status.is_some_and(|s| s.is_success()),
+            "not accepted with space to spare: {status:?}"
+        );
+        acked.extend(ids);
+    }
+    let deadline = Instant::now() + DRAIN_PATIENCE;
+    while spool_bytes(&admin).await != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the spool still stores {:?} bytes after every event was delivered",
+            spool_bytes(&admin).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drained = journal_bytes(&spool);
+    assert!(
+        drained > 1 << 20,
+        "the drained segment stays on disk while space is plentiful: {drained} bytes"
+    );
+
+    // The spool trusts a reading of the free space for 100 ms while it admits puts (there is
+    // nothing to wait for but the time). Past that, the put after the disk fills reads it
+    // again and is refused; one admitted on the old reading would fail its write instead, and
+    // the cleanup after that failure would close the segment, which is not what this test is
+    // about.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Another program takes every block left: puts are refused.
+    let filler = fill(&fs.path().join("filler"));
+    let (_, body) = batch("full", 10);
+    let status = try_post(&url, &BATCH, body).await;
+    assert!(
+        status.is_some_and(|s| s.as_u16() == 503),
+        "a put on a full disk: {status:?}"
+    );
+    // No later delivery comes for the drained segment; it goes all the same.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while journal_bytes(&spool) > drained / 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the drained journal segment stays while puts are refused: {} of {drained} bytes; on the file system: {}",
+            journal_bytes(&spool),
+            listing(fs.path())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its blocks let ingress accept again, the other program's file still there.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (ids, body) = batch("after", 5);
+        let status = try_post(&url, &BATCH, body).await;
+        if status.is_some_and(|s| s.is_success()) {
+            acked.extend(ids);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ingress still refuses with the drained segment gone: {status:?}; on the file system: {}",
+            listing(fs.path())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + DRAIN_PATIENCE;
+    loop {
+        let arrived: HashSet<String> = sink
+            .received()
+            .iter()
+            .filter_map(|r| r.header("ce-id").map(str::to_owned))
+            .collect();
+        if acked.is_subset(&arrived) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} acknowledged events not delivered",
+            acked.difference(&arrived).count()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    std::fs::remove_file(&filler).expect("remove the filler");
     drop(daemon);
 }

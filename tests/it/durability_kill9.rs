@@ -224,3 +224,27 @@ fn a_damaged_store_is_reported_by_name_and_the_daemon_refuses_to_start() {
     );
     assert!(stderr.contains("spool.db"), "the file is named: {stderr}");
 }
+
+/// Acks of a group that holds nothing else wait for a later commit; a graceful stop writes
+/// them, so nothing delivered before it is delivered again after the restart.
+#[tokio::test]
+async fn a_graceful_stop_writes_the_acks_that_waited() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sink = TestSink::start().await;
+    sink.set_default(Respond::status(200));
+    let port = free_port();
+    let sinks = format!("sinks:\n  hook: {{ http: {{ url: \"{}\" }} }}", sink.url());
+    let config = write_config(dir.path(), port, &sinks);
+    let mut daemon = Daemon::start(&config, port).await;
+    for n in 0..5 {
+        send_one(port, &format!("stop-{n}")).await;
+    }
+    wait_until("five deliveries", Duration::from_secs(10), || {
+        sink.count() >= 5
+    })
+    .await;
+    daemon.terminate();
+    let _daemon = Daemon::start(&config, port).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sink.count(), 5, "delivered again after a graceful restart");
+}

@@ -262,3 +262,48 @@ async fn a_put_with_interleaved_fan_out_is_stored_per_event() {
         "a's deliveries still hold both events"
     );
 }
+
+/// Deliveries that all went while space was plentiful leave the active segment on disk; once
+/// space is short it is closed and deleted, though no later retirement comes for it (puts are
+/// refused then, and its deliveries are gone): otherwise its file would keep the disk full.
+#[test]
+fn a_drained_active_segment_goes_once_space_is_short() {
+    use crate::spool::journal::{Journal, SEGMENT_BYTES};
+    use crate::spool::record::EncodedEvent;
+
+    let dir = tempfile::tempdir().unwrap();
+    let journal_dir = dir.path().join("journal");
+    let (mut journal, _) = Journal::open(
+        &journal_dir,
+        &std::collections::HashSet::new(),
+        SEGMENT_BYTES,
+        |_| {},
+    )
+    .unwrap();
+    let ev = event("e1");
+    let encoded = EncodedEvent::encode(&ev).unwrap();
+    let new = due(&ev, "a");
+    let stored = journal.put(&encoded, &[(1, &new)]).unwrap();
+    journal.commit().unwrap();
+    let segment = stored.first().expect("one delivery").1.segment;
+    let file = segments(&dir).pop().expect("the active segment");
+
+    assert_eq!(journal.release(segment), Vec::<u32>::new());
+    assert!(
+        file.exists(),
+        "the active segment stays while space is plentiful"
+    );
+    assert_eq!(journal.short_of_space(false), Vec::<u32>::new());
+    assert!(file.exists());
+    assert_eq!(journal.short_of_space(true), vec![segment]);
+    assert!(
+        !file.exists(),
+        "the drained segment is deleted once space is short"
+    );
+    assert_eq!(segments(&dir).len(), 1, "a new, empty active segment");
+    assert_eq!(
+        journal.short_of_space(true),
+        Vec::<u32>::new(),
+        "an empty active segment is not closed"
+    );
+}
