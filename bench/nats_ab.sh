@@ -55,38 +55,14 @@ export RUST_LOG=warn
 PIN_SERVER=() PIN_LOAD=()
 if [[ $(nproc) -ge 2 ]]; then PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1); fi
 
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-wait_port() {
-  local i
-  for i in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2
-  return 1
-}
-# start NAME PORT CMD...: sets STARTED_PID.
+# shellcheck source=bench/lib.sh
+source "$BENCH/lib.sh"
+trap stop_all EXIT
+# start NAME PORT CMD...: spawn with its output in $WORK/NAME.log; sets STARTED_PID.
 start() {
-  local name=$1 port=$2
-  shift 2
-  "$@" > "$WORK/$name.log" 2>&1 &
-  STARTED_PID=$!
-  PIDS+=("$STARTED_PID")
-  wait_port "$port" || { tail -20 "$WORK/$name.log" >&2; return 1; }
-}
-stop() {
-  local i
-  kill -TERM "$1" 2>/dev/null || return 0
-  for i in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.05; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
+  local name=$1
+  shift
+  spawn "$WORK/$name.log" "$@"
 }
 now() { date +%s.%N; }
 sink_count() { curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"; }
