@@ -8,6 +8,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
 use super::draft::check_characters;
+use super::http::collect_batch;
 use super::json::{self, ExtensionJson, BASE64};
 use super::{DecodeError, Event};
 
@@ -47,6 +48,31 @@ pub fn decode(
     max_event_bytes: usize,
     max_events: usize,
 ) -> Result<EventGridBody, DecodeError> {
+    let events = match json::parse_object_array(body, max_events) {
+        // One pass over a well-formed array within its limits.
+        Some(elements) if elements.iter().all(|(_, size)| *size <= max_event_bytes) => {
+            collect_batch(
+                elements
+                    .into_iter()
+                    .map(|(members, _)| decode_members(members)),
+            )?
+        }
+        _ => decode_checked(body, max_event_bytes, max_events)?,
+    };
+    if let [event] = events.as_slice() {
+        if let Some(code) = validation_code(event) {
+            return Ok(EventGridBody::Validation { code });
+        }
+    }
+    Ok(EventGridBody::Events(events))
+}
+
+/// Reads a body element by element, so that an error says what is wrong and where.
+fn decode_checked(
+    body: &[u8],
+    max_event_bytes: usize,
+    max_events: usize,
+) -> Result<Vec<Event>, DecodeError> {
     let elements = match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {
             vec![serde_json::from_slice::<&RawValue>(body).map_err(|e| json::json_error(&e))?]
@@ -54,16 +80,11 @@ pub fn decode(
         _ => json::parse_array(body)?,
     };
     super::http::check_batch_limits(&elements, max_event_bytes, max_events)?;
-    let mut events = Vec::with_capacity(elements.len());
-    for (index, raw) in elements.iter().enumerate() {
-        events.push(decode_event(raw.get().as_bytes()).map_err(|e| e.at(index))?);
-    }
-    if let [event] = events.as_slice() {
-        if let Some(code) = validation_code(event) {
-            return Ok(EventGridBody::Validation { code });
-        }
-    }
-    Ok(EventGridBody::Events(events))
+    collect_batch(
+        elements
+            .iter()
+            .map(|raw| decode_event(raw.get().as_bytes())),
+    )
 }
 
 /// The members of one Event Grid event that switchyard reads.
@@ -120,7 +141,12 @@ impl<'a> Wire<'a> {
 
 /// Decodes one Event Grid event object.
 fn decode_event(text: &[u8]) -> Result<Event, DecodeError> {
-    let wire = Wire::read(json::parse_members(text)?)?;
+    decode_members(json::parse_members(text)?)
+}
+
+/// Decodes one Event Grid event from the members of its object.
+fn decode_members(members: json::Members<'_>) -> Result<Event, DecodeError> {
+    let wire = Wire::read(members)?;
     let id = required(wire.id, "id")?;
     let ty = required(wire.event_type, "eventType")?;
     let subject = optional(wire.subject, "subject")?

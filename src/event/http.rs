@@ -53,11 +53,33 @@ pub fn decode_batch(
     max_event_bytes: usize,
     max_events: usize,
 ) -> Result<Vec<Event>, DecodeError> {
+    // One pass over a well-formed batch within its limits; anything else is read again
+    // element by element, so that the error names what is wrong where.
+    if let Some(elements) = json::parse_object_array(body, max_events) {
+        if elements.iter().all(|(_, size)| *size <= max_event_bytes) {
+            let events = elements
+                .into_iter()
+                .map(|(members, _)| structured::decode_members(members));
+            return collect_batch(events);
+        }
+    }
     let elements = json::parse_array(body)?;
     check_batch_limits(&elements, max_event_bytes, max_events)?;
-    let mut events: Vec<Event> = Vec::with_capacity(elements.len());
-    for (index, raw) in elements.iter().enumerate() {
-        let event = structured::decode(raw.get().as_bytes()).map_err(|e| e.at(index))?;
+    collect_batch(
+        elements
+            .iter()
+            .map(|raw| structured::decode(raw.get().as_bytes())),
+    )
+}
+
+/// Collects a batch's decoded events: the first error, located at its index, ends it, and
+/// every event must share the first one's `specversion`.
+pub(crate) fn collect_batch(
+    decoded: impl ExactSizeIterator<Item = Result<Event, DecodeError>>,
+) -> Result<Vec<Event>, DecodeError> {
+    let mut events: Vec<Event> = Vec::with_capacity(decoded.len());
+    for (index, event) in decoded.enumerate() {
+        let event = event.map_err(|e| e.at(index))?;
         if let Some(first) = events.first() {
             if first.specversion != event.specversion {
                 let message = format!(

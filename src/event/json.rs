@@ -63,6 +63,56 @@ pub(crate) fn parse_array(body: &[u8]) -> Result<Vec<&RawValue>, DecodeError> {
     serde_json::from_slice(body).map_err(|e| json_error(&e))
 }
 
+/// Reads a JSON array of objects in one pass: each element's members and its size in bytes.
+///
+/// `None` when the body is anything else (malformed JSON, an element that is not an object,
+/// more than `max_elements` elements): the caller then reads it with [`parse_array`], whose
+/// error says what is wrong. Compared with [`parse_array`] and a [`parse_members`] per
+/// element, the body is scanned once instead of twice.
+pub(crate) fn parse_object_array(
+    body: &[u8],
+    max_elements: usize,
+) -> Option<Vec<(Members<'_>, usize)>> {
+    let mut at = skip_whitespace(body, 0);
+    if body.get(at) != Some(&b'[') {
+        return None;
+    }
+    at = skip_whitespace(body, at + 1);
+    let mut elements = Vec::new();
+    if body.get(at) == Some(&b']') {
+        at += 1;
+    } else {
+        loop {
+            if elements.len() == max_elements || body.get(at) != Some(&b'{') {
+                return None;
+            }
+            let rest = body.get(at..)?;
+            let mut stream = serde_json::Deserializer::from_slice(rest).into_iter::<Members>();
+            let members = stream.next()?.ok()?;
+            let size = stream.byte_offset();
+            elements.push((members, size));
+            at = skip_whitespace(body, at + size);
+            match body.get(at) {
+                Some(b',') => at = skip_whitespace(body, at + 1),
+                Some(b']') => {
+                    at += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    (skip_whitespace(body, at) == body.len()).then_some(elements)
+}
+
+/// The position of the first byte at or after `at` that is not JSON whitespace.
+fn skip_whitespace(body: &[u8], mut at: usize) -> usize {
+    while matches!(body.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
+}
+
 /// Turns a serde_json error into a body error that keeps its line and column.
 pub(crate) fn json_error(error: &serde_json::Error) -> DecodeError {
     use serde_json::error::Category;

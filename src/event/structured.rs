@@ -12,7 +12,11 @@ use base64::Engine as _;
 
 /// Decodes one structured-mode event from the text of a JSON object.
 pub(crate) fn decode(body: &[u8]) -> Result<Event, DecodeError> {
-    let members = json::parse_members(body)?;
+    decode_members(json::parse_members(body)?)
+}
+
+/// Decodes one structured-mode event from the members of its JSON object.
+pub(crate) fn decode_members(members: json::Members<'_>) -> Result<Event, DecodeError> {
     let mut draft = Draft::new("");
     let mut data: Option<&RawValue> = None;
     let mut data_base64: Option<&RawValue> = None;

@@ -294,3 +294,60 @@ fn batch_decoding_limits_and_indexes() {
         .message
         .starts_with("malformed JSON"));
 }
+
+#[test]
+fn one_pass_batch_reading_sees_what_the_two_pass_reading_sees() {
+    use super::json::{parse_array, parse_members, parse_object_array};
+    let bodies: [&[u8]; 5] = [
+        b"[]",
+        b" \r\n[ \t] \n",
+        br#"[{"id":"1"},{"id":"2","data":{"a":["]","}",{"b":[]}]}}]"#,
+        br#" [ { "i\u0064" : "x" , "data" : "[{,}]" } ,{} ]  "#,
+        br#"[{"nested":[[[{"deep":{"er":null}}]]],"n":-1.5e3,"t":true}]"#,
+    ];
+    for body in bodies {
+        let one_pass = parse_object_array(body, 10).expect("a well-formed batch");
+        let elements = parse_array(body).unwrap();
+        assert_eq!(one_pass.len(), elements.len());
+        for ((members, size), raw) in one_pass.iter().zip(&elements) {
+            assert_eq!(*size, raw.get().len(), "{}", raw.get());
+            let expected = parse_members(raw.get().as_bytes()).unwrap();
+            let got: Vec<_> = members.0.iter().map(|(k, v)| (k, v.get())).collect();
+            let want: Vec<_> = expected.0.iter().map(|(k, v)| (k, v.get())).collect();
+            assert_eq!(got, want);
+        }
+    }
+}
+
+#[test]
+fn one_pass_batch_reading_leaves_every_fault_to_the_reading_that_names_it() {
+    use super::json::parse_object_array;
+    let refused: [&[u8]; 12] = [
+        b"",
+        b"{}",
+        b"[",
+        b"[{}",
+        b"[{},]",
+        b"[{} {}]",
+        b"[{}] x",
+        b"[{},5]",
+        b"[\x0c{}]",
+        br#"[{"a":}]"#,
+        br#"[{"a":1,}]"#,
+        b"[{}][]",
+    ];
+    for body in refused {
+        assert!(
+            parse_object_array(body, 10).is_none(),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    assert!(parse_object_array(b"[{},{}]", 2).is_some());
+    assert!(parse_object_array(b"[{},{},{}]", 2).is_none());
+    // Each of them still gets the error the element-by-element reading gives.
+    let error = decode_batch(b"[{},5]", 1000, 10).unwrap_err();
+    assert_eq!(error.index, Some(0));
+    let error = decode_batch(b"[{}] x", 1000, 10).unwrap_err();
+    assert!(error.message.starts_with("malformed JSON"), "{error}");
+}
