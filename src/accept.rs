@@ -229,7 +229,9 @@ impl Acceptor {
         let Some(sagas) = self.sagas.as_ref().filter(|_| !starts.is_empty()) else {
             return Ok(None);
         };
-        let nexts = sagas.start(starts).await.map_err(|error| {
+        // Boxed, as below: the saga store's futures are large, and only a request that
+        // starts a saga should pay for them.
+        let nexts = Box::pin(sagas.start(starts)).await.map_err(|error| {
             tracing::error!(%error, "Cannot record saga instances; the events are refused");
             AcceptError::Unreachable {
                 store: "saga store",
@@ -275,7 +277,7 @@ async fn store_and_count(
         None => spool.put(deliveries).await.map(|()| 0),
     };
     if let Some(started) = started {
-        started.settle(stored.is_ok()).await;
+        Box::pin(started.settle(stored.is_ok())).await;
     }
     let duplicates = stored?;
     counted.count();
@@ -384,5 +386,27 @@ mod tests {
             !buffer.as_ptr_range().contains(&data.as_ptr()),
             "the queued event's data points into the request buffer"
         );
+    }
+
+    #[tokio::test]
+    async fn the_accept_future_stays_small_when_no_saga_is_started() {
+        // Every request's future holds this one and is moved whole into its task: a saga
+        // store's futures (several KB) laid out inline in it were copied on every request.
+        let yaml = "sinks:\n  out:\n    log: {}\nroutes:\n  - name: all\n    match: { types: ['*'] }\n    to: [out]\n";
+        let config: Config = crate::config::load_str(
+            yaml,
+            std::path::Path::new("routes.yaml"),
+            &Default::default(),
+        )
+        .expect("a valid configuration");
+        let spool = Arc::new(SpoolHandle::Memory(MemorySpool::new()));
+        let acceptor = Acceptor::new(
+            Live::fixed(RouteTable::from_config(&config)),
+            spool,
+            Arc::new(Counters::default()),
+        );
+        let accept = acceptor.accept_from(vec![event(Bytes::new())], None);
+        let size = std::mem::size_of_val(&accept);
+        assert!(size <= 2048, "the accept future takes {size} bytes");
     }
 }

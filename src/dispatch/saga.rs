@@ -48,7 +48,9 @@ pub(super) async fn drop_overtaken(
             live.push(delivery);
             continue;
         };
-        match sagas.is_current(position).await {
+        // Boxed: the saga store's futures are large, and only a saga step should pay for
+        // them in every delivery's future.
+        match Box::pin(sagas.is_current(position)).await {
             Ok(false) => {
                 tracing::debug!(event_id = %delivery.event.id, sink = %delivery.sink, "A saga step its instance no longer waits for; dropped without an attempt");
                 ctx.spool.ack(&delivery).await?;
@@ -94,7 +96,7 @@ pub(super) async fn delivered_in_batch(
     let Some(step) = position(ctx, delivery) else {
         return Ok(());
     };
-    if let Err(error) = delivered(ctx, step, delivery, Reply::None).await? {
+    if let Err(error) = Box::pin(delivered(ctx, step, delivery, Reply::None)).await? {
         tracing::error!(%error, event_id = %delivery.event.id, "A saga could not record a step delivered in a batch; it compensates at its deadline");
     }
     Ok(())
