@@ -4,7 +4,7 @@
 # Usage:
 #   bench/instructions.sh [--events N] [--connections N] [--repeat N] [--backends LIST]
 #                         [--config FILE] [--bin FILE] [--no-build] [--no-callgrind]
-#                         [--no-strace]
+#                         [--no-strace] [--no-baseline]
 #
 #   --events N       events per counted run (default 2000), binary mode, 1 KiB of data each
 #   --connections N  connections of the loader; each has one request in flight (default 8)
@@ -18,13 +18,17 @@
 #   --no-build       use the release binaries already in target/release
 #   --no-callgrind   skip the instruction count
 #   --no-strace      skip the sync count
+#   --no-baseline    skip baseline B
 #
 # For each backend: the release daemon runs under `valgrind --tool=callgrind` once with no
 # events (start-up and shutdown only) and then --repeat times with N events. The loader
 # (examples/fixed_load.rs) and the counting sink (examples/baseline_ingest.rs --mode sink)
 # run outside valgrind. A run waits until the sink has received all N events, then 1 s for
 # the last acknowledgements, then stops the daemon with SIGTERM (at least 1 s after it logged
-# that it started, so that its handler is in place) and callgrind writes its counts. Instructions per delivered event = (Ir of the run − Ir of the empty run) / N.
+# that it started, so that its handler is in place) and callgrind writes its counts.
+# Instructions per delivered event = (Ir of the run − Ir of the empty run) / N. Baseline B
+# (examples/baseline_forward.rs, the bare forwarder of bench/run.sh, with the client the
+# `http` sink uses) is counted the same way first, as the reference for the same N events.
 #
 # Syncs: the same runs again without valgrind under `strace -f -c -e trace=fdatasync,fsync`
 # (one empty, --repeat with N events); syncs per event = (calls − calls of the empty run) / N.
@@ -50,8 +54,9 @@ CONFIG=""
 BUILD=1
 STRACE=1
 CALLGRIND=1
+BASELINE=1
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -64,6 +69,7 @@ while [[ $# -gt 0 ]]; do
     --no-build) BUILD=0 ;;
     --no-callgrind) CALLGRIND=0 ;;
     --no-strace) STRACE=0 ;;
+    --no-baseline) BASELINE=0 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 64 ;;
   esac
@@ -83,6 +89,7 @@ BIN="$ROOT/target/release"
 SWITCHYARD="${SWITCHYARD_BIN:-$BIN/switchyard}"
 SINK="$BIN/examples/baseline_ingest"
 LOADER="$BIN/examples/fixed_load"
+FORWARDER="$BIN/examples/baseline_forward"
 # Info for the daemon's start-up line only: a wider filter would enable the delivery span
 # (info) and count its cost per event.
 export RUST_LOG=warn,switchyard::app=info
@@ -93,8 +100,9 @@ export BENCH_SPOOL="$WORK/spool"
 log() { printf '==> %s\n' "$*" >&2; }
 
 if [[ $BUILD == 1 ]]; then
-  log "cargo build --release (switchyard, baseline_ingest, fixed_load)"
-  cargo build --release --bin switchyard --example baseline_ingest --example fixed_load >&2
+  log "cargo build --release (switchyard, baseline_ingest, baseline_forward, fixed_load)"
+  cargo build --release --bin switchyard --example baseline_ingest --example baseline_forward \
+    --example fixed_load >&2
 fi
 for tool in valgrind strace curl; do
   command -v "$tool" > /dev/null || { echo "needs $tool" >&2; exit 69; }
@@ -163,21 +171,27 @@ routes:
 EOF
 }
 
-# one_run NAME EVENTS WRAPPER...: starts the daemon under WRAPPER (may be empty), sends
-# EVENTS, waits for their delivery, stops the daemon with SIGTERM and waits for it to exit.
+# one_run NAME EVENTS WRAPPER...: starts the daemon (or, for BACKEND=B, the forwarder)
+# under WRAPPER (may be empty), sends EVENTS, waits for their delivery, stops it with SIGTERM
+# and waits for it to exit.
 one_run() {
   local name=$1 events=$2 cfg="$WORK/$1.yaml" before pid
   shift 2
   rm -rf "$BENCH_SPOOL"
-  config "$cfg" "$BACKEND"
   before=$(sink_count)
-  "$@" "$SWITCHYARD" serve --config "$cfg" > "$WORK/$name.log" 2>&1 &
+  if [[ $BACKEND == B ]]; then
+    "$@" "$FORWARDER" --sink "$BENCH_SINK_URL" "$BENCH_LISTEN" > "$WORK/$name.log" 2>&1 &
+  else
+    config "$cfg" "$BACKEND"
+    "$@" "$SWITCHYARD" serve --config "$cfg" > "$WORK/$name.log" 2>&1 &
+  fi
   pid=$!
   PIDS+=("$pid")
   wait_port "$PORT_SY" 300 || { tail -20 "$WORK/$name.log" >&2; return 1; }
   # The daemon listens a moment before its SIGTERM handler is in place (it logs "Switchyard
-  # started" just before); under valgrind on a busy machine that moment can be seconds.
-  wait_started "$WORK/$name.log" 300
+  # started" just before); under valgrind on a busy machine that moment can be seconds. The
+  # forwarder has no handler: SIGTERM ends it, and callgrind still writes its counts.
+  [[ $BACKEND == B ]] || wait_started "$WORK/$name.log" 300
   sleep 1
   if [[ $events -gt 0 ]]; then
     "$LOADER" --events "$events" --connections "$CONNECTIONS" "http://$BENCH_LISTEN/events" \
@@ -187,7 +201,11 @@ one_run() {
   sleep 1
   # Under strace the daemon is the wrapper's child; under valgrind it is the process itself.
   kill -TERM "$(pgrep -P "$pid" || echo "$pid")"
-  wait "$pid" || { echo "$name: the daemon exited with $?" >&2; tail -20 "$WORK/$name.log" >&2; return 1; }
+  if ! wait "$pid" && [[ $BACKEND != B ]]; then
+    echo "$name: the daemon exited with an error" >&2
+    tail -20 "$WORK/$name.log" >&2
+    return 1
+  fi
 }
 
 # callgrind_ir NAME EVENTS: total instructions of one run under callgrind.
@@ -212,6 +230,9 @@ wait_port "$PORT_SINK" 30
 
 ROWS=()
 IFS=, read -r -a BACKEND_LIST <<< "$BACKENDS"
+if [[ $CALLGRIND == 1 && $BASELINE == 1 ]]; then
+  BACKEND_LIST=(B "${BACKEND_LIST[@]}")
+fi
 for BACKEND in "${BACKEND_LIST[@]}"; do
   if [[ $CALLGRIND == 1 ]]; then
     log "$BACKEND: callgrind, no events"
@@ -226,7 +247,7 @@ for BACKEND in "${BACKEND_LIST[@]}"; do
     record "$BACKEND.ir_per_event.run$r" "$per"
     ROWS+=("$BACKEND|callgrind run $r|$per|")
   done
-  if [[ $STRACE == 1 ]]; then
+  if [[ $STRACE == 1 && $BACKEND != B ]]; then
     log "$BACKEND: strace, no events"
     s0=$(strace_syncs "$BACKEND-strace-empty" 0)
     record "$BACKEND.syncs.empty" "$s0"
