@@ -355,6 +355,71 @@ async fn settled_deliveries_leave_the_work_stream() {
     spool.delete_streams().await.expect("streams deleted");
 }
 
+/// The next ack sent for `spool`'s stream that `acks` (a subscription to `$JS.ACK.>`) sees,
+/// progress marks left out: whether it asks for an answer, and its payload.
+async fn next_ack(spool: &NatsSpool, acks: &mut async_nats::Subscriber) -> (bool, String) {
+    use futures_util::StreamExt as _;
+    loop {
+        let ack = tokio::time::timeout(PATIENCE, acks.next())
+            .await
+            .expect("an ack within the patience")
+            .expect("the subscription is open");
+        let payload = String::from_utf8_lossy(&ack.payload).into_owned();
+        if ack.subject.contains(spool.stream_prefix()) && payload != "+WPI" {
+            return (ack.reply.is_some(), payload);
+        }
+    }
+}
+
+/// Waits (bounded) until the work stream holds `n` messages.
+async fn wait_stored(spool: &NatsSpool, n: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let stored = stored_messages(spool).await;
+        if stored == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{stored} messages stored, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_delivered_event_is_acked_without_waiting_and_a_retry_with_confirmation() {
+    let spool = connected(1 << 30).await;
+    let watcher = async_nats::connect(url()).await.expect("connect");
+    let mut acks = watcher.subscribe("$JS.ACK.>").await.expect("subscribed");
+    watcher.flush().await.expect("the subscription in place");
+    let puts = (0..2).map(|i| due(&event(&format!("e{i}")), "a")).collect();
+    spool.put(puts).await.unwrap();
+    let leased = lease(&spool, "a", 2).await;
+    let [delivered, mut failed] = <[_; 2]>::try_from(leased).expect("two leased");
+
+    spool.ack(&delivered).await.unwrap();
+    assert_eq!(
+        next_ack(&spool, &mut acks).await,
+        (false, "+ACK".to_owned()),
+        "a delivered event's ack asks for no answer"
+    );
+    wait_stored(&spool, 1).await;
+
+    failed.attempts += 1;
+    let failed_id = failed.event.id.clone();
+    spool.nack(failed, SystemTime::now()).await.unwrap();
+    assert_eq!(
+        next_ack(&spool, &mut acks).await,
+        (true, "+ACK".to_owned()),
+        "a retry's ack waits for JetStream's answer"
+    );
+    assert_eq!(stored_messages(&spool).await, 1, "only the retry record");
+    let retried = lease(&spool, "a", 1).await.remove(0);
+    assert_eq!((&retried.event.id, retried.attempts), (&failed_id, 1));
+    spool.delete_streams().await.expect("streams deleted");
+}
+
 fn in_lane(id: &str, sink: &str, priority: Priority) -> NewDelivery {
     NewDelivery {
         priority,
