@@ -42,7 +42,8 @@
 //!
 //! Purging a sink purges the work stream of the sink's subjects. JetStream cannot spare the
 //! messages leased at that moment, by this instance or another, so they are purged and
-//! counted too. A delivery in flight then finishes its attempt: its ack succeeds and leaves
+//! counted too (a delivery acked a moment before, whose ack JetStream has not applied yet,
+//! among them). A delivery in flight then finishes its attempt: its ack succeeds and leaves
 //! nothing behind (a dead letter is still recorded), and a failed attempt republishes its
 //! retry, which is stored anew and counted in the sink's depth again.
 //!
