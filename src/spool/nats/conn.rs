@@ -58,6 +58,12 @@ pub(crate) enum NatsError {
     /// The connection a pull request was sent on was lost before the request ended.
     #[error("the NATS connection was lost during a pull request")]
     PullCut,
+    /// An ack could not be handed to the client (the client is closed).
+    #[error("cannot send an ack to JetStream")]
+    AckNotSent(#[source] async_nats::PublishError),
+    /// The client took no ack within this long (its queue of outgoing messages stayed full).
+    #[error("the NATS client took no ack within {0:?}")]
+    AckStalled(Duration),
     /// A consumer could not be created.
     #[error("cannot set up JetStream consumer {consumer}")]
     Consumer {
@@ -127,6 +133,20 @@ pub(super) async fn confirmed_ack(
         .payload(AckKind::Ack.into())
         .timeout(Some(REQUEST_TIMEOUT));
     client.send_request(reply, request).await.map(drop)
+}
+
+/// Acks a leased message without waiting for JetStream's answer: one publish to the
+/// message's reply subject, with no reply subject of its own (one protocol message, where
+/// [`confirmed_ack`] costs two and a round trip). Fails when the client cannot take it: it
+/// is closed, or its queue of outgoing messages stays full for [`REQUEST_TIMEOUT`]. An ack
+/// lost after that (with its connection) leaves the message to JetStream, which delivers it
+/// again after `ack_wait`.
+pub(super) async fn sent_ack(client: &async_nats::Client, reply: Subject) -> Result<(), NatsError> {
+    let publish = client.publish(reply, AckKind::Ack.into());
+    match tokio::time::timeout(REQUEST_TIMEOUT, publish).await {
+        Ok(sent) => sent.map_err(NatsError::AckNotSent),
+        Err(_) => Err(NatsError::AckStalled(REQUEST_TIMEOUT)),
+    }
 }
 
 /// A JetStream context with the spool's request timeout.

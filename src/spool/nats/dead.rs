@@ -7,7 +7,7 @@ use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::stream::{DeleteMessageErrorKind, RawMessageErrorKind};
 
 use super::record::Record;
-use super::{unavailable, Inner};
+use super::{unavailable, Inner, Settle};
 use crate::spool::{
     DeadLetter, DeadLetterId, DeadLetterQuery, DeadLetterRecord, Delivery, NewDelivery, SpoolError,
 };
@@ -38,7 +38,7 @@ pub(super) async fn dead_letter(
         inner.publish(vec![(subject, publish)]).await?;
         inner.depths.add(&forward.sink, 1);
     }
-    inner.settle(delivery).await?;
+    inner.settle(delivery, Settle::Confirmed).await?;
     inner.depths.add(&delivery.sink, -1);
     Ok(())
 }

@@ -34,9 +34,16 @@
 //! due yet is nak'ed with JetStream's delayed redelivery until it is. A request's deliveries
 //! are stored all or none as far as JetStream allows (see `store`).
 //!
+//! Acks: a delivered event's ack is a publish that does not wait for JetStream's answer, so
+//! a delivery's permit is free again at once; an ack lost with its connection brings the
+//! event back once after `ack_wait`. The acks after a retry's republish or a dead letter
+//! wait for JetStream's confirmation (see `Settle` for why). While the client reconnects, an
+//! ack is refused at once rather than queued.
+//!
 //! Purging a sink purges the work stream of the sink's subjects. JetStream cannot spare the
 //! messages leased at that moment, by this instance or another, so they are purged and
-//! counted too. A delivery in flight then finishes its attempt: its ack succeeds and leaves
+//! counted too (a delivery acked a moment before, whose ack JetStream has not applied yet,
+//! among them). A delivery in flight then finishes its attempt: its ack succeeds and leaves
 //! nothing behind (a dead letter is still recorded), and a failed attempt republishes its
 //! retry, which is stored anew and counted in the sink's depth again.
 //!
@@ -52,7 +59,8 @@
 //! consumers, which the next lease looks up (and creates, with the streams when those went
 //! too) again. A failed ack, retry or dead letter ends the keep-alive of its delivery and of
 //! every delivery leased before it, since their worker may have given up on them: JetStream
-//! redelivers whatever is not acked after `ack_wait`.
+//! redelivers whatever is not acked after `ack_wait`. A settled delivery is no longer kept
+//! alive either way, so an ack sent but lost on the way ends the same.
 //!
 //! Imports `event`, `config` and the rest of `spool`.
 
@@ -143,6 +151,29 @@ struct Lease {
     sink: Arc<str>,
     epoch: u64,
     at: Instant,
+}
+
+/// How a settle acks its message.
+///
+/// A delivered event's ack is only sent: losing it (with a connection, or with a JetStream
+/// leader) costs one redelivery after `ack_wait` of an event already delivered, which
+/// at-least-once delivery allows, and waiting for JetStream's answer would hold the
+/// delivery's permit for a round trip. A retry's and a dead letter's acks are confirmed.
+/// Each follows a publish that already stored the delivery's next state (the retry record,
+/// the dead letter), so a lost ack there leaves the delivery queued twice: the old record
+/// would be attempted again beside the retry, each copy counting its own attempts, or
+/// attempted once past its last attempt. A confirmed ack reports that loss as a failed
+/// settle (the worker logs it, the sink's earlier leases are abandoned), and once it
+/// returns the old record has left the stream, so a purge or a depth read after it counts
+/// it no more. These follow failed attempts, so their round trip costs a healthy sink
+/// nothing.
+#[derive(Debug, Clone, Copy)]
+enum Settle {
+    /// Waits until JetStream confirms the ack ([`conn::confirmed_ack`]).
+    Confirmed,
+    /// Hands the ack to the client and returns; refused at once while the client is
+    /// reconnecting ([`conn::sent_ack`]).
+    Sent,
 }
 
 /// A connected spool: the client, its context and the two streams.
@@ -329,15 +360,24 @@ impl Inner {
         Ok(lanes)
     }
 
-    /// Acks a leased message; a delivery not leased here is ignored.
-    async fn settle(self: &Arc<Self>, delivery: &Delivery) -> Result<(), SpoolError> {
+    /// Acks a leased message as `how` says; a delivery not leased here is ignored.
+    async fn settle(self: &Arc<Self>, delivery: &Delivery, how: Settle) -> Result<(), SpoolError> {
         let Some((_, lease)) = self.leased.remove(&delivery.id) else {
             return Ok(());
         };
         let acked = async {
-            let conn = self.conn().await?;
-            let acked = conn::confirmed_ack(&conn.client, lease.reply).await;
-            acked.map_err(|e| unavailable(&e))
+            match how {
+                Settle::Confirmed => {
+                    let conn = self.conn().await?;
+                    let acked = conn::confirmed_ack(&conn.client, lease.reply).await;
+                    acked.map_err(|e| unavailable(&e))
+                }
+                Settle::Sent => {
+                    let conn = self.live().await?;
+                    let acked = conn::sent_ack(&conn.client, lease.reply).await;
+                    acked.map_err(|e| unavailable(&e))
+                }
+            }
         };
         let acked = acked.await;
         if acked.is_err() {
@@ -475,6 +515,11 @@ async fn refresh_depths(inner: Weak<Inner>, stop: CancellationToken) {
             continue;
         };
         let before = inner.depths.changes();
+        // Acks do not wait for JetStream (see `Settle`), but every ack counted in `before`
+        // was queued on this connection ahead of the reads below, and the server takes a
+        // connection's messages in order: a sink unchanged since is not read back with the
+        // deliveries it has acked (unless JetStream is still applying one; the next refresh
+        // corrects that).
         let mut seen: HashMap<String, u64> = HashMap::new();
         let mut consumers = conn.work.consumers();
         while let Some(Ok(info)) = consumers.next().await {
@@ -581,7 +626,7 @@ impl super::Spool for NatsSpool {
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), SpoolError> {
-        self.inner.settle(delivery).await?;
+        self.inner.settle(delivery, Settle::Sent).await?;
         self.inner.depths.add(&delivery.sink, -1);
         Ok(())
     }
@@ -598,7 +643,7 @@ impl super::Spool for NatsSpool {
             self.inner.abandon(&delivery);
             return Err(refused.into());
         }
-        self.inner.settle(&delivery).await
+        self.inner.settle(&delivery, Settle::Confirmed).await
     }
 
     async fn dead_letter(

@@ -166,7 +166,20 @@ pub(super) async fn sink_depths_name_every_stored_sink(spool: &impl Spool) {
     assert_eq!(spool.sink_depths(), want);
 }
 
+/// [`full_refuses_then_drains`], and then a put fits again at once.
 pub(super) async fn full_refuses_then_recovers(spool: &impl Spool) {
+    full_refuses_then_drains(spool).await;
+    put_fits_again(spool).await;
+}
+
+/// One more KiB event for `a`, which must be stored.
+pub(super) async fn put_fits_again(spool: &impl Spool) {
+    spool.put(vec![due(&kib_event(999), "a")]).await.unwrap();
+}
+
+/// Puts KiB events for `a` until the spool refuses one as full, checks that nothing stored
+/// was harmed, then leases and acks all of them.
+pub(super) async fn full_refuses_then_drains(spool: &impl Spool) {
     let mut stored = 0;
     loop {
         match spool.put(vec![due(&kib_event(stored), "a")]).await {
@@ -188,5 +201,4 @@ pub(super) async fn full_refuses_then_recovers(spool: &impl Spool) {
         spool.ack(d).await.unwrap();
     }
     wait_depth(spool, "a", 0).await;
-    spool.put(vec![due(&kib_event(999), "a")]).await.unwrap();
 }

@@ -89,7 +89,11 @@ nats_contract!(lanes::high_overtakes_a_low_backlog);
 #[tokio::test]
 async fn full_refuses_then_recovers() {
     let spool = connected(8192).await;
-    contract_store::full_refuses_then_recovers(&spool).await;
+    contract_store::full_refuses_then_drains(&spool).await;
+    // A delivered event's ack does not wait for JetStream: the room comes back once
+    // JetStream has applied the acks, moments after they were sent.
+    wait_stored(&spool, 0).await;
+    contract_store::put_fits_again(&spool).await;
     spool.delete_streams().await.expect("streams deleted");
 }
 
@@ -347,11 +351,73 @@ async fn settled_deliveries_leave_the_work_stream() {
     );
     let retried = lease(&spool, "a", 1).await;
     spool.ack(&retried[0]).await.unwrap();
+    // An acked retry leaves nothing, once JetStream has applied the ack.
+    wait_stored(&spool, 0).await;
+    spool.delete_streams().await.expect("streams deleted");
+}
+
+/// The next ack sent for `spool`'s stream that `acks` (a subscription to `$JS.ACK.>`) sees,
+/// progress marks left out: whether it asks for an answer, and its payload.
+async fn next_ack(spool: &NatsSpool, acks: &mut async_nats::Subscriber) -> (bool, String) {
+    use futures_util::StreamExt as _;
+    loop {
+        let ack = tokio::time::timeout(PATIENCE, acks.next())
+            .await
+            .expect("an ack within the patience")
+            .expect("the subscription is open");
+        let payload = String::from_utf8_lossy(&ack.payload).into_owned();
+        if ack.subject.contains(spool.stream_prefix()) && payload != "+WPI" {
+            return (ack.reply.is_some(), payload);
+        }
+    }
+}
+
+/// Waits (bounded) until the work stream holds `n` messages.
+async fn wait_stored(spool: &NatsSpool, n: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let stored = stored_messages(spool).await;
+        if stored == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{stored} messages stored, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_delivered_event_is_acked_without_waiting_and_a_retry_with_confirmation() {
+    let spool = connected(1 << 30).await;
+    let watcher = async_nats::connect(url()).await.expect("connect");
+    let mut acks = watcher.subscribe("$JS.ACK.>").await.expect("subscribed");
+    watcher.flush().await.expect("the subscription in place");
+    let puts = (0..2).map(|i| due(&event(&format!("e{i}")), "a")).collect();
+    spool.put(puts).await.unwrap();
+    let leased = lease(&spool, "a", 2).await;
+    let [delivered, mut failed] = <[_; 2]>::try_from(leased).expect("two leased");
+
+    spool.ack(&delivered).await.unwrap();
     assert_eq!(
-        stored_messages(&spool).await,
-        0,
-        "an acked retry leaves nothing"
+        next_ack(&spool, &mut acks).await,
+        (false, "+ACK".to_owned()),
+        "a delivered event's ack asks for no answer"
     );
+    wait_stored(&spool, 1).await;
+
+    failed.attempts += 1;
+    let failed_id = failed.event.id.clone();
+    spool.nack(failed, SystemTime::now()).await.unwrap();
+    assert_eq!(
+        next_ack(&spool, &mut acks).await,
+        (true, "+ACK".to_owned()),
+        "a retry's ack waits for JetStream's answer"
+    );
+    assert_eq!(stored_messages(&spool).await, 1, "only the retry record");
+    let retried = lease(&spool, "a", 1).await.remove(0);
+    assert_eq!((&retried.event.id, retried.attempts), (&failed_id, 1));
     spool.delete_streams().await.expect("streams deleted");
 }
 
@@ -497,6 +563,8 @@ async fn purge_takes_every_lane_and_what_is_in_flight() {
     let retry = lease(&spool, "gone", 10).await;
     assert_eq!(retry.len(), 1);
     spool.ack(&retry[0]).await.unwrap();
+    // Until JetStream has applied that ack, a purge would count the delivery as in flight.
+    wait_stored(&spool, 1).await;
     assert_eq!(spool.purge_sink("gone").await.unwrap(), 0);
     assert_eq!(spool.purge_sink("never-stored").await.unwrap(), 0);
     spool.delete_streams().await.expect("streams deleted");
@@ -541,6 +609,8 @@ async fn a_unique_request_refused_part_way_is_completed_by_its_retry() {
     for d in &delivered {
         spool.ack(d).await.unwrap();
     }
+    // The room they took comes back once JetStream has applied the acks.
+    wait_stored(&spool, 0).await;
     let repeats = spool.put_unique(sized(12), window).await.unwrap();
     assert_eq!(repeats as u64, kept, "what was kept is not stored twice");
     delivered.extend(lease(&spool, "a", 20).await);
