@@ -359,8 +359,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_event_queued_in_memory_does_not_keep_the_buffer_its_data_came_from() {
+    /// An acceptor over a memory spool that routes every event to the sink `out`.
+    fn acceptor_to_one_sink() -> (Acceptor, Arc<SpoolHandle>) {
         let yaml = "sinks:\n  out:\n    log: {}\nroutes:\n  - name: all\n    match: { types: ['*'] }\n    to: [out]\n";
         let config: Config = crate::config::load_str(
             yaml,
@@ -374,6 +374,12 @@ mod tests {
             spool.clone(),
             Arc::new(Counters::default()),
         );
+        (acceptor, spool)
+    }
+
+    #[tokio::test]
+    async fn an_event_queued_in_memory_does_not_keep_the_buffer_its_data_came_from() {
+        let (acceptor, spool) = acceptor_to_one_sink();
         // As a request body arrives: a slice of a larger read buffer.
         let buffer = Bytes::from(vec![b'x'; 8192]);
         let body = buffer.slice(100..300);
@@ -392,19 +398,7 @@ mod tests {
     async fn the_accept_future_stays_small_when_no_saga_is_started() {
         // Every request's future holds this one and is moved whole into its task: a saga
         // store's futures (several KB) laid out inline in it were copied on every request.
-        let yaml = "sinks:\n  out:\n    log: {}\nroutes:\n  - name: all\n    match: { types: ['*'] }\n    to: [out]\n";
-        let config: Config = crate::config::load_str(
-            yaml,
-            std::path::Path::new("routes.yaml"),
-            &Default::default(),
-        )
-        .expect("a valid configuration");
-        let spool = Arc::new(SpoolHandle::Memory(MemorySpool::new()));
-        let acceptor = Acceptor::new(
-            Live::fixed(RouteTable::from_config(&config)),
-            spool,
-            Arc::new(Counters::default()),
-        );
+        let (acceptor, _) = acceptor_to_one_sink();
         let accept = acceptor.accept_from(vec![event(Bytes::new())], None);
         let size = std::mem::size_of_val(&accept);
         assert!(size <= 2048, "the accept future takes {size} bytes");
