@@ -126,19 +126,6 @@ wait_started() {
 
 sink_count() { curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"; }
 
-# wait_count TARGET SECONDS: until the sink has counted TARGET requests.
-wait_count() {
-  local target=$1 deadline=$((SECONDS + $2)) seen
-  while :; do
-    seen=$(sink_count)
-    [[ ${seen:-0} -ge $target ]] && return 0
-    if [[ $SECONDS -ge $deadline ]]; then
-      echo "the sink received $seen of $target after $2 s" >&2
-      return 1
-    fi
-    sleep 0.1
-  done
-}
 
 # config FILE BACKEND: the routes file of a run.
 config() {

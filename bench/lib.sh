@@ -50,3 +50,20 @@ stop() {
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
+
+# cpu_ticks PID: user + system CPU time of the process so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# wait_count TARGET SECONDS: until the script's `sink_count` reports at least TARGET.
+wait_count() {
+  local target=$1 deadline=$((SECONDS + $2)) seen
+  while :; do
+    seen=$(sink_count)
+    [[ ${seen:-0} -ge $target ]] && return 0
+    if [[ $SECONDS -ge $deadline ]]; then
+      echo "the sink received $seen of $target after $2 s" >&2
+      return 1
+    fi
+    sleep 0.05
+  done
+}

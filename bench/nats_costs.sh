@@ -75,23 +75,8 @@ varz() {
   curl -s --max-time 5 "http://127.0.0.1:$PORT_MON/varz" |
     python3 -c 'import json, sys; v = json.load(sys.stdin); print(v["in_msgs"], v["out_msgs"])'
 }
-# cpu_ticks PID: utime + stime in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 admin() { curl -s --max-time 5 -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$PORT_ADMIN$1"; }
 
-# wait_count TARGET SECONDS: until the sink has counted TARGET requests.
-wait_count() {
-  local target=$1 deadline=$((SECONDS + $2)) seen
-  while :; do
-    seen=$(sink_count)
-    [[ ${seen:-0} -ge $target ]] && return 0
-    if [[ $SECONDS -ge $deadline ]]; then
-      echo "the sink received $seen of $target after $2 s" >&2
-      return 1
-    fi
-    sleep 0.05
-  done
-}
 
 cat > "$WORK/routes.yaml" <<EOF
 listen: 127.0.0.1:$PORT_SY

@@ -67,7 +67,6 @@ start() { spawn "$WORK/processes.log" "$@"; }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 count() { curl -s --max-time 5 "http://127.0.0.1:$1/count"; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 metric() {
   curl -s --max-time 5 "http://127.0.0.1:$PORT_ADMIN/metrics" |
     awk -v n="$1" 'index($0, n) == 1 { s += $NF } END { print s + 0 }'

@@ -188,8 +188,6 @@ start() {
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
-# cpu_ticks PID: user + system CPU time of the process so far, in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 sink_count() { curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"; }
 
