@@ -290,6 +290,9 @@ enum Backend {
     JetStream(Arc<jetstream::KvStore>),
 }
 
+/// What the last process left pending, until the saga runner takes it.
+type Left = Option<Result<Vec<Next>, SagaError>>;
+
 /// The saga store and the signal that tells the saga runner it has work.
 #[derive(Debug, Clone)]
 pub struct Sagas {
@@ -302,6 +305,9 @@ pub struct Sagas {
     queued: Arc<Mutex<Vec<Next>>>,
     /// Step outcomes waiting to be recorded together.
     waiting: Arc<Mutex<Vec<Waiting>>>,
+    /// On SQLite, what the last process left pending, read when the store opened and before
+    /// anything of this process could start or advance an instance; taken by [`Self::pending`].
+    left: Arc<Mutex<Left>>,
 }
 
 impl Sagas {
@@ -309,13 +315,22 @@ impl Sagas {
     /// spool, memory for the memory spool, the bucket `<stream>-sagas` for the nats spool
     /// (connected on first use).
     pub fn open(config: &SpoolConfig) -> Result<Self, SagaError> {
-        let sqlite = |store| Backend::Sqlite(Arc::new(Mutex::new(store)));
-        let backend = match config.backend {
+        // A transition of this process is pending from its commit until its deliveries are
+        // put: read later, the store would offer those as left over and they would be put
+        // twice. So what the last process left is read now, before anything runs.
+        let sqlite = |mut store: store::Store| {
+            let left = store.pending(SystemTime::now());
+            (Backend::Sqlite(Arc::new(Mutex::new(store))), Some(left))
+        };
+        let (backend, left) = match config.backend {
             SpoolBackend::Embedded => sqlite(store::Store::open(&config.path.join("sagas.db"))?),
             SpoolBackend::Memory => sqlite(store::Store::memory()?),
-            SpoolBackend::Nats => Backend::JetStream(Arc::new(jetstream::KvStore::new(
-                config.nats.clone().unwrap_or_default(),
-            ))),
+            SpoolBackend::Nats => (
+                Backend::JetStream(Arc::new(jetstream::KvStore::new(
+                    config.nats.clone().unwrap_or_default(),
+                ))),
+                None,
+            ),
         };
         Ok(Self {
             backend,
@@ -323,6 +338,7 @@ impl Sagas {
             wakes_at: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             queued: Arc::default(),
             waiting: Arc::default(),
+            left: Arc::new(Mutex::new(left)),
         })
     }
 
@@ -490,19 +506,23 @@ impl Sagas {
         }
     }
 
-    /// Everything transitions asked for that was not confirmed put (after a crash). On
-    /// JetStream, only what waited longer than a live daemon takes to store it, claimed for
-    /// this daemon: the others' transitions in flight are theirs to store.
+    /// What transitions of an earlier process asked for that was not confirmed put (after a
+    /// crash): on SQLite, what was pending when the store opened, once (later calls get
+    /// nothing; this process's own transitions in flight are never offered). On JetStream,
+    /// only what waited longer than a live daemon takes to store it, claimed for this daemon:
+    /// the others' transitions in flight are theirs to store.
     pub async fn pending(&self) -> Result<Vec<Next>, SagaError> {
-        let now = SystemTime::now();
         match &self.backend {
-            Backend::Sqlite(store) => Self::with(store, move |s| s.pending(now)).await,
-            Backend::JetStream(kv) => kv.stranded(now).await,
+            Backend::Sqlite(_) => {
+                let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
+                left.take().unwrap_or_else(|| Ok(Vec::new()))
+            }
+            Backend::JetStream(kv) => kv.stranded(SystemTime::now()).await,
         }
     }
 
-    /// What transitions left pending and no one stores: on SQLite nothing once the runner
-    /// started (it stores the pending ones at start); on JetStream what a daemon that died
+    /// What transitions left pending and no one stores: on SQLite nothing (the runner stores
+    /// what the last process left, [`Self::pending`], at start); on JetStream what a daemon that died
     /// left pending, claimed for this one.
     pub async fn stranded(&self) -> Result<Vec<Next>, SagaError> {
         let now = SystemTime::now();

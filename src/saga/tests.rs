@@ -216,3 +216,36 @@ fn finished_instances_are_swept_after_retention() {
     assert_eq!(store.sweep(now + 2 * day, day).expect("sweep"), 1);
     assert!(store.get(&first.instance).expect("read").is_none());
 }
+
+/// A start between its commit and the put of its first step (the accept path) is this
+/// process's own work in flight: the runner's recovery must not put that step a second time.
+/// What a crash left, the next open offers once.
+#[tokio::test]
+async fn a_start_in_flight_is_not_taken_for_what_a_crash_left() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = crate::config::SpoolConfig {
+        backend: crate::config::SpoolBackend::Embedded,
+        path: dir.path().into(),
+        max_bytes: 1 << 20,
+        dead_letter_ttl: None,
+        retain_delivered: None,
+        nats: None,
+    };
+    let sagas = Sagas::open(&config).expect("opened");
+    assert!(sagas.pending().await.expect("read").is_empty());
+    let nexts = sagas
+        .start(vec![(saga(), Arc::new(event("o-1")))])
+        .await
+        .expect("started");
+    assert_eq!(nexts.len(), 1);
+    assert!(
+        sagas.pending().await.expect("read").is_empty(),
+        "a live start offered as left over"
+    );
+    // The process stops before its put is confirmed: the next open offers the step once.
+    drop(sagas);
+    let reopened = Sagas::open(&config).expect("reopened");
+    let left = reopened.pending().await.expect("read");
+    assert_eq!(left.iter().map(puts).collect::<Vec<_>>(), [puts(&nexts[0])]);
+    assert!(reopened.pending().await.expect("read").is_empty());
+}
