@@ -123,18 +123,27 @@ pub(crate) fn check_batch_limits(
 /// Attributes that cannot travel in a header (an extension whose name is not a valid
 /// attribute name, a content type with characters a header cannot hold) are left out.
 pub fn encode_binary(event: &Event, headers: &mut HeaderMap) -> Bytes {
+    // The names are constants: made once at compile time, not parsed for every event.
+    const SPECVERSION: HeaderName = HeaderName::from_static("ce-specversion");
+    const ID: HeaderName = HeaderName::from_static("ce-id");
+    const SOURCE: HeaderName = HeaderName::from_static("ce-source");
+    const TYPE: HeaderName = HeaderName::from_static("ce-type");
+    const SUBJECT: HeaderName = HeaderName::from_static("ce-subject");
+    const TIME: HeaderName = HeaderName::from_static("ce-time");
+    const SCHEMAURL: HeaderName = HeaderName::from_static("ce-schemaurl");
+    const DATASCHEMA: HeaderName = HeaderName::from_static("ce-dataschema");
     let schema = if event.specversion == "0.3" {
-        "ce-schemaurl"
+        SCHEMAURL
     } else {
-        "ce-dataschema"
+        DATASCHEMA
     };
     let core = [
-        ("ce-specversion", Some(&event.specversion)),
-        ("ce-id", Some(&event.id)),
-        ("ce-source", Some(&event.source)),
-        ("ce-type", Some(&event.ty)),
-        ("ce-subject", event.subject.as_ref()),
-        ("ce-time", event.time.as_ref()),
+        (SPECVERSION, Some(&event.specversion)),
+        (ID, Some(&event.id)),
+        (SOURCE, Some(&event.source)),
+        (TYPE, Some(&event.ty)),
+        (SUBJECT, event.subject.as_ref()),
+        (TIME, event.time.as_ref()),
         (schema, event.dataschema.as_ref()),
     ];
     for (name, value) in core {
@@ -146,7 +155,9 @@ pub fn encode_binary(event: &Event, headers: &mut HeaderMap) -> Bytes {
         if super::draft::is_attribute_name(name)
             && !structured::is_reserved(&event.specversion, name)
         {
-            set_header(headers, &format!("ce-{name}"), &value.to_canonical_string());
+            if let Ok(name) = HeaderName::from_bytes(format!("ce-{name}").as_bytes()) {
+                set_header(headers, name, &value.to_canonical_string());
+            }
         }
     }
     if let Some(content_type) = &event.datacontenttype {
@@ -161,19 +172,22 @@ pub fn encode_binary(event: &Event, headers: &mut HeaderMap) -> Bytes {
 }
 
 /// Sets a `ce-` header to the percent-encoded `value` (always visible ASCII).
-fn set_header(headers: &mut HeaderMap, name: &str, value: &str) {
-    let (Ok(name), Ok(value)) = (
-        HeaderName::from_bytes(name.as_bytes()),
-        HeaderValue::from_str(&percent::encode(value)),
-    ) else {
-        return;
-    };
-    headers.insert(name, value);
+fn set_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(&percent::encode(value)) {
+        headers.insert(name, value);
+    }
 }
 
 /// Encodes an event as one structured-mode JSON object.
 pub fn encode_structured(event: &Event) -> Vec<u8> {
     json::to_vec(&Structured(event))
+}
+
+/// Appends an event's attributes to `out` as one structured-mode JSON object without `data`
+/// (what [`encode_structured`] writes for the event with its data taken out).
+pub fn write_attributes(event: &Event, out: &mut Vec<u8>) {
+    serde_json::to_writer(out, &structured::Attributes(event))
+        .expect("serializing to a Vec cannot fail: every map key is a string");
 }
 
 /// Encodes events as a batched-mode JSON array.

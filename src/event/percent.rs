@@ -22,11 +22,16 @@ pub(crate) fn encode(value: &str) -> Cow<'_, str> {
 /// digits is refused: a sender following the binding encodes `%` itself as `%25`.
 pub(crate) fn decode(header: &str, raw: &[u8]) -> Result<String, DecodeError> {
     let unquoted = unquote(header, raw)?;
+    let invalid = || DecodeError::attribute(header, "percent-decodes to invalid UTF-8");
+    if !unquoted.contains(&b'%') {
+        // Nothing escaped: the text as it came (most values), without the decoder's pass.
+        return String::from_utf8(unquoted.into_owned()).map_err(|_| invalid());
+    }
     check_escapes(header, &unquoted)?;
     percent_decode(&unquoted)
         .decode_utf8()
         .map(Cow::into_owned)
-        .map_err(|_| DecodeError::attribute(header, "percent-decodes to invalid UTF-8"))
+        .map_err(|_| invalid())
 }
 
 /// Checks that every `%` starts a `%XY` escape with two hex digits.

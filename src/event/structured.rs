@@ -97,32 +97,25 @@ pub(crate) fn is_reserved(specversion: &str, name: &str) -> bool {
 #[derive(Debug)]
 pub(crate) struct Structured<'a>(pub(crate) &'a Event);
 
+/// Serializes an event's attributes as a structured-mode JSON object without its data: what
+/// [`Structured`] writes for the same event with `data` taken out.
+#[derive(Debug)]
+pub(crate) struct Attributes<'a>(pub(crate) &'a Event);
+
+impl Serialize for Attributes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        attributes(self.0, &mut map)?;
+        map.end()
+    }
+}
+
 impl Serialize for Structured<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let event = self.0;
         let v03 = event.specversion == "0.3";
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("specversion", &event.specversion)?;
-        map.serialize_entry("id", &event.id)?;
-        map.serialize_entry("source", &event.source)?;
-        map.serialize_entry("type", &event.ty)?;
-        let schema_name = if v03 { "schemaurl" } else { "dataschema" };
-        let optional = [
-            ("datacontenttype", &event.datacontenttype),
-            (schema_name, &event.dataschema),
-            ("subject", &event.subject),
-            ("time", &event.time),
-        ];
-        for (name, value) in optional {
-            if let Some(value) = value {
-                map.serialize_entry(name, value)?;
-            }
-        }
-        for (name, value) in &event.extensions {
-            if !is_reserved(&event.specversion, name) {
-                map.serialize_entry(name, &ExtensionJson(value))?;
-            }
-        }
+        attributes(event, &mut map)?;
         match Payload::of(event) {
             None => {}
             Some(Payload::Json(raw)) => map.serialize_entry("data", raw)?,
@@ -137,4 +130,31 @@ impl Serialize for Structured<'_> {
         }
         map.end()
     }
+}
+
+/// Every attribute of `event` as members of `map`, in the order structured mode writes them.
+fn attributes<M: SerializeMap>(event: &Event, map: &mut M) -> Result<(), M::Error> {
+    let v03 = event.specversion == "0.3";
+    map.serialize_entry("specversion", &event.specversion)?;
+    map.serialize_entry("id", &event.id)?;
+    map.serialize_entry("source", &event.source)?;
+    map.serialize_entry("type", &event.ty)?;
+    let schema_name = if v03 { "schemaurl" } else { "dataschema" };
+    let optional = [
+        ("datacontenttype", &event.datacontenttype),
+        (schema_name, &event.dataschema),
+        ("subject", &event.subject),
+        ("time", &event.time),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            map.serialize_entry(name, value)?;
+        }
+    }
+    for (name, value) in &event.extensions {
+        if !is_reserved(&event.specversion, name) {
+            map.serialize_entry(name, &ExtensionJson(value))?;
+        }
+    }
+    Ok(())
 }

@@ -28,11 +28,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{HistoryConfig, SpoolBackend, SpoolConfig};
-use crate::event::{http as ce_http, Event};
+use crate::event::Event;
 use crate::telemetry;
 
 pub use query::{AttemptView, DeliveryView, EventView, HistoryQuery, Page, MAX_LIMIT};
-use record::{Stored, StoredEvent};
+use record::{AttributesOf, EventFields, Fields};
 pub use store::HistoryError;
 use store::Store;
 
@@ -258,7 +258,7 @@ async fn write(
         let attempts = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
         let count = attempts.len() as u64;
         let store = store.clone();
-        let written = tokio::task::spawn_blocking(move || append(&store, attempts)).await;
+        let written = tokio::task::spawn_blocking(move || append(&store, &attempts)).await;
         match written {
             Ok(Ok(true)) => {}
             // The disk is short: the spool beside the history comes first.
@@ -275,18 +275,18 @@ async fn write(
     }
 }
 
-/// Turns attempts into records (off the delivery path) and appends them.
-fn append(store: &Mutex<Store>, attempts: Vec<Attempt>) -> std::io::Result<bool> {
-    let mut records: Vec<Stored> = attempts.into_iter().map(stored).collect();
-    lock(store).append(&mut records, SystemTime::now())
+/// Appends attempts as records (off the delivery path), each written straight from the
+/// attempt.
+fn append(store: &Mutex<Store>, attempts: &[Attempt]) -> std::io::Result<bool> {
+    let records: Vec<Fields<'_>> = attempts.iter().map(fields).collect();
+    lock(store).append(&records, SystemTime::now())
 }
 
-fn stored(attempt: Attempt) -> Stored {
+fn fields(attempt: &Attempt) -> Fields<'_> {
+    let event = &attempt.event;
     // A delivery's first record (or its expiry without one) carries the event.
-    let event =
-        (attempt.attempt <= 1 || attempt.duration.is_none()).then(|| stored_event(&attempt.event));
-    Stored {
-        seq: 0,
+    let carried = attempt.attempt <= 1 || attempt.duration.is_none();
+    Fields {
         at_ms: store::millis(attempt.at),
         duration_us: attempt
             .duration
@@ -294,39 +294,35 @@ fn stored(attempt: Attempt) -> Stored {
         attempt: attempt.attempt,
         outcome: attempt.outcome,
         status: attempt.status,
-        route: attempt.route.to_string(),
-        sink: attempt.sink.to_string(),
-        source: attempt.event.source.clone(),
-        id: attempt.event.id.clone(),
-        ty: attempt.event.ty.clone(),
-        detail: attempt.detail.map(|d| cut(d, DETAIL_MAX_BYTES)),
-        event,
-    }
-}
-
-fn stored_event(event: &Event) -> StoredEvent {
-    let data = event.data.as_deref().unwrap_or_default();
-    let attributes = Event {
-        data: None,
-        ..Event::clone(event)
-    };
-    StoredEvent {
-        attributes: ce_http::encode_structured(&attributes),
-        data_size: data.len() as u64,
-        data: data[..data.len().min(DATA_MAX_BYTES)].to_vec(),
+        texts: [
+            &attempt.route,
+            &attempt.sink,
+            &event.source,
+            &event.id,
+            &event.ty,
+        ],
+        detail: attempt
+            .detail
+            .as_deref()
+            .map(|d| cut_str(d, DETAIL_MAX_BYTES)),
+        event: carried.then(|| {
+            let data = event.data.as_deref().unwrap_or_default();
+            EventFields {
+                attributes: AttributesOf::Event(event),
+                data_size: data.len() as u64,
+                data: &data[..data.len().min(DATA_MAX_BYTES)],
+            }
+        }),
     }
 }
 
 /// `text` cut to at most `max` bytes, on a character boundary.
-pub fn cut(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
+fn cut_str(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
     }
-    text
+    &text[..end]
 }
 
 #[cfg(test)]

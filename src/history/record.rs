@@ -8,6 +8,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::AttemptOutcome;
+use crate::event::{http as ce_http, Event};
 
 /// The first byte of every record.
 const MAGIC: u8 = 0xA7;
@@ -60,43 +61,95 @@ pub(crate) struct StoredEvent {
     pub(crate) data: Vec<u8>,
 }
 
-impl Stored {
-    /// The attempt's time.
-    pub(crate) fn at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.at_ms)
+/// One record as written, borrowed from what it is made of: an attempt the delivery side
+/// reported (nothing copied before it is written) or a [`Stored`] record.
+#[derive(Debug)]
+pub(super) struct Fields<'a> {
+    /// See [`Stored::at_ms`].
+    pub(super) at_ms: u64,
+    /// See [`Stored::duration_us`].
+    pub(super) duration_us: Option<u64>,
+    /// See [`Stored::attempt`].
+    pub(super) attempt: u32,
+    /// See [`Stored::outcome`].
+    pub(super) outcome: AttemptOutcome,
+    /// See [`Stored::status`].
+    pub(super) status: Option<u16>,
+    /// The route, the sink, and the event's `source`, `id` and `type`.
+    pub(super) texts: [&'a str; 5],
+    /// See [`Stored::detail`].
+    pub(super) detail: Option<&'a str>,
+    /// The event, when this record carries it.
+    pub(super) event: Option<EventFields<'a>>,
+}
+
+/// The event as one record carries it, borrowed.
+#[derive(Debug)]
+pub(super) struct EventFields<'a> {
+    /// Its attributes.
+    pub(super) attributes: AttributesOf<'a>,
+    /// The size of its data.
+    pub(super) data_size: u64,
+    /// The first bytes of its data.
+    pub(super) data: &'a [u8],
+}
+
+/// Where a record's attributes come from.
+#[derive(Debug)]
+pub(super) enum AttributesOf<'a> {
+    /// Already encoded (JSON): a record read back and written again.
+    #[cfg(test)]
+    Json(&'a [u8]),
+    /// Encoded from the event as the record is written.
+    Event(&'a Event),
+}
+
+impl Fields<'_> {
+    /// About the bytes [`Fields::encode`] writes.
+    pub(super) fn size_hint(&self) -> usize {
+        let text: usize = self.texts.iter().map(|t| t.len() + 4).sum();
+        let event = self.event.as_ref().map_or(0, |e| {
+            let attributes = match e.attributes {
+                #[cfg(test)]
+                AttributesOf::Json(json) => json.len(),
+                AttributesOf::Event(event) => attributes_hint(event),
+            };
+            attributes + e.data.len()
+        });
+        HEADER + 64 + text + self.detail.map_or(0, str::len) + event
     }
 
-    /// About the bytes [`Stored::encode`] writes.
-    pub(super) fn size_hint(&self) -> u64 {
-        let texts = [&self.route, &self.sink, &self.source, &self.id, &self.ty];
-        let text: usize = texts.iter().map(|t| t.len() + 4).sum();
-        let event = self
-            .event
-            .as_ref()
-            .map_or(0, |e| e.attributes.len() + e.data.len());
-        (HEADER + 64 + text + self.detail.as_ref().map_or(0, String::len) + event) as u64
-    }
-
-    /// Appends the record's binary form to `out`.
-    pub(super) fn encode(&self, out: &mut Vec<u8>) {
+    /// Appends the record's binary form, numbered `seq`, to `out`.
+    pub(super) fn encode(&self, seq: u64, out: &mut Vec<u8>) {
         let start = out.len();
         out.push(MAGIC);
         out.extend_from_slice(&[0; 4]);
-        put_u64(out, self.seq);
+        put_u64(out, seq);
         put_u64(out, self.at_ms);
         put_u64(out, self.duration_us.unwrap_or(NONE));
         out.extend_from_slice(&self.attempt.to_le_bytes());
         out.push(self.outcome.code());
         put_u64(out, self.status.map_or(NONE, u64::from));
-        for text in [&self.route, &self.sink, &self.source, &self.id, &self.ty] {
+        for text in self.texts {
             put_bytes(out, text.as_bytes());
         }
-        put_bytes(out, self.detail.as_deref().unwrap_or_default().as_bytes());
+        put_bytes(out, self.detail.unwrap_or_default().as_bytes());
         match &self.event {
             Some(event) => {
-                put_bytes(out, &event.attributes);
+                match event.attributes {
+                    #[cfg(test)]
+                    AttributesOf::Json(json) => put_bytes(out, json),
+                    AttributesOf::Event(attributes) => {
+                        // Written in place; its length goes in front once known.
+                        let at = out.len();
+                        out.extend_from_slice(&[0; 4]);
+                        ce_http::write_attributes(attributes, out);
+                        let len = u32::try_from(out.len() - at - 4).unwrap_or(u32::MAX);
+                        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                    }
+                }
                 put_u64(out, event.data_size);
-                put_bytes(out, &event.data);
+                put_bytes(out, event.data);
             }
             None => {
                 put_bytes(out, &[]);
@@ -106,6 +159,49 @@ impl Stored {
         }
         let body = u32::try_from(out.len() - start - HEADER).unwrap_or(u32::MAX);
         out[start + 1..start + HEADER].copy_from_slice(&body.to_le_bytes());
+    }
+}
+
+/// About the bytes an event's attributes take as JSON.
+fn attributes_hint(event: &Event) -> usize {
+    let optional = [
+        &event.datacontenttype,
+        &event.dataschema,
+        &event.subject,
+        &event.time,
+    ];
+    let texts = event.specversion.len() + event.id.len() + event.source.len() + event.ty.len();
+    let optional: usize = optional
+        .iter()
+        .filter_map(|t| t.as_ref())
+        .map(String::len)
+        .sum();
+    96 + texts + optional + 48 * event.extensions.len()
+}
+
+impl Stored {
+    /// The attempt's time.
+    pub(crate) fn at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.at_ms)
+    }
+
+    /// The record's fields as written (its `seq` is the store's to give).
+    #[cfg(test)]
+    pub(super) fn fields(&self) -> Fields<'_> {
+        Fields {
+            at_ms: self.at_ms,
+            duration_us: self.duration_us,
+            attempt: self.attempt,
+            outcome: self.outcome,
+            status: self.status,
+            texts: [&self.route, &self.sink, &self.source, &self.id, &self.ty],
+            detail: self.detail.as_deref(),
+            event: self.event.as_ref().map(|e| EventFields {
+                attributes: AttributesOf::Json(&e.attributes),
+                data_size: e.data_size,
+                data: &e.data,
+            }),
+        }
     }
 
     /// Decodes the record at the start of `bytes`, with its event when `with_event`; the
@@ -217,8 +313,8 @@ mod tests {
             data: b"0123".to_vec(),
         };
         let mut out = Vec::new();
-        record(Some(event.clone())).encode(&mut out);
-        record(None).encode(&mut out);
+        record(Some(event.clone())).fields().encode(7, &mut out);
+        record(None).fields().encode(7, &mut out);
         let (first, len) = Stored::decode(&out, true).expect("first");
         assert_eq!(first, record(Some(event)));
         let (second, _) = Stored::decode(&out[len..], true).expect("second");
@@ -226,6 +322,43 @@ mod tests {
         let (light, _) = Stored::decode(&out, false).expect("without the event");
         assert_eq!(light.event, None);
         assert!(Stored::decode(&out[..len - 1], true).is_none());
+        assert!(Stored::decode(&out[1..], true).is_none());
+    }
+
+    #[test]
+    fn attributes_written_from_the_event_are_its_structured_form_without_data() {
+        let mut event = crate::event::http::decode_structured(
+            br#"{"specversion":"1.0","id":"e\"1","source":"/s","type":"T","subject":"x",
+                "datacontenttype":"application/json","traffic":"7","data":{"big":true}}"#,
+        )
+        .expect("a valid event");
+        let fields = Fields {
+            at_ms: 1,
+            duration_us: None,
+            attempt: 1,
+            outcome: AttemptOutcome::Delivered,
+            status: None,
+            texts: ["r", "s", &event.source, &event.id, &event.ty],
+            detail: None,
+            event: Some(EventFields {
+                attributes: AttributesOf::Event(&event),
+                data_size: 12,
+                data: b"{\"big\":true}",
+            }),
+        };
+        let mut out = Vec::new();
+        fields.encode(3, &mut out);
+        let (read, len) = Stored::decode(&out, true).expect("a record");
+        assert_eq!(len, out.len());
+        assert!(fields.size_hint() >= len, "{} < {len}", fields.size_hint());
+        let stored = read.event.expect("the event");
+        event.data = None;
+        assert_eq!(
+            stored.attributes,
+            crate::event::http::encode_structured(&event)
+        );
+        assert_eq!(stored.data, br#"{"big":true}"#);
+        assert_eq!((read.seq, read.id.as_str()), (3, "e\"1"));
         assert!(Stored::decode(&out[1..], true).is_none());
     }
 }

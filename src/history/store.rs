@@ -15,7 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::record::Stored;
+use super::record::{Fields, Stored};
 use crate::config::HistoryConfig;
 use crate::segments::{Messages, OpenError, Segments};
 
@@ -98,21 +98,21 @@ impl Store {
 
     /// Appends records (numbering them), then drops what is past the bounds. Skips them
     /// when the disk is short (see [`Segments::make_room`]); `Ok(false)` then.
-    pub(super) fn append(&mut self, records: &mut [Stored], now: SystemTime) -> io::Result<bool> {
-        let wanted = records.iter().map(Stored::size_hint).sum();
-        if !self.segments.make_room(wanted, 0) {
+    pub(super) fn append(&mut self, records: &[Fields<'_>], now: SystemTime) -> io::Result<bool> {
+        let wanted: usize = records.iter().map(Fields::size_hint).sum();
+        if !self.segments.make_room(wanted as u64, 0) {
             return Ok(false);
         }
-        let mut pending = Vec::new();
+        let mut pending = Vec::with_capacity(wanted);
         for record in records {
-            record.seq = self.next_seq;
+            let seq = self.next_seq;
             self.next_seq += 1;
             if self.segments.full(pending.len() as u64) {
                 self.segments.write(&pending, now)?;
                 pending.clear();
-                self.segments.start(record.seq, now);
+                self.segments.start(seq, now);
             }
-            record.encode(&mut pending);
+            record.encode(seq, &mut pending);
         }
         self.segments.write(&pending, now)?;
         self.prune(now);
@@ -218,7 +218,7 @@ mod tests {
         };
         let mut store = Store::memory(config);
         for i in 0..2000 {
-            let appended = store.append(&mut [record(&i.to_string())], SystemTime::now());
+            let appended = store.append(&[record(&i.to_string()).fields()], SystemTime::now());
             assert!(appended.expect("append"));
         }
         assert!(store.bytes() <= 32 << 10, "{}", store.bytes());
@@ -240,12 +240,15 @@ mod tests {
         let long_ago = SystemTime::now() - Duration::from_secs(120);
         let mut old = record("old");
         old.at_ms = millis(long_ago);
-        store.append(&mut [old], long_ago).expect("append");
+        store.append(&[old.fields()], long_ago).expect("append");
         assert!(ids(&store).is_empty(), "past the TTL when read");
         store.prune(SystemTime::now());
         assert_eq!(store.bytes(), 0);
         store
-            .append(&mut [record("a"), record("b")], SystemTime::now())
+            .append(
+                &[record("a").fields(), record("b").fields()],
+                SystemTime::now(),
+            )
             .expect("append");
         let file = store
             .segments
@@ -260,7 +263,7 @@ mod tests {
         let mut store = Store::open(dir.path(), config).expect("reopen");
         assert_eq!(ids(&store), ["a"]);
         store
-            .append(&mut [record("c")], SystemTime::now())
+            .append(&[record("c").fields()], SystemTime::now())
             .expect("append");
         assert_eq!(ids(&store), ["a", "c"]);
     }

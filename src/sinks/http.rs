@@ -162,7 +162,8 @@ impl HttpSink {
     }
 
     fn request(&self, attempt: Attempt<'_>) -> Result<Request<Full<Bytes>>, SinkError> {
-        let mut headers = HeaderMap::new();
+        // Room for every header a delivery usually carries, so the map never grows.
+        let mut headers = HeaderMap::with_capacity(16 + self.config.headers.len());
         let body = encode(self.config.format, attempt.event, &mut headers);
         for (name, value) in &self.config.headers {
             headers.insert(name.clone(), value.clone());
@@ -271,27 +272,28 @@ fn encode(format: HttpFormat, event: &Event, headers: &mut HeaderMap) -> Bytes {
 /// Event Grid's delivery headers (reference §4.6). Values that are not valid header text
 /// (an id with control characters, say) are left out rather than failing the delivery.
 fn aeg_headers(format: HttpFormat, attempt: Attempt<'_>, headers: &mut HeaderMap) {
+    const DELIVERY_COUNT: HeaderName = HeaderName::from_static("aeg-delivery-count");
+    const EVENT_TYPE: HeaderName = HeaderName::from_static("aeg-event-type");
+    const SUBSCRIPTION: HeaderName = HeaderName::from_static("aeg-subscription-name");
+    const METADATA_VERSION: HeaderName = HeaderName::from_static("aeg-metadata-version");
+    const OUTPUT_EVENT_ID: HeaderName = HeaderName::from_static("aeg-output-event-id");
+    const DATA_VERSION: HeaderName = HeaderName::from_static("aeg-data-version");
     let event = attempt.event;
-    let metadata_version = match format {
-        HttpFormat::EventGrid => "1",
-        _ => event.specversion.as_str(),
-    };
-    let count = attempt.delivery_count.to_string();
-    let mut set = |name: &'static str, value: &str| {
+    headers.insert(DELIVERY_COUNT, HeaderValue::from(attempt.delivery_count));
+    headers.insert(EVENT_TYPE, HeaderValue::from_static("Notification"));
+    let mut set = |name: HeaderName, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), value);
+            headers.insert(name, value);
         }
     };
-    set("aeg-delivery-count", &count);
-    set("aeg-event-type", "Notification");
-    set("aeg-subscription-name", attempt.route);
-    set("aeg-metadata-version", metadata_version);
-    set("aeg-output-event-id", &event.id);
+    set(SUBSCRIPTION, attempt.route);
+    match (format, event.specversion.as_str()) {
+        (HttpFormat::EventGrid, _) => set(METADATA_VERSION, "1"),
+        (_, version) => set(METADATA_VERSION, version),
+    }
+    set(OUTPUT_EVENT_ID, &event.id);
     if format == HttpFormat::EventGrid {
-        set(
-            "aeg-data-version",
-            event.data_version.as_deref().unwrap_or(""),
-        );
+        set(DATA_VERSION, event.data_version.as_deref().unwrap_or(""));
     }
 }
 
@@ -307,7 +309,8 @@ fn traceparent_header(event: &Event, headers: &mut HeaderMap) {
         },
     };
     if let Some(value) = value {
-        headers.insert(HeaderName::from_static("traceparent"), value);
+        const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+        headers.insert(TRACEPARENT, value);
     }
 }
 
