@@ -207,6 +207,7 @@ class Report:
 
         self.row("End to end, delivered to a local HTTP sink (events/s)", f"B: {rate(base)}",
                  "e2e.rate", rate, base, "B", "≥ 0.70× B", e2e_check)
+        self.e2e_costs()
         self.isolation()
         self.history()
         self.retention()
@@ -230,6 +231,23 @@ class Report:
                  "backlog.rss_kb", mb, target=target, check=rss_backlog_check)
         self.row("Store bytes per queued event (spool directory growth / events)", "",
                  "backlog.store_bytes_per_event", lambda b: f"{b:,.0f} B")
+
+    def e2e_costs(self):
+        """What the end-to-end figure cost the server: events/s it acknowledged while it
+        delivered, and its user and system CPU time per delivered event (reported)."""
+        g = self.get
+
+        def costs(who):
+            accepted = g(f"{who}.e2e.accepted")
+            user = g(f"{who}.e2e.user_us_per_event")
+            system = g(f"{who}.e2e.sys_us_per_event")
+            if not (num(accepted) and num(user) and num(system)):
+                return "skipped" if self.skipped(who) else "—"
+            return f"{rate(accepted)} acked; {user:.1f} + {system:.1f} µs"
+
+        self.rows.append(["End to end: acknowledged events/s; server CPU per delivered event "
+                          "(user + system)", "B: " + costs("B"),
+                          *(costs(s) for s in SPOOLS), "reported", ""])
 
     def isolation(self):
         """The counting sink's delivered rate beside a dead and a 5 s sink, against it alone

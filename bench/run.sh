@@ -50,7 +50,9 @@
 #                 (a fixed-rate generator: wrk2 if installed, else oha -q; without either the
 #                 figure is skipped with a note).
 #   end to end    events/s received by a local counting sink (GET /count) while the load
-#                 runs, binary mode, sink concurrency 64 (as many as the load's connections).
+#                 runs, binary mode, sink concurrency 64 (as many as the load's connections);
+#                 beside it, events/s the server acknowledged meanwhile and its user and
+#                 system CPU time per delivered event (/proc/PID/stat), baseline B's too.
 #   isolation     embedded spool only: events/s the counting sink received, as in the end-to-end
 #                 figure (binary mode, same wrk load, concurrency 64), once with a route to it
 #                 alone and once with one route fanning every event out to three sinks: a dead
@@ -317,21 +319,42 @@ measure_half() {
   record "$prefix.latency.half.p99_us" "$(printf '%s\n' "${p99s[@]}" | median)"
 }
 
-# measure_e2e PREFIX PORT RESTART_FN: events/s the counting sink received during the load.
+# user_sys PID: user and system CPU time of the process so far, in clock ticks.
+user_sys() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
+
+# measure_e2e PREFIX PORT RESTART_FN PID_VAR: events/s the counting sink received during the
+# load, events/s the server acknowledged, and the server's user and system CPU time per
+# delivered event (the process whose pid is in the variable named PID_VAR).
 measure_e2e() {
-  local prefix=$1 port=$2 restart=$3 r rates=() c0 c1 t0 t1 line
+  local prefix=$1 port=$2 restart=$3 pid_var=$4 r rates=() accepted=() users=() systems=()
+  local c0 c1 t0 t1 u0 s0 u1 s1 line ok pid
   for r in $(seq 1 "$RUNS"); do
     [[ -n $restart ]] && $restart
+    pid=${!pid_var}
     c0=$(sink_count) t0=$(now)
+    read -r u0 s0 <<< "$(user_sys "$pid")"
     line=$(run_wrk "$port" binary)
     c1=$(sink_count) t1=$(now)
-    read -r _ _ _ status_errors socket_errors <<< "$line"
+    read -r u1 s1 <<< "$(user_sys "$pid")"
+    read -r ok _ _ status_errors socket_errors <<< "$line"
     if [[ $status_errors -gt 0 || $socket_errors -gt 0 ]]; then
       record "$prefix.e2e.warn" "run $r: $status_errors non-2xx answers, $socket_errors socket errors"
     fi
     rates+=("$(awk -v a="$c0" -v b="$c1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.1f", (b - a) / (e - s) }')")
+    accepted+=("$ok")
+    users+=("$(per_event_us "$u0" "$u1" "$c0" "$c1")")
+    systems+=("$(per_event_us "$s0" "$s1" "$c0" "$c1")")
   done
   record "$prefix.e2e.rate" "$(printf '%s\n' "${rates[@]}" | median)"
+  record "$prefix.e2e.accepted" "$(printf '%s\n' "${accepted[@]}" | median)"
+  record "$prefix.e2e.user_us_per_event" "$(printf '%s\n' "${users[@]}" | median)"
+  record "$prefix.e2e.sys_us_per_event" "$(printf '%s\n' "${systems[@]}" | median)"
+}
+
+# per_event_us TICKS0 TICKS1 COUNT0 COUNT1: CPU microseconds per delivered event.
+per_event_us() {
+  awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "%.1f", (d > c) ? (b - a) * 1e6 / hz / (d - c) : 0 }'
 }
 
 # switchyard_config FILE BACKEND SPOOL_DIR SINK_PORT CONCURRENCY TIMEOUT
@@ -645,7 +668,7 @@ start baseline-b "$PORT_B" "${PIN_SERVER[@]}" -- \
 B_PID=$STARTED_PID
 sleep 1
 record B.rss_idle_kb "$(rss_kb "$B_PID")"
-measure_e2e B "$PORT_B" ""
+measure_e2e B "$PORT_B" "" B_PID
 stop "$B_PID"
 
 # ---- switchyard -----------------------------------------------------------------------
@@ -684,7 +707,7 @@ for backend in "${BACKENDS[@]}"; do
 
   log "switchyard, spool.backend: $backend — end to end"
   SY_CONFIG=$E2E_CONFIG
-  measure_e2e "$backend" "$PORT_SY" restart_switchyard
+  measure_e2e "$backend" "$PORT_SY" restart_switchyard SY_PID
 
   log "switchyard, spool.backend: $backend — backlog of $BACKLOG events behind a stalled sink"
   SY_CONFIG=$INGEST_CONFIG
