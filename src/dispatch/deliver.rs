@@ -111,15 +111,7 @@ pub(super) async fn deliver_batch(
             observed: None,
         });
     };
-    let span = tracing::info_span!(
-        "delivery",
-        event_id = %first.event.id,
-        route = %first.route,
-        sink = %config.name,
-        attempt = live.iter().map(|(d, _)| d.attempts).max().unwrap_or(0).saturating_add(1),
-        events = live.len(),
-        otel.kind = "client",
-    );
+    let span = delivery_span(config, &live);
     if !span.is_disabled() {
         // The publisher's trace context: the exported span continues that trace.
         let parent = first.event.extension("traceparent");
@@ -135,6 +127,29 @@ pub(super) async fn deliver_batch(
         attempt: Some(ok),
         observed: Some(observed),
     })
+}
+
+/// The span of one attempt: made for the exporter when spans are exported, and for the log
+/// lines within it (context such as `delivery{event_id=… sink=…}:`) only when `debug` lines
+/// are logged, where those lines are; otherwise none, which costs nothing.
+fn delivery_span(config: &SinkConfig, live: &Prepared) -> tracing::Span {
+    let Some((first, _)) = live.first() else {
+        return tracing::Span::none();
+    };
+    // `enabled!` is asked first: a per-layer filter that may take a span later (the
+    // exporter's) leaves its callsite enabled even while every layer would refuse it.
+    if !telemetry::exporting() && !tracing::enabled!(tracing::Level::DEBUG) {
+        return tracing::Span::none();
+    }
+    tracing::debug_span!(
+        "delivery",
+        event_id = %first.event.id,
+        route = %first.route,
+        sink = %config.name,
+        attempt = live.iter().map(|(d, _)| d.attempts).max().unwrap_or(0).saturating_add(1),
+        events = live.len(),
+        otel.kind = "client",
+    )
 }
 
 /// How a (batch) attempt ended, for its span: the most severe outcome of its deliveries.
@@ -303,5 +318,57 @@ async fn failed(
         Decision::DeadLetter { reason } => {
             dead_letter::run(ctx, config, &delivery, reason, Some(error)).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+
+    use super::delivery_span;
+    use crate::sinks::tests::support::{event, http_config, sink};
+    use crate::spool::Delivery;
+
+    /// The span of an attempt under a subscriber like the daemon's, logging at `level`.
+    fn span_at(level: &str) -> bool {
+        let lines = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::sink)
+            .with_filter(tracing_subscriber::EnvFilter::new(level));
+        let subscriber = tracing_subscriber::registry()
+            .with(lines)
+            .with(crate::telemetry::otlp_layer());
+        let http = http_config(
+            &hyper::Uri::from_static("http://127.0.0.1:9/"),
+            crate::config::HttpFormat::CloudEventsBinary,
+            std::time::Duration::from_secs(1),
+        );
+        let config = sink("api", crate::config::SinkKind::Http(http), 1);
+        let delivery = Delivery {
+            id: 1,
+            event: Arc::new(event("ev-1")),
+            route: Arc::from("orders"),
+            sink: Arc::from("api"),
+            attempts: 0,
+            accepted_at: SystemTime::now(),
+            not_before: SystemTime::now(),
+            last_outcome: None,
+            last_status: None,
+            last_attempt_at: None,
+            priority: Default::default(),
+            ordering_key: None,
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            !delivery_span(&config, &vec![(delivery, None)]).is_disabled()
+        })
+    }
+
+    #[test]
+    fn an_attempt_makes_a_span_only_for_debug_lines_or_export() {
+        assert!(!span_at("info"), "a span at info, with nothing exported");
+        assert!(!span_at("warn"), "a span at warn, with nothing exported");
+        assert!(span_at("debug"), "no span for debug lines");
     }
 }

@@ -24,8 +24,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub use ingress::{IngressMetrics, INGRESS_DURATION, INGRESS_REQUESTS};
 pub use logging::{init_logging, LogFormat};
 pub use otlp::{
-    continue_trace, current_traceparent, ingress_span, otlp_layer, span_outcome, ExportSettings,
-    SpanExport,
+    continue_trace, current_traceparent, exporting, ingress_span, otlp_layer, span_outcome,
+    ExportSettings, SpanExport,
 };
 pub use process::{render_process, PROCESS_METRICS};
 

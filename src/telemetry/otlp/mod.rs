@@ -48,6 +48,11 @@ where
         .with_filter(ExportFilter)
 }
 
+/// Whether spans are being exported (a daemon with an exporter is running).
+pub fn exporting() -> bool {
+    is_attached()
+}
+
 /// The W3C `traceparent` naming the exported span the caller runs in, for an outgoing
 /// request to carry so that the receiver's spans become its children; `None` when no span
 /// is being exported or its trace is not sampled.
