@@ -522,8 +522,8 @@ impl Sagas {
     }
 
     /// What transitions left pending and no one stores: on SQLite nothing (the runner stores
-    /// what the last process left, [`Self::pending`], at start); on JetStream what a daemon that died
-    /// left pending, claimed for this one.
+    /// what the last process left, [`Self::pending`], at start); on JetStream what a daemon
+    /// that died left pending, claimed for this one.
     pub async fn stranded(&self) -> Result<Vec<Next>, SagaError> {
         let now = SystemTime::now();
         match &self.backend {
