@@ -190,7 +190,6 @@ start() {
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
-
 sink_count() { curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"; }
 
 now() { date +%s.%N; }
@@ -540,8 +539,7 @@ measure_pair() {
   local on_cfg="$WORK/switchyard-$key-on.yaml"
   local off_cfg="$WORK/switchyard-$key-off.yaml"
   local r which line delivered status_errors socket_errors on=() off=() on_cpu=() off_cpu=()
-  local c0 c1 k0 k1 cpu hz cfg
-  hz=$(getconf CLK_TCK)
+  local c0 c1 k0 k1 cpu cfg
   switchyard_config "$on_cfg" embedded "$WORK/spool" "$PORT_SINK" "$CONNECTIONS" 30s
   switchyard_config "$off_cfg" embedded "$WORK/spool" "$PORT_SINK" "$CONNECTIONS" 30s
   [[ -z $on_edit ]] || sed -i "$on_edit" "$on_cfg"
@@ -561,8 +559,7 @@ measure_pair() {
       line=$(e2e_once "$PORT_SY")
       c1=$(sink_count) k1=$(cpu_ticks "$SY_PID")
       # CPU time of the daemon per delivered event: steadier than the rate on a busy machine.
-      cpu=$(awk -v k="$((k1 - k0))" -v n="$((c1 - c0))" -v hz="$hz" \
-        'BEGIN { if (n > 0) printf "%.1f", k / hz * 1e6 / n; else print 0 }')
+      cpu=$(per_event_us "$k0" "$k1" "$c0" "$c1")
       read -r delivered _ status_errors socket_errors <<< "$line"
       if [[ $which == on ]]; then on_cpu+=("$cpu"); else off_cpu+=("$cpu"); fi
       if [[ $status_errors -gt 0 || $socket_errors -gt 0 ]]; then
