@@ -65,10 +65,11 @@ impl Ages {
                     .or_insert(at);
             }
         }
-        *self.lock() = oldest;
+        // The size first: whoever sees this read's ages sees its size too.
         if let Ok(info) = work.get_info().await {
             self.bytes
                 .store(info.state.bytes.saturating_add(1), Ordering::Relaxed);
         }
+        *self.lock() = oldest;
     }
 }
