@@ -12,15 +12,18 @@
 #   --connections N  concurrent connections of wrk (default 64)
 #
 # Each round runs: baseline A (examples/baseline_ingest.rs, bare axum ingest), baseline B
-# (examples/baseline_forward.rs, bare forwarder to the counting sink), then for every
+# (examples/baseline_forward.rs, bare forwarder to the counting sink), baseline C
+# (examples/baseline_jetstream.rs, a bare JetStream queue between the two: its ingest
+# publishes and waits for the PubAck; its end to end also forwards from one pull consumer
+# to the counting sink, 64 at once, on fresh streams of the same server), then for every
 # binary the binary-mode ingest figure (a sink that never answers, concurrency 1) and the
 # end-to-end figure (the counting sink, concurrency 64), each against fresh JetStream
 # streams at $BENCH_NATS_URL (default nats://127.0.0.1:4222), deleted afterwards. The
 # cases and the configuration are those of bench/run.sh; only the nats backend runs.
-# Prints every run, then the median per case and its ratio to the baseline. Needs the
-# release binaries (`cargo build --release --bin switchyard --example baseline_ingest
-# --example baseline_forward`; BENCH_BIN=DIR takes the examples from DIR instead), wrk,
-# python3, curl, taskset.
+# Prints every run, then the median per case and its ratio to baseline A or B and to C.
+# Needs the release binaries (`cargo build --release --bin switchyard --example
+# baseline_ingest --example baseline_forward --example baseline_jetstream`; BENCH_BIN=DIR
+# takes the examples from DIR instead), wrk, python3, curl, taskset.
 
 set -euo pipefail
 
@@ -35,7 +38,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) ROUNDS="$2"; shift ;;
     --duration) DURATION="$2"; shift ;;
     --connections) CONNECTIONS="$2"; shift ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown argument: $1" >&2; exit 64 ;;
     *) BINARIES+=("$(realpath "$1")") ;;
   esac
@@ -46,7 +49,7 @@ done
 NATS_URL="${BENCH_NATS_URL:-nats://127.0.0.1:4222}"
 PORT_BASE="${BENCH_PORT_BASE:-18200}"
 PORT_A=$((PORT_BASE + 0)) PORT_B=$((PORT_BASE + 1)) PORT_SINK=$((PORT_BASE + 2))
-PORT_STALL=$((PORT_BASE + 3)) PORT_SY=$((PORT_BASE + 10))
+PORT_STALL=$((PORT_BASE + 3)) PORT_C=$((PORT_BASE + 4)) PORT_SY=$((PORT_BASE + 10))
 BIN="${BENCH_BIN:-$ROOT/target/release}"
 WORK="$BENCH/.work-nats"
 rm -rf "$WORK"
@@ -156,6 +159,24 @@ switchyard_rate() {
   echo "$rate"
 }
 
+# baseline_c_rate ingest|e2e: one run of baseline C on a fresh stream.
+baseline_c_rate() {
+  local stream rate sink=()
+  RUN=$((RUN + 1))
+  stream="benchc-$$-$RUN"
+  [[ $1 == e2e ]] && sink=(--sink "http://127.0.0.1:$PORT_SINK/events" --concurrency "$CONNECTIONS")
+  start "c-$RUN" "$PORT_C" "${PIN_SERVER[@]}" "$BIN/examples/baseline_jetstream" \
+    --nats "$NATS_URL" --stream "$stream" "${sink[@]}" "127.0.0.1:$PORT_C"
+  sleep 0.5
+  case $1 in
+    ingest) rate=$(wrk_rate "$PORT_C") ;;
+    e2e) rate=$(e2e_rate "$PORT_C") ;;
+  esac
+  stop "$STARTED_PID"
+  delete_streams "$stream"
+  echo "$rate"
+}
+
 python3 "$BENCH/payloads.py" "$WORK/payloads" > /dev/null
 config "$WORK/ingest.yaml" "$PORT_STALL" 1 1h
 config "$WORK/e2e.yaml" "$PORT_SINK" "$CONNECTIONS" 30s
@@ -173,6 +194,8 @@ for round in $(seq 1 "$ROUNDS"); do
     --sink "http://127.0.0.1:$PORT_SINK/events" "127.0.0.1:$PORT_B"
   printf 'B\te2e\t%s\n' "$(e2e_rate "$PORT_B")" >> "$RESULTS"
   stop "$STARTED_PID"
+  printf 'C\tingest\t%s\n' "$(baseline_c_rate ingest)" >> "$RESULTS"
+  printf 'C\te2e\t%s\n' "$(baseline_c_rate e2e)" >> "$RESULTS"
   for i in "${!BINARIES[@]}"; do
     printf 'sy%d\tingest\t%s\n' "$i" "$(switchyard_rate "${BINARIES[$i]}" "$WORK/ingest.yaml" ingest)" >> "$RESULTS"
     printf 'sy%d\te2e\t%s\n' "$i" "$(switchyard_rate "${BINARIES[$i]}" "$WORK/e2e.yaml" e2e)" >> "$RESULTS"
@@ -189,9 +212,11 @@ for line in open(sys.argv[1]):
     who, figure, rate = line.split("\t")
     runs.setdefault((who, figure), []).append(float(rate))
 med = {k: statistics.median(v) for k, v in runs.items()}
-print(f"{'case':<12} {'median/s':>10} {'vs baseline':>12}  runs")
+print(f"{'case':<12} {'median/s':>10} {'vs A or B':>10} {'vs C':>6}  runs")
 for (who, figure), m in med.items():
     base = med.get(("A", "ingest") if figure == "ingest" else ("B", "e2e"))
     ratio = f"{m / base:.2f}x" if base and who not in ("A", "B") else ""
-    print(f"{who + '.' + figure:<12} {m:>10.0f} {ratio:>12}  {' '.join(str(int(r)) for r in runs[(who, figure)])}")
+    c = med.get(("C", figure))
+    vs_c = f"{m / c:.2f}x" if c and who not in ("A", "B", "C") else ""
+    print(f"{who + '.' + figure:<12} {m:>10.0f} {ratio:>10} {vs_c:>6}  {' '.join(str(int(r)) for r in runs[(who, figure)])}")
 PY

@@ -4,7 +4,7 @@
     report.py RESULTS_TSV OUT_JSON OUT_MD
 
 RESULTS_TSV holds one "dotted.key<TAB>value" a line, written by run.sh as it measures.
-Keys: meta.*, A.* (baseline A), B.* (baseline B), memory.*, embedded.* and nats.* (switchyard
+Keys: meta.*, A.*, B.*, C.* (baselines A, B, C), memory.*, embedded.* and nats.* (switchyard
 with that spool), match.* (criterion). Targets are checked here, against the durable (embedded)
 spool; the memory spool is checked against the same thresholds for reference; the nats spool's
 figures are its capacity on this machine, without a verdict.
@@ -208,6 +208,7 @@ class Report:
         self.row("End to end, delivered to a local HTTP sink (events/s)", f"B: {rate(base)}",
                  "e2e.rate", rate, base, "B", "≥ 0.70× B", e2e_check)
         self.e2e_costs()
+        self.baseline_c()
         self.isolation()
         self.history()
         self.retention()
@@ -248,6 +249,30 @@ class Report:
         self.rows.append(["End to end: acknowledged events/s; server CPU per delivered event "
                           "(user + system)", "B: " + costs("B"),
                           *(costs(s) for s in SPOOLS), "reported", ""])
+
+    def baseline_c(self):
+        """Baseline C, a bare JetStream queue (measured only with a NATS server): its own
+        figures against A and B, and the nats spool's against it (reported)."""
+        g = self.get
+        ingest, e2e = g("C.ingest.binary.rate"), g("C.e2e.rate")
+        if not (num(ingest) and num(e2e)):
+            return
+
+        def against(value, base, name):
+            r = ratio(value, base)
+            return rate(value) + ("" if r is None else f" ({r:.2f}× {name})")
+
+        baseline = (f"C: {against(ingest, g('A.ingest.binary.rate'), 'A')}; "
+                    f"{against(e2e, g('B.e2e.rate'), 'B')}")
+        if self.skipped("nats"):
+            nats = "skipped"
+        else:
+            cells = [ratio(g(f"nats.{key}"), base)
+                     for key, base in (("ingest.binary.rate", ingest), ("e2e.rate", e2e))]
+            nats = "; ".join("—" if r is None else f"{r:.2f}× C" for r in cells)
+        self.rows.append(["Bare JetStream queue (baseline C): ingest, 1 event/request, "
+                          "binary; end to end (events/s)", baseline, "", "", nats,
+                          "reported", ""])
 
     def isolation(self):
         """The counting sink's delivered rate beside a dead and a 5 s sink, against it alone

@@ -27,6 +27,10 @@
 #   baseline B  examples/baseline_forward.rs: bare axum in, POST out to a local sink with the
 #               hyper-util pooled client the http sink uses, 202 once the sink answered.
 #               End-to-end figures are compared with it.
+#   baseline C  examples/baseline_jetstream.rs, with a NATS server only: bare axum in, each
+#               body published to a fresh JetStream work-queue stream, 202 once its PubAck
+#               came; for end to end, one pull consumer forwarding to the counting sink. The
+#               nats spool's ingest (binary) and end-to-end figures are also compared with it.
 #   switchyard  target/release/switchyard serve --config <generated yaml>, once with
 #               spool.backend: memory, once with spool.backend: embedded (durable) and, when a
 #               NATS server answers at $BENCH_NATS_URL (default nats://127.0.0.1:4222), once
@@ -138,6 +142,7 @@ PORT_SINK=$((PORT_BASE + 2))     # counting sink
 PORT_STALL=$((PORT_BASE + 3))    # stalled sink
 PORT_DEAD=$((PORT_BASE + 4))     # nothing listens here: connection refused
 PORT_SLOW=$((PORT_BASE + 5))     # sink answering after 5 s
+PORT_C=$((PORT_BASE + 6))        # baseline C
 PORT_SY=$((PORT_BASE + 10))      # switchyard
 
 WORK="$BENCH/.work"
@@ -151,6 +156,7 @@ BIN="$ROOT/target/release"
 SWITCHYARD="$BIN/switchyard"
 BASE_INGEST="$BIN/examples/baseline_ingest"
 BASE_FORWARD="$BIN/examples/baseline_forward"
+BASE_JETSTREAM="$BIN/examples/baseline_jetstream"
 
 if [[ $(nproc) -ge 2 ]]; then
   PIN_SERVER=(taskset -c 0)
@@ -618,12 +624,13 @@ done
 
 if [[ $BUILD == 1 ]]; then
   log "building (release)"
-  cargo build --release --bin switchyard --example baseline_ingest --example baseline_forward || {
+  cargo build --release --bin switchyard --example baseline_ingest --example baseline_forward \
+    --example baseline_jetstream || {
     echo "build failed; to measure the binaries already built, rerun with --no-build" >&2
     exit 1
   }
 fi
-for bin in "$SWITCHYARD" "$BASE_INGEST" "$BASE_FORWARD"; do
+for bin in "$SWITCHYARD" "$BASE_INGEST" "$BASE_FORWARD" "$BASE_JETSTREAM"; do
   [[ -x $bin ]] || { echo "missing $bin (build without --no-build)" >&2; exit 1; }
 done
 
@@ -680,6 +687,39 @@ if (exec 3<>"/dev/tcp/${nats_hostport%:*}/${nats_hostport##*:}") 2>/dev/null; th
   BACKENDS+=(nats)
 else
   record nats.skipped "no NATS server answers at $NATS_URL (set BENCH_NATS_URL)"
+fi
+
+# ---- baseline C (with a NATS server) --------------------------------------------------
+
+C_PID=""
+C_RUN=0
+# restart_baseline_c [SINK_URL]: a fresh baseline C on a fresh stream; with SINK_URL it
+# forwards to it, $CONNECTIONS at once.
+restart_baseline_c() {
+  local forward=()
+  [[ -n $C_PID ]] && stop "$C_PID"
+  C_RUN=$((C_RUN + 1))
+  [[ $# -gt 0 ]] && forward=(--sink "$1" --concurrency "$CONNECTIONS")
+  start "baseline-c-$C_RUN" "$PORT_C" "${PIN_SERVER[@]}" -- "$BASE_JETSTREAM" \
+    --nats "$NATS_URL" --stream "bench-c-$$-$C_RUN" "${forward[@]}" "127.0.0.1:$PORT_C"
+  C_PID=$STARTED_PID
+  NATS_STREAMS+=("bench-c-$$-$C_RUN")
+  sleep 0.5
+}
+restart_baseline_c_e2e() { restart_baseline_c "http://127.0.0.1:$PORT_SINK/events"; }
+
+if [[ " ${BACKENDS[*]} " == *" nats "* ]]; then
+  log "baseline C: bare JetStream queue between HTTP in and out"
+  rates=()
+  for r in $(seq 1 "$RUNS"); do
+    restart_baseline_c
+    read -r rate _ <<< "$(run_wrk "$PORT_C" binary)"
+    rates+=("$rate")
+  done
+  record C.ingest.binary.rate "$(printf '%s\n' "${rates[@]}" | median)"
+  measure_e2e C "$PORT_C" restart_baseline_c_e2e C_PID
+  stop "$C_PID"
+  C_PID=""
 fi
 
 for backend in "${BACKENDS[@]}"; do
