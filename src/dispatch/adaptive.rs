@@ -50,6 +50,8 @@ pub(super) struct Limit {
     permits: Arc<Semaphore>,
     control: Option<Mutex<Control>>,
     stats: Arc<SinkStats>,
+    /// `concurrency`: the fixed limit, or the adaptive one's ceiling.
+    max: usize,
 }
 
 /// What a finished request tells the limit.
@@ -154,7 +156,15 @@ impl Limit {
             permits: Arc::new(Semaphore::new(start)),
             control,
             stats,
+            max,
         }
+    }
+
+    /// The limit now: the fixed one, or where the adaptive one stands.
+    pub(super) fn current(&self) -> usize {
+        self.control
+            .as_ref()
+            .map_or(self.max, |control| lock(control).limit)
     }
 
     /// The semaphore a request's permit comes from.

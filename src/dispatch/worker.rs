@@ -6,7 +6,11 @@
 //! open the sink's deliveries stay in the spool, untouched. Deliveries leased but not yet
 //! sent (more than one probe's worth, or leased just before the breaker opened) wait in
 //! `pending`, in memory, without an attempt being counted; at most `concurrency ×
-//! batch.max_events` of them. Each is [`Held`]: when the worker stops, or a step is cancelled
+//! batch.max_events` of them, except on a backend where a lease is a round trip to a server
+//! (nats): there a worker leases ahead, up to four times its limit's worth (at most 512
+//! beyond the free permits), because one pull request per delivery would bound the sink's
+//! rate by the server's round trip. A delivery of a higher lane stored meanwhile waits for
+//! what is pending to start. Each is [`Held`]: when the worker stops, or a step is cancelled
 //! part-way (waiting for rate tokens, say), whatever it had not started goes back to the
 //! spool at once.
 //!
@@ -34,6 +38,13 @@ use crate::telemetry::SinkStats;
 
 /// Wait before leasing again after the spool refused a lease without saying how long.
 const LEASE_BACKOFF: Duration = Duration::from_secs(1);
+
+/// On a backend where each lease is a round trip ([`crate::spool::SpoolHandle::leases_cost_a_round_trip`]),
+/// a lease asks for this many times the sink's concurrency limit.
+const LEASE_AHEAD: usize = 4;
+
+/// The most a lease asks for beyond what the free permits' requests take.
+const MOST_AHEAD: usize = 512;
 
 /// Leases deliveries for one sink and runs each request on the tracker.
 #[derive(Debug)]
@@ -106,10 +117,9 @@ impl Worker {
             return false;
         };
         if lane.pending.is_empty() {
-            let requests = 1 + lane.limit.permits().available_permits();
             let max = match admission {
                 Admission::Probe => 1,
-                _ => requests * self.config.delivery.batch.max_events,
+                _ => self.lease_size(&lane.limit),
             };
             match self.lease(stop, max).await {
                 Leased::Some(deliveries) => lane.pending.extend(deliveries),
@@ -123,6 +133,20 @@ impl Worker {
             return true;
         }
         self.send(lane, admission, first, stop).await
+    }
+
+    /// How many deliveries a lease asks for: enough for a request on every free permit or,
+    /// where each lease is a round trip to a server, for [`LEASE_AHEAD`] times the sink's
+    /// limit (at most [`MOST_AHEAD`] more than the free permits take), so that most steps
+    /// find their deliveries already in `pending` instead of waiting for the server.
+    fn lease_size(&self, limit: &Limit) -> usize {
+        let per_request = self.config.delivery.batch.max_events;
+        let requests = (1 + limit.permits().available_permits()) * per_request;
+        if !self.ctx.spool.leases_cost_a_round_trip() {
+            return requests;
+        }
+        let ahead = (LEASE_AHEAD * limit.current() * per_request).min(requests + MOST_AHEAD);
+        requests.max(ahead)
     }
 
     /// Groups pending deliveries into requests (one permit each), waits for their rate

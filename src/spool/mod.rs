@@ -386,6 +386,12 @@ impl SpoolHandle {
         matches!(self, Self::Memory(_))
     }
 
+    /// True when every lease is a round trip to a server (nats): a worker leases ahead of its
+    /// free permits there, so that most of its steps find their deliveries already in hand.
+    pub fn leases_cost_a_round_trip(&self) -> bool {
+        matches!(self, Self::Nats(_))
+    }
+
     /// Opens the embedded backend in `<dir>` (`journal/` and `spool.db`).
     pub fn open_embedded(dir: &Path) -> Result<Self, OpenError> {
         EmbeddedSpool::open(dir).map(Self::Embedded)
