@@ -140,6 +140,14 @@ while b"PONG" not in buf:
 PY
 }
 
+# case_rate PORT ingest|e2e: the figure of one run against the server on PORT.
+case_rate() {
+  case $2 in
+    ingest) wrk_rate "$1" ;;
+    e2e) e2e_rate "$1" ;;
+  esac
+}
+
 RUN=0
 # switchyard_rate BINARY CONFIG ingest|e2e: one run against a fresh switchyard and streams.
 switchyard_rate() {
@@ -150,10 +158,7 @@ switchyard_rate() {
     "${PIN_SERVER[@]}" "$1" serve --config "$2"
   pid=$STARTED_PID
   sleep 0.5
-  case $3 in
-    ingest) rate=$(wrk_rate "$PORT_SY") ;;
-    e2e) rate=$(e2e_rate "$PORT_SY") ;;
-  esac
+  rate=$(case_rate "$PORT_SY" "$3")
   stop "$pid"
   delete_streams "$stream" "$stream-dlq"
   echo "$rate"
@@ -168,10 +173,7 @@ baseline_c_rate() {
   start "c-$RUN" "$PORT_C" "${PIN_SERVER[@]}" "$BIN/examples/baseline_jetstream" \
     --nats "$NATS_URL" --stream "$stream" "${sink[@]}" "127.0.0.1:$PORT_C"
   sleep 0.5
-  case $1 in
-    ingest) rate=$(wrk_rate "$PORT_C") ;;
-    e2e) rate=$(e2e_rate "$PORT_C") ;;
-  esac
+  rate=$(case_rate "$PORT_C" "$1")
   stop "$STARTED_PID"
   delete_streams "$stream"
   echo "$rate"
