@@ -117,11 +117,11 @@ impl Worker {
             return false;
         };
         if lane.pending.is_empty() {
-            let max = match admission {
-                Admission::Probe => 1,
+            let size = match admission {
+                Admission::Probe => LeaseSize { ask: 1, enough: 1 },
                 _ => self.lease_size(&lane.limit),
             };
-            match self.lease(stop, max).await {
+            match self.lease(stop, size).await {
                 Leased::Some(deliveries) => lane.pending.extend(deliveries),
                 Leased::Stop => return false,
                 Leased::Again => return true,
@@ -135,18 +135,21 @@ impl Worker {
         self.send(lane, admission, first, stop).await
     }
 
-    /// How many deliveries a lease asks for: enough for a request on every free permit or,
-    /// where each lease is a round trip to a server, for [`LEASE_AHEAD`] times the sink's
+    /// How many deliveries a lease asks for: enough for a full request on every free permit
+    /// or, where each lease is a round trip to a server, for [`LEASE_AHEAD`] times the sink's
     /// limit (at most [`MOST_AHEAD`] more than the free permits take), so that most steps
     /// find their deliveries already in `pending` instead of waiting for the server.
-    fn lease_size(&self, limit: &Limit) -> usize {
+    fn lease_size(&self, limit: &Limit) -> LeaseSize {
         let per_request = self.config.delivery.batch.max_events;
-        let requests = (1 + limit.permits().available_permits()) * per_request;
-        if !self.ctx.spool.leases_cost_a_round_trip() {
-            return requests;
+        let enough = (1 + limit.permits().available_permits()) * per_request;
+        let ask = match self.ctx.spool.leases_cost_a_round_trip() {
+            true => (LEASE_AHEAD * limit.current() * per_request).min(enough + MOST_AHEAD),
+            false => enough,
+        };
+        LeaseSize {
+            ask: ask.max(enough),
+            enough,
         }
-        let ahead = (LEASE_AHEAD * limit.current() * per_request).min(requests + MOST_AHEAD);
-        requests.max(ahead)
     }
 
     /// Groups pending deliveries into requests (one permit each), waits for their rate
@@ -203,8 +206,10 @@ impl Worker {
         true
     }
 
-    /// Leases up to `max` deliveries; with a `linger`, waits that long for a full batch.
-    async fn lease(&self, stop: &CancellationToken, max: usize) -> Leased {
+    /// Leases up to `size.ask` deliveries; with a `linger`, waits that long for
+    /// `size.enough` of them (a full batch for every free permit).
+    async fn lease(&self, stop: &CancellationToken, size: LeaseSize) -> Leased {
+        let LeaseSize { ask: max, enough } = size;
         let spool = &self.ctx.spool;
         let first = tokio::select! {
             biased;
@@ -227,7 +232,7 @@ impl Worker {
         };
         let linger = self.config.delivery.batch.linger;
         let deadline = tokio::time::Instant::now() + linger;
-        while !linger.is_zero() && leased.len() < max {
+        while !linger.is_zero() && leased.len() < enough {
             let more = tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep_until(deadline) => break,
@@ -273,6 +278,15 @@ impl Worker {
             }
         });
     }
+}
+
+/// How much one lease takes.
+#[derive(Debug, Clone, Copy)]
+struct LeaseSize {
+    /// The most it asks the spool for.
+    ask: usize,
+    /// Enough to stop waiting out a batch's `linger` for more.
+    enough: usize,
 }
 
 /// The result of leasing.

@@ -1,7 +1,8 @@
 //! The JetStream spool against a real NATS server (required; see `support::nats_server`): two daemons
 //! sharing one stream, an instance killed with deliveries in flight, retries and dead letters
-//! kept in JetStream, ingress de-duplication through the stream's duplicate window, and an
-//! instance riding out restarts of its NATS server.
+//! kept in JetStream, ingress de-duplication through the stream's duplicate window, a batch
+//! that leaves once full although its worker leases ahead, and an instance riding out
+//! restarts of its NATS server.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -319,6 +320,32 @@ async fn a_repeated_event_is_delivered_once() {
     assert_eq!(ids, ["dup-1", "marker"]);
     let state = Streams::state(&stream).await;
     assert_eq!(state.last_sequence, 2, "the repeat was never stored");
+    app.running.stop().await.expect("clean shutdown");
+}
+
+/// A worker on this backend leases ahead (several batches' worth); a batch's `linger` still
+/// waits only until the batch is full.
+#[tokio::test]
+async fn a_full_batch_leaves_without_waiting_out_its_linger() {
+    let stream = unique("sy-it-linger");
+    let _streams = Streams::spool(&stream);
+    let sink = TestSink::start().await;
+    let sinks = format!(
+        "sinks:\n  hook: {{ http: {{ url: \"{}\" }}, concurrency: 1, batch: {{ max_events: 5, linger: 60s }} }}",
+        sink.url()
+    );
+    let app = in_process(&stream, &sinks).await;
+    let events: Vec<Value> = (0..5).map(|i| event(&format!("full-{i}"), "T")).collect();
+    app.send_batch(events).await;
+    wait_until("the full batch delivered", WAIT, || sink.count() == 1).await;
+    let body = sink.received()[0].json();
+    let ids: Vec<&str> = body
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["full-0", "full-1", "full-2", "full-3", "full-4"]);
     app.running.stop().await.expect("clean shutdown");
 }
 
