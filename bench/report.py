@@ -228,8 +228,13 @@ class Report:
             return None if not num(kb) else kb <= 64 * 1024
 
         target = "≤ 64 MB at 1M" + ("" if full else f" (measured at {rate(backlog)})")
-        self.row(f"RSS with {rate(backlog)} events backlogged behind a stalled sink", "",
+        self.row(f"RSS with {rate(backlog)} events backlogged behind a stalled sink, 1 s "
+                 "after the last batch (10 s later)", "",
                  "backlog.rss_kb", mb, target=target, check=rss_backlog_check)
+        for column, spool in enumerate(SPOOLS, start=2):
+            settled = g(f"{spool}.backlog.rss_settled_kb")
+            if num(settled) and not self.skipped(spool):
+                self.rows[-1][column] += f" ({mb(settled)})"
         self.row("Store bytes per queued event (spool directory growth / events)", "",
                  "backlog.store_bytes_per_event", lambda b: f"{b:,.0f} B")
 

@@ -80,8 +80,10 @@
 #   transform     embedded spool only: the same pair with the sink's `transform` running a
 #                 typical reshaping program (TRANSFORM_PROGRAM) and without a program.
 #   RSS idle      VmRSS 1 s after start.
-#   backlog       embedded and memory spools: N events sent in batches of 100 to a stalled
-#                 sink; RSS then, and spool-directory growth per queued event.
+#   backlog       each spool: N events sent in batches of 100 to a stalled
+#                 sink; RSS 1 s after the last batch and again 10 s later (the allocator
+#                 gives freed memory back over ~10 s), and spool-directory growth per
+#                 queued event.
 #   matching      cargo bench --bench routing: events/s through a 10,000-route table, per
 #                 representative event and mixed; data_* rows use the same table with its
 #                 catch-all routes filtering on data.* (every event's data gets parsed).
@@ -763,6 +765,8 @@ for backend in "${BACKENDS[@]}"; do
       record "$backend.backlog.store_bytes_per_event" \
         "$(awk -v a="$after" -v b="${before:-0}" -v n="$events" 'BEGIN { printf "%.1f", (a - b) / n }')"
     fi
+    sleep 10
+    record "$backend.backlog.rss_settled_kb" "$(rss_kb "$SY_PID")"
   else
     record "$backend.backlog.note" "failed: $(head -c 200 "$WORK/backlog-$backend.err")"
   fi
