@@ -80,10 +80,9 @@
 #   transform     embedded spool only: the same pair with the sink's `transform` running a
 #                 typical reshaping program (TRANSFORM_PROGRAM) and without a program.
 #   RSS idle      VmRSS 1 s after start.
-#   backlog       each spool: N events sent in batches of 100 to a stalled
-#                 sink; RSS 1 s after the last batch and again 10 s later (the allocator
-#                 gives freed memory back over ~10 s), and spool-directory growth per
-#                 queued event.
+#   backlog       each spool: N events sent in batches of 100 to a stalled sink; RSS 1 s
+#                 after the last batch and again 10 s later (the allocator gives freed
+#                 memory back over ~10 s), and spool-directory growth per queued event.
 #   matching      cargo bench --bench routing: events/s through a 10,000-route table, per
 #                 representative event and mixed; data_* rows use the same table with its
 #                 catch-all routes filtering on data.* (every event's data gets parsed).

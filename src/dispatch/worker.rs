@@ -39,8 +39,9 @@ use crate::telemetry::SinkStats;
 /// Wait before leasing again after the spool refused a lease without saying how long.
 const LEASE_BACKOFF: Duration = Duration::from_secs(1);
 
-/// On a backend where each lease is a round trip ([`crate::spool::SpoolHandle::leases_cost_a_round_trip`]),
-/// a lease asks for this many times the sink's concurrency limit.
+/// On a backend where each lease is a round trip to a server
+/// ([`crate::spool::SpoolHandle::leases_cost_a_round_trip`]), a lease asks for this many
+/// times the sink's concurrency limit.
 const LEASE_AHEAD: usize = 4;
 
 /// The most a lease asks for beyond what the free permits' requests take.
