@@ -208,6 +208,7 @@ class Report:
         self.row("End to end, delivered to a local HTTP sink (events/s)", f"B: {rate(base)}",
                  "e2e.rate", rate, base, "B", "≥ 0.70× B", e2e_check)
         self.e2e_costs()
+        self.durable_baselines()
         self.baseline_c()
         self.isolation()
         self.history()
@@ -254,6 +255,46 @@ class Report:
         self.rows.append(["End to end: acknowledged events/s; server CPU per delivered event "
                           "(user + system)", "B: " + costs("B"),
                           *(costs(s) for s in SPOOLS), "reported", ""])
+
+    def durable_baselines(self):
+        """End to end to a file sink against baseline B-file (target ≥ 0.65×, embedded spool
+        only), and baseline D, a bare durable forwarder, against B (reported)."""
+        g = self.get
+        figure = "End to end, delivered to a `file` sink (events/s)"
+        target = "≥ 0.65× B-file"
+        base = g("Bfile.e2e.rate")
+        value = g("embedded.file.e2e.rate")
+        r = ratio(value, base)
+        if self.skipped("embedded"):
+            cell = "skipped"
+        elif r is None:
+            cell = "—"
+        else:
+            cell = f"{rate(value)} ({r:.2f}× B-file)"
+        emb = self.verdict("embedded", None if r is None else r >= 0.65)
+        self.rows.append([figure, f"B-file: {rate(base)}", "not measured", cell,
+                          "not measured", target, f"embedded {emb}"])
+        self.targets.append({"figure": figure, "target": target, "embedded": emb,
+                             "memory": "n/a (not measured)",
+                             "ratio": None if r is None else round(r, 3)})
+        d = g("D.e2e.rate")
+        if not num(d):
+            return
+        d_ratio = ratio(d, g("B.e2e.rate"))
+        baseline = f"D: {rate(d)}" + ("" if d_ratio is None else f" ({d_ratio:.2f}× B)")
+        user, system = g("D.e2e.user_us_per_event"), g("D.e2e.sys_us_per_event")
+        if num(user) and num(system):
+            baseline += f"; {user:.1f} + {system:.1f} µs"
+
+        def against(spool):
+            if self.skipped(spool):
+                return "skipped"
+            r = ratio(g(f"{spool}.e2e.rate"), d)
+            return "—" if r is None else f"{r:.2f}× D"
+
+        self.rows.append(["Bare durable forwarder (baseline D): end to end (events/s); CPU "
+                          "per delivered event", baseline, against("memory"),
+                          against("embedded"), "", "reported", ""])
 
     def baseline_c(self):
         """Baseline C, a bare JetStream queue (measured only with a NATS server): its own

@@ -27,6 +27,14 @@
 #   baseline B  examples/baseline_forward.rs: bare axum in, POST out to a local sink with the
 #               hyper-util pooled client the http sink uses, 202 once the sink answered.
 #               End-to-end figures are compared with it.
+#   baseline B-file  baseline_forward --file: each body appended as a line to a file, 202 once
+#               it is on disk (one write and fdatasync per group of lines that arrived
+#               meanwhile, as the file sink's); the end-to-end figure to a file sink is
+#               compared with it.
+#   baseline D  baseline_forward --journal: a bare durable forwarder; each body appended to a
+#               journal (group-committed as above), 202 once on disk, then forwarded to the
+#               counting sink (at most 64 at once) and its ack appended without a sync of its
+#               own. What durability costs on the machine, reported beside B.
 #   baseline C  examples/baseline_jetstream.rs, with a NATS server only: bare axum in, each
 #               body published to a fresh JetStream work-queue stream, 202 once its PubAck
 #               came; for end to end, one pull consumer forwarding to the counting sink. The
@@ -57,6 +65,8 @@
 #                 runs, binary mode, sink concurrency 64 (as many as the load's connections);
 #                 beside it, events/s the server acknowledged meanwhile and its user and
 #                 system CPU time per delivered event (/proc/PID/stat), baseline B's too.
+#                 Embedded spool also to a `file` sink (lines the file gained while the load
+#                 ran), against baseline B-file.
 #   isolation     embedded spool only: events/s the counting sink received, as in the end-to-end
 #                 figure (binary mode, same wrk load, concurrency 64), once with a route to it
 #                 alone and once with one route fanning every event out to three sinks: a dead
@@ -199,6 +209,12 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 sink_count() { curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"; }
 
+# lines_count: lines in $COUNT_FILE (0 while it does not exist): what a file target holds.
+lines_count() { if [[ -f $COUNT_FILE ]]; then wc -l < "$COUNT_FILE"; else echo 0; fi; }
+# What measure_e2e counts as delivered: the counting sink, or lines_count for a file target.
+COUNTER=sink_count
+COUNT_FILE=""
+
 now() { date +%s.%N; }
 
 # ---- load -----------------------------------------------------------------------------
@@ -337,10 +353,10 @@ measure_e2e() {
   for r in $(seq 1 "$RUNS"); do
     [[ -n $restart ]] && $restart
     pid=${!pid_var}
-    c0=$(sink_count) t0=$(now)
+    c0=$($COUNTER) t0=$(now)
     read -r u0 s0 <<< "$(user_sys "$pid")"
     line=$(run_wrk "$port" binary)
-    c1=$(sink_count) t1=$(now)
+    c1=$($COUNTER) t1=$(now)
     read -r u1 s1 <<< "$(user_sys "$pid")"
     read -r ok _ _ status_errors socket_errors <<< "$line"
     if [[ $status_errors -gt 0 || $socket_errors -gt 0 ]]; then
@@ -676,6 +692,28 @@ record B.rss_idle_kb "$(rss_kb "$B_PID")"
 measure_e2e B "$PORT_B" "" B_PID
 stop "$B_PID"
 
+log "baseline B-file: each body appended to a file and synced before the answer"
+COUNT_FILE="$WORK/b-file.jsonl" COUNTER=lines_count
+rm -f "$COUNT_FILE"
+start baseline-b-file "$PORT_B" "${PIN_SERVER[@]}" -- \
+  "$BASE_FORWARD" --file "$COUNT_FILE" "127.0.0.1:$PORT_B"
+B_PID=$STARTED_PID
+sleep 1
+measure_e2e Bfile "$PORT_B" "" B_PID
+stop "$B_PID"
+rm -f "$COUNT_FILE"
+COUNTER=sink_count
+
+log "baseline D: bare durable forwarder (journal synced before the answer, then forwarded)"
+rm -f "$WORK/d.journal"
+start baseline-d "$PORT_B" "${PIN_SERVER[@]}" -- "$BASE_FORWARD" --journal "$WORK/d.journal" \
+  --sink "http://127.0.0.1:$PORT_SINK/events" --concurrency "$CONNECTIONS" "127.0.0.1:$PORT_B"
+B_PID=$STARTED_PID
+sleep 1
+measure_e2e D "$PORT_B" "" B_PID
+stop "$B_PID"
+rm -f "$WORK/d.journal"
+
 # ---- switchyard -----------------------------------------------------------------------
 
 start stall "$PORT_STALL" "${PIN_LOAD[@]}" -- "$BASE_INGEST" --mode stall "127.0.0.1:$PORT_STALL"
@@ -746,6 +784,15 @@ for backend in "${BACKENDS[@]}"; do
   log "switchyard, spool.backend: $backend — end to end"
   SY_CONFIG=$E2E_CONFIG
   measure_e2e "$backend" "$PORT_SY" restart_switchyard SY_PID
+  if [[ $backend == embedded ]]; then
+    log "switchyard, spool.backend: embedded — end to end to a file sink"
+    SY_CONFIG="$WORK/switchyard-embedded-file.yaml"
+    COUNT_FILE="$WORK/sink-file.jsonl" COUNTER=lines_count
+    sed "/^    http:\$/,/^      timeout:/c\\    file: { path: \"$COUNT_FILE\" }" "$E2E_CONFIG" > "$SY_CONFIG"
+    measure_e2e embedded.file "$PORT_SY" restart_switchyard SY_PID
+    rm -f "$COUNT_FILE"
+    COUNTER=sink_count
+  fi
 
   log "switchyard, spool.backend: $backend — backlog of $BACKLOG events behind a stalled sink"
   SY_CONFIG=$INGEST_CONFIG
