@@ -258,7 +258,7 @@ class Report:
 
     def durable_baselines(self):
         """End to end to a file sink against baseline B-file (target ≥ 0.65×, embedded spool
-        only), and baseline D, a bare durable forwarder, against B (reported)."""
+        only) and D-file, and baseline D, a bare durable forwarder, against B (reported)."""
         g = self.get
         figure = "End to end, delivered to a `file` sink (events/s)"
         target = "≥ 0.65× B-file"
@@ -270,9 +270,16 @@ class Report:
         elif r is None:
             cell = "—"
         else:
-            cell = f"{rate(value)} ({r:.2f}× B-file)"
+            cell = f"{rate(value)} ({r:.2f}× B-file"
+            d_file = ratio(value, g("Dfile.e2e.rate"))
+            cell += ")" if d_file is None else f", {d_file:.2f}× D-file)"
         emb = self.verdict("embedded", None if r is None else r >= 0.65)
-        self.rows.append([figure, f"B-file: {rate(base)}", "not measured", cell,
+        baseline = f"B-file: {rate(base)}"
+        if num(g("Dfile.e2e.rate")):
+            d_ratio = ratio(g("Dfile.e2e.rate"), base)
+            baseline += f"; D-file: {rate(g('Dfile.e2e.rate'))}"
+            baseline += "" if d_ratio is None else f" ({d_ratio:.2f}× B-file)"
+        self.rows.append([figure, baseline, "not measured", cell,
                           "not measured", target, f"embedded {emb}"])
         self.targets.append({"figure": figure, "target": target, "embedded": emb,
                              "memory": "n/a (not measured)",

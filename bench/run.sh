@@ -34,7 +34,9 @@
 #   baseline D  baseline_forward --journal: a bare durable forwarder; each body appended to a
 #               journal (group-committed as above), 202 once on disk, then forwarded to the
 #               counting sink (at most 64 at once) and its ack appended without a sync of its
-#               own. What durability costs on the machine, reported beside B.
+#               own. What durability costs on the machine, reported beside B. D-file
+#               (--journal and --file): the same, each body then appended to a file and
+#               synced instead of forwarded; reported beside B-file.
 #   baseline C  examples/baseline_jetstream.rs, with a NATS server only: bare axum in, each
 #               body published to a fresh JetStream work-queue stream, 202 once its PubAck
 #               came; for end to end, one pull consumer forwarding to the counting sink. The
@@ -713,6 +715,18 @@ sleep 1
 measure_e2e D "$PORT_B" "" B_PID
 stop "$B_PID"
 rm -f "$WORK/d.journal"
+
+log "baseline D-file: D's journal, then each body appended to a file and synced"
+COUNT_FILE="$WORK/d-file.jsonl" COUNTER=lines_count
+rm -f "$COUNT_FILE"
+start baseline-d-file "$PORT_B" "${PIN_SERVER[@]}" -- "$BASE_FORWARD" \
+  --journal "$WORK/d.journal" --file "$COUNT_FILE" --concurrency "$CONNECTIONS" "127.0.0.1:$PORT_B"
+B_PID=$STARTED_PID
+sleep 1
+measure_e2e Dfile "$PORT_B" "" B_PID
+stop "$B_PID"
+rm -f "$WORK/d.journal" "$COUNT_FILE"
+COUNTER=sink_count
 
 # ---- switchyard -----------------------------------------------------------------------
 

@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo run --release --example baseline_forward -- [--sink URL] [ADDR]
 //! cargo run --release --example baseline_forward -- --file PATH [ADDR]
-//! cargo run --release --example baseline_forward -- --journal PATH [--sink URL] \
+//! cargo run --release --example baseline_forward -- --journal PATH [--sink URL | --file PATH] \
 //!     [--concurrency N] [ADDR]
 //! ```
 //!
@@ -21,7 +21,9 @@
 //!   at once, and a 9-byte ack record is appended without a sync of its own (it is written
 //!   with the next group that is synced). The least a router that keeps what it acknowledged
 //!   through a crash does: no routing, no attributes in the record, no retries (a failed
-//!   forward is counted and printed at exit), no recovery at start.
+//!   forward is counted and printed at exit), no recovery at start. With `--file` as well
+//!   (baseline D-file), the forward is the line appended to that file (synced as above, in
+//!   its own group commit) instead of a request to the sink.
 //!
 //! The listen address comes from the first argument, else `BASELINE_LISTEN`, else
 //! `127.0.0.1:9101`; the sink URL from `--sink`, else `BASELINE_SINK`, else
@@ -71,8 +73,9 @@ struct Args {
         default_value = "http://127.0.0.1:9102/events"
     )]
     sink: Uri,
-    /// Append each body as a line to this file instead of forwarding it; answer once synced.
-    #[arg(long, conflicts_with = "journal")]
+    /// Append each body as a synced line to this file instead of forwarding it (with
+    /// `--journal`: after the answer, else before it).
+    #[arg(long)]
     file: Option<PathBuf>,
     /// Store each request in this journal before answering, then forward it and log its ack.
     #[arg(long)]
@@ -100,9 +103,11 @@ enum Mode {
     Forward,
     /// Its body's line on disk (baseline B-file).
     File(Appender),
-    /// Its record in the journal; the forward follows (baseline D).
+    /// Its record in the journal; the forward follows (baseline D), to the sink or, with a
+    /// file, as a synced line (baseline D-file).
     Journal {
         journal: Appender,
+        file: Option<Appender>,
         slots: Arc<Semaphore>,
         next_seq: AtomicU64,
         failed: Arc<AtomicU64>,
@@ -113,18 +118,26 @@ enum Mode {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (mode, what) = match (&args.file, &args.journal) {
-        (Some(path), _) => (
+        (Some(path), None) => (
             Mode::File(Appender::open(path)?),
             format!("appending to {}", path.display()),
         ),
-        (None, Some(path)) => (
+        (file, Some(path)) => (
             Mode::Journal {
                 journal: Appender::open(path)?,
+                file: file.as_deref().map(Appender::open).transpose()?,
                 slots: Arc::new(Semaphore::new(args.concurrency.max(1))),
                 next_seq: AtomicU64::new(0),
                 failed: Arc::new(AtomicU64::new(0)),
             },
-            format!("journal {}, forwarding to {}", path.display(), args.sink),
+            match file {
+                Some(file) => format!(
+                    "journal {}, appending to {}",
+                    path.display(),
+                    file.display()
+                ),
+                None => format!("journal {}, forwarding to {}", path.display(), args.sink),
+            },
         ),
         (None, None) => (Mode::Forward, format!("forwarding to {}", args.sink)),
     };
@@ -167,14 +180,10 @@ async fn answer(
                 StatusCode::BAD_GATEWAY
             }
         }
-        Mode::File(file) => {
-            let mut line = Vec::with_capacity(body.len() + 1);
-            line.extend_from_slice(&body);
-            line.push(b'\n');
-            durable(file.append_durable(line).await)
-        }
+        Mode::File(file) => durable(file.append_durable(line_of(&body)).await),
         Mode::Journal {
             journal,
+            file: _,
             slots,
             next_seq,
             failed,
@@ -196,13 +205,18 @@ async fn answer(
                 let Ok(_slot) = slots.acquire_owned().await else {
                     return;
                 };
-                if forward(&state, &headers, body).await {
-                    if let Mode::Journal { journal, .. } = &state.mode {
-                        let mut ack = Vec::with_capacity(9);
-                        ack.push(b'A');
-                        ack.extend_from_slice(&seq.to_le_bytes());
-                        journal.append(ack);
-                    }
+                let Mode::Journal { journal, file, .. } = &state.mode else {
+                    return;
+                };
+                let delivered = match file {
+                    Some(file) => file.append_durable(line_of(&body)).await,
+                    None => forward(&state, &headers, body).await,
+                };
+                if delivered {
+                    let mut ack = Vec::with_capacity(9);
+                    ack.push(b'A');
+                    ack.extend_from_slice(&seq.to_le_bytes());
+                    journal.append(ack);
                 } else {
                     failed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -210,6 +224,14 @@ async fn answer(
             StatusCode::ACCEPTED
         }
     }
+}
+
+/// `body` and a newline.
+fn line_of(body: &[u8]) -> Vec<u8> {
+    let mut line = Vec::with_capacity(body.len() + 1);
+    line.extend_from_slice(body);
+    line.push(b'\n');
+    line
 }
 
 /// 202 when the write is on disk, else 503.
