@@ -273,17 +273,12 @@ class Report:
             cell = f"{rate(value)} ({r:.2f}× B-file"
             d_file = ratio(value, g("Dfile.e2e.rate"))
             cell += ")" if d_file is None else f", {d_file:.2f}× D-file)"
-        emb = self.verdict("embedded", None if r is None else r >= 0.65)
         baseline = f"B-file: {rate(base)}"
         if num(g("Dfile.e2e.rate")):
             d_ratio = ratio(g("Dfile.e2e.rate"), base)
             baseline += f"; D-file: {rate(g('Dfile.e2e.rate'))}"
             baseline += "" if d_ratio is None else f" ({d_ratio:.2f}× B-file)"
-        self.rows.append([figure, baseline, "not measured", cell,
-                          "not measured", target, f"embedded {emb}"])
-        self.targets.append({"figure": figure, "target": target, "embedded": emb,
-                             "memory": "n/a (not measured)",
-                             "ratio": None if r is None else round(r, 3)})
+        self.embedded_row(figure, baseline, cell, target, r, 0.65)
         d = g("D.e2e.rate")
         if not num(d):
             return
@@ -342,12 +337,17 @@ class Report:
             cell = "— (see notes)" if g("embedded.isolation.note") else "—"
         else:
             cell = f"{rate(mixed)} beside them ({r:.2f}× alone)"
-        emb = self.verdict("embedded", None if r is None else r >= 0.90)
-        mem = "n/a (not measured)"
-        self.rows.append([figure, f"alone (embedded): {rate(alone)}", "not measured", cell,
-                          "not measured", target, f"embedded {emb}"])
+        self.embedded_row(figure, f"alone (embedded): {rate(alone)}", cell, target, r, 0.90)
+
+    def embedded_row(self, figure, baseline, cell, target, r, least):
+        """A figure measured on the embedded spool only, whose ratio `r` to its baseline
+        must be at least `least`."""
+        emb = self.verdict("embedded", None if r is None else r >= least)
+        self.rows.append([figure, baseline, "not measured", cell, "not measured", target,
+                          f"embedded {emb}"])
         self.targets.append({"figure": figure, "target": target, "embedded": emb,
-                             "memory": mem, "ratio": None if r is None else round(r, 3)})
+                             "memory": "n/a (not measured)",
+                             "ratio": None if r is None else round(r, 3)})
 
     def history(self):
         """The end-to-end rate with delivery history on against off."""
