@@ -212,7 +212,23 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 sink_count() { curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"; }
 
 # lines_count: lines in $COUNT_FILE (0 while it does not exist): what a file target holds.
-lines_count() { if [[ -f $COUNT_FILE ]]; then wc -l < "$COUNT_FILE"; else echo 0; fi; }
+# Every line of a run is the same event, so its size over the first line's length counts
+# them at once (reading a file of hundreds of MB would take time inside the timed window);
+# check_lines records a warning if the lines differ in length.
+lines_count() {
+  local size first
+  [[ -s $COUNT_FILE ]] || { echo 0; return; }
+  size=$(stat -c %s "$COUNT_FILE")
+  first=$(head -n 1 "$COUNT_FILE" | wc -c)
+  echo $((size / first))
+}
+# check_lines KEY: records KEY.warn when lines_count and `wc -l` disagree.
+check_lines() {
+  local counted lines
+  counted=$(lines_count)
+  lines=$(wc -l < "$COUNT_FILE")
+  [[ $counted == "$lines" ]] || record "$1.warn" "lines differ in length: $counted by size, $lines lines"
+}
 # What measure_e2e counts as delivered: the counting sink, or lines_count for a file target.
 COUNTER=sink_count
 COUNT_FILE=""
@@ -703,6 +719,7 @@ B_PID=$STARTED_PID
 sleep 1
 measure_e2e Bfile "$PORT_B" "" B_PID
 stop "$B_PID"
+check_lines Bfile.e2e
 rm -f "$COUNT_FILE"
 COUNTER=sink_count
 
@@ -725,6 +742,7 @@ B_PID=$STARTED_PID
 sleep 1
 measure_e2e Dfile "$PORT_B" "" B_PID
 stop "$B_PID"
+check_lines Dfile.e2e
 rm -f "$WORK/d.journal" "$COUNT_FILE"
 COUNTER=sink_count
 
@@ -804,6 +822,9 @@ for backend in "${BACKENDS[@]}"; do
     COUNT_FILE="$WORK/sink-file.jsonl" COUNTER=lines_count
     sed "/^    http:\$/,/^      timeout:/c\\    file: { path: \"$COUNT_FILE\" }" "$E2E_CONFIG" > "$SY_CONFIG"
     measure_e2e embedded.file "$PORT_SY" restart_switchyard SY_PID
+    stop "$SY_PID"
+    SY_PID=""
+    check_lines embedded.file.e2e
     rm -f "$COUNT_FILE"
     COUNTER=sink_count
   fi

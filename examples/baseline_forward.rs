@@ -9,7 +9,7 @@
 //!     [--concurrency N] [ADDR]
 //! ```
 //!
-//! Two variants bound what durability costs on the machine:
+//! Three variants measure what durability costs on the machine:
 //!
 //! - `--file PATH` (baseline B-file): nothing is forwarded; each body is appended to `PATH` as
 //!   one line and 202 is answered once it is on disk, as a `file` sink's attempt succeeds. One
