@@ -39,7 +39,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+
+#[path = "support/answer.rs"]
+mod answer;
 
 use anyhow::Context as _;
 use axum::body::Bytes;
@@ -48,15 +50,9 @@ use axum::http::{header, HeaderMap, Request, StatusCode, Uri};
 use axum::routing::any;
 use axum::Router;
 use clap::Parser;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use switchyard::outbound::{Client, ClientOptions, SystemRoots};
 use tokio::sync::{oneshot, Semaphore};
-
-/// Per-attempt timeout, as the `http` sink's default.
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Most response-body bytes read from the sink, as the `http` sink.
-const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 /// Most bytes of ack records held back for the next synced group before they are written
 /// on their own.
@@ -256,16 +252,7 @@ async fn forward(state: &Forwarder, headers: &HeaderMap, body: Bytes) -> bool {
         return false;
     };
     *request.headers_mut() = out;
-    let exchange = async {
-        let response = state.client.send(request).await.ok()?;
-        let (parts, body) = response.into_parts();
-        Limited::new(body, MAX_RESPONSE_BODY).collect().await.ok()?;
-        Some(parts.status)
-    };
-    matches!(
-        tokio::time::timeout(TIMEOUT, exchange).await,
-        Ok(Some(status)) if (200..=204).contains(&status.as_u16())
-    )
+    answer::delivered(&state.client, request).await
 }
 
 /// A file that one thread appends to, making each group of records durable with one write

@@ -19,7 +19,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+
+#[path = "support/answer.rs"]
+mod answer;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer, stream, Context};
@@ -30,14 +32,8 @@ use axum::routing::any;
 use axum::Router;
 use clap::Parser;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use switchyard::outbound::{Client, ClientOptions, SystemRoots};
-
-/// Per-attempt timeout, as the `http` sink's default.
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Most response-body bytes read from the sink, as the `http` sink.
-const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -228,14 +224,5 @@ async fn forward(client: &Client, sink: &Uri, message: &jetstream::Message) -> b
         return false;
     };
     *request.headers_mut() = headers;
-    let exchange = async {
-        let response = client.send(request).await.ok()?;
-        let (parts, body) = response.into_parts();
-        Limited::new(body, MAX_RESPONSE_BODY).collect().await.ok()?;
-        Some(parts.status)
-    };
-    matches!(
-        tokio::time::timeout(TIMEOUT, exchange).await,
-        Ok(Some(status)) if (200..=204).contains(&status.as_u16())
-    )
+    answer::delivered(client, request).await
 }

@@ -143,9 +143,10 @@ impl Worker {
     fn lease_size(&self, limit: &Limit) -> LeaseSize {
         let per_request = self.config.delivery.batch.max_events;
         let enough = (1 + limit.permits().available_permits()) * per_request;
-        let ask = match self.ctx.spool.leases_cost_a_round_trip() {
-            true => (LEASE_AHEAD * limit.current() * per_request).min(enough + MOST_AHEAD),
-            false => enough,
+        let ask = if self.ctx.spool.leases_cost_a_round_trip() {
+            (LEASE_AHEAD * limit.current() * per_request).min(enough + MOST_AHEAD)
+        } else {
+            enough
         };
         LeaseSize {
             ask: ask.max(enough),
