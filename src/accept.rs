@@ -5,7 +5,10 @@
 //! An event a saga matches starts an instance: the saga store records it, and its first
 //! step's delivery is stored with the event's other deliveries.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use crate::config::SagaConfig;
@@ -206,17 +209,10 @@ impl Acceptor {
             counted,
             started,
         );
-        receipt.duplicates = if self.spool.stores_in_one_poll() {
-            // Nothing can drop this future between the store and the count.
-            store.await?
-        } else {
-            // In a task of its own, so that the count is taken where the spool confirms the
-            // store even when this future is dropped meanwhile (its client hung up): the
-            // spool finishes such a store, and its events are routed like any other.
-            tokio::spawn(store)
-                .await
-                .map_err(|_| AcceptError::Closed)??
-        };
+        // Finished even when this future is dropped meanwhile (its client hung up), so that
+        // the count is taken where the spool confirms the store: the spool finishes such a
+        // store, and its events are routed like any other.
+        receipt.duplicates = Finish::new(store).await?;
         Ok(receipt)
     }
 
@@ -282,6 +278,50 @@ async fn store_and_count(
     let duplicates = stored?;
     counted.count();
     Ok(duplicates)
+}
+
+/// A boxed future that runs to completion even when whoever awaits it is dropped first: the
+/// rest of it then runs in a task of its own. While its caller stays, it costs one box and no
+/// task (no spawn, no wake-up of a waiting caller).
+struct Finish<T: 'static> {
+    future: Option<Pin<Box<dyn Future<Output = T> + Send>>>,
+}
+
+impl<T: 'static> Finish<T> {
+    fn new(future: impl Future<Output = T> + Send + 'static) -> Self {
+        Self {
+            future: Some(Box::pin(future)),
+        }
+    }
+}
+
+impl<T: 'static> Future for Finish<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = self.get_mut();
+        let Some(future) = this.future.as_mut() else {
+            // Only a caller that polls again after `Ready` gets here.
+            return Poll::Pending;
+        };
+        let output = std::task::ready!(future.as_mut().poll(cx));
+        this.future = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<T: 'static> Drop for Finish<T> {
+    fn drop(&mut self) {
+        let Some(rest) = self.future.take() else {
+            return;
+        };
+        // Without a runtime (it is shutting down) nothing is left to finish the rest on.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _unheard = rest.await;
+            });
+        }
+    }
 }
 
 /// Saga instances started for a request, until their first steps are stored or refused.
@@ -392,6 +432,35 @@ mod tests {
             !buffer.as_ptr_range().contains(&data.as_ptr()),
             "the queued event's data points into the request buffer"
         );
+    }
+
+    #[tokio::test]
+    async fn events_of_a_request_dropped_while_they_are_stored_are_stored_and_counted() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let spool = Arc::new(SpoolHandle::open_embedded(dir.path()).expect("spool opens"));
+        let (acceptor, _) = acceptor_to_one_sink();
+        let counters = Arc::new(Counters::default());
+        let acceptor = Acceptor::new(acceptor.routes.clone(), spool.clone(), counters.clone());
+        let mut accept = Box::pin(acceptor.accept_from(vec![event(Bytes::new())], None));
+        // The first poll routes the event and hands it to the spool's writer thread, which
+        // answers only once it is on disk: the client hangs up before that.
+        let first = std::future::poll_fn(|cx| Poll::Ready(accept.as_mut().poll(cx))).await;
+        assert!(first.is_pending());
+        drop(accept);
+        let leased = tokio::time::timeout(Duration::from_secs(10), spool.lease("out", 1))
+            .await
+            .expect("the delivery is stored")
+            .expect("leased");
+        assert_eq!(leased.len(), 1);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while Counters::get(&counters.events_received) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the stored event was never counted"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(Counters::get(&counters.events_received), 1);
     }
 
     #[tokio::test]

@@ -380,12 +380,6 @@ impl SpoolHandle {
         }
     }
 
-    /// True when a put finishes within its first poll (the memory spool): a caller is never
-    /// dropped while such a put is part-way.
-    pub fn stores_in_one_poll(&self) -> bool {
-        matches!(self, Self::Memory(_))
-    }
-
     /// True when every lease is a round trip to a server (nats): a worker leases ahead of its
     /// free permits there, so that most of its steps find their deliveries already in hand.
     pub fn leases_cost_a_round_trip(&self) -> bool {
