@@ -262,10 +262,8 @@ impl Switchyard {
             (history, retained),
             ServeParts {
                 listener,
-                router: ingress::metered(
-                    ingress::router(state).merge(sources::router(hooks)),
-                    counters.clone(),
-                ),
+                router: ingress::router(state).merge(sources::router(hooks)),
+                meter: ingress::Meter::new(counters.clone()),
                 limits: live_ingress,
                 max_connections: config.ingress.connections.max_connections,
                 tls: ingress_tls,
@@ -432,6 +430,8 @@ async fn serve_with_admin(
 struct ServeParts {
     listener: TcpListener,
     router: axum::Router,
+    /// Records each answer in the ingress request metrics.
+    meter: ingress::Meter,
     /// Timeouts for new connections (a reload changes them).
     limits: Live<IngressConfig>,
     /// Fixed at start: a reload that changes it is logged and waits for a restart.
@@ -453,6 +453,7 @@ async fn serve(parts: ServeParts) -> Result<(), RunError> {
     let server = Server {
         listener: parts.listener,
         router: parts.router,
+        meter: Some(parts.meter),
         name: "ingress",
         max_connections: parts.max_connections,
         limits: move || limits.get().connections,

@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConnectionLimits};
+use crate::ingress::Meter;
 use crate::server_tls::{Handshaker, ServerTls};
 
 /// Most connections the admin server holds open: probes, scrapes and operators need few.
@@ -71,6 +72,8 @@ pub(crate) struct Server<L> {
     pub(crate) listener: TcpListener,
     /// What serves each request.
     pub(crate) router: Router,
+    /// Records every answer (the ingress server's request metrics); `None` records nothing.
+    pub(crate) meter: Option<Meter>,
     /// `ingress` or `admin`, for logs.
     pub(crate) name: &'static str,
     /// Most connections open at once (fixed at start).
@@ -116,6 +119,7 @@ impl<L: Fn() -> ConnectionLimits> Server<L> {
             }
             let connection = Connection {
                 router: self.router.clone(),
+                meter: self.meter.clone(),
                 limits: (self.limits)(),
                 tls: self.tls.as_ref().map(ServerTls::handshaker),
                 _permit: permit,
@@ -158,6 +162,7 @@ impl<L: Fn() -> ConnectionLimits> Server<L> {
 /// One accepted connection and what it holds.
 struct Connection {
     router: Router,
+    meter: Option<Meter>,
     limits: ConnectionLimits,
     tls: Option<Handshaker>,
     /// Returned to the server's cap when the connection ends.
@@ -192,8 +197,20 @@ impl Connection {
     {
         let body_timeout = self.limits.body_timeout;
         let router = TowerToHyperService::new(self.router);
+        let meter = self.meter;
         let service = service_fn(move |request: Request<Incoming>| {
-            router.call(request.map(|body| DeadlineBody::new(body, body_timeout)))
+            let started = tokio::time::Instant::now();
+            let metered = meter
+                .as_ref()
+                .map(|m| (m.clone(), Meter::label(request.uri().path())));
+            let answer = router.call(request.map(|body| DeadlineBody::new(body, body_timeout)));
+            async move {
+                let answer = answer.await;
+                if let (Some((meter, label)), Ok(response)) = (metered, &answer) {
+                    meter.record(label, response.status().as_u16(), started.elapsed());
+                }
+                answer
+            }
         });
         let mut builder = http1::Builder::new();
         builder

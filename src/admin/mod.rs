@@ -171,6 +171,7 @@ async fn run(
     let server = Server {
         listener,
         router: router(state),
+        meter: None,
         name: "admin",
         max_connections: ADMIN_MAX_CONNECTIONS,
         limits: move || config.get().ingress.connections,

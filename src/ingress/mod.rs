@@ -9,7 +9,7 @@ pub(crate) mod auth;
 pub(crate) mod error;
 pub(crate) mod handlers;
 mod handshake;
-mod metered;
+pub(crate) mod metered;
 #[cfg(test)]
 mod tests;
 
@@ -23,7 +23,7 @@ use crate::accept::Acceptor;
 use crate::config::{IngressConfig, Live};
 use crate::telemetry::Counters;
 
-pub(crate) use metered::metered;
+pub(crate) use metered::Meter;
 
 /// What the ingress handlers share.
 #[derive(Debug, Clone)]
@@ -69,11 +69,11 @@ pub fn router(state: IngressState) -> Router {
     };
     Router::new()
         .route(
-            "/events",
+            metered::EVENTS,
             post(handlers::publish_webhook).options(handshake::options),
         )
         .route(
-            "/api/events",
+            metered::API_EVENTS,
             post(handlers::publish_topic).options(handshake::options),
         )
         .with_state(shared)

@@ -48,7 +48,7 @@ pub(crate) struct SourcesState {
 /// checks its provider's signature instead.
 pub(crate) fn router(state: SourcesState) -> Router {
     Router::new()
-        .route("/hooks/{name}", post(hook))
+        .route(crate::ingress::metered::HOOKS, post(hook))
         .with_state(state)
 }
 
