@@ -4,13 +4,15 @@
 #
 # Usage:
 #   bench/ingest_instructions.sh [--events N] [--connections N] [--batches LIST]
-#                                [--backends LIST] [--no-build]
+#                                [--backends LIST] [--bin FILE] [--no-build]
 #
 #   --events N       events per counted run (default 20000), 1 KiB of data each
 #   --connections N  connections of the loader, one request in flight each (default 8)
 #   --batches LIST   comma-separated events per request: 1 posts binary mode, more posts
 #                    batched mode (default 1,100)
 #   --backends LIST  comma-separated spool backends (default embedded,memory)
+#   --bin FILE       the daemon to count (default target/release/switchyard), to compare a
+#                    saved build with the current one
 #   --no-build       use the release binaries already in target/release
 #
 # Each server runs under `valgrind --tool=callgrind` once with no events and once with N:
@@ -34,7 +36,7 @@ BATCHES=1,100
 BACKENDS=embedded,memory
 BUILD=1
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -42,6 +44,7 @@ while [[ $# -gt 0 ]]; do
     --connections) CONNECTIONS="$2"; shift ;;
     --batches) BATCHES="$2"; shift ;;
     --backends) BACKENDS="$2"; shift ;;
+    --bin) SWITCHYARD_BIN="$(realpath "$2")"; shift ;;
     --no-build) BUILD=0 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 64 ;;
@@ -59,6 +62,7 @@ mkdir -p "$WORK"
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
 BIN="$ROOT/target/release"
+SWITCHYARD="${SWITCHYARD_BIN:-$BIN/switchyard}"
 export RUST_LOG=warn
 
 if [[ $BUILD == 1 ]]; then
@@ -109,7 +113,7 @@ per_event() { awk -v a="$1" -v b="$2" -v n="$EVENTS" 'BEGIN { printf "%.0f", (a 
 a_empty=$(counted A-empty "$PORT_A" 0 1 "$BIN/examples/baseline_ingest" --mode parse "127.0.0.1:$PORT_A")
 declare -A EMPTY
 for backend in "${BACKEND_LIST[@]}"; do
-  EMPTY[$backend]=$(counted "$backend-empty" "$PORT_SY" 0 1 "$BIN/switchyard" serve --config "$WORK/$backend.yaml")
+  EMPTY[$backend]=$(counted "$backend-empty" "$PORT_SY" 0 1 "$SWITCHYARD" serve --config "$WORK/$backend.yaml")
 done
 ROWS=()
 IFS=, read -r -a BATCH_LIST <<< "$BATCHES"
@@ -119,7 +123,7 @@ for batch in "${BATCH_LIST[@]}"; do
   printf 'A\t%s\t%s\n' "$batch" "$a" >> "$RESULTS"
   row="| $batch | $a"
   for backend in "${BACKEND_LIST[@]}"; do
-    ir=$(counted "$backend-$batch" "$PORT_SY" "$EVENTS" "$batch" "$BIN/switchyard" serve --config "$WORK/$backend.yaml")
+    ir=$(counted "$backend-$batch" "$PORT_SY" "$EVENTS" "$batch" "$SWITCHYARD" serve --config "$WORK/$backend.yaml")
     s=$(per_event "$ir" "${EMPTY[$backend]}")
     printf '%s\t%s\t%s\n' "$backend" "$batch" "$s" >> "$RESULTS"
     row+=" | $s ($(awk -v s="$s" -v a="$a" 'BEGIN { printf "%.2f", s / a }')× A)"
