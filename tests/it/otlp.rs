@@ -24,12 +24,9 @@ use prost::Message as _;
 use crate::support::client::{post as post_to, request};
 use crate::support::daemon::event;
 use crate::support::process::{free_port, Daemon};
-use crate::support::{wait_until, Respond, TestApp, TestSink};
+use crate::support::{wait_until, Respond, TestApp, TestSink, EXPORTING};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Held by a test while its in-process daemon exports spans.
-static EXPORTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One export request as the collector received it.
 #[derive(Debug, Clone)]

@@ -23,3 +23,7 @@ pub(crate) use wait::wait_until;
 /// Held by the tests that load the machine most (kill -9 rounds, a full disk), so that they
 /// never run at the same time and starve each other.
 pub(crate) static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Held by a test while its in-process daemon exports spans (the exporter is process-wide),
+/// and by a test whose daemon must export none while it runs.
+pub(crate) static EXPORTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
