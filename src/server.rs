@@ -199,14 +199,15 @@ impl Connection {
         let router = TowerToHyperService::new(self.router);
         let meter = self.meter;
         let service = service_fn(move |request: Request<Incoming>| {
-            let started = tokio::time::Instant::now();
-            let metered = meter
-                .as_ref()
-                .map(|m| (m.clone(), Meter::label(request.uri().path())));
+            // Only the ingress server is metered; the admin server reads no clock here.
+            let metered = meter.as_ref().map(|m| {
+                let label = Meter::label(request.uri().path());
+                (m.clone(), label, tokio::time::Instant::now())
+            });
             let answer = router.call(request.map(|body| DeadlineBody::new(body, body_timeout)));
             async move {
                 let answer = answer.await;
-                if let (Some((meter, label)), Ok(response)) = (metered, &answer) {
+                if let (Some((meter, label, started)), Ok(response)) = (metered, &answer) {
                     meter.record(label, response.status().as_u16(), started.elapsed());
                 }
                 answer
