@@ -4,7 +4,7 @@
 # Usage:
 #   bench/instructions.sh [--events N] [--connections N] [--repeat N] [--backends LIST]
 #                         [--config FILE] [--bin FILE] [--no-build] [--no-callgrind]
-#                         [--no-strace] [--no-baseline]
+#                         [--no-strace] [--no-baseline] [--file-sink]
 #
 #   --events N       events per counted run (default 2000), binary mode, 1 KiB of data each
 #   --connections N  connections of the loader; each has one request in flight (default 8)
@@ -19,6 +19,9 @@
 #   --no-callgrind   skip the instruction count
 #   --no-strace      skip the sync count
 #   --no-baseline    skip baseline B
+#   --file-sink      deliver to a `file` sink (a line per event, counted in the file) instead
+#                    of the counting HTTP sink; baseline B becomes B-file (the forwarder's
+#                    --file: each body appended and synced before the answer)
 #
 # For each backend: the release daemon runs under `valgrind --tool=callgrind` once with no
 # events (start-up and shutdown only) and then --repeat times with N events. The loader
@@ -55,8 +58,9 @@ BUILD=1
 STRACE=1
 CALLGRIND=1
 BASELINE=1
+FILE_SINK=0
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -70,6 +74,7 @@ while [[ $# -gt 0 ]]; do
     --no-callgrind) CALLGRIND=0 ;;
     --no-strace) STRACE=0 ;;
     --no-baseline) BASELINE=0 ;;
+    --file-sink) FILE_SINK=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 64 ;;
   esac
@@ -96,6 +101,7 @@ export RUST_LOG=warn,switchyard::app=info
 export BENCH_LISTEN="127.0.0.1:$PORT_SY"
 export BENCH_SINK_URL="http://127.0.0.1:$PORT_SINK/events"
 export BENCH_SPOOL="$WORK/spool"
+SINK_FILE="$WORK/sink.jsonl"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -124,7 +130,13 @@ wait_started() {
   done
 }
 
-sink_count() { curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"; }
+sink_count() {
+  if [[ $FILE_SINK == 1 ]]; then
+    if [[ -f $SINK_FILE ]]; then wc -l < "$SINK_FILE"; else echo 0; fi
+  else
+    curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"
+  fi
+}
 
 
 # config FILE BACKEND: the routes file of a run.
@@ -132,6 +144,12 @@ config() {
   if [[ -n $CONFIG ]]; then
     cp "$CONFIG" "$1"
     return
+  fi
+  local target
+  if [[ $FILE_SINK == 1 ]]; then
+    target="file: { path: \"$SINK_FILE\" }"
+  else
+    target=$(printf 'http:\n      url: "${BENCH_SINK_URL}"\n      timeout: 60s')
   fi
   cat > "$1" <<EOF
 listen: \${BENCH_LISTEN}
@@ -142,9 +160,7 @@ spool:
   path: \${BENCH_SPOOL}
 sinks:
   target:
-    http:
-      url: "\${BENCH_SINK_URL}"
-      timeout: 60s
+    $target
     concurrency: $CONNECTIONS
     retry:
       max_attempts: 100
@@ -166,7 +182,9 @@ one_run() {
   shift 2
   rm -rf "$BENCH_SPOOL"
   before=$(sink_count)
-  if [[ $BACKEND == B ]]; then
+  if [[ $BACKEND == B && $FILE_SINK == 1 ]]; then
+    "$@" "$FORWARDER" --file "$SINK_FILE" "$BENCH_LISTEN" > "$WORK/$name.log" 2>&1 &
+  elif [[ $BACKEND == B ]]; then
     "$@" "$FORWARDER" --sink "$BENCH_SINK_URL" "$BENCH_LISTEN" > "$WORK/$name.log" 2>&1 &
   else
     config "$cfg" "$BACKEND"
