@@ -152,6 +152,11 @@ impl Default for BreakerPolicy {
     }
 }
 
+/// `batch.max_events` of a `file` sink that sets no `batch`: deliveries already leased
+/// together are written with one append and one sync, while a delivery that finds nothing
+/// waiting beside it is still written alone, at once (no `linger`).
+pub const FILE_BATCH_EVENTS: usize = 64;
+
 /// Reads the delivery-control keys of the sink `name` (mapping `o`); `names` are all sinks.
 pub(super) fn read(
     rd: &mut Reader<'_>,
@@ -160,7 +165,13 @@ pub(super) fn read(
     names: &[String],
 ) -> Option<DeliveryPolicy> {
     let rate_limit = rd.or(o.get("rate_limit"), None, |rd, n| rate(rd, n).map(Some));
-    let batch = rd.section(o, "batch", &BATCH).and_then(|o| batch(rd, &o));
+    let batch = match o.has("batch") || !o.has("file") {
+        true => rd.section(o, "batch", &BATCH).and_then(|o| batch(rd, &o)),
+        false => Some(BatchPolicy {
+            max_events: FILE_BATCH_EVENTS,
+            ..BatchPolicy::default()
+        }),
+    };
     let breaker = rd.or(o.get("circuit_breaker"), None, |rd, n| {
         let o = rd.object(n, &BREAKER)?;
         breaker(rd, &o).map(Some)

@@ -47,7 +47,7 @@ use axum::http::{HeaderName, HeaderValue, Uri};
 pub use admin::{AdminConfig, AdminToken, DEFAULT_ADMIN_LISTEN};
 pub use delivery::{
     BatchPolicy, BreakerPolicy, DeliveryOrder, DeliveryPolicy, Priority, RateLimit,
-    MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
+    FILE_BATCH_EVENTS, MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
 };
 pub use history::{HistoryConfig, DEFAULT_HISTORY_MAX_BYTES, DEFAULT_HISTORY_TTL};
 pub use live::{live, Live, Publisher};

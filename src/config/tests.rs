@@ -1151,6 +1151,42 @@ routes: [ { name: r, to: [a] } ]
 }
 
 #[test]
+fn a_file_sink_batches_what_is_already_leased_unless_told_otherwise() {
+    let config = load_ok(
+        "
+sinks:
+  plain: { file: { path: out.jsonl } }
+  single: { file: { path: one.jsonl }, batch: { max_events: 1 } }
+  lingering: { file: { path: slow.jsonl }, batch: { linger: 5ms } }
+  api: { http: { url: 'http://127.0.0.1:1/x' } }
+routes: [ { name: r, to: [plain, single, lingering, api] } ]
+",
+    );
+    let batch = |name: &str| config.sinks[name].delivery.batch;
+    assert_eq!(
+        batch("plain"),
+        BatchPolicy {
+            max_events: crate::config::FILE_BATCH_EVENTS,
+            ..BatchPolicy::default()
+        },
+        "a file sink with no batch takes up to FILE_BATCH_EVENTS, with no linger"
+    );
+    assert_eq!(batch("single").max_events, 1, "an explicit batch is kept");
+    assert_eq!(
+        batch("lingering").max_events,
+        1,
+        "a batch without max_events is 1"
+    );
+    assert_eq!(
+        batch("api"),
+        BatchPolicy::default(),
+        "other kinds do not batch"
+    );
+    let summary = config.summary();
+    assert!(summary.contains("batch 64 events"), "{summary}");
+}
+
+#[test]
 fn delivery_controls_report_every_bad_value() {
     let errors = errors(
         "

@@ -351,3 +351,64 @@ routes: [{{ name: all, to: [hook] }}]
     assert!(gap >= Duration::from_millis(100), "{gap:?}");
     assert!(gap < Duration::from_secs(1), "{gap:?}");
 }
+
+/// The ids in a JSON-lines file, in order (none while it does not exist).
+fn line_ids(path: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).expect("each line is JSON");
+            event["id"].as_str().expect("an id").to_owned()
+        })
+        .collect()
+}
+
+/// The `switchyard_delivery_duration_seconds_count` of `sink`: its attempts.
+async fn attempts(app: &TestApp, sink: &str) -> f64 {
+    let prefix = format!("switchyard_delivery_duration_seconds_count{{sink=\"{sink}\"");
+    let text = app.admin_get("/metrics", None).await.text();
+    text.lines()
+        .filter(|line| line.starts_with(&prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_file_sink_writes_what_waits_in_batches_unless_told_one_by_one() {
+    let app = TestApp::start(
+        r#"
+sinks:
+  batched: { file: { path: "{dir}/batched.jsonl" } }
+  single: { file: { path: "{dir}/single.jsonl" }, batch: { max_events: 1 } }
+routes: [{ name: all, to: [batched, single] }]
+"#,
+    )
+    .await;
+    let admin = |path: String| {
+        let url = format!("{}{path}", app.admin);
+        async move { crate::support::request(hyper::Method::POST, &url, &[], "").await }
+    };
+    for sink in ["batched", "single"] {
+        let reply = admin(format!("/api/v1/sinks/{sink}/pause")).await;
+        assert_eq!(reply.status.as_u16(), 200, "{}", reply.text());
+    }
+    app.send_batch(events("w", 100)).await;
+    for sink in ["batched", "single"] {
+        let reply = admin(format!("/api/v1/sinks/{sink}/resume")).await;
+        assert_eq!(reply.status.as_u16(), 200, "{}", reply.text());
+    }
+    let expected: Vec<String> = (0..100).map(|i| format!("w-{i}")).collect();
+    for sink in ["batched", "single"] {
+        let path = app.path(&format!("{sink}.jsonl"));
+        wait_until("every line", WAIT, || line_ids(&path).len() >= 100).await;
+        let mut got = line_ids(&path);
+        got.sort_unstable();
+        let mut want = expected.clone();
+        want.sort_unstable();
+        assert_eq!(got, want, "{sink}: each event exactly once");
+    }
+    // What waited when the sink resumed was leased together: two appends of up to 64 lines
+    // for the default, one per event where `max_events: 1` says so.
+    assert_eq!(attempts(&app, "batched").await, 2.0);
+    assert_eq!(attempts(&app, "single").await, 100.0);
+}
