@@ -111,9 +111,9 @@ impl SinkLanes {
             let mut failed = None;
             for (lane, fetch) in fetches {
                 match fetch.await.map_err(|e| unavailable(&e)).and_then(|got| got) {
-                    Ok(got) => {
-                        plan.fetched(lane, want[lane], got.len());
-                        taken.0.extend(got.into_iter().map(|m| (lane, m)));
+                    Ok(mut got) => {
+                        plan.fetched(lane, want[lane], got.0.len());
+                        taken.0.append(&mut got.0);
                     }
                     Err(error) => failed = Some(error),
                 }
@@ -129,19 +129,20 @@ impl SinkLanes {
     }
 
     /// Fetches without waiting in a task of its own, so that a lease cancelled meanwhile
-    /// does not cut the fetch short: what comes for a lease that has gone is given back.
+    /// does not cut the fetch short. What it fetched travels as [`Taken`], so it is given
+    /// back whether the lease is gone before the answer is sent or after it, unread.
     fn spawn_fetch(
         self: &Arc<Self>,
         lane: usize,
         max: usize,
-    ) -> oneshot::Receiver<Result<Vec<Message>, SpoolError>> {
+    ) -> oneshot::Receiver<Result<Taken, SpoolError>> {
         let (tx, rx) = oneshot::channel();
         let lanes = self.clone();
         tokio::spawn(async move {
             let fetched = lanes.fetch(lane, max, None).await;
-            if let Err(Ok(messages)) = tx.send(fetched) {
-                give_back(messages).await;
-            }
+            let fetched = fetched.map(|got| Taken(got.into_iter().map(|m| (lane, m)).collect()));
+            // Refused, the answer is dropped here, and its messages given back.
+            let _unread = tx.send(fetched);
         });
         rx
     }
