@@ -5,17 +5,9 @@ use std::time::Duration;
 use hyper::StatusCode;
 
 use crate::support::daemon::event;
-use crate::support::{wait_until, Respond, TestApp, TestSink};
+use crate::support::{json_lines, wait_until, Respond, TestApp, TestSink};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn read_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect()
-}
 
 #[tokio::test]
 async fn one_event_fans_out_to_every_matching_sink() {
@@ -113,8 +105,8 @@ routes: [{{ name: all, to: [hook] }}]
 
     app.send(event("d-1", "T")).await;
     let path = app.path("dead.jsonl");
-    wait_until("dead-letter record", WAIT, || read_lines(&path).len() == 1).await;
-    let record = &read_lines(&path)[0];
+    wait_until("dead-letter record", WAIT, || json_lines(&path).len() == 1).await;
+    let record = &json_lines(&path)[0];
     assert_eq!(record["id"], "d-1");
     assert_eq!(record["deliveryattempts"], 1);
     assert_eq!(record["lasthttpstatuscode"], 400);
@@ -150,8 +142,8 @@ routes: [{{ name: all, to: [hook] }}]
 
     app.send(event("t-1", "T")).await;
     let path = app.path("dead.jsonl");
-    wait_until("ttl dead-letter", WAIT, || read_lines(&path).len() == 1).await;
-    let record = &read_lines(&path)[0];
+    wait_until("ttl dead-letter", WAIT, || json_lines(&path).len() == 1).await;
+    let record = &json_lines(&path)[0];
     assert_eq!(record["deadletterreason"], "TimeToLiveExceeded");
     let attempts = record["deliveryattempts"].as_i64().unwrap();
     assert!(

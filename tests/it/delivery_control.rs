@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::daemon::event;
-use crate::support::{wait_until, Respond, TestApp, TestSink};
+use crate::support::{json_lines, metric, wait_until, Respond, TestApp, TestSink};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -352,27 +352,12 @@ routes: [{{ name: all, to: [hook] }}]
     assert!(gap < Duration::from_secs(1), "{gap:?}");
 }
 
-/// The ids of the whole lines in a JSON-lines file, in order (none while it does not exist;
-/// a line still being written is left out).
+/// The ids of the events in a JSON-lines file, in order.
 fn line_ids(path: &std::path::Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.split_inclusive('\n')
-        .filter(|line| line.ends_with('\n'))
-        .map(|line| {
-            let event: Value = serde_json::from_str(line).expect("each line is JSON");
-            event["id"].as_str().expect("an id").to_owned()
-        })
-        .collect()
-}
-
-/// The `switchyard_delivery_duration_seconds_count` of `sink`: its attempts.
-async fn attempts(app: &TestApp, sink: &str) -> f64 {
-    let prefix = format!("switchyard_delivery_duration_seconds_count{{sink=\"{sink}\"");
-    let text = app.admin_get("/metrics", None).await.text();
-    text.lines()
-        .filter(|line| line.starts_with(&prefix))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let ids = json_lines(path)
+        .into_iter()
+        .map(|event| event["id"].as_str().map(str::to_owned));
+    ids.map(|id| id.expect("an id")).collect()
 }
 
 #[tokio::test]
@@ -411,6 +396,11 @@ routes: [{ name: all, to: [batched, single] }]
     }
     // What waited when the sink resumed was leased together: two appends of up to 64 lines
     // for the default, one per event where `max_events: 1` says so.
-    assert_eq!(attempts(&app, "batched").await, 2.0);
-    assert_eq!(attempts(&app, "single").await, 100.0);
+    let attempts = |sink: &str| {
+        let prefix = format!("switchyard_delivery_duration_seconds_count{{sink=\"{sink}\"");
+        let admin = app.admin.clone();
+        async move { metric(&admin, &prefix).await }
+    };
+    assert_eq!(attempts("batched").await, 2.0);
+    assert_eq!(attempts("single").await, 100.0);
 }

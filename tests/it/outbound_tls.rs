@@ -14,20 +14,12 @@ use hyper::Method;
 use crate::support::process::{free_port, Daemon};
 use crate::support::proxy::TestProxy;
 use crate::support::tls::{TestCa, TlsSink};
-use crate::support::{post, request, wait_until, TestApp, TestSink};
+use crate::support::{json_lines, post, request, wait_until, TestApp, TestSink};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn event(id: &str) -> String {
     format!(r#"{{"specversion":"1.0","id":"{id}","source":"/tests","type":"T","data":{{"n":1}}}}"#)
-}
-
-fn read_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect()
 }
 
 /// One http sink `hook` with `http` settings `http`, failing fast into `dlq`.
@@ -59,8 +51,8 @@ async fn send(app: &TestApp, id: &str) {
 /// Waits for the one dead letter of `app` and checks it says the target was never reached.
 async fn assert_dead_lettered_unreached(app: &TestApp) {
     let path = app.path("dead.jsonl");
-    wait_until("a dead letter", WAIT, || read_lines(&path).len() == 1).await;
-    let record = &read_lines(&path)[0];
+    wait_until("a dead letter", WAIT, || json_lines(&path).len() == 1).await;
+    let record = &json_lines(&path)[0];
     assert_eq!(
         record["deadletterreason"], "MaxDeliveryAttemptsExceeded",
         "{record}"
@@ -418,7 +410,7 @@ async fn a_sink_proxy_overrides_the_environment_and_keeps_its_credentials_out_of
     wait_until(
         "good and unproxied deliver, refused is dead-lettered",
         WAIT,
-        || server.hits().len() == 2 && plain.count() == 1 && read_lines(&dead).len() == 1,
+        || server.hits().len() == 2 && plain.count() == 1 && json_lines(&dead).len() == 1,
     )
     .await;
     assert!(environment.hits().is_empty(), "{:?}", environment.hits());
@@ -436,7 +428,7 @@ async fn a_sink_proxy_overrides_the_environment_and_keeps_its_credentials_out_of
     );
     // base64("svc:wrong-pass"), once per attempt.
     assert!(with("Basic c3ZjOndyb25nLXBhc3M=") >= 2, "{own_hits:?}");
-    assert_eq!(read_lines(&dead)[0]["lastdeliveryoutcome"], "SocketError");
+    assert_eq!(json_lines(&dead)[0]["lastdeliveryoutcome"], "SocketError");
 
     let sinks = request(
         Method::GET,

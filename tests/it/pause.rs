@@ -12,7 +12,7 @@ use hyper::{Method, StatusCode};
 use crate::support::client::Reply;
 use crate::support::daemon::event;
 use crate::support::process::{free_port, Daemon, BIN};
-use crate::support::{post, request, wait_until, TestApp, TestSink};
+use crate::support::{metric, post, request, wait_until, TestApp, TestSink};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -27,17 +27,6 @@ async fn admin_json(admin: &str, path: &str) -> serde_json::Value {
     request(Method::GET, &format!("{admin}{path}"), &[], "")
         .await
         .json()
-}
-
-/// The value of the metric line starting with `prefix` (0 when absent).
-async fn metric(admin: &str, prefix: &str) -> f64 {
-    let text = request(Method::GET, &format!("{admin}/metrics"), &[], "")
-        .await
-        .text();
-    text.lines()
-        .filter(|line| line.starts_with(prefix))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 async fn paused_in_list(admin: &str, sink: &str) -> bool {

@@ -27,3 +27,25 @@ pub(crate) static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(
 /// Held by a test while its in-process daemon exports spans (the exporter is process-wide),
 /// and by a test whose daemon must export none while it runs.
 pub(crate) static EXPORTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The whole lines of a JSON-lines file, parsed (none while it does not exist; a last line
+/// still being written is left out).
+pub(crate) fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.split_inclusive('\n')
+        .filter(|line| line.ends_with('\n'))
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect()
+}
+
+/// The sum of the `/metrics` samples of the admin server `admin` whose line starts with
+/// `prefix` (0 when there is none).
+pub(crate) async fn metric(admin: &str, prefix: &str) -> f64 {
+    let text = request(hyper::Method::GET, &format!("{admin}/metrics"), &[], "")
+        .await
+        .text();
+    text.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
