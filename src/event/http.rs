@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 
 use super::draft::Draft;
-use super::structured::{self, Structured};
+use super::structured;
 use super::{json, percent, DecodeError, Event};
 
 /// Decodes a binary-mode request: attributes from `ce-*` headers (percent-decoded),
@@ -180,17 +180,27 @@ fn set_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 
 /// Encodes an event as one structured-mode JSON object.
 pub fn encode_structured(event: &Event) -> Vec<u8> {
-    json::to_vec(&Structured(event))
+    let mut out = Vec::with_capacity(512);
+    structured::write(event, &mut out);
+    out
 }
 
 /// Appends an event's attributes to `out` as one structured-mode JSON object without `data`
 /// (what [`encode_structured`] writes for the event with its data taken out).
 pub fn write_attributes(event: &Event, out: &mut Vec<u8>) {
-    serde_json::to_writer(out, &structured::Attributes(event))
-        .expect("serializing to a Vec cannot fail: every map key is a string");
+    structured::write_attributes(event, out);
 }
 
 /// Encodes events as a batched-mode JSON array.
 pub fn encode_batch<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<u8> {
-    json::to_array(events.into_iter().map(Structured))
+    let mut out = Vec::with_capacity(1024);
+    out.push(b'[');
+    for (index, event) in events.into_iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        structured::write(event, &mut out);
+    }
+    out.push(b']');
+    out
 }

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::io::Write as _;
 
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -215,12 +216,40 @@ impl Serialize for ExtensionJson<'_> {
     }
 }
 
-/// Serializes `value` into a new buffer.
-pub(crate) fn to_vec<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
-    serde_json::to_writer(&mut out, value)
-        .expect("serializing to a Vec cannot fail: every map key is a string");
-    out
+/// Appends `text` to `out` as a JSON string, escaped as serde_json escapes it.
+///
+/// Attribute values seldom hold a character JSON must escape (a control character, `"` or
+/// `\`), so the usual case is one pass over the bytes and one copy; serde_json's byte-by-byte
+/// escaping runs only for the rest.
+pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
+    if needs_escape(text.as_bytes()) {
+        serde_json::to_writer(&mut *out, text).expect("writing a string to a Vec cannot fail");
+        return;
+    }
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
+}
+
+/// True when a byte of `bytes` must be escaped inside a JSON string. Written without an early
+/// exit so that it compiles to a loop over whole vector registers.
+fn needs_escape(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |found, &b| {
+        found | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
+}
+
+/// Appends an extension value to `out` with its JSON type.
+pub(crate) fn write_extension(out: &mut Vec<u8>, value: &ExtensionValue) {
+    match value {
+        ExtensionValue::String(s) => write_str(out, s),
+        ExtensionValue::Integer(i) => {
+            write!(out, "{i}").expect("writing to a Vec cannot fail");
+        }
+        ExtensionValue::Bool(true) => out.extend_from_slice(b"true"),
+        ExtensionValue::Bool(false) => out.extend_from_slice(b"false"),
+    }
 }
 
 /// Serializes `items` into a new buffer as one JSON array.

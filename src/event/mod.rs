@@ -6,7 +6,7 @@
 mod draft;
 pub mod eventgrid;
 pub mod http;
-mod json;
+pub(crate) mod json;
 pub(crate) mod percent;
 mod sdk;
 mod structured;

@@ -12,6 +12,7 @@ use super::eventgrid::{self, EventGridBody, DEFAULT_SOURCE};
 use super::http::{
     decode_batch, decode_binary, decode_structured, encode_batch, encode_binary, encode_structured,
 };
+use super::json;
 use super::{Event, ExtensionValue};
 use axum::http::HeaderMap;
 
@@ -126,6 +127,11 @@ fn typed_value() -> impl Strategy<Value = ExtensionValue> {
     ]
 }
 
+/// A valid CloudEvent (1.0 or 0.3) with extensions of every type.
+pub(crate) fn any_event() -> impl Strategy<Value = Event> {
+    cloud_event(typed_value())
+}
+
 /// A valid CloudEvent (1.0 or 0.3) whose extensions take values from `value`.
 fn cloud_event<V: Strategy<Value = ExtensionValue>>(value: V) -> impl Strategy<Value = Event> {
     let attributes = (
@@ -189,6 +195,14 @@ proptest! {
     fn binary_and_structured_mode_give_back_the_event(event in cloud_event(string_value())) {
         prop_assert_eq!(&binary_round_trip(&event), &event);
         prop_assert_eq!(&structured_round_trip(&event), &json_view(&event));
+    }
+
+    /// A string is written byte for byte as serde_json writes it.
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them(text in text(0..40)) {
+        let mut out = Vec::new();
+        json::write_str(&mut out, &text);
+        prop_assert_eq!(out, serde_json::to_vec(&text).unwrap());
     }
 
     /// Structured and batched mode keep an extension's JSON type; binary mode carries its

@@ -2,11 +2,10 @@
 //! view of its members (no `serde_json::Value`) and written straight into a buffer.
 
 use bytes::Bytes;
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
 use super::draft::Draft;
-use super::json::{self, ExtensionJson, Payload, BASE64};
+use super::json::{self, Payload, BASE64};
 use super::{DecodeError, Event};
 use base64::Engine as _;
 
@@ -93,52 +92,46 @@ pub(crate) fn is_reserved(specversion: &str, name: &str) -> bool {
     }
 }
 
-/// Serializes an event as one structured-mode JSON object.
-#[derive(Debug)]
-pub(crate) struct Structured<'a>(pub(crate) &'a Event);
-
-/// Serializes an event's attributes as a structured-mode JSON object without its data: what
-/// [`Structured`] writes for the same event with `data` taken out.
-#[derive(Debug)]
-pub(crate) struct Attributes<'a>(pub(crate) &'a Event);
-
-impl Serialize for Attributes<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        attributes(self.0, &mut map)?;
-        map.end()
-    }
-}
-
-impl Serialize for Structured<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let event = self.0;
-        let v03 = event.specversion == "0.3";
-        let mut map = serializer.serialize_map(None)?;
-        attributes(event, &mut map)?;
-        match Payload::of(event) {
-            None => {}
-            Some(Payload::Json(raw)) => map.serialize_entry("data", raw)?,
-            Some(Payload::Text(text)) => map.serialize_entry("data", text)?,
-            Some(Payload::Binary(bytes)) if v03 => {
-                map.serialize_entry("datacontentencoding", "base64")?;
-                map.serialize_entry("data", &BASE64.encode(bytes))?;
-            }
-            Some(Payload::Binary(bytes)) => {
-                map.serialize_entry("data_base64", &BASE64.encode(bytes))?;
-            }
+/// Appends `event` to `out` as one structured-mode JSON object.
+pub(crate) fn write(event: &Event, out: &mut Vec<u8>) {
+    write_attributes_open(event, out);
+    match Payload::of(event) {
+        None => {}
+        Some(Payload::Json(raw)) => {
+            out.extend_from_slice(b",\"data\":");
+            out.extend_from_slice(raw.get().as_bytes());
         }
-        map.end()
+        Some(Payload::Text(text)) => member(out, "data", text),
+        Some(Payload::Binary(bytes)) => {
+            if event.specversion == "0.3" {
+                member(out, "datacontentencoding", "base64");
+                out.extend_from_slice(b",\"data\":\"");
+            } else {
+                out.extend_from_slice(b",\"data_base64\":\"");
+            }
+            out.extend_from_slice(BASE64.encode(bytes).as_bytes());
+            out.push(b'"');
+        }
     }
+    out.push(b'}');
 }
 
-/// Every attribute of `event` as members of `map`, in the order structured mode writes them.
-fn attributes<M: SerializeMap>(event: &Event, map: &mut M) -> Result<(), M::Error> {
+/// Appends `event`'s attributes to `out` as one structured-mode JSON object without its
+/// data: what [`write`] writes for the same event with `data` taken out.
+pub(crate) fn write_attributes(event: &Event, out: &mut Vec<u8>) {
+    write_attributes_open(event, out);
+    out.push(b'}');
+}
+
+/// Opens the object and appends every attribute of `event` as its members, in the order
+/// structured mode writes them; the caller closes it.
+fn write_attributes_open(event: &Event, out: &mut Vec<u8>) {
     let v03 = event.specversion == "0.3";
-    map.serialize_entry("specversion", &event.specversion)?;
-    map.serialize_entry("id", &event.id)?;
-    map.serialize_entry("source", &event.source)?;
-    map.serialize_entry("type", &event.ty)?;
+    out.extend_from_slice(b"{\"specversion\":");
+    json::write_str(out, &event.specversion);
+    member(out, "id", &event.id);
+    member(out, "source", &event.source);
+    member(out, "type", &event.ty);
     let schema_name = if v03 { "schemaurl" } else { "dataschema" };
     let optional = [
         ("datacontenttype", &event.datacontenttype),
@@ -148,13 +141,23 @@ fn attributes<M: SerializeMap>(event: &Event, map: &mut M) -> Result<(), M::Erro
     ];
     for (name, value) in optional {
         if let Some(value) = value {
-            map.serialize_entry(name, value)?;
+            member(out, name, value);
         }
     }
     for (name, value) in &event.extensions {
         if !is_reserved(&event.specversion, name) {
-            map.serialize_entry(name, &ExtensionJson(value))?;
+            out.push(b',');
+            json::write_str(out, name);
+            out.push(b':');
+            json::write_extension(out, value);
         }
     }
-    Ok(())
+}
+
+/// Appends `,"name":"value"`; `name` is one of ours and needs no escape.
+fn member(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    json::write_str(out, value);
 }

@@ -516,7 +516,7 @@ impl Spool for EmbeddedSpool {
         let forward = match forward {
             None => None,
             Some(new) => Some(Forward {
-                event: EncodedEvent::encode(&new.event).map_err(|e| storage_failed(&e))?,
+                event: EncodedEvent::encode(&new.event),
                 same_event: Arc::ptr_eq(&new.event, &delivery.event) || new.event == delivery.event,
                 delivery: new,
             }),

@@ -78,10 +78,9 @@ pub fn decode_spool_record(record: &[u8], data: Option<&[u8]>) -> Result<Event, 
 }
 
 /// Encodes an event as a record and its payload, as the embedded spool stores it.
-pub fn encode_spool_record(event: &Event) -> Result<(Vec<u8>, Option<Bytes>), String> {
-    EncodedEvent::encode(event)
-        .map(|e| (e.record, e.data))
-        .map_err(|e| e.to_string())
+pub fn encode_spool_record(event: &Event) -> (Vec<u8>, Option<Bytes>) {
+    let encoded = EncodedEvent::encode(event);
+    (encoded.record, encoded.data)
 }
 
 /// Reads a NATS spool message as a delivery (leased under `id`).

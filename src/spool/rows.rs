@@ -13,7 +13,6 @@ use std::time::Duration;
 use rusqlite::{params, CachedStatement, OptionalExtension, Transaction};
 
 use super::bounds::{seen_entry_size, SEEN_ENTRY_OVERHEAD};
-use super::embedded::storage_failed;
 use super::record::{round_millis, to_millis, EncodedEvent, FRAMING};
 use super::{DeadLetter, Delivery, DeliveryId, NewDelivery, SpoolError};
 use crate::event::Event;
@@ -66,8 +65,7 @@ pub(super) fn encode_put(
         let slot = match known {
             Some(slot) => slot,
             None => {
-                let encoded =
-                    EncodedEvent::encode(&delivery.event).map_err(|e| storage_failed(&e))?;
+                let encoded = EncodedEvent::encode(&delivery.event);
                 batch.events.push((encoded, 0));
                 if let Some((_, keys)) = &mut batch.unique {
                     let ev = &delivery.event;
@@ -314,8 +312,7 @@ impl<'t, 'c> Apply<'t, 'c> {
     /// Copies a journaled delivery, as it stands, into the database under its own id, and
     /// records that it moved so that recovery does not take it from the journal too.
     pub(super) fn materialize(&mut self, delivery: &Delivery) -> rusqlite::Result<()> {
-        let event = EncodedEvent::encode(&delivery.event)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let event = EncodedEvent::encode(&delivery.event);
         let row = self.insert_event(&event, 1)?;
         self.tx
             .prepare_cached(

@@ -277,9 +277,7 @@ fn bound(store: &Mutex<Store>, budget: Budget, ttl: Duration) {
 fn append(store: &Mutex<Store>, kept: &[Vec<Kept>], spool_bytes: u64) -> io::Result<()> {
     let mut bytes = Vec::new();
     for kept in kept.iter().flatten() {
-        if let Err(error) = kept.encode(&mut bytes) {
-            tracing::warn!(%error, event_id = %kept.event.id, "Cannot encode a delivered event to retain it");
-        }
+        kept.encode(&mut bytes);
     }
     let mut store = lock(store);
     if !store.make_room(bytes.len() as u64, spool_bytes) {

@@ -51,8 +51,8 @@ impl Kept {
     }
 
     /// Appends the record's binary form to `out`.
-    pub(super) fn encode(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-        let event = EncodedEvent::encode(&self.event)?;
+    pub(super) fn encode(&self, out: &mut Vec<u8>) {
+        let event = EncodedEvent::encode(&self.event);
         let start = out.len();
         out.push(MAGIC);
         out.extend_from_slice(&[0; 4]);
@@ -71,7 +71,6 @@ impl Kept {
         }
         let body = u32::try_from(out.len() - start - HEADER).unwrap_or(u32::MAX);
         out[start + 1..start + HEADER].copy_from_slice(&body.to_le_bytes());
-        Ok(())
     }
 
     /// Reads the record at the start of `bytes`: its head (times and sink) always, the whole

@@ -281,7 +281,7 @@ fn a_drained_active_segment_goes_once_space_is_short() {
     )
     .unwrap();
     let ev = event("e1");
-    let encoded = EncodedEvent::encode(&ev).unwrap();
+    let encoded = EncodedEvent::encode(&ev);
     let new = due(&ev, "a");
     let stored = journal.put(&encoded, &[(1, &new)]).unwrap();
     journal.commit().unwrap();

@@ -123,7 +123,7 @@ fn run(dir: &std::path::Path, ops: &[Op], crash: bool) -> BTreeMap<DeliveryId, P
                     .collect();
                 let pairs: Vec<(DeliveryId, &NewDelivery)> =
                     news.iter().map(|(id, new)| (*id, new)).collect();
-                let encoded = EncodedEvent::encode(&event).expect("event encodes");
+                let encoded = EncodedEvent::encode(&event);
                 let written = journal.put(&encoded, &pairs).expect("put");
                 for (((id, _), (_, loc)), &s) in news.iter().zip(&written).zip(sinks) {
                     let sink = SINKS[s];
