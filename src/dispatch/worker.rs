@@ -174,7 +174,7 @@ impl Worker {
         let mut requests = Vec::new();
         let mut permit = Some(first);
         while let Some(held) = permit.take() {
-            let batch = batch::take(&mut lane.pending, &policy, |e| target.encoded_len(e));
+            let batch = batch::take(&mut lane.pending, &policy, target.as_ref());
             if batch.is_empty() {
                 break;
             }

@@ -185,6 +185,11 @@ pub fn encode_structured(event: &Event) -> Vec<u8> {
     out
 }
 
+/// At least the length [`encode_structured`] gives `event`, found without encoding it.
+pub fn structured_len_bound(event: &Event) -> usize {
+    structured::len_bound(event)
+}
+
 /// Appends an event's attributes to `out` as one structured-mode JSON object without `data`
 /// (what [`encode_structured`] writes for the event with its data taken out).
 pub fn write_attributes(event: &Event, out: &mut Vec<u8>) {

@@ -232,6 +232,15 @@ pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
+/// At least the length [`write_str`] gives `text`: exact when nothing needs an escape, six
+/// bytes (`\u00XX`) per byte otherwise.
+pub(crate) fn str_len_bound(text: &str) -> usize {
+    match needs_escape(text.as_bytes()) {
+        false => text.len() + 2,
+        true => text.len() * 6 + 2,
+    }
+}
+
 /// True when a byte of `bytes` must be escaped inside a JSON string. Written without an early
 /// exit so that it compiles to a loop over whole vector registers.
 fn needs_escape(bytes: &[u8]) -> bool {

@@ -11,6 +11,7 @@ use proptest::test_runner::RngSeed;
 use super::eventgrid::{self, EventGridBody, DEFAULT_SOURCE};
 use super::http::{
     decode_batch, decode_binary, decode_structured, encode_batch, encode_binary, encode_structured,
+    structured_len_bound,
 };
 use super::json;
 use super::{Event, ExtensionValue};
@@ -197,12 +198,21 @@ proptest! {
         prop_assert_eq!(&structured_round_trip(&event), &json_view(&event));
     }
 
+    /// The bound a batch adds up is never below the length structured mode writes.
+    #[test]
+    fn the_structured_length_bound_is_never_short(event in any_event()) {
+        let written = encode_structured(&event).len();
+        let bound = structured_len_bound(&event);
+        prop_assert!(bound >= written, "bound {bound} < written {written}");
+    }
+
     /// A string is written byte for byte as serde_json writes it.
     #[test]
     fn strings_are_written_as_serde_json_writes_them(text in text(0..40)) {
         let mut out = Vec::new();
         json::write_str(&mut out, &text);
         prop_assert_eq!(out, serde_json::to_vec(&text).unwrap());
+        prop_assert!(json::str_len_bound(&text) >= serde_json::to_vec(&text).unwrap().len());
     }
 
     /// Structured and batched mode keep an extension's JSON type; binary mode carries its

@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 
 use super::draft::Draft;
 use super::json::{self, Payload, BASE64};
-use super::{DecodeError, Event};
+use super::{is_textual_media_type, DecodeError, Event, ExtensionValue};
 use base64::Engine as _;
 
 /// Decodes one structured-mode event from the text of a JSON object.
@@ -114,6 +114,57 @@ pub(crate) fn write(event: &Event, out: &mut Vec<u8>) {
         }
     }
     out.push(b'}');
+}
+
+/// At least the length [`write`] gives `event`, found without writing it: attribute values
+/// are measured (each escape counted at its longest, six bytes), and `data` at the longest
+/// of its forms (as is, escaped text, Base64) rather than checked for which one it takes.
+pub(crate) fn len_bound(event: &Event) -> usize {
+    // `{}`, and per member its name, quotes, colon and comma (names of ours are short).
+    const MEMBER: usize = 32;
+    let text = |s: &str| json::str_len_bound(s) + MEMBER;
+    let optional = [
+        &event.datacontenttype,
+        &event.dataschema,
+        &event.subject,
+        &event.time,
+    ];
+    let mut len = 2
+        + text(&event.specversion)
+        + text(&event.id)
+        + text(&event.source)
+        + text(&event.ty)
+        + optional
+            .iter()
+            .filter_map(|v| v.as_deref())
+            .map(text)
+            .sum::<usize>();
+    for (name, value) in &event.extensions {
+        len += json::str_len_bound(name) + MEMBER;
+        len += match value {
+            ExtensionValue::String(s) => json::str_len_bound(s),
+            // i64::MIN has 20 characters.
+            ExtensionValue::Integer(_) => 20,
+            ExtensionValue::Bool(_) => 5,
+        };
+    }
+    if let Some(data) = &event.data {
+        let base64 = data.len().div_ceil(3) * 4 + 2;
+        let text = if event.data_is_json() {
+            data.len()
+        } else if event
+            .datacontenttype
+            .as_deref()
+            .is_some_and(is_textual_media_type)
+        {
+            data.len() * 6 + 2
+        } else {
+            0
+        };
+        // `datacontentencoding` (0.3) and the `data` member.
+        len += 2 * MEMBER + base64.max(text);
+    }
+    len
 }
 
 /// Appends `event`'s attributes to `out` as one structured-mode JSON object without its

@@ -253,6 +253,13 @@ impl Sink for HttpSink {
             _ => binding::encode_structured(event).len(),
         }
     }
+
+    fn encoded_len_bound(&self, event: &Event) -> usize {
+        match self.config.format {
+            HttpFormat::EventGrid => self.encoded_len(event),
+            _ => binding::structured_len_bound(event),
+        }
+    }
 }
 
 fn encode(format: HttpFormat, event: &Event, headers: &mut HeaderMap) -> Bytes {

@@ -90,6 +90,12 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     fn encoded_len(&self, event: &Event) -> usize {
         crate::event::http::encode_structured(event).len()
     }
+
+    /// At least [`Sink::encoded_len`], found without encoding the event: what a batch adds up
+    /// while it is far from `batch.max_bytes`.
+    fn encoded_len_bound(&self, event: &Event) -> usize {
+        crate::event::http::structured_len_bound(event)
+    }
 }
 
 /// A failed attempt, classified for the retry decision.

@@ -404,3 +404,68 @@ routes: [{ name: all, to: [batched, single] }]
     assert_eq!(attempts("batched").await, 2.0);
     assert_eq!(attempts("single").await, 100.0);
 }
+
+#[tokio::test]
+async fn batches_stop_at_max_bytes_and_not_before() {
+    const MAX_BYTES: usize = 1000;
+    let sink = TestSink::start().await;
+    let app = TestApp::start(&format!(
+        r#"
+sinks:
+  target: {{ http: {{ url: "{}" }}, batch: {{ max_events: 100, max_bytes: {MAX_BYTES} }} }}
+routes: [{{ name: all, to: [target] }}]
+"#,
+        sink.url()
+    ))
+    .await;
+    let pause = |action: &str| {
+        let url = format!("{}/api/v1/sinks/target/{action}", app.admin);
+        async move { crate::support::request(hyper::Method::POST, &url, &[], "").await }
+    };
+    assert_eq!(pause("pause").await.status.as_u16(), 200);
+    // Ids of one length, so every event takes the same bytes in a batch.
+    let same_size = (10..50).map(|i| event(&format!("b-{i}"), "T")).collect();
+    app.send_batch(same_size).await;
+    assert_eq!(pause("resume").await.status.as_u16(), 200);
+    wait_until("every event", WAIT, || {
+        let got = sink.received();
+        got.iter()
+            .map(|r| r.json().as_array().map_or(0, Vec::len))
+            .sum::<usize>()
+            >= 40
+    })
+    .await;
+    let received = sink.received();
+    assert!(
+        received.len() > 1,
+        "max_bytes split nothing: one batch of 40"
+    );
+    let mut ids = Vec::new();
+    for (index, request) in received.iter().enumerate() {
+        let events = request.json();
+        let events = events.as_array().expect("a JSON array");
+        // `[`, the events with a comma between each two, `]`: one event's share.
+        let each = (request.body.len() - 1) / events.len();
+        assert!(
+            request.body.len() <= MAX_BYTES,
+            "batch {index}: {} bytes",
+            request.body.len()
+        );
+        if index + 1 < received.len() {
+            assert!(
+                request.body.len() + each > MAX_BYTES,
+                "batch {index} ({} bytes, {} events) had room for one more",
+                request.body.len(),
+                events.len()
+            );
+        }
+        ids.extend(
+            events
+                .iter()
+                .map(|e| e["id"].as_str().expect("an id").to_owned()),
+        );
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 40, "each event once");
+}
