@@ -29,7 +29,8 @@
 # run outside valgrind. A run waits until the sink has received all N events, then 1 s for
 # the last acknowledgements, then stops the daemon with SIGTERM (at least 1 s after it logged
 # that it started, so that its handler is in place) and callgrind writes its counts.
-# Instructions per delivered event = (Ir of the run − Ir of the empty run) / N. Baseline B
+# Instructions per delivered event = (Ir of the run − Ir of the empty run) / N, each without
+# the metrics clock's calibration (see callgrind_ir). Baseline B
 # (examples/baseline_forward.rs, the bare forwarder of bench/run.sh, with the client the
 # `http` sink uses) is counted the same way first, as the reference for the same N events.
 #
@@ -213,11 +214,17 @@ one_run() {
   fi
 }
 
-# callgrind_ir NAME EVENTS: total instructions of one run under callgrind.
+# callgrind_ir NAME EVENTS: total instructions of one run under callgrind, less the clock
+# calibration of the metrics recorder (quanta::Clock::new: it loops until its estimate
+# settles or 200 ms pass, so its count follows the machine's timing, not the work; 9–16
+# million instructions seen in runs of the same build).
 callgrind_ir() {
-  local out="$WORK/$1.callgrind"
+  local out="$WORK/$1.callgrind" total calibration
   one_run "$1" "$2" valgrind --tool=callgrind --callgrind-out-file="$out" >&2
-  awk '/^(summary|totals):/ { print $2; exit }' "$out"
+  total=$(awk '/^(summary|totals):/ { print $2; exit }' "$out")
+  calibration=$(callgrind_annotate --inclusive=yes "$out" 2> /dev/null \
+    | awk '!seen && /quanta::Clock::new \[/ { gsub(",", "", $1); print $1; seen = 1 }')
+  echo $((total - ${calibration:-0}))
 }
 
 # strace_syncs NAME EVENTS: fdatasync + fsync calls of one run.
