@@ -285,3 +285,31 @@ pub(crate) fn is_null(raw: &RawValue) -> bool {
 pub(crate) fn json_typed(content_type: Option<&str>) -> bool {
     content_type.is_none_or(is_json_media_type)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::needs_escape;
+
+    /// Every byte value at every place of strings of several lengths (around the widths a
+    /// vector loop takes at once), among bytes that need no escape and among non-ASCII ones.
+    #[test]
+    fn every_byte_that_needs_an_escape_is_found_wherever_it_stands() {
+        for fill in [b'a', 0xC3, 0x7F, b' '] {
+            for len in [1, 7, 8, 9, 15, 16, 17, 31, 32, 33] {
+                for at in 0..len {
+                    for byte in 0..=u8::MAX {
+                        let mut bytes = vec![fill; len];
+                        bytes[at] = byte;
+                        let expected = byte < 0x20 || byte == b'"' || byte == b'\\';
+                        assert_eq!(
+                            needs_escape(&bytes),
+                            expected,
+                            "{byte:#04x} at {at} of {len}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(!needs_escape(b""));
+    }
+}
