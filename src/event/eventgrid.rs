@@ -234,7 +234,10 @@ fn validation_code(event: &Event) -> Option<String> {
 /// becomes a JSON string (Base64 when it is not UTF-8); an event without `time` gets the
 /// current time.
 pub fn encode<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<u8> {
-    json::to_array(events.into_iter().map(EventGridJson))
+    json::to_array(events, |event, out| {
+        serde_json::to_writer(out, &EventGridJson(event))
+            .expect("serializing to a Vec cannot fail: every map key is a string");
+    })
 }
 
 /// Serializes an event as one Event Grid schema object.

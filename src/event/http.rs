@@ -198,14 +198,5 @@ pub fn write_attributes(event: &Event, out: &mut Vec<u8>) {
 
 /// Encodes events as a batched-mode JSON array.
 pub fn encode_batch<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1024);
-    out.push(b'[');
-    for (index, event) in events.into_iter().enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        structured::write(event, &mut out);
-    }
-    out.push(b']');
-    out
+    json::to_array(events, structured::write)
 }

@@ -232,6 +232,15 @@ pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
+/// Appends `,"name":` and `value` as a JSON string; `name` is one of ours and needs no
+/// escape.
+pub(crate) fn write_member(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    write_str(out, value);
+}
+
 /// At least the length [`write_str`] gives `text`: exact when nothing needs an escape, six
 /// bytes (`\u00XX`) per byte otherwise.
 pub(crate) fn str_len_bound(text: &str) -> usize {
@@ -261,16 +270,18 @@ pub(crate) fn write_extension(out: &mut Vec<u8>, value: &ExtensionValue) {
     }
 }
 
-/// Serializes `items` into a new buffer as one JSON array.
-pub(crate) fn to_array<T: Serialize>(items: impl Iterator<Item = T>) -> Vec<u8> {
+/// Writes `items` into a new buffer as one JSON array, each by `write`.
+pub(crate) fn to_array<T>(
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(T, &mut Vec<u8>),
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024);
     out.push(b'[');
-    for (index, item) in items.enumerate() {
+    for (index, item) in items.into_iter().enumerate() {
         if index > 0 {
             out.push(b',');
         }
-        serde_json::to_writer(&mut out, &item)
-            .expect("serializing to a Vec cannot fail: every map key is a string");
+        write(item, &mut out);
     }
     out.push(b']');
     out

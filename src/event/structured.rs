@@ -101,10 +101,10 @@ pub(crate) fn write(event: &Event, out: &mut Vec<u8>) {
             out.extend_from_slice(b",\"data\":");
             out.extend_from_slice(raw.get().as_bytes());
         }
-        Some(Payload::Text(text)) => member(out, "data", text),
+        Some(Payload::Text(text)) => json::write_member(out, "data", text),
         Some(Payload::Binary(bytes)) => {
             if event.specversion == "0.3" {
-                member(out, "datacontentencoding", "base64");
+                json::write_member(out, "datacontentencoding", "base64");
                 out.extend_from_slice(b",\"data\":\"");
             } else {
                 out.extend_from_slice(b",\"data_base64\":\"");
@@ -149,20 +149,20 @@ pub(crate) fn len_bound(event: &Event) -> usize {
         };
     }
     if let Some(data) = &event.data {
-        let base64 = data.len().div_ceil(3) * 4 + 2;
-        let text = if event.data_is_json() {
-            data.len()
-        } else if event
-            .datacontenttype
-            .as_deref()
-            .is_some_and(is_textual_media_type)
-        {
+        // JSON `data` goes as is (shorter than its Base64) unless it is not JSON; text as an
+        // escaped string unless it is not UTF-8; anything else as Base64.
+        let textual = !event.data_is_json()
+            && event
+                .datacontenttype
+                .as_deref()
+                .is_some_and(is_textual_media_type);
+        let longest = if textual {
             data.len() * 6 + 2
         } else {
-            0
+            data.len().div_ceil(3) * 4 + 2
         };
         // `datacontentencoding` (0.3) and the `data` member.
-        len += 2 * MEMBER + base64.max(text);
+        len += 2 * MEMBER + longest;
     }
     len
 }
@@ -180,9 +180,9 @@ fn write_attributes_open(event: &Event, out: &mut Vec<u8>) {
     let v03 = event.specversion == "0.3";
     out.extend_from_slice(b"{\"specversion\":");
     json::write_str(out, &event.specversion);
-    member(out, "id", &event.id);
-    member(out, "source", &event.source);
-    member(out, "type", &event.ty);
+    json::write_member(out, "id", &event.id);
+    json::write_member(out, "source", &event.source);
+    json::write_member(out, "type", &event.ty);
     let schema_name = if v03 { "schemaurl" } else { "dataschema" };
     let optional = [
         ("datacontenttype", &event.datacontenttype),
@@ -192,7 +192,7 @@ fn write_attributes_open(event: &Event, out: &mut Vec<u8>) {
     ];
     for (name, value) in optional {
         if let Some(value) = value {
-            member(out, name, value);
+            json::write_member(out, name, value);
         }
     }
     for (name, value) in &event.extensions {
@@ -203,12 +203,4 @@ fn write_attributes_open(event: &Event, out: &mut Vec<u8>) {
             json::write_extension(out, value);
         }
     }
-}
-
-/// Appends `,"name":"value"`; `name` is one of ours and needs no escape.
-fn member(out: &mut Vec<u8>, name: &str, value: &str) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
-    json::write_str(out, value);
 }

@@ -56,10 +56,10 @@ pub(super) enum ExtensionRecord {
 /// [`json::write_str`]).
 fn write_record(event: &Event, out: &mut Vec<u8>) {
     out.extend_from_slice(br#"{"v":"1""#);
-    field(out, "specversion", &event.specversion);
-    field(out, "id", &event.id);
-    field(out, "source", &event.source);
-    field(out, "ty", &event.ty);
+    json::write_member(out, "specversion", &event.specversion);
+    json::write_member(out, "id", &event.id);
+    json::write_member(out, "source", &event.source);
+    json::write_member(out, "ty", &event.ty);
     let optional = [
         ("datacontenttype", &event.datacontenttype),
         ("dataschema", &event.dataschema),
@@ -68,7 +68,7 @@ fn write_record(event: &Event, out: &mut Vec<u8>) {
     ];
     for (name, value) in optional {
         if let Some(value) = value {
-            field(out, name, value);
+            json::write_member(out, name, value);
         }
     }
     if !event.extensions.is_empty() {
@@ -86,17 +86,9 @@ fn write_record(event: &Event, out: &mut Vec<u8>) {
         out.push(b']');
     }
     if let Some(version) = &event.data_version {
-        field(out, "data_version", version);
+        json::write_member(out, "data_version", version);
     }
     out.push(b'}');
-}
-
-/// Appends `,"name":"value"`; `name` is a field name of the record and needs no escape.
-fn field(out: &mut Vec<u8>, name: &str, value: &str) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
-    json::write_str(out, value);
 }
 
 /// Bytes an embedded-spool event is counted at besides its record text and payload: the

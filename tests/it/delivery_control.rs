@@ -352,6 +352,18 @@ routes: [{{ name: all, to: [hook] }}]
     assert!(gap < Duration::from_secs(1), "{gap:?}");
 }
 
+/// Pauses or resumes (`action`) the sink `sink` through the admin API.
+async fn sink_action(app: &TestApp, sink: &str, action: &str) {
+    let url = format!("{}/api/v1/sinks/{sink}/{action}", app.admin);
+    let reply = crate::support::request(hyper::Method::POST, &url, &[], "").await;
+    assert_eq!(
+        reply.status.as_u16(),
+        200,
+        "{action} {sink}: {}",
+        reply.text()
+    );
+}
+
 /// The ids of the events in a JSON-lines file, in order.
 fn line_ids(path: &std::path::Path) -> Vec<String> {
     let ids = json_lines(path)
@@ -371,18 +383,12 @@ routes: [{ name: all, to: [batched, single] }]
 "#,
     )
     .await;
-    let admin = |path: String| {
-        let url = format!("{}{path}", app.admin);
-        async move { crate::support::request(hyper::Method::POST, &url, &[], "").await }
-    };
     for sink in ["batched", "single"] {
-        let reply = admin(format!("/api/v1/sinks/{sink}/pause")).await;
-        assert_eq!(reply.status.as_u16(), 200, "{}", reply.text());
+        sink_action(&app, sink, "pause").await;
     }
     app.send_batch(events("w", 100)).await;
     for sink in ["batched", "single"] {
-        let reply = admin(format!("/api/v1/sinks/{sink}/resume")).await;
-        assert_eq!(reply.status.as_u16(), 200, "{}", reply.text());
+        sink_action(&app, sink, "resume").await;
     }
     let expected: Vec<String> = (0..100).map(|i| format!("w-{i}")).collect();
     for sink in ["batched", "single"] {
@@ -418,15 +424,11 @@ routes: [{{ name: all, to: [target] }}]
         sink.url()
     ))
     .await;
-    let pause = |action: &str| {
-        let url = format!("{}/api/v1/sinks/target/{action}", app.admin);
-        async move { crate::support::request(hyper::Method::POST, &url, &[], "").await }
-    };
-    assert_eq!(pause("pause").await.status.as_u16(), 200);
+    sink_action(&app, "target", "pause").await;
     // Ids of one length, so every event takes the same bytes in a batch.
     let same_size = (10..50).map(|i| event(&format!("b-{i}"), "T")).collect();
     app.send_batch(same_size).await;
-    assert_eq!(pause("resume").await.status.as_u16(), 200);
+    sink_action(&app, "target", "resume").await;
     wait_until("every event", WAIT, || {
         let got = sink.received();
         got.iter()
