@@ -39,3 +39,9 @@ pub fn retry_after(value: &[u8], now: SystemTime) -> Option<Duration> {
 pub fn load_config(text: &str) -> Result<crate::Config, crate::config::ConfigError> {
     crate::config::load_str(text, Path::new("routes.yaml"), &BTreeMap::new())
 }
+
+/// The text of the one JSON value `bytes` holds, as an event's JSON `data` is checked before
+/// it is embedded in a JSON line or request.
+pub fn json_value_text(bytes: &[u8]) -> Option<&[u8]> {
+    crate::event::json_value::value_text(bytes)
+}

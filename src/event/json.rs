@@ -173,8 +173,9 @@ pub(crate) fn base64_value(name: &str, raw: &RawValue) -> Result<Bytes, DecodeEr
 /// How an event's `data` is written in JSON.
 #[derive(Debug)]
 pub(crate) enum Payload<'a> {
-    /// Valid JSON under a JSON-typed (or absent) content type: embedded as is.
-    Json(&'a RawValue),
+    /// Valid JSON under a JSON-typed (or absent) content type: embedded as is (without the
+    /// whitespace around it).
+    Json(&'a [u8]),
     /// UTF-8 text under a textual content type: a JSON string.
     Text(&'a str),
     /// Anything else: Base64.
@@ -186,8 +187,8 @@ impl<'a> Payload<'a> {
     pub(crate) fn of(event: &'a Event) -> Option<Self> {
         let data = event.data.as_deref()?;
         if event.data_is_json() {
-            if let Ok(raw) = serde_json::from_slice::<&RawValue>(data) {
-                return Some(Self::Json(raw));
+            if let Some(text) = super::json_value::value_text(data) {
+                return Some(Self::Json(text));
             }
         } else if event
             .datacontenttype

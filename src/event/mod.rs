@@ -7,6 +7,7 @@ mod draft;
 pub mod eventgrid;
 pub mod http;
 pub(crate) mod json;
+pub(crate) mod json_value;
 pub(crate) mod percent;
 mod sdk;
 mod structured;

@@ -97,9 +97,9 @@ pub(crate) fn write(event: &Event, out: &mut Vec<u8>) {
     write_attributes_open(event, out);
     match Payload::of(event) {
         None => {}
-        Some(Payload::Json(raw)) => {
+        Some(Payload::Json(text)) => {
             out.extend_from_slice(b",\"data\":");
-            out.extend_from_slice(raw.get().as_bytes());
+            out.extend_from_slice(text);
         }
         Some(Payload::Text(text)) => json::write_member(out, "data", text),
         Some(Payload::Binary(bytes)) => {
