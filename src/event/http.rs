@@ -180,9 +180,14 @@ fn set_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 
 /// Encodes an event as one structured-mode JSON object.
 pub fn encode_structured(event: &Event) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
+    let mut out = Vec::new();
     structured::write(event, &mut out);
     out
+}
+
+/// Appends an event to `out` as one structured-mode JSON object.
+pub fn write_structured(event: &Event, out: &mut Vec<u8>) {
+    structured::write(event, out);
 }
 
 /// At least the length [`encode_structured`] gives `event`, found without encoding it.

@@ -92,8 +92,15 @@ pub(crate) fn is_reserved(specversion: &str, name: &str) -> bool {
     }
 }
 
+/// Room for the attributes of a usual event, reserved with room for its data before writing.
+const ATTRIBUTES_ROOM: usize = 384;
+
 /// Appends `event` to `out` as one structured-mode JSON object.
 pub(crate) fn write(event: &Event, out: &mut Vec<u8>) {
+    // Enough for the data in any of its forms (Base64 is the longest but for escapes), so
+    // the buffer seldom grows while it is written.
+    let data = event.data.as_ref().map_or(0, |d| d.len() / 3 * 4 + 4);
+    out.reserve(ATTRIBUTES_ROOM + data);
     write_attributes_open(event, out);
     match Payload::of(event) {
         None => {}

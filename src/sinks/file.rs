@@ -20,7 +20,7 @@ use base64::prelude::{Engine as _, BASE64_STANDARD};
 use tokio::sync::oneshot;
 
 use super::{Attempt, BoxFuture, Sink, SinkError};
-use crate::event::http::encode_structured;
+use crate::event::http::write_structured;
 use crate::event::Event;
 
 type Answer = oneshot::Sender<Result<(), String>>;
@@ -58,8 +58,13 @@ impl FileSink {
             return answer.map_err(io_error);
         }
         let batch = std::mem::take(&mut *self.queue());
-        let (lines, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let result = self.write(&mut file, lines.concat()).await;
+        let (mut lines, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        // A lone entry (the usual case: a batch holds many lines) is written without a copy.
+        let bytes = match lines.len() {
+            1 => lines.pop().unwrap_or_default(),
+            _ => lines.concat(),
+        };
+        let result = self.write(&mut file, bytes).await;
         if result.is_err() {
             *file = None;
         }
@@ -132,37 +137,52 @@ impl Sink for FileSink {
 impl FileSink {
     async fn deliver_batch_lines(&self, batch: &[Attempt<'_>]) -> Result<(), SinkError> {
         let mut lines = Vec::new();
-        for attempt in batch {
-            lines.extend(line_of(attempt.event));
-            lines.push(b'\n');
+        for (index, attempt) in batch.iter().enumerate() {
+            push_line(&mut lines, attempt.event);
+            if index == 0 {
+                // Room for the rest, if they are like the first.
+                lines.reserve(lines.len() * (batch.len() - 1));
+            }
         }
         self.append(lines).await
     }
 }
 
-/// The event as one line of JSON (without its newline) that any JSON reader accepts.
-fn line_of(event: &Event) -> Vec<u8> {
-    let json = one_line(encode_structured(event));
-    if may_hold_surrogate_escape(&json)
-        && serde_json::from_slice::<serde_json::Value>(&json).is_err()
+/// Appends the event as one line of JSON that any JSON reader accepts, and its newline.
+fn push_line(lines: &mut Vec<u8>, event: &Event) {
+    let start = lines.len();
+    write_structured(event, lines);
+    keep_on_one_line(lines, start);
+    if may_hold_surrogate_escape(&lines[start..])
+        && serde_json::from_slice::<serde_json::Value>(&lines[start..]).is_err()
     {
-        return with_base64_data(event);
+        lines.truncate(start);
+        write_with_base64_data(event, lines);
     }
-    json
+    lines.push(b'\n');
 }
 
-/// Removes the line breaks of a structured-mode JSON object so it fills one line.
+/// Removes the line breaks of the structured-mode JSON object that starts at `start`, so it
+/// fills one line.
 ///
 /// serde_json escapes control characters in every string it writes, so a `\n` or `\r` byte
 /// can only come from whitespace inside JSON `data`, embedded as received. Valid JSON holds
 /// no raw line break inside a string, and a structural character always separates two
 /// tokens, so dropping these bytes keeps the same JSON value. Most lines have none and are
 /// kept as they are.
-fn one_line(mut json: Vec<u8>) -> Vec<u8> {
-    if memchr::memchr2(b'\n', b'\r', &json).is_some() {
-        json.retain(|&b| b != b'\n' && b != b'\r');
+fn keep_on_one_line(lines: &mut Vec<u8>, start: usize) {
+    if memchr::memchr2(b'\n', b'\r', &lines[start..]).is_none() {
+        return;
     }
-    json
+    let mut kept = start;
+    for read in start..lines.len() {
+        let byte = lines[read];
+        if byte != b'\n' && byte != b'\r' {
+            lines[kept] = byte;
+            kept += 1;
+        }
+    }
+    lines.truncate(kept);
 }
 
 /// True when `json` may hold a `\uD800`–`\uDFFF` escape (a `\\ud…` in a string's text also
@@ -174,15 +194,16 @@ fn may_hold_surrogate_escape(json: &[u8]) -> bool {
         .any(|at| matches!(json.get(at + 1..at + 3), Some([b'u', b'd' | b'D'])))
 }
 
-/// The event with its data as Base64 (`data_base64`, or 0.3's `datacontentencoding`), for
-/// JSON data that some readers would refuse. Decoding the line gives back the same bytes.
-fn with_base64_data(event: &Event) -> Vec<u8> {
+/// Appends the event with its data as Base64 (`data_base64`, or 0.3's
+/// `datacontentencoding`), for JSON data that some readers would refuse. Decoding the line
+/// gives back the same bytes.
+fn write_with_base64_data(event: &Event, json: &mut Vec<u8>) {
     let data = event.data.as_deref().unwrap_or_default();
     let bare = Event {
         data: None,
         ..event.clone()
     };
-    let mut json = encode_structured(&bare);
+    write_structured(&bare, json);
     // A structured-mode object always ends with its closing brace.
     json.pop();
     let member = if event.specversion == "0.3" {
@@ -193,5 +214,4 @@ fn with_base64_data(event: &Event) -> Vec<u8> {
     json.extend_from_slice(member.as_bytes());
     json.extend_from_slice(BASE64_STANDARD.encode(data).as_bytes());
     json.extend_from_slice(b"\"}");
-    json
 }
