@@ -25,6 +25,9 @@ use crate::event::Event;
 
 type Answer = oneshot::Sender<Result<(), String>>;
 
+/// Most bytes reserved ahead for a batch's lines; past it the buffer grows as it is written.
+const MAX_RESERVE: usize = 256 * 1024;
+
 /// Appends events to a JSON-lines file; an attempt succeeds once its line is on disk.
 #[derive(Debug)]
 pub(crate) struct FileSink {
@@ -140,8 +143,10 @@ impl FileSink {
         for (index, attempt) in batch.iter().enumerate() {
             push_line(&mut lines, attempt.event);
             if index == 0 {
-                // Room for the rest, if they are like the first.
-                lines.reserve(lines.len() * (batch.len() - 1));
+                // Room for the rest if they are like the first (up to a bound, for a batch
+                // led by one large event).
+                let rest = lines.len().saturating_mul(batch.len() - 1);
+                lines.reserve(rest.min(MAX_RESERVE));
             }
         }
         self.append(lines).await
