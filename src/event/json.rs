@@ -254,9 +254,13 @@ pub(crate) fn str_len_bound(text: &str) -> usize {
 /// True when a byte of `bytes` must be escaped inside a JSON string. Written without an early
 /// exit so that it compiles to a loop over whole vector registers.
 fn needs_escape(bytes: &[u8]) -> bool {
-    bytes.iter().fold(false, |found, &b| {
-        found | (b < 0x20) | (b == b'"') | (b == b'\\')
-    })
+    bytes.iter().fold(false, |found, &b| found | must_escape(b))
+}
+
+/// True for a byte a JSON string cannot hold as is: a control character, `"` or `\`.
+#[inline]
+pub(crate) fn must_escape(byte: u8) -> bool {
+    (byte < 0x20) | (byte == b'"') | (byte == b'\\')
 }
 
 /// Appends an extension value to `out` with its JSON type.

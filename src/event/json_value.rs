@@ -7,6 +7,8 @@
 //! any nesting depth, `\u` escapes not paired up (a lone surrogate passes), UTF-8 checked over
 //! the value. Nesting deeper than 128 levels is left to serde_json itself.
 
+use super::json::must_escape;
+
 /// Levels of nesting followed here; deeper values are checked by serde_json.
 const MAX_DEPTH: u32 = u128::BITS;
 
@@ -177,11 +179,10 @@ fn string_end(bytes: &[u8], mut at: usize, non_ascii: &mut bool) -> Option<usize
 /// instruction per byte.
 fn plain_run_end(bytes: &[u8], at: usize, non_ascii: &mut bool) -> usize {
     const SHORT: usize = 16;
-    let special = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\');
     let short_end = bytes.len().min(at + SHORT);
     let mut high = 0;
     for (index, &b) in bytes.iter().enumerate().take(short_end).skip(at) {
-        if special(b) {
+        if must_escape(b) {
             *non_ascii |= high >= 0x80;
             return index;
         }
