@@ -69,6 +69,13 @@ impl Gate {
         stop: &CancellationToken,
         held: &mut VecDeque<Held>,
     ) -> Option<Admission> {
+        // Most steps are admitted at once: looked at without registering for wake-ups (a
+        // lock to register and another to unregister on each of two notifiers).
+        if !self.pause.is_paused() {
+            if let Some(admission) = self.admission() {
+                return Some(admission);
+            }
+        }
         loop {
             let changed = self.changed.notified();
             let toggled = self.pause.changed();
@@ -87,9 +94,7 @@ impl Gate {
             let until = match self.permit() {
                 Permit::Allow => return Some(Admission::Normal),
                 Permit::Probe => return Some(Admission::Probe),
-                Permit::Wait(_) if self.has_fallback && !self.fallback_paused() => {
-                    return Some(Admission::Fallback)
-                }
+                Permit::Wait(_) if self.fallback_open() => return Some(Admission::Fallback),
                 Permit::Wait(until) => until,
             };
             tokio::select! {
@@ -99,6 +104,22 @@ impl Gate {
                 () = tokio::time::sleep_until(until) => {}
             }
         }
+    }
+
+    /// Where deliveries may go now, when they may go at once; `None` when the breaker says
+    /// wait (which changes nothing, so the caller may ask again).
+    fn admission(&self) -> Option<Admission> {
+        match self.permit() {
+            Permit::Allow => Some(Admission::Normal),
+            Permit::Probe => Some(Admission::Probe),
+            Permit::Wait(_) if self.fallback_open() => Some(Admission::Fallback),
+            Permit::Wait(_) => None,
+        }
+    }
+
+    /// Whether a waiting sink's deliveries may go to its fallback.
+    fn fallback_open(&self) -> bool {
+        self.has_fallback && !self.fallback_paused()
     }
 
     /// Whether the sink is paused now: one atomic load.

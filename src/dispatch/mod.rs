@@ -88,6 +88,7 @@ pub struct DispatchContext {
 /// Starts one worker per configured sink on `tracker`. Workers stop leasing when `stop` is
 /// cancelled; deliveries already in flight run to completion (also tracked).
 pub fn start(ctx: &DispatchContext, stop: &CancellationToken, tracker: &TaskTracker) {
+    let shared = Arc::new(ctx.clone());
     for (name, config) in &ctx.config.sinks {
         let Some(sink) = ctx.sinks.get(name) else {
             tracing::warn!(sink = %name, "Configured sink was not built; nothing delivers to it");
@@ -95,7 +96,7 @@ pub fn start(ctx: &DispatchContext, stop: &CancellationToken, tracker: &TaskTrac
         };
         let fallback = config.delivery.fallback.as_deref();
         let worker = worker::Worker {
-            ctx: ctx.clone(),
+            ctx: shared.clone(),
             sink,
             fallback: fallback.and_then(|name| ctx.sinks.get(name)),
             config: Arc::new(config.clone()),

@@ -50,7 +50,8 @@ const MOST_AHEAD: usize = 512;
 /// Leases deliveries for one sink and runs each request on the tracker.
 #[derive(Debug)]
 pub(super) struct Worker {
-    pub(super) ctx: DispatchContext,
+    /// Shared by the worker's delivery tasks: each clones one `Arc`, not the context.
+    pub(super) ctx: Arc<DispatchContext>,
     pub(super) sink: Arc<dyn Sink>,
     /// Takes the deliveries while the breaker is open (`fallback`).
     pub(super) fallback: Option<Arc<dyn Sink>>,
@@ -108,10 +109,16 @@ impl Worker {
 
     /// One turn of the loop; false when the worker should stop.
     async fn step(&self, lane: &mut Lane, stop: &CancellationToken) -> bool {
+        // The stop is looked at first, then the permit is polled before the stop's future:
+        // a permit that is free at once never registers a waiter on the token (a lock to
+        // register and another to unregister, on every step).
+        if stop.is_cancelled() {
+            return false;
+        }
         let first = tokio::select! {
             biased;
-            () = stop.cancelled() => return false,
             permit = lane.limit.permits().clone().acquire_owned() => permit,
+            () = stop.cancelled() => return false,
         };
         let Ok(first) = first else { return false };
         let Some(admission) = lane.gate.admit(stop, &mut lane.pending).await else {
@@ -127,6 +134,11 @@ impl Worker {
                 Leased::Stop => return false,
                 Leased::Again => return true,
             }
+        }
+        // Told to stop while leasing: nothing starts; what was leased goes back to the spool
+        // with the lane.
+        if stop.is_cancelled() {
+            return false;
         }
         // The lease may have waited long enough for the breaker to change, or for a pause.
         if !lane.gate.still_admits(admission) {
@@ -213,10 +225,14 @@ impl Worker {
     async fn lease(&self, stop: &CancellationToken, size: LeaseSize) -> Leased {
         let LeaseSize { ask: max, enough } = size;
         let spool = &self.ctx.spool;
+        // As for the permit: deliveries ready at once are taken without a waiter on `stop`.
+        if stop.is_cancelled() {
+            return Leased::Stop;
+        }
         let first = tokio::select! {
             biased;
-            () = stop.cancelled() => return Leased::Stop,
             leased = spool.lease(&self.config.name, max) => leased,
+            () = stop.cancelled() => return Leased::Stop,
         };
         let mut leased = match first {
             Ok(deliveries) => Held::all(spool, deliveries),

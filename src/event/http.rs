@@ -137,8 +137,14 @@ pub fn encode_binary(event: &Event, headers: &mut HeaderMap) -> Bytes {
     } else {
         DATASCHEMA
     };
+    // A known version is a constant: no copy of its own for every event.
+    match version_value(&event.specversion) {
+        Some(version) => {
+            headers.insert(SPECVERSION, version);
+        }
+        None => set_header(headers, SPECVERSION, &event.specversion),
+    }
     let core = [
-        (SPECVERSION, Some(&event.specversion)),
         (ID, Some(&event.id)),
         (SOURCE, Some(&event.source)),
         (TYPE, Some(&event.ty)),
@@ -169,6 +175,15 @@ pub fn encode_binary(event: &Event, headers: &mut HeaderMap) -> Bytes {
         }
     }
     event.data.clone().unwrap_or_default()
+}
+
+/// A `specversion` this binding knows, as a header value made without a copy.
+pub(crate) fn version_value(version: &str) -> Option<HeaderValue> {
+    match version {
+        "1.0" => Some(HeaderValue::from_static("1.0")),
+        "0.3" => Some(HeaderValue::from_static("0.3")),
+        _ => None,
+    }
 }
 
 /// Sets a `ce-` header to the percent-encoded `value` (always visible ASCII).

@@ -286,21 +286,35 @@ fn aeg_headers(format: HttpFormat, attempt: Attempt<'_>, headers: &mut HeaderMap
     const OUTPUT_EVENT_ID: HeaderName = HeaderName::from_static("aeg-output-event-id");
     const DATA_VERSION: HeaderName = HeaderName::from_static("aeg-data-version");
     let event = attempt.event;
-    headers.insert(DELIVERY_COUNT, HeaderValue::from(attempt.delivery_count));
+    headers.insert(DELIVERY_COUNT, count_value(attempt.delivery_count));
     headers.insert(EVENT_TYPE, HeaderValue::from_static("Notification"));
+    let version = match format {
+        HttpFormat::EventGrid => Some(HeaderValue::from_static("1")),
+        _ => binding::version_value(&event.specversion)
+            .or_else(|| HeaderValue::from_str(&event.specversion).ok()),
+    };
+    if let Some(version) = version {
+        headers.insert(METADATA_VERSION, version);
+    }
     let mut set = |name: HeaderName, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
         }
     };
     set(SUBSCRIPTION, attempt.route);
-    match (format, event.specversion.as_str()) {
-        (HttpFormat::EventGrid, _) => set(METADATA_VERSION, "1"),
-        (_, version) => set(METADATA_VERSION, version),
-    }
     set(OUTPUT_EVENT_ID, &event.id);
     if format == HttpFormat::EventGrid {
         set(DATA_VERSION, event.data_version.as_deref().unwrap_or(""));
+    }
+}
+
+/// A delivery count as a header value; the usual ones (below ten) are constants, made
+/// without an allocation.
+pub(crate) fn count_value(count: u32) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match usize::try_from(count).ok().and_then(|i| SMALL.get(i)) {
+        Some(digit) => HeaderValue::from_static(digit),
+        None => HeaderValue::from(count),
     }
 }
 

@@ -165,3 +165,11 @@ async fn structured_and_event_grid_formats_set_their_content_types() {
         "Event Grid bodies are arrays"
     );
 }
+
+#[test]
+fn delivery_counts_are_their_decimal_text() {
+    for count in (0..=12).chain([99, 100, u32::MAX]) {
+        let value = crate::sinks::http::count_value(count);
+        assert_eq!(value.to_str().unwrap(), count.to_string(), "count {count}");
+    }
+}
