@@ -72,7 +72,7 @@ impl Gate {
         // Most steps are admitted at once: looked at without registering for wake-ups (a
         // lock to register and another to unregister on each of two notifiers).
         if !self.pause.is_paused() {
-            if let Some(admission) = self.admission() {
+            if let Ok(admission) = self.admission() {
                 return Some(admission);
             }
         }
@@ -91,11 +91,9 @@ impl Gate {
                 }
                 continue;
             }
-            let until = match self.permit() {
-                Permit::Allow => return Some(Admission::Normal),
-                Permit::Probe => return Some(Admission::Probe),
-                Permit::Wait(_) if self.fallback_open() => return Some(Admission::Fallback),
-                Permit::Wait(until) => until,
+            let until = match self.admission() {
+                Ok(admission) => return Some(admission),
+                Err(until) => until,
             };
             tokio::select! {
                 () = stop.cancelled() => return None,
@@ -106,20 +104,17 @@ impl Gate {
         }
     }
 
-    /// Where deliveries may go now, when they may go at once; `None` when the breaker says
-    /// wait (which changes nothing, so the caller may ask again).
-    fn admission(&self) -> Option<Admission> {
+    /// Where deliveries may go now, or until when the breaker says wait (a wait changes
+    /// nothing, so the caller may ask again).
+    fn admission(&self) -> Result<Admission, Instant> {
         match self.permit() {
-            Permit::Allow => Some(Admission::Normal),
-            Permit::Probe => Some(Admission::Probe),
-            Permit::Wait(_) if self.fallback_open() => Some(Admission::Fallback),
-            Permit::Wait(_) => None,
+            Permit::Allow => Ok(Admission::Normal),
+            Permit::Probe => Ok(Admission::Probe),
+            Permit::Wait(_) if self.has_fallback && !self.fallback_paused() => {
+                Ok(Admission::Fallback)
+            }
+            Permit::Wait(until) => Err(until),
         }
-    }
-
-    /// Whether a waiting sink's deliveries may go to its fallback.
-    fn fallback_open(&self) -> bool {
-        self.has_fallback && !self.fallback_paused()
     }
 
     /// Whether the sink is paused now: one atomic load.
