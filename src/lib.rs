@@ -31,6 +31,7 @@ pub mod event;
 pub mod fuzzing;
 pub mod history;
 pub mod ingress;
+mod maps;
 pub mod outbound;
 mod reload;
 pub mod routing;

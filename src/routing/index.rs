@@ -8,9 +8,8 @@
 //! event, sorted and without duplicates; the caller then checks each candidate in full, so the
 //! index only has to never miss a route, and table order is kept.
 
-use std::collections::HashMap;
-
 use crate::event::Event;
+use crate::maps::HashMap;
 
 use super::filter::{CompiledRoute, Patterns};
 use super::text::Lowered;

@@ -26,7 +26,6 @@ mod nats;
 mod reply;
 pub(crate) mod sign;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,6 +33,7 @@ use std::time::Duration;
 
 use crate::config::{Config, SinkConfig, SinkKind};
 use crate::event::Event;
+use crate::maps::HashMap;
 use crate::outbound::{Client, ClientOptions, SystemRoots};
 
 pub use handler::{Handler, HandlerError, Handlers, Replying};

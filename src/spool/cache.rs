@@ -16,11 +16,13 @@
 //! journaled deliveries (key and record location, 32 bytes each, in lease order), which a
 //! refill merges with the rows it reads from SQLite.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use tokio::sync::Notify;
+
+use crate::maps::HashMap;
 
 use super::db::{key_of, Key, LoadedRow};
 use super::journal::Loc;

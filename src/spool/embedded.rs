@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use dashmap::DashMap;
+use crate::maps::DashMap;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
@@ -143,7 +143,7 @@ impl EmbeddedSpool {
         let seen_entries = db::seen_entries(&opened.writer).map_err(sqlite)?;
         let moved = db::journal_moved(&opened.writer).map_err(sqlite)?;
         let ordered = db::ordered(&opened.writer).map_err(sqlite)?;
-        let queues: DashMap<Arc<str>, Arc<SinkQueue>> = DashMap::new();
+        let queues: DashMap<Arc<str>, Arc<SinkQueue>> = DashMap::default();
         for (sink, depth) in depths {
             queues.insert(Arc::from(sink), Arc::new(SinkQueue::stored(depth)));
         }

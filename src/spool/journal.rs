@@ -425,7 +425,7 @@ pub(super) struct Recovery {
     /// Event bytes of the records with a stored delivery.
     pub(super) bytes: u64,
     /// Records with more than one stored delivery: how many.
-    pub(super) fanout: HashMap<(u32, u32), u32>,
+    pub(super) fanout: crate::maps::HashMap<(u32, u32), u32>,
 }
 
 /// Reads a segment's records in order, calling `each(offset, body)` for every one that frames

@@ -12,8 +12,10 @@
 //! the one with the lowest id may be leased. It stays first while leased or waiting for a
 //! retry, so its successors wait until it is acked or dead-lettered.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
+
+use crate::maps::HashMap;
 
 use super::{Delivery, DeliveryId, Priority};
 

@@ -10,13 +10,14 @@
 //! database work; the two never touch the same delivery. Puts that would carry the stored
 //! bytes past `spool.max_bytes` are refused first, so nothing stored is harmed.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::maps::HashMap;
 
 use super::db::Key;
 use super::embedded::{storage_failed, Shared};

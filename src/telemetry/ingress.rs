@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
+use crate::maps::DashMap;
 use metrics::{Counter, Histogram, SharedString};
 
 /// Ingress HTTP requests answered, by `path` (the route template, e.g. `/hooks/{name}`, or
@@ -53,7 +53,7 @@ impl IngressMetrics {
             Arc::new(PathMetrics {
                 duration: metrics::histogram!(INGRESS_DURATION, "path" => label.clone()),
                 path: label,
-                statuses: DashMap::new(),
+                statuses: DashMap::default(),
             })
         });
         Arc::clone(&entry)

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use dashmap::DashMap;
+use crate::maps::DashMap;
 use metrics::{Counter, Gauge, Histogram, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -394,10 +394,10 @@ impl Default for Counters {
             replies_dropped: AtomicU64::new(0),
             received: Received::register(),
             unrouted: metrics::counter!(EVENTS_UNROUTED),
-            routes: DashMap::new(),
-            sql_errors: DashMap::new(),
+            routes: DashMap::default(),
+            sql_errors: DashMap::default(),
             sql_error_logged: AtomicU64::new(0),
-            sinks: DashMap::new(),
+            sinks: DashMap::default(),
             ingress: IngressMetrics::default(),
         }
     }

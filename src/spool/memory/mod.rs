@@ -18,7 +18,7 @@ use super::{
     PurgeError, Refusals, Spool, SpoolError, Swept, DEFAULT_MAX_BYTES, FULL_RETRY_AFTER,
 };
 use crate::event::Event;
-use dashmap::DashMap;
+use crate::maps::DashMap;
 use queue::{SinkQueue, Take};
 
 mod queue;
@@ -118,7 +118,7 @@ impl MemorySpool {
     /// An empty spool refusing puts past `max_bytes`.
     pub fn bounded(max_bytes: u64) -> Self {
         Self {
-            queues: DashMap::new(),
+            queues: DashMap::default(),
             next_id: AtomicU64::new(0),
             max_bytes,
             stored_bytes: AtomicU64::new(0),

@@ -4,11 +4,13 @@
 //! Imports the spool's own types only.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use tokio::sync::Notify;
+
+use crate::maps::HashMap;
 
 use super::super::lanes::{lane, LanePicker, OrderIndex, LANES};
 use super::super::{Delivery, DeliveryId};
