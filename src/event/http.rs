@@ -13,14 +13,15 @@ use super::{json, percent, DecodeError, Event};
 /// `datacontenttype` from `Content-Type`, the body as `data`.
 pub fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<Event, DecodeError> {
     let mut draft = Draft::new("ce-");
-    for name in headers.keys() {
+    // Names are looked up again only when some name has more than one value.
+    let repeated = headers.len() != headers.keys_len();
+    for (name, value) in headers {
         let Some(attribute) = name.as_str().strip_prefix("ce-") else {
             continue;
         };
-        let mut values = headers.get_all(name).iter();
-        let (Some(value), None) = (values.next(), values.next()) else {
+        if repeated && headers.get_all(name).iter().nth(1).is_some() {
             return Err(DecodeError::attribute(name.as_str(), "duplicate header"));
-        };
+        }
         let value = percent::decode(name.as_str(), value.as_bytes())?;
         draft.set_string(attribute, value)?;
     }

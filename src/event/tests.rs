@@ -101,6 +101,26 @@ fn binary_header_names_are_case_insensitive() {
 }
 
 #[test]
+fn a_repeated_attribute_header_is_refused_and_other_repeated_headers_are_not() {
+    let error = attribute_error(binary(&[("ce-type", b"again")], b""), "ce-type");
+    assert!(error.to_string().contains("duplicate header"), "{error}");
+    let error = attribute_error(
+        binary(&[("ce-myext", b"1"), ("ce-myext", b"2")], b""),
+        "ce-myext",
+    );
+    assert!(error.to_string().contains("duplicate header"), "{error}");
+    let event = binary(
+        &[("accept", b"a"), ("accept", b"b"), ("ce-myext", b"v")],
+        b"",
+    )
+    .expect("a repeated header outside the binding is not an attribute");
+    assert_eq!(
+        event.extensions,
+        vec![("myext".into(), ExtensionValue::String("v".into()))]
+    );
+}
+
+#[test]
 fn binary_values_are_percent_decoded_once() {
     let cases: [(&[u8], &str); 6] = [
         (b"Euro%20%E2%82%AC%20%F0%9F%98%80", "Euro € 😀"),

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tracing::Instrument as _;
@@ -27,9 +27,11 @@ const BATCH_JSON: &str = "application/cloudevents-batch+json";
 const STRUCTURED: &str = "application/cloudevents";
 const STRUCTURED_JSON: &str = "application/cloudevents+json";
 /// The header that marks a binary-mode CloudEvent.
-const CE_SPECVERSION: &str = "ce-specversion";
+const CE_SPECVERSION: HeaderName = HeaderName::from_static("ce-specversion");
 /// W3C trace context, carried on as the CloudEvents `traceparent` extension.
 const TRACEPARENT: &str = "traceparent";
+/// The same name as a header name, made once.
+const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
 /// Longest `traceparent` value carried on (version 00 is 55 characters).
 const MAX_TRACEPARENT: usize = 256;
 
@@ -97,13 +99,15 @@ async fn publish(
     endpoint: Endpoint,
     request: Request,
 ) -> Response {
-    let format = detect_mode(request.headers()).map_or(Format::Unknown, Mode::format);
+    // Read once: the metrics' format label and the decoder both need it.
+    let mode = detect_mode(request.headers());
+    let format = mode.as_ref().map_or(Format::Unknown, |mode| mode.format());
     let span = if state.traced {
         telemetry::ingress_span(request.headers())
     } else {
         tracing::Span::none()
     };
-    let published = try_publish(state, replay, endpoint, request)
+    let published = try_publish(state, replay, endpoint, request, mode)
         .instrument(span.clone())
         .await;
     telemetry::span_outcome(
@@ -129,6 +133,7 @@ async fn try_publish(
     replay: &Arc<ReplayGuard>,
     endpoint: Endpoint,
     request: Request,
+    mode: Result<Mode, IngressError>,
 ) -> Result<Response, IngressError> {
     let config = &*state.config.get();
     let (parts, body) = request.into_parts();
@@ -137,7 +142,8 @@ async fn try_publish(
     if declared_length(&parts.headers).is_some_and(|n| n > config.max_request_bytes as u64) {
         return Err(too_large(config));
     }
-    let mode = detect_mode(&parts.headers)?;
+    // An unsupported media type is answered after authentication and the length check.
+    let mode = mode?;
     let body = read_body(body, config).await?;
     // A signature over the body is checked before a byte of it is decoded.
     let (authorized, claim) = gate.verify_body(&config.auth, &body, replay, SystemTime::now())?;
@@ -186,7 +192,10 @@ async fn try_publish(
 /// Without the header, while spans are exported, the request's own `ingress` span starts
 /// the trace and is the one carried on.
 fn carry_traceparent(headers: &HeaderMap, events: &mut [Event]) {
-    let value = match headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) {
+    let value = match headers
+        .get(&TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
         Some(value) => Cow::Borrowed(value.trim()),
         None => match telemetry::current_traceparent() {
             Some(own) => Cow::Owned(own),
@@ -256,7 +265,7 @@ pub(crate) fn detect_mode(headers: &HeaderMap) -> Result<Mode, IngressError> {
     let essence = content_type
         .and_then(|v| v.to_str().ok())
         .map_or("", |ct| ct.split(';').next().unwrap_or("").trim());
-    let has_ce_headers = headers.contains_key(CE_SPECVERSION);
+    let has_ce_headers = headers.contains_key(&CE_SPECVERSION);
     let mode = if starts_with_ignore_case(essence, BATCH) {
         essence
             .eq_ignore_ascii_case(BATCH_JSON)
