@@ -209,6 +209,7 @@ class Report:
                  "e2e.rate", rate, base, "B", "≥ 0.70× B", e2e_check)
         self.e2e_costs()
         self.durable_baselines()
+        self.paired()
         self.baseline_c()
         self.isolation()
         self.history()
@@ -321,6 +322,35 @@ class Report:
         self.rows.append(["Bare JetStream queue (baseline C): ingest, 1 event/request, "
                           "binary; end to end (events/s)", baseline, "", "", nats,
                           "reported", ""])
+
+    def paired(self):
+        """The end-to-end figures again from alternating rounds (bench/e2e_ab.sh): B, D and
+        the embedded spool a minute apart, each ratio the median of the rounds' own ratios."""
+        g = self.get
+        rounds = g("paired.rounds")
+        if not num(rounds):
+            return
+        for suffix, sink, least in (("", "a local HTTP sink", 0.70), ("file", "a `file` sink", 0.65)):
+            b_name = "B-file" if suffix else "B"
+            d_name = "D-file" if suffix else "D"
+            b, d = g(f"paired.B{suffix}.rate"), g(f"paired.D{suffix}.rate")
+            sy = f"paired.sy0{suffix}"
+            r = g(f"{sy}.vs_b")
+            baseline = f"{b_name}: {rate(b)}; {d_name}: {rate(d)}"
+            if num(g(f"paired.D{suffix}.vs_b")):
+                baseline += f" ({g(f'paired.D{suffix}.vs_b'):.2f}× {b_name})"
+            if self.skipped("embedded"):
+                cell = "skipped"
+            elif not num(r):
+                cell = "—"
+            else:
+                cell = (f"{rate(g(f'{sy}.rate'))} ({r:.2f}× {b_name}, rounds "
+                        f"{g(f'{sy}.vs_b_min'):.2f}–{g(f'{sy}.vs_b_max'):.2f}; "
+                        f"{g(f'{sy}.vs_d'):.2f}× {d_name})")
+            figure = (f"End to end to {sink}, {rounds:.0f} alternating rounds (events/s; "
+                      f"median of the rounds' ratios)")
+            self.embedded_row(figure, baseline, cell, f"≥ {least:.2f}× {b_name}",
+                              r if num(r) else None, least)
 
     def isolation(self):
         """The counting sink's delivered rate beside a dead and a 5 s sink, against it alone

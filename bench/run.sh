@@ -91,6 +91,12 @@
 #                 delivered event written to <spool.path>/retained/ before its ack) and without.
 #   transform     embedded spool only: the same pair with the sink's `transform` running a
 #                 typical reshaping program (TRANSFORM_PROGRAM) and without a program.
+#   alternating   embedded spool only: the two end-to-end figures again from bench/e2e_ab.sh,
+#                 which runs B, D and switchyard (HTTP sink), then B-file, D-file and
+#                 switchyard (`file` sink), --runs rounds of --duration seconds, each server
+#                 fresh: every ratio compares runs a minute apart, not a quarter of an hour as
+#                 the figures above do (the machine's speed drifts meanwhile). The figure is
+#                 the median of the rounds' own ratios, with their range.
 #   RSS idle      VmRSS 1 s after start.
 #   backlog       each spool: N events sent in batches of 100 to a stalled sink; RSS 1 s
 #                 after the last batch and again 10 s later (the allocator gives freed
@@ -901,6 +907,19 @@ else
 fi
 stop "$STALL_PID"
 stop "$SINK_PID"
+
+# ---- end to end in alternating rounds -------------------------------------------------
+
+if [[ -z $(awk -F'\t' '$1 == "embedded.skipped"' "$RESULTS") ]]; then
+  log "end to end in alternating rounds: B, D and the embedded spool, then the file cases (bench/e2e_ab.sh)"
+  if BENCH_BIN="$BIN" "$BENCH/e2e_ab.sh" --rounds "$RUNS" --duration "$DURATION" \
+    --connections "$CONNECTIONS" --summary "$WORK/paired.tsv" "$SWITCHYARD" > "$WORK/paired.log" 2>&1; then
+    while IFS=$'\t' read -r key value; do record "paired.$key" "$value"; done < "$WORK/paired.tsv"
+  else
+    tail -20 "$WORK/paired.log" >&2
+    record paired.note "bench/e2e_ab.sh failed; see bench/.work/paired.log"
+  fi
+fi
 
 # ---- route matching -------------------------------------------------------------------
 
