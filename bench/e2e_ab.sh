@@ -71,7 +71,6 @@ start() {
   shift
   spawn "$WORK/$name.log" "$PORT_SERVER" "$@"
 }
-now() { date +%s.%N; }
 COUNT_FILE="$WORK/lines.jsonl"
 # delivered FILE|HTTP: what the target has received so far.
 delivered() {
@@ -84,21 +83,6 @@ delivered() {
   else
     curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"
   fi
-}
-
-# e2e_rate FILE|HTTP: events/s the target received while wrk ran against the server.
-e2e_rate() {
-  local c0 c1 t0 t1 out line requests duration_us status_errors socket_errors p50_us p99_us
-  c0=$(delivered "$1") t0=$(now)
-  out=$(BENCH_MODE=binary BENCH_BODY="$WORK/payloads/binary.json" "${PIN_LOAD[@]}" \
-    wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s -s "$BENCH/post.lua" \
-    "http://127.0.0.1:$PORT_SERVER/events" 2>&1)
-  c1=$(delivered "$1") t1=$(now)
-  line=$(grep '^BENCH ' <<< "$out") || { echo "$out" >&2; return 1; }
-  eval "$(sed 's/^BENCH //' <<< "$line")"
-  [[ $status_errors -eq 0 && $socket_errors -eq 0 ]] ||
-    echo "    warning: $status_errors non-2xx, $socket_errors socket errors" >&2
-  awk -v a="$c0" -v b="$c1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.1f\n", (b - a) / (e - s) }'
 }
 
 # config FILE TARGET: the routes file of bench/run.sh's end-to-end figure; TARGET is the
@@ -134,7 +118,7 @@ run() {
   rm -rf "$WORK/spool" "$WORK/d.journal" "$COUNT_FILE"
   start "$case" "${PIN_SERVER[@]}" "$@"
   sleep 0.5
-  rate=$(e2e_rate "$target")
+  rate=$(e2e_rate "$PORT_SERVER" delivered "$target")
   stop "$STARTED_PID"
   printf '%s\t%s\t%s\n' "$ROUND" "$case" "$rate" >> "$RESULTS"
 }

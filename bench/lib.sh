@@ -67,3 +67,31 @@ wait_count() {
     sleep 0.05
   done
 }
+
+now() { date +%s.%N; }
+
+# wrk_rate PORT: acknowledged binary-mode events/s of one wrk run against 127.0.0.1:PORT
+# (the script's WORK/payloads, BENCH, PIN_LOAD, CONNECTIONS and DURATION).
+wrk_rate() {
+  local out line requests duration_us status_errors socket_errors p50_us p99_us
+  out=$(BENCH_MODE=binary BENCH_BODY="$WORK/payloads/binary.json" "${PIN_LOAD[@]}" \
+    wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s -s "$BENCH/post.lua" \
+    "http://127.0.0.1:$1/events" 2>&1)
+  line=$(grep '^BENCH ' <<< "$out") || { echo "$out" >&2; return 1; }
+  eval "$(sed 's/^BENCH //' <<< "$line")"
+  [[ $status_errors -eq 0 && $socket_errors -eq 0 ]] ||
+    echo "    warning: $status_errors non-2xx, $socket_errors socket errors" >&2
+  awk -v r="$requests" -v d="$duration_us" -v s="$status_errors" \
+    'BEGIN { printf "%.1f\n", (r - s) / (d / 1e6) }'
+}
+
+# e2e_rate PORT COUNT_CMD...: events/s delivered while wrk ran against PORT, as told by
+# COUNT_CMD (what the target has received so far) before and after.
+e2e_rate() {
+  local port=$1 c0 c1 t0 t1
+  shift
+  c0=$("$@") t0=$(now)
+  wrk_rate "$port" > /dev/null
+  c1=$("$@") t1=$(now)
+  awk -v a="$c0" -v b="$c1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.1f\n", (b - a) / (e - s) }'
+}

@@ -67,30 +67,7 @@ start() {
   shift
   spawn "$WORK/$name.log" "$@"
 }
-now() { date +%s.%N; }
 sink_count() { curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"; }
-
-# wrk_rate PORT: acknowledged binary-mode events/s of one wrk run.
-wrk_rate() {
-  local out line requests duration_us status_errors socket_errors p50_us p99_us
-  out=$(BENCH_MODE=binary BENCH_BODY="$WORK/payloads/binary.json" "${PIN_LOAD[@]}" \
-    wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s -s "$BENCH/post.lua" \
-    "http://127.0.0.1:$1/events" 2>&1)
-  line=$(grep '^BENCH ' <<< "$out") || { echo "$out" >&2; return 1; }
-  eval "$(sed 's/^BENCH //' <<< "$line")"
-  [[ $status_errors -eq 0 && $socket_errors -eq 0 ]] ||
-    echo "    warning: $status_errors non-2xx, $socket_errors socket errors" >&2
-  awk -v r="$requests" -v d="$duration_us" -v s="$status_errors" \
-    'BEGIN { printf "%.1f\n", (r - s) / (d / 1e6) }'
-}
-# e2e_rate PORT: events/s the counting sink received while wrk ran.
-e2e_rate() {
-  local c0 c1 t0 t1
-  c0=$(sink_count) t0=$(now)
-  wrk_rate "$1" > /dev/null
-  c1=$(sink_count) t1=$(now)
-  awk -v a="$c0" -v b="$c1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.1f\n", (b - a) / (e - s) }'
-}
 
 # config FILE SINK_PORT CONCURRENCY TIMEOUT
 config() {
@@ -144,7 +121,7 @@ PY
 case_rate() {
   case $2 in
     ingest) wrk_rate "$1" ;;
-    e2e) e2e_rate "$1" ;;
+    e2e) e2e_rate "$1" sink_count ;;
   esac
 }
 
@@ -194,7 +171,7 @@ for round in $(seq 1 "$ROUNDS"); do
   stop "$STARTED_PID"
   start b "$PORT_B" "${PIN_SERVER[@]}" "$BIN/examples/baseline_forward" \
     --sink "http://127.0.0.1:$PORT_SINK/events" "127.0.0.1:$PORT_B"
-  printf 'B\te2e\t%s\n' "$(e2e_rate "$PORT_B")" >> "$RESULTS"
+  printf 'B\te2e\t%s\n' "$(e2e_rate "$PORT_B" sink_count)" >> "$RESULTS"
   stop "$STARTED_PID"
   printf 'C\tingest\t%s\n' "$(baseline_c_rate ingest)" >> "$RESULTS"
   printf 'C\te2e\t%s\n' "$(baseline_c_rate e2e)" >> "$RESULTS"
