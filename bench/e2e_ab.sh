@@ -72,18 +72,6 @@ start() {
   spawn "$WORK/$name.log" "$PORT_SERVER" "$@"
 }
 COUNT_FILE="$WORK/lines.jsonl"
-# delivered FILE|HTTP: what the target has received so far.
-delivered() {
-  if [[ $1 == FILE ]]; then
-    local size first
-    [[ -s $COUNT_FILE ]] || { echo 0; return; }
-    size=$(stat -c %s "$COUNT_FILE")
-    first=$(head -n 1 "$COUNT_FILE" | wc -c)
-    echo $((size / first))
-  else
-    curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"
-  fi
-}
 
 # config FILE TARGET: the routes file of bench/run.sh's end-to-end figure; TARGET is the
 # sink's kind line(s).
@@ -111,14 +99,15 @@ routes:
 EOF
 }
 
-# run CASE FILE|HTTP CMD...: one run of a fresh server; appends "CASE rate" to RESULTS.
+# run CASE COUNTER CMD...: one run of a fresh server, its target counted by COUNTER
+# (sink_count or lines_count); appends "ROUND CASE rate" to RESULTS.
 run() {
-  local case=$1 target=$2 rate
+  local case=$1 counter=$2 rate
   shift 2
   rm -rf "$WORK/spool" "$WORK/d.journal" "$COUNT_FILE"
   start "$case" "${PIN_SERVER[@]}" "$@"
   sleep 0.5
-  rate=$(e2e_rate "$PORT_SERVER" delivered "$target")
+  rate=$(e2e_rate "$PORT_SERVER" "$counter")
   stop "$STARTED_PID"
   printf '%s\t%s\t%s\n' "$ROUND" "$case" "$rate" >> "$RESULTS"
 }
@@ -137,17 +126,17 @@ RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
 echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for ROUND in $(seq 1 "$ROUNDS"); do
-  run B HTTP "$FORWARD" --sink "$SINK_URL" "127.0.0.1:$PORT_SERVER"
-  run D HTTP "$FORWARD" --journal "$WORK/d.journal" --sink "$SINK_URL" \
+  run B sink_count "$FORWARD" --sink "$SINK_URL" "127.0.0.1:$PORT_SERVER"
+  run D sink_count "$FORWARD" --journal "$WORK/d.journal" --sink "$SINK_URL" \
     --concurrency "$CONNECTIONS" "127.0.0.1:$PORT_SERVER"
   for i in "${!BINARIES[@]}"; do
-    run "sy$i" HTTP "${BINARIES[$i]}" serve --config "$WORK/http.yaml"
+    run "sy$i" sink_count "${BINARIES[$i]}" serve --config "$WORK/http.yaml"
   done
-  run B-file FILE "$FORWARD" --file "$COUNT_FILE" "127.0.0.1:$PORT_SERVER"
-  run D-file FILE "$FORWARD" --journal "$WORK/d.journal" --file "$COUNT_FILE" \
+  run B-file lines_count "$FORWARD" --file "$COUNT_FILE" "127.0.0.1:$PORT_SERVER"
+  run D-file lines_count "$FORWARD" --journal "$WORK/d.journal" --file "$COUNT_FILE" \
     --concurrency "$CONNECTIONS" "127.0.0.1:$PORT_SERVER"
   for i in "${!BINARIES[@]}"; do
-    run "sy$i-file" FILE "${BINARIES[$i]}" serve --config "$WORK/file.yaml"
+    run "sy$i-file" lines_count "${BINARIES[$i]}" serve --config "$WORK/file.yaml"
   done
   echo "round $ROUND: $(awk -F'\t' -v r="$ROUND" 'BEGIN { ORS = " " } $1 == r { print $2 "=" int($3) }' "$RESULTS")" >&2
 done

@@ -54,7 +54,8 @@ stop() {
 # cpu_ticks PID: user + system CPU time of the process so far, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
-# wait_count TARGET SECONDS: until the script's `sink_count` reports at least TARGET.
+# wait_count TARGET SECONDS: until `sink_count` (a script may define its own) reports at least
+# TARGET.
 wait_count() {
   local target=$1 deadline=$((SECONDS + $2)) seen
   while :; do
@@ -69,6 +70,20 @@ wait_count() {
 }
 
 now() { date +%s.%N; }
+
+# sink_count: what the counting sink (baseline_ingest --mode sink) on $PORT_SINK has received.
+sink_count() { curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"; }
+
+# lines_count: lines in $COUNT_FILE (0 while it does not exist): what a file target holds.
+# Every line of a run is the same event, so its size over the first line's length counts
+# them at once (reading a file of hundreds of MB would take time inside the timed window).
+lines_count() {
+  local size first
+  [[ -s $COUNT_FILE ]] || { echo 0; return; }
+  size=$(stat -c %s "$COUNT_FILE")
+  first=$(head -n 1 "$COUNT_FILE" | wc -c)
+  echo $((size / first))
+}
 
 # wrk_rate PORT: acknowledged binary-mode events/s of one wrk run against 127.0.0.1:PORT
 # (the script's WORK/payloads, BENCH, PIN_LOAD, CONNECTIONS and DURATION).

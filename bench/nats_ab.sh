@@ -67,7 +67,6 @@ start() {
   shift
   spawn "$WORK/$name.log" "$@"
 }
-sink_count() { curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"; }
 
 # config FILE SINK_PORT CONCURRENCY TIMEOUT
 config() {

@@ -68,7 +68,6 @@ source "$BENCH/lib.sh"
 trap stop_all EXIT
 
 log() { printf '==> %s\n' "$*" >&2; }
-sink_count() { curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"; }
 # varz: "in_msgs out_msgs" of the private server.
 varz() {
   curl -s --max-time 5 "http://127.0.0.1:$PORT_MON/varz" |

@@ -215,19 +215,8 @@ start() {
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
-sink_count() { curl -s --max-time 5 "http://127.0.0.1:$PORT_SINK/count"; }
-
-# lines_count: lines in $COUNT_FILE (0 while it does not exist): what a file target holds.
-# Every line of a run is the same event, so its size over the first line's length counts
-# them at once (reading a file of hundreds of MB would take time inside the timed window);
-# check_lines records a warning if the lines differ in length.
-lines_count() {
-  local size first
-  [[ -s $COUNT_FILE ]] || { echo 0; return; }
-  size=$(stat -c %s "$COUNT_FILE")
-  first=$(head -n 1 "$COUNT_FILE" | wc -c)
-  echo $((size / first))
-}
+# sink_count and lines_count (bench/lib.sh) tell what a target holds; check_lines records a
+# warning if the lines of a file target differ in length.
 # check_lines KEY: records KEY.warn when lines_count and `wc -l` disagree.
 check_lines() {
   local counted lines
