@@ -86,7 +86,7 @@ pub struct DispatchContext {
 }
 
 /// Starts one worker per configured sink on `tracker`. Workers stop leasing when `stop` is
-/// cancelled; deliveries already in flight run to completion (also tracked).
+/// cancelled; each drives the requests it had started to completion before it ends.
 pub fn start(ctx: &DispatchContext, stop: &CancellationToken, tracker: &TaskTracker) {
     let shared = Arc::new(ctx.clone());
     for (name, config) in &ctx.config.sinks {
@@ -100,7 +100,6 @@ pub fn start(ctx: &DispatchContext, stop: &CancellationToken, tracker: &TaskTrac
             sink,
             fallback: fallback.and_then(|name| ctx.sinks.get(name)),
             config: Arc::new(config.clone()),
-            tracker: tracker.clone(),
         };
         tracker.spawn(worker.run(stop.clone()));
     }

@@ -1,5 +1,12 @@
 //! One sink's lease loop: concurrency permit, breaker admission, lease, rate limit, batch,
-//! and one task per request.
+//! and the sink's requests in flight.
+//!
+//! The requests run inside the worker's own task, in a [`FuturesUnordered`] that is polled
+//! together with the lease loop: a request costs no task of its own (a spawn, a task cell, a
+//! scheduling round), and one woken request is polled alone. When the worker stops leasing
+//! it still drives what it started to the end. The I/O of each request runs on the
+//! client's connection tasks; what the worker's task does per request is to build it and to
+//! record its outcome.
 //!
 //! Each step takes a concurrency permit first (one per request in flight, so `concurrency`
 //! is an exact ceiling), then asks the breaker, and only then leases: while the breaker is
@@ -18,12 +25,15 @@
 //! lease, and before each request starts; a paused worker holds nothing leased.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::adaptive::Limit;
 use super::deliver::deliver_batch;
@@ -32,7 +42,7 @@ use super::lease::Held;
 use super::rate::RateLimiter;
 use super::{batch, DispatchContext};
 use crate::config::SinkConfig;
-use crate::sinks::Sink;
+use crate::sinks::{BoxFuture, Sink};
 use crate::spool::{Spool, SpoolError};
 use crate::telemetry::SinkStats;
 
@@ -47,17 +57,19 @@ const LEASE_AHEAD: usize = 4;
 /// The most a lease asks for beyond what the free permits' requests take.
 const MOST_AHEAD: usize = 512;
 
-/// Leases deliveries for one sink and runs each request on the tracker.
+/// Leases deliveries for one sink and drives its requests.
 #[derive(Debug)]
 pub(super) struct Worker {
-    /// Shared by the worker's delivery tasks: each clones one `Arc`, not the context.
+    /// Shared by the worker's requests: each clones one `Arc`, not the context.
     pub(super) ctx: Arc<DispatchContext>,
     pub(super) sink: Arc<dyn Sink>,
     /// Takes the deliveries while the breaker is open (`fallback`).
     pub(super) fallback: Option<Arc<dyn Sink>>,
     pub(super) config: Arc<SinkConfig>,
-    pub(super) tracker: TaskTracker,
 }
+
+/// One request in flight.
+type Request = BoxFuture<'static, ()>;
 
 /// What the worker keeps between steps.
 struct Lane {
@@ -65,6 +77,9 @@ struct Lane {
     gate: Arc<Gate>,
     limiter: Option<RateLimiter>,
     pending: VecDeque<Held>,
+    /// Requests a step started, until the loop moves them in flight: a step runs while the
+    /// requests already in flight are polled, so it cannot reach them itself.
+    started: Arc<Mutex<Vec<Request>>>,
 }
 
 /// Marks the sink's worker stopped (readiness fails) when it ends before it was told to:
@@ -102,9 +117,19 @@ impl Worker {
             gate: Arc::new(Gate::new(&self.config, stats, &self.ctx.pauses)),
             limiter: self.config.delivery.rate_limit.map(RateLimiter::new),
             pending: VecDeque::new(),
+            started: Arc::default(),
         };
-        while self.step(&mut lane, &stop).await {}
+        let started = lane.started.clone();
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            let step = pin!(self.step(&mut lane, &stop));
+            if !drive(step, &started, &mut in_flight).await {
+                break;
+            }
+        }
         tracing::debug!(sink = %self.config.name, "Worker stopped leasing");
+        take(&started, &mut in_flight);
+        while in_flight.next().await.is_some() {}
     }
 
     /// One turn of the loop; false when the worker should stop.
@@ -264,6 +289,7 @@ impl Worker {
         Leased::Some(leased)
     }
 
+    /// Starts one request: it goes in flight with the step's end (see [`drive`]).
     fn spawn(
         &self,
         batch: Vec<Held>,
@@ -276,12 +302,12 @@ impl Worker {
         let config = self.config.clone();
         let gate = lane.gate.clone();
         let limit = lane.limit.clone();
-        self.tracker.spawn(async move {
-            // Taken only once the task runs: a task dropped unstarted releases its batch.
-            let batch = batch.into_iter().map(Held::take).collect();
-            // Boxed: the task's own future stays small, so spawning it copies little.
-            let step = Box::pin(deliver_batch(&ctx, target.as_ref(), &config, batch));
-            match step.await {
+        let request = Box::pin(async move {
+            // Taken only once the request is first polled: one dropped unstarted releases its
+            // batch.
+            let mut deliveries = Vec::with_capacity(batch.len());
+            deliveries.extend(batch.into_iter().map(Held::take));
+            match deliver_batch(&ctx, target.as_ref(), &config, deliveries).await {
                 Ok(step) => {
                     gate.report(admission, step.attempt);
                     // Only the sink's own answers teach its limit, not the fallback's.
@@ -295,7 +321,41 @@ impl Worker {
                 }
             }
         });
+        lock(&lane.started).push(request);
     }
+}
+
+/// Polls `step` and the requests in flight together until the step ends; requests the step
+/// starts join those in flight as soon as it yields. Returns what the step returned.
+async fn drive(
+    mut step: std::pin::Pin<&mut impl Future<Output = bool>>,
+    started: &Mutex<Vec<Request>>,
+    in_flight: &mut FuturesUnordered<Request>,
+) -> bool {
+    std::future::poll_fn(|cx| loop {
+        let stepped = step.as_mut().poll(cx);
+        take(started, in_flight);
+        // Each finished request may free what the step waits for (a permit): poll it again.
+        let mut finished = false;
+        while let Poll::Ready(Some(())) = in_flight.poll_next_unpin(cx) {
+            finished = true;
+        }
+        match stepped {
+            Poll::Ready(go_on) => return Poll::Ready(go_on),
+            Poll::Pending if finished => continue,
+            Poll::Pending => return Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Moves the requests started since the last look in flight.
+fn take(started: &Mutex<Vec<Request>>, in_flight: &mut FuturesUnordered<Request>) {
+    in_flight.extend(lock(started).drain(..));
+}
+
+fn lock(started: &Mutex<Vec<Request>>) -> std::sync::MutexGuard<'_, Vec<Request>> {
+    started.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// How much one lease takes.

@@ -270,6 +270,23 @@ async fn a_stopped_worker_hands_back_what_it_had_not_attempted() {
     assert!(left.iter().all(|d| d.attempts == 0), "no attempt counted");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_finishes_the_requests_it_started() {
+    let receiver = Receiver::start(|_| Reply::status(200).after(Duration::from_millis(300))).await;
+    let running = Running::start(config(vec![http_sink("api", &receiver, 3)]));
+    running.put("api", (0..3).map(|i| format!("ev-{i}"))).await;
+    wait_until("three requests in flight", || receiver.hits() == 3).await;
+    assert_eq!(running.count(|c| &c.deliveries_succeeded), 0);
+    let (counters, spool) = (running.ctx.counters.clone(), running.ctx.spool.clone());
+    running.shutdown().await;
+    assert_eq!(
+        Counters::get(&counters.deliveries_succeeded),
+        3,
+        "every request started before the stop is answered and acked"
+    );
+    assert_eq!(spool.depth("api"), 0);
+}
+
 #[tokio::test]
 async fn a_paused_sink_holds_no_lease_and_attempts_nothing_until_resumed() {
     let receiver = Receiver::start(|_| Reply::status(200)).await;
