@@ -10,7 +10,7 @@
 
 use std::time::SystemTime;
 
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Uri};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -69,6 +69,9 @@ pub(crate) struct HttpSink {
     signer: Option<Signer>,
     /// Most bytes of a reply body read (`reply: true`).
     reply_limit: usize,
+    /// The `Host` header of every request, made once: the client would otherwise format it
+    /// for each request.
+    host: Option<HeaderValue>,
 }
 
 /// A successful response whose body carries a reply, not read yet.
@@ -84,11 +87,22 @@ impl HttpSink {
         Self {
             client,
             name: name.to_owned(),
+            host: host_value(&config.url),
             config,
             batched,
             signer,
             reply_limit: crate::config::MAX_BATCH_BYTES,
         }
+    }
+
+    /// A request's headers to start with: room for `capacity` more than the configured ones,
+    /// and `Host` (which a configured `Host` replaces).
+    fn headers(&self, capacity: usize) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(capacity + self.config.headers.len());
+        if let Some(host) = &self.host {
+            headers.insert(header::HOST, host.clone());
+        }
+        headers
     }
 
     /// Reads replies of at most `limit` bytes.
@@ -163,7 +177,7 @@ impl HttpSink {
 
     fn request(&self, attempt: Attempt<'_>) -> Result<Request<Full<Bytes>>, SinkError> {
         // Room for every header a delivery usually carries, so the map never grows.
-        let mut headers = HeaderMap::with_capacity(16 + self.config.headers.len());
+        let mut headers = self.headers(16);
         let body = encode(self.config.format, attempt.event, &mut headers);
         for (name, value) in &self.config.headers {
             headers.insert(name.clone(), value.clone());
@@ -187,7 +201,7 @@ impl HttpSink {
         let Some(first) = batch.first() else {
             return Err(SinkError::permanent("BadRequest", "an empty batch"));
         };
-        let mut headers = HeaderMap::new();
+        let mut headers = self.headers(12);
         let events = batch.iter().map(|a| a.event);
         let (body, content_type) = match self.config.format {
             HttpFormat::EventGrid => (eventgrid::encode(events), EVENT_GRID),
@@ -305,6 +319,20 @@ fn aeg_headers(format: HttpFormat, attempt: Attempt<'_>, headers: &mut HeaderMap
     set(OUTPUT_EVENT_ID, &event.id);
     if format == HttpFormat::EventGrid {
         set(DATA_VERSION, event.data_version.as_deref().unwrap_or(""));
+    }
+}
+
+/// The `Host` header for `url`, as the client would write it: the host, and the port when
+/// it is not the scheme's default.
+pub(crate) fn host_value(url: &Uri) -> Option<HeaderValue> {
+    let host = url.host()?;
+    let default = match url.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    match url.port_u16() {
+        Some(port) if port != default => HeaderValue::from_str(&format!("{host}:{port}")).ok(),
+        _ => HeaderValue::from_str(host).ok(),
     }
 }
 

@@ -173,3 +173,53 @@ fn delivery_counts_are_their_decimal_text() {
         assert_eq!(value.to_str().unwrap(), count.to_string(), "count {count}");
     }
 }
+
+#[test]
+fn the_host_header_is_the_one_the_client_would_write() {
+    for (url, host) in [
+        ("http://127.0.0.1:8080/hooks", "127.0.0.1:8080"),
+        ("http://example.com/", "example.com"),
+        ("http://example.com:80/", "example.com"),
+        ("http://example.com:443/", "example.com:443"),
+        ("https://example.com:443/x", "example.com"),
+        ("https://example.com:80/x", "example.com:80"),
+        ("https://example.com/x", "example.com"),
+        ("http://[::1]:9000/", "[::1]:9000"),
+    ] {
+        let value = crate::sinks::http::host_value(&url.parse().unwrap());
+        assert_eq!(
+            value.as_ref().map(|v| v.to_str().unwrap()),
+            Some(host),
+            "{url}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_request_carries_one_host_header_and_a_configured_one_wins() {
+    let receiver = Receiver::start(|_| Reply::status(200)).await;
+    post(&receiver.url, HttpFormat::CloudEventsBinary, SECOND)
+        .await
+        .unwrap();
+    let mut config = http_config(&receiver.url, HttpFormat::CloudEventsBinary, SECOND);
+    config.headers.push((
+        axum::http::header::HOST,
+        axum::http::HeaderValue::from_static("tenant.example"),
+    ));
+    let sink = HttpSink::new(support::client(), "web", config, true);
+    let event = event("ev-2");
+    let attempt = Attempt {
+        event: &event,
+        route: "orders",
+        delivery_count: 1,
+    };
+    sink.deliver_batch(&[attempt]).await.unwrap();
+    let requests = receiver.requests();
+    let hosts = |i: usize| -> Vec<String> {
+        let all = requests[i].0.get_all("host").iter();
+        all.map(|v| v.to_str().unwrap().to_owned()).collect()
+    };
+    let port = receiver.url.port_u16().unwrap();
+    assert_eq!(hosts(0), [format!("127.0.0.1:{port}")]);
+    assert_eq!(hosts(1), ["tenant.example"]);
+}
