@@ -86,16 +86,7 @@ spool:
 sinks:
   target:
 $2
-    concurrency: $CONNECTIONS
-    retry:
-      max_attempts: 100
-      event_ttl: 2d
-      schedule: [1h]
-routes:
-  - name: all
-    match:
-      types: ["*"]
-    to: [target]
+$(target_and_route "$CONNECTIONS")
 EOF
 }
 

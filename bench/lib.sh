@@ -110,3 +110,21 @@ e2e_rate() {
   c1=$("$@") t1=$(now)
   awk -v a="$c0" -v b="$c1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.1f\n", (b - a) / (e - s) }'
 }
+
+# target_and_route CONCURRENCY: the end of every benchmark routes file, after the `target`
+# sink's kind: its concurrency, a retry policy that never dead-letters within a run, and the
+# one route sending every event to it.
+target_and_route() {
+  cat <<EOF2
+    concurrency: $1
+    retry:
+      max_attempts: 100
+      event_ttl: 2d
+      schedule: [1h]
+routes:
+  - name: all
+    match:
+      types: ["*"]
+    to: [target]
+EOF2
+}

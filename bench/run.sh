@@ -407,16 +407,7 @@ sinks:
     http:
       url: "http://127.0.0.1:$4/events"
       timeout: $6
-    concurrency: $5
-    retry:
-      max_attempts: 100
-      event_ttl: 2d
-      schedule: [1h]
-routes:
-  - name: all
-    match:
-      types: ["*"]
-    to: [target]
+$(target_and_route "$5")
 EOF
 }
 
